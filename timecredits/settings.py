@@ -1,0 +1,28 @@
+"""Settings from the environment (design.md §6), read once per process."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob an operator may turn; unset services mean 'start the embedded one'."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    kafka_bootstrap_servers: str | None = Field(default=None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    admin_token: str | None = Field(default=None, alias="TIMECREDITS_ADMIN_TOKEN")
+    data_dir: Path = Field(default=Path(".data"), alias="TIMECREDITS_DATA_DIR")
+    api_host: str = Field(default="127.0.0.1", alias="TIMECREDITS_API_HOST")
+    api_port: int = Field(default=8000, alias="TIMECREDITS_API_PORT")
+    topic_partitions: int = Field(default=4, ge=1, alias="TIMECREDITS_TOPIC_PARTITIONS")
+    ledger_batch_size: int = Field(default=1000, ge=1, alias="TIMECREDITS_BATCH_SIZE")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
