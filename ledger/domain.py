@@ -1,0 +1,347 @@
+"""The ledger's rules, free of any framework (design.md §3).
+
+A *command* is what an event asks of the ledger. `draft_entry` turns a command into an `EntryDraft`
+(balanced postings) against a read-only `LedgerView`, or raises `Rejection` with a machine-readable
+reason. Persistence, hashing and batching live elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+from uuid import UUID
+
+from ledger.accounts import (
+    NON_NEGATIVE_KINDS,
+    holds_account,
+    issuer_account,
+    partner_account,
+    split_account_key,
+    volunteer_account,
+)
+
+
+class EntryKind(StrEnum):
+    HOURS_APPROVED = "hours_approved"
+    OPPORTUNITY_BOOKED = "opportunity_booked"
+    BOOKING_CANCELLED = "booking_cancelled"
+    BOOKING_ATTENDED = "booking_attended"
+    CREDITS_REDEEMED = "credits_redeemed"
+    CREDITS_GIFTED = "credits_gifted"
+    ENTRY_REVERSED = "entry_reversed"
+
+
+#: Kinds a reversal may undo. Settling a booking (cancel, attend) is final, and so is a reversal.
+REVERSIBLE_KINDS = frozenset(
+    {
+        EntryKind.HOURS_APPROVED,
+        EntryKind.OPPORTUNITY_BOOKED,
+        EntryKind.CREDITS_REDEEMED,
+        EntryKind.CREDITS_GIFTED,
+    }
+)
+
+
+class Reason(StrEnum):
+    """Why the ledger refused a command; these strings are part of the public contract."""
+
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+    INVALID_AMOUNT = "invalid_amount"
+    SAME_ACCOUNT = "same_account"
+    UNKNOWN_ENTRY = "unknown_entry"
+    NOT_A_BOOKING = "not_a_booking"
+    BOOKING_CLOSED = "booking_closed"
+    ALREADY_REVERSED = "already_reversed"
+    NOT_REVERSIBLE = "not_reversible"
+    INVALID_ID = "invalid_id"
+
+
+class Rejection(Exception):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account: str
+    amount: int
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EarnCredits:
+    """Approved hours: the organisation issues credits to the volunteer."""
+
+    event_id: UUID
+    occurred_at: datetime
+    volunteer_id: str
+    org_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class BookOpportunity:
+    """Hold credits for a partner's opportunity until it is attended or cancelled."""
+
+    event_id: UUID
+    occurred_at: datetime
+    volunteer_id: str
+    partner_id: str
+    amount: int
+    opportunity_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelBooking:
+    event_id: UUID
+    occurred_at: datetime
+    booking_event_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class AttendBooking:
+    event_id: UUID
+    occurred_at: datetime
+    booking_event_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemCredits:
+    """Spend credits directly with a partner."""
+
+    event_id: UUID
+    occurred_at: datetime
+    volunteer_id: str
+    partner_id: str
+    amount: int
+    opportunity_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GiftCredits:
+    event_id: UUID
+    occurred_at: datetime
+    from_volunteer_id: str
+    to_volunteer_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseEntry:
+    """Correct a mistake with the mirror of an earlier entry; each entry can be reversed once."""
+
+    event_id: UUID
+    occurred_at: datetime
+    target_event_id: UUID
+
+
+LedgerCommand = (
+    EarnCredits
+    | BookOpportunity
+    | CancelBooking
+    | AttendBooking
+    | RedeemCredits
+    | GiftCredits
+    | ReverseEntry
+)
+
+
+# --- entries --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDraft:
+    """An entry the ledger is about to record. `related_event_id` names the booking settled or entry reversed."""
+
+    event_id: UUID
+    kind: EntryKind
+    occurred_at: datetime
+    postings: tuple[Posting, ...]
+    volunteer_id: str | None = None
+    org_id: str | None = None
+    opportunity_id: str | None = None
+    related_event_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEntry:
+    """What the rules need to know about an entry already in the ledger."""
+
+    event_id: UUID
+    kind: EntryKind
+    postings: tuple[Posting, ...]
+    volunteer_id: str | None
+    org_id: str | None
+    opportunity_id: str | None
+    closed: bool  # reversed, or (for a booking) cancelled or attended: nothing may refer to it again
+
+
+class LedgerView(Protocol):
+    def balance(self, account: str) -> int: ...
+
+    def entry(self, event_id: UUID) -> RecordedEntry | None: ...
+
+
+def draft_entry(command: LedgerCommand, view: LedgerView) -> EntryDraft:
+    """The entry `command` makes, or `Rejection`. Checks every rule, overdraft included."""
+    try:
+        draft = _DRAFTERS[type(command)](command, view)
+    except ValueError as exc:  # an id that cannot name an account
+        raise Rejection(Reason.INVALID_ID, str(exc)) from exc
+    _refuse_overdraft(draft, view)
+    return draft
+
+
+def _require_positive(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise Rejection(Reason.INVALID_AMOUNT, f"amount must be a positive whole number of hundredths, got {amount!r}")
+
+
+def _transfer(source: str, target: str, amount: int) -> tuple[Posting, Posting]:
+    _require_positive(amount)
+    if source == target:
+        raise Rejection(Reason.SAME_ACCOUNT, f"cannot move credits from {source} to itself")
+    return Posting(source, -amount), Posting(target, amount)
+
+
+def _earn(c: EarnCredits, _: LedgerView) -> EntryDraft:
+    return EntryDraft(
+        c.event_id,
+        EntryKind.HOURS_APPROVED,
+        c.occurred_at,
+        _transfer(issuer_account(c.org_id), volunteer_account(c.volunteer_id), c.amount),
+        volunteer_id=c.volunteer_id,
+        org_id=c.org_id,
+    )
+
+
+def _book(c: BookOpportunity, _: LedgerView) -> EntryDraft:
+    return EntryDraft(
+        c.event_id,
+        EntryKind.OPPORTUNITY_BOOKED,
+        c.occurred_at,
+        _transfer(volunteer_account(c.volunteer_id), holds_account(c.volunteer_id), c.amount),
+        volunteer_id=c.volunteer_id,
+        org_id=c.partner_id,
+        opportunity_id=c.opportunity_id,
+    )
+
+
+def _open_booking(booking_event_id: UUID, view: LedgerView) -> RecordedEntry:
+    booking = view.entry(booking_event_id)
+    if booking is None:
+        raise Rejection(Reason.UNKNOWN_ENTRY, f"no booking with event id {booking_event_id}")
+    if booking.kind is not EntryKind.OPPORTUNITY_BOOKED:
+        raise Rejection(Reason.NOT_A_BOOKING, f"entry {booking_event_id} is a {booking.kind.value}, not a booking")
+    if booking.closed:
+        raise Rejection(Reason.BOOKING_CLOSED, f"booking {booking_event_id} was already cancelled, attended or reversed")
+    return booking
+
+
+def _held_amount(booking: RecordedEntry) -> int:
+    return next(p.amount for p in booking.postings if p.amount > 0)
+
+
+def _cancel(c: CancelBooking, view: LedgerView) -> EntryDraft:
+    booking = _open_booking(c.booking_event_id, view)
+    assert booking.volunteer_id is not None
+    return EntryDraft(
+        c.event_id,
+        EntryKind.BOOKING_CANCELLED,
+        c.occurred_at,
+        _transfer(holds_account(booking.volunteer_id), volunteer_account(booking.volunteer_id), _held_amount(booking)),
+        volunteer_id=booking.volunteer_id,
+        org_id=booking.org_id,
+        opportunity_id=booking.opportunity_id,
+        related_event_id=c.booking_event_id,
+    )
+
+
+def _attend(c: AttendBooking, view: LedgerView) -> EntryDraft:
+    booking = _open_booking(c.booking_event_id, view)
+    assert booking.volunteer_id is not None and booking.org_id is not None
+    return EntryDraft(
+        c.event_id,
+        EntryKind.BOOKING_ATTENDED,
+        c.occurred_at,
+        _transfer(holds_account(booking.volunteer_id), partner_account(booking.org_id), _held_amount(booking)),
+        volunteer_id=booking.volunteer_id,
+        org_id=booking.org_id,
+        opportunity_id=booking.opportunity_id,
+        related_event_id=c.booking_event_id,
+    )
+
+
+def _redeem(c: RedeemCredits, _: LedgerView) -> EntryDraft:
+    return EntryDraft(
+        c.event_id,
+        EntryKind.CREDITS_REDEEMED,
+        c.occurred_at,
+        _transfer(volunteer_account(c.volunteer_id), partner_account(c.partner_id), c.amount),
+        volunteer_id=c.volunteer_id,
+        org_id=c.partner_id,
+        opportunity_id=c.opportunity_id,
+    )
+
+
+def _gift(c: GiftCredits, _: LedgerView) -> EntryDraft:
+    return EntryDraft(
+        c.event_id,
+        EntryKind.CREDITS_GIFTED,
+        c.occurred_at,
+        _transfer(volunteer_account(c.from_volunteer_id), volunteer_account(c.to_volunteer_id), c.amount),
+        volunteer_id=c.from_volunteer_id,
+    )
+
+
+def _reverse(c: ReverseEntry, view: LedgerView) -> EntryDraft:
+    target = view.entry(c.target_event_id)
+    if target is None:
+        raise Rejection(Reason.UNKNOWN_ENTRY, f"no entry with event id {c.target_event_id}")
+    if target.kind not in REVERSIBLE_KINDS:
+        raise Rejection(Reason.NOT_REVERSIBLE, f"a {target.kind.value} entry cannot be reversed")
+    if target.closed:
+        reason = Reason.BOOKING_CLOSED if target.kind is EntryKind.OPPORTUNITY_BOOKED else Reason.ALREADY_REVERSED
+        raise Rejection(reason, f"entry {c.target_event_id} was already reversed or settled")
+    return EntryDraft(
+        c.event_id,
+        EntryKind.ENTRY_REVERSED,
+        c.occurred_at,
+        mirror(target.postings),
+        volunteer_id=target.volunteer_id,
+        org_id=target.org_id,
+        opportunity_id=target.opportunity_id,
+        related_event_id=c.target_event_id,
+    )
+
+
+def mirror(postings: tuple[Posting, ...]) -> tuple[Posting, ...]:
+    return tuple(Posting(p.account, -p.amount) for p in postings)
+
+
+def _refuse_overdraft(draft: EntryDraft, view: LedgerView) -> None:
+    for posting in draft.postings:
+        if posting.amount >= 0:
+            continue
+        kind, owner = split_account_key(posting.account)
+        if kind in NON_NEGATIVE_KINDS and view.balance(posting.account) + posting.amount < 0:
+            raise Rejection(
+                Reason.INSUFFICIENT_CREDITS,
+                f"{posting.account} holds {view.balance(posting.account)} hundredths, needs {-posting.amount}",
+            )
+
+
+_DRAFTERS = {
+    EarnCredits: _earn,
+    BookOpportunity: _book,
+    CancelBooking: _cancel,
+    AttendBooking: _attend,
+    RedeemCredits: _redeem,
+    GiftCredits: _gift,
+    ReverseEntry: _reverse,
+}

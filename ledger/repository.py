@@ -1,0 +1,351 @@
+"""The ledger on PostgreSQL: applies a batch of commands in one transaction, reads balances and statements.
+
+The database has the last word on every invariant (see the migration 0001_ledger). The rules in
+`ledger.domain` decide each command first so that one refused command does not fail its batch; should the
+database still refuse a batch, the batch is applied again one command a transaction, and a command the
+database refuses on its own is recorded as rejected with the database's reason.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
+
+from ledger import schema
+from ledger.accounts import holds_account, split_account_key, volunteer_account
+from ledger.batch import BatchView, accounts_to_prefetch, referenced_event_ids
+from ledger.domain import EntryDraft, EntryKind, LedgerCommand, Posting, Reason, RecordedEntry, Rejection, draft_entry
+from ledger.hashing import GENESIS_HASH, entry_hash
+
+#: Must equal tc_chain_lock_key() in the migration: one writer of the hash chain at a time.
+CHAIN_LOCK_KEY = 7465636865626
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    event_id: UUID
+    entry_id: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    event_id: UUID
+    reason: str
+    message: str
+    duplicate: bool = False
+
+
+Outcome = Applied | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    entry_id: int
+    event_id: UUID
+    kind: EntryKind
+    occurred_at: datetime
+    amount: int  # this account's side of the entry, in hundredths
+    related_event_id: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class VolunteerBalance:
+    volunteer_id: str
+    available: int
+    held: int
+
+    @property
+    def total(self) -> int:
+        return self.available + self.held
+
+
+#: Reasons the database gives (constraint name or message prefix) mapped to the contract's reason codes.
+_DATABASE_REASONS = {
+    "balance_not_negative": Reason.INSUFFICIENT_CREDITS.value,
+    "entries_related_once": "already_referred",
+    "unbalanced_entry": "unbalanced_entry",
+    "bad_reversal": "bad_reversal",
+    "not_a_booking": Reason.NOT_A_BOOKING.value,
+    "bad_hash": "bad_hash",
+}
+
+
+def database_reason(error: DBAPIError) -> str | None:
+    """The contract reason for an integrity error the database raised, or None for any other failure."""
+    diag = getattr(error.orig, "diag", None)
+    if diag is None or not (diag.sqlstate or "").startswith("23"):
+        return None
+    if diag.constraint_name in _DATABASE_REASONS:
+        return _DATABASE_REASONS[diag.constraint_name]
+    token = (diag.message_primary or "").split(":", 1)[0]
+    return _DATABASE_REASONS.get(token, "integrity_violation")
+
+
+class LedgerRepository:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def apply_batch(self, commands: Sequence[LedgerCommand]) -> list[Outcome]:
+        """Apply `commands` in order, in one transaction; one outcome per command, in the same order.
+
+        Idempotent by event id: a command whose event was decided before (applied or rejected) gets the
+        earlier outcome back, marked `duplicate`, and changes nothing.
+        """
+        if not commands:
+            return []
+        try:
+            with self._engine.begin() as conn:
+                return _BatchWriter(conn).apply(commands)
+        except DBAPIError as error:
+            reason = database_reason(error)
+            if reason is None:
+                raise
+            if len(commands) > 1:
+                return [outcome for command in commands for outcome in self.apply_batch([command])]
+            return [self._record_database_rejection(commands[0], reason, str(error.orig).strip())]
+
+    def _record_database_rejection(self, command: LedgerCommand, reason: str, message: str) -> Outcome:
+        with self._engine.begin() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
+            decided = _decided_outcomes(conn, [command.event_id])
+            if command.event_id in decided:
+                return _as_duplicate(decided[command.event_id])
+            conn.execute(
+                insert(schema.rejections),
+                [{"event_id": command.event_id, "reason": reason, "message": message, "recorded_at": _now()}],
+            )
+        return Rejected(command.event_id, reason, message)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def balance(self, account: str) -> int:
+        with self._engine.connect() as conn:
+            value = conn.execute(
+                select(schema.balances.c.balance).where(schema.balances.c.account_key == account)
+            ).scalar_one_or_none()
+        return value or 0
+
+    def volunteer_balance(self, volunteer_id: str) -> VolunteerBalance:
+        keys = {volunteer_account(volunteer_id): "available", holds_account(volunteer_id): "held"}
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(schema.balances.c.account_key, schema.balances.c.balance).where(
+                    schema.balances.c.account_key.in_(list(keys))
+                )
+            ).all()
+        found = {keys[key]: value for key, value in rows}
+        return VolunteerBalance(volunteer_id, found.get("available", 0), found.get("held", 0))
+
+    def statement(self, account: str, *, limit: int = 50, before_entry_id: int | None = None) -> list[StatementLine]:
+        """The account's entries, newest first; pass the last line's entry_id as `before_entry_id` for the next page."""
+        e, p = schema.entries, schema.postings
+        related = schema.entries.alias("related")
+        query = (
+            select(e.c.id, e.c.event_id, e.c.kind, e.c.occurred_at, p.c.amount, related.c.event_id)
+            .join(e, e.c.id == p.c.entry_id)
+            .outerjoin(related, related.c.id == e.c.related_entry_id)
+            .where(p.c.account_key == account)
+            .order_by(p.c.entry_id.desc())
+            .limit(limit)
+        )
+        if before_entry_id is not None:
+            query = query.where(p.c.entry_id < before_entry_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [StatementLine(r[0], r[1], EntryKind(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def outcome(self, event_id: UUID) -> Outcome | None:
+        """What became of an event: applied (with its entry), rejected (with the reason), or None if unseen."""
+        with self._engine.connect() as conn:
+            return _decided_outcomes(conn, [event_id]).get(event_id)
+
+
+class _BatchWriter:
+    """One batch inside one transaction: lock the chain, load what the rules need, decide, write."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def apply(self, commands: Sequence[LedgerCommand]) -> list[Outcome]:
+        conn = self._conn
+        conn.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
+        decided = _decided_outcomes(conn, [c.event_id for c in commands])
+        referenced, referenced_ids = _load_entries(conn, referenced_event_ids(commands))
+        prefetch = accounts_to_prefetch(commands, referenced.values())
+        view = BatchView(_load_balances(conn, prefetch), referenced, self._load_balance)
+
+        outcomes: list[Outcome | EntryDraft] = []
+        drafts: list[EntryDraft] = []
+        rejections: list[Rejected] = []
+        for command in commands:
+            if command.event_id in decided:
+                outcomes.append(_as_duplicate(decided[command.event_id]))
+                continue
+            try:
+                draft = draft_entry(command, view)
+            except Rejection as refused:
+                rejected = Rejected(command.event_id, refused.reason.value, refused.message)
+                rejections.append(rejected)
+                decided[command.event_id] = rejected
+                outcomes.append(rejected)
+                continue
+            view.accept(draft)
+            drafts.append(draft)
+            decided[command.event_id] = Applied(command.event_id, 0)  # id assigned when written
+            outcomes.append(draft)
+
+        entry_ids = self._write_entries(drafts, referenced_ids)
+        self._write_rejections(rejections)
+        return [
+            Applied(o.event_id, entry_ids[o.event_id]) if isinstance(o, EntryDraft) else o for o in outcomes
+        ]
+
+    def _load_balance(self, account: str) -> int:
+        return _load_balances(self._conn, {account}).get(account, 0)
+
+    def _write_entries(self, drafts: list[EntryDraft], known_ids: dict[UUID, int]) -> dict[UUID, int]:
+        if not drafts:
+            return {}
+        conn = self._conn
+        new_ids = conn.execute(
+            text("SELECT nextval('entries_id_seq') FROM generate_series(1, :n)"), {"n": len(drafts)}
+        ).scalars().all()
+        ids = dict(known_ids)
+        ids.update({draft.event_id: entry_id for draft, entry_id in zip(drafts, sorted(new_ids))})
+
+        head = conn.execute(select(schema.entries.c.hash).order_by(schema.entries.c.id.desc()).limit(1)).scalar()
+        prev_hash = head or GENESIS_HASH
+        recorded_at = _now()
+        entry_rows, posting_rows = [], []
+        for draft in drafts:
+            digest = entry_hash(
+                prev_hash=prev_hash,
+                event_id=draft.event_id,
+                kind=draft.kind.value,
+                occurred_at=draft.occurred_at,
+                recorded_at=recorded_at,
+                volunteer_id=draft.volunteer_id,
+                org_id=draft.org_id,
+                opportunity_id=draft.opportunity_id,
+                related_event_id=draft.related_event_id,
+                postings=draft.postings,
+            )
+            entry_id = ids[draft.event_id]
+            entry_rows.append(
+                {
+                    "id": entry_id,
+                    "event_id": draft.event_id,
+                    "kind": draft.kind.value,
+                    "occurred_at": draft.occurred_at,
+                    "recorded_at": recorded_at,
+                    "volunteer_id": draft.volunteer_id,
+                    "org_id": draft.org_id,
+                    "opportunity_id": draft.opportunity_id,
+                    "related_entry_id": ids[draft.related_event_id] if draft.related_event_id else None,
+                    "prev_hash": prev_hash,
+                    "hash": digest,
+                }
+            )
+            posting_rows.extend(
+                {"entry_id": entry_id, "account_key": p.account, "amount": p.amount} for p in draft.postings
+            )
+            prev_hash = digest
+
+        accounts = sorted({row["account_key"] for row in posting_rows})
+        conn.execute(
+            insert(schema.accounts).on_conflict_do_nothing(),
+            [_account_row(key, recorded_at) for key in accounts],
+        )
+        conn.execute(insert(schema.entries), entry_rows)
+        conn.execute(insert(schema.postings), posting_rows)
+        return ids
+
+    def _write_rejections(self, rejections: list[Rejected]) -> None:
+        if rejections:
+            recorded_at = _now()
+            self._conn.execute(
+                insert(schema.rejections),
+                [
+                    {"event_id": r.event_id, "reason": r.reason, "message": r.message, "recorded_at": recorded_at}
+                    for r in rejections
+                ],
+            )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _account_row(key: str, created_at: datetime) -> dict[str, object]:
+    kind, owner = split_account_key(key)
+    return {"key": key, "kind": kind.value, "owner_id": owner, "created_at": created_at}
+
+
+def _as_duplicate(outcome: Outcome) -> Outcome:
+    if isinstance(outcome, Applied):
+        return Applied(outcome.event_id, outcome.entry_id, duplicate=True)
+    return Rejected(outcome.event_id, outcome.reason, outcome.message, duplicate=True)
+
+
+def _decided_outcomes(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, Outcome]:
+    ids = list(set(event_ids))
+    e, r = schema.entries, schema.rejections
+    decided: dict[UUID, Outcome] = {
+        event_id: Applied(event_id, entry_id)
+        for event_id, entry_id in conn.execute(select(e.c.event_id, e.c.id).where(e.c.event_id.in_(ids)))
+    }
+    for event_id, reason, message in conn.execute(
+        select(r.c.event_id, r.c.reason, r.c.message).where(r.c.event_id.in_(ids))
+    ):
+        decided[event_id] = Rejected(event_id, reason, message)
+    return decided
+
+
+def _load_balances(conn: Connection, accounts: set[str]) -> dict[str, int]:
+    if not accounts:
+        return {}
+    b = schema.balances
+    found = dict(conn.execute(select(b.c.account_key, b.c.balance).where(b.c.account_key.in_(list(accounts)))).all())
+    return {account: found.get(account, 0) for account in accounts}
+
+
+def _load_entries(conn: Connection, event_ids: set[UUID]) -> tuple[dict[UUID, RecordedEntry], dict[UUID, int]]:
+    """Entries named by event id, with their postings and whether anything already refers to them."""
+    if not event_ids:
+        return {}, {}
+    e, p = schema.entries, schema.postings
+    referrer = schema.entries.alias("referrer")
+    closed = select(referrer.c.id).where(referrer.c.related_entry_id == e.c.id).exists()
+    rows = conn.execute(
+        select(e.c.id, e.c.event_id, e.c.kind, e.c.volunteer_id, e.c.org_id, e.c.opportunity_id, closed).where(
+            e.c.event_id.in_(list(event_ids))
+        )
+    ).all()
+    if not rows:
+        return {}, {}
+    postings: dict[int, list[Posting]] = {}
+    for entry_id, account, amount in conn.execute(
+        select(p.c.entry_id, p.c.account_key, p.c.amount).where(p.c.entry_id.in_([row[0] for row in rows]))
+    ):
+        postings.setdefault(entry_id, []).append(Posting(account, amount))
+    entries = {
+        row[1]: RecordedEntry(
+            event_id=row[1],
+            kind=EntryKind(row[2]),
+            postings=tuple(postings.get(row[0], ())),
+            volunteer_id=row[3],
+            org_id=row[4],
+            opportunity_id=row[5],
+            closed=row[6],
+        )
+        for row in rows
+    }
+    return entries, {row[1]: row[0] for row in rows}
