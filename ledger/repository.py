@@ -182,10 +182,13 @@ class _BatchWriter:
         prefetch = accounts_to_prefetch(commands, referenced.values())
         view = BatchView(_load_balances(conn, prefetch), referenced, self._load_balance)
 
-        outcomes: list[Outcome | EntryDraft] = []
-        drafts: list[EntryDraft] = []
+        outcomes: list[Outcome | EntryDraft | _RepeatInBatch] = []
+        drafts: dict[UUID, EntryDraft] = {}
         rejections: list[Rejected] = []
         for command in commands:
+            if command.event_id in drafts:
+                outcomes.append(_RepeatInBatch(command.event_id))
+                continue
             if command.event_id in decided:
                 outcomes.append(_as_duplicate(decided[command.event_id]))
                 continue
@@ -194,19 +197,16 @@ class _BatchWriter:
             except Rejection as refused:
                 rejected = Rejected(command.event_id, refused.reason.value, refused.message)
                 rejections.append(rejected)
-                decided[command.event_id] = rejected
+                decided[command.event_id] = _as_duplicate(rejected)
                 outcomes.append(rejected)
                 continue
             view.accept(draft)
-            drafts.append(draft)
-            decided[command.event_id] = Applied(command.event_id, 0)  # id assigned when written
+            drafts[command.event_id] = draft
             outcomes.append(draft)
 
-        entry_ids = self._write_entries(drafts, referenced_ids)
+        entry_ids = self._write_entries(list(drafts.values()), referenced_ids)
         self._write_rejections(rejections)
-        return [
-            Applied(o.event_id, entry_ids[o.event_id]) if isinstance(o, EntryDraft) else o for o in outcomes
-        ]
+        return [_resolve(outcome, entry_ids) for outcome in outcomes]
 
     def _load_balance(self, account: str) -> int:
         return _load_balances(self._conn, {account}).get(account, 0)
@@ -278,6 +278,21 @@ class _BatchWriter:
                     for r in rejections
                 ],
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _RepeatInBatch:
+    """A command whose event id came earlier in the same batch."""
+
+    event_id: UUID
+
+
+def _resolve(outcome: Outcome | EntryDraft | _RepeatInBatch, entry_ids: dict[UUID, int]) -> Outcome:
+    if isinstance(outcome, EntryDraft):
+        return Applied(outcome.event_id, entry_ids[outcome.event_id])
+    if isinstance(outcome, _RepeatInBatch):
+        return Applied(outcome.event_id, entry_ids[outcome.event_id], duplicate=True)
+    return outcome
 
 
 def _now() -> datetime:

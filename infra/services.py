@@ -1,0 +1,45 @@
+"""Configured or embedded: resolve where PostgreSQL and the broker are (design.md §6)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.embedded import EmbeddedBroker, EmbeddedPostgres
+from timecredits.settings import Settings
+
+__all__ = ["ServiceEndpoints", "running_services"]
+
+
+@dataclass(frozen=True)
+class ServiceEndpoints:
+    """Where the services are. A field is None only when that service was not needed and not configured."""
+
+    database_url: str | None
+    kafka_bootstrap_servers: str | None
+
+
+@contextmanager
+def running_services(
+    settings: Settings,
+    data_dir: Path,
+    *,
+    durable: bool = True,
+    need_database: bool = True,
+    need_broker: bool = True,
+) -> Iterator[ServiceEndpoints]:
+    """Yield the endpoints, starting an embedded service for each needed one that is not configured.
+
+    A configured URL (``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``) is used as-is and nothing is
+    started for it. Embedded services live under ``data_dir`` and are stopped on exit, in reverse
+    order of start, also when the body raises.
+    """
+    database_url = settings.database_url or None
+    bootstrap_servers = settings.kafka_bootstrap_servers or None
+    with ExitStack() as stack:
+        if database_url is None and need_database:
+            database_url = stack.enter_context(EmbeddedPostgres(data_dir, durable=durable)).url
+        if bootstrap_servers is None and need_broker:
+            bootstrap_servers = stack.enter_context(EmbeddedBroker(data_dir)).bootstrap_servers
+        yield ServiceEndpoints(database_url=database_url, kafka_bootstrap_servers=bootstrap_servers)

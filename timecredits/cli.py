@@ -1,0 +1,126 @@
+"""The `timecredits` command."""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine, create_engine
+
+from infra.migrate import upgrade_to_head
+from infra.services import running_services
+from ledger.amounts import format_credits
+from ledger.repository import Applied, LedgerRepository
+from ledger.verify import VerifyReport, verify_ledger
+from timecredits.settings import Settings, get_settings
+
+app = typer.Typer(help="timecredits: a volunteering and time-credits ledger.", no_args_is_help=True)
+console = Console()
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where embedded services keep their data.")]
+
+
+def _data_dir(settings: Settings, data_dir: Path | None) -> Path:
+    path = (data_dir or settings.data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def _ledger_engine(settings: Settings, data_dir: Path) -> Iterator[Engine]:
+    """An engine on DATABASE_URL, or on an embedded PostgreSQL started (and stopped) for the occasion."""
+    with running_services(settings, data_dir, need_broker=False) as endpoints:
+        engine = create_engine(endpoints.database_url, pool_pre_ping=True)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Bring the database schema up to date."""
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
+    console.print("schema is up to date")
+
+
+def _print_verify(report: VerifyReport) -> None:
+    console.print(
+        f"checked {report.entries_checked} entries ({report.postings_checked} postings) along the hash chain, "
+        f"head {report.head_hash.hex()[:16]}…; {report.accounts_checked} account balances recomputed from postings"
+    )
+    if report.ok:
+        console.print("[green]ledger verified: every hash, sum and balance matches[/green]")
+    else:
+        console.print(f"[red]MISMATCH[/red] {report.problem}")
+
+
+@app.command()
+def verify(data_dir: DataDir = None) -> None:
+    """Recompute the hash chain and every balance; exit 1 on the first mismatch."""
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        report = verify_ledger(engine, on_entries=lambda n: console.print(f"… {n} entries", style="dim"))
+    _print_verify(report)
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _load_demo(engine: Engine, batch_size: int) -> None:
+    from timecredits.demo import demo_commands
+
+    repository = LedgerRepository(engine)
+    commands = demo_commands()
+    outcomes = []
+    while batch := list(islice(commands, batch_size)):
+        outcomes.extend(repository.apply_batch(batch))
+    applied = sum(isinstance(outcome, Applied) for outcome in outcomes)
+    console.print(
+        f"demo programme loaded: {applied} entries applied, {len(outcomes) - applied} events refused by the rules"
+    )
+    for volunteer in ("v0001", "v0002", "v0003"):
+        balance = repository.volunteer_balance(volunteer)
+        console.print(f"  {volunteer}: {format_credits(balance.available)} available, {format_credits(balance.held)} held")
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Load a synthetic programme.")] = False,
+    data_dir: DataDir = None,
+    port: Annotated[int | None, typer.Option(help="API port (the API arrives with a later release).")] = None,
+) -> None:
+    """Run everything: embedded (or configured) PostgreSQL and broker, migrations, and the ledger checks.
+
+    Stops every child cleanly on Ctrl-C or SIGTERM.
+    """
+    settings = get_settings()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with running_services(settings, _data_dir(settings, data_dir)) as endpoints:
+        console.print(f"PostgreSQL: {endpoints.database_url}")
+        console.print(f"Kafka bootstrap servers: {endpoints.kafka_bootstrap_servers}")
+        upgrade_to_head(endpoints.database_url)
+        engine = create_engine(endpoints.database_url)
+        try:
+            if demo:
+                _load_demo(engine, settings.ledger_batch_size)
+            _print_verify(verify_ledger(engine))
+        finally:
+            engine.dispose()
+        console.print("running; press Ctrl-C to stop")
+        stop.wait()
+        console.print("stopping…")
+    console.print("stopped")
+
+
+if __name__ == "__main__":
+    app()
