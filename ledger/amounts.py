@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 HUNDREDTHS_PER_CREDIT = 100
 DEFAULT_HUNDREDTHS_PER_HOUR = 100
+MAX_HUNDREDTHS = 10**14  # far beyond any real programme, well inside a PostgreSQL bigint
 
 
 class AmountError(ValueError):
@@ -22,6 +23,8 @@ def parse_credits(text: str) -> int:
         raise AmountError(f"not a number of credits: {text!r}") from exc
     if not value.is_finite():
         raise AmountError(f"not a number of credits: {text!r}")
+    if abs(value) > MAX_HUNDREDTHS // HUNDREDTHS_PER_CREDIT:
+        raise AmountError(f"too large: {text!r}")
     hundredths = value * HUNDREDTHS_PER_CREDIT
     if hundredths != hundredths.to_integral_value():
         raise AmountError(f"more than two decimal places: {text!r}")

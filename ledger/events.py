@@ -1,0 +1,568 @@
+"""Events on Kafka: the versioned envelope, every payload schema, and how bytes become an event (design.md §4).
+
+Pure: pydantic and the standard library only. A worker hands whatever bytes it consumed to `decode_event`,
+which never raises: it answers a `DecodedEvent`, or an `Undecodable` whose `reason` is one of the
+machine-readable codes in `RejectReason` (the rejection then goes to `tc.rejected`).
+
+Payloads carry pseudonymous ids and statistical attributes only, never personal data: topics cannot be erased
+(design.md §3). Free text (an activity, a reason, a title) is checked for characters PostgreSQL or UTF-8
+cannot store, so that an accepted event can always be written down.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
+
+TOPIC_ACTIVITY = "tc.activity"
+TOPIC_ADMIN = "tc.admin"
+TOPIC_LEDGER = "tc.ledger"
+TOPIC_REJECTED = "tc.rejected"
+
+#: Larger messages are refused unread; the biggest legitimate event is a few hundred bytes.
+MAX_EVENT_BYTES = 64 * 1024
+#: A logged day may be at most this many days after the event's `occurred_at` (time zones, late-night entry).
+MAX_DAYS_AHEAD = 1
+_MAX_DETAIL_CHARS = 500
+
+
+class RejectReason(StrEnum):
+    """`Undecodable.reason` codes; part of the public contract."""
+
+    UNDECODABLE = "undecodable"  # not UTF-8, not JSON, not a JSON object, too large
+    INVALID_ENVELOPE = "invalid_envelope"
+    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_VERSION = "unknown_version"
+    INVALID_PAYLOAD = "invalid_payload"
+
+
+# --- field types ----------------------------------------------------------------------------
+
+# C0 controls other than tab, newline and carriage return, and lone surrogates (which JSON's "\ud800" escape
+# can produce but UTF-8 cannot encode). PostgreSQL refuses NUL in text.
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_ISO_DATETIME_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _storable(text: str) -> str:
+    if _UNSTORABLE.search(text):
+        raise ValueError("contains a control character or an invalid Unicode code point")
+    return text
+
+
+def _iso_date(value: object) -> object:
+    """Only `YYYY-MM-DD` (or a `date`): pydantic alone would also read 0 as 1970-01-01."""
+    if isinstance(value, datetime):
+        raise ValueError("expected a date, not a date and time")
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    raise ValueError("expected a date as YYYY-MM-DD")
+
+
+def _iso_datetime(value: object) -> object:
+    """Only ISO 8601 text (or a `datetime`): pydantic alone would also read numbers as Unix time."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATETIME_START.match(value)):
+        return value
+    raise ValueError("expected an ISO 8601 date and time with a UTC offset")
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 has no UTC equivalent
+        raise ValueError("date and time out of range once converted to UTC") from exc
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+"""A pseudonymous id. No ':' so it can be part of an account key (`volunteer:{id}`)."""
+
+Amount = Annotated[int, Field(strict=True, gt=0, le=100_000_000)]
+"""Hundredths of a credit: a positive whole number, never a float, a string or a bool."""
+
+AreaCode = Annotated[str, StringConstraints(pattern=r"^[EWSN][0-9]{8}$")]
+"""An ONS area code, e.g. `E09000030` (Tower Hamlets)."""
+
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_datetime), AfterValidator(_to_utc)]
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+StrictBool = Annotated[bool, Field(strict=True)]
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
+
+
+def _text(min_length: int, max_length: int) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
+        AfterValidator(_storable),
+    ]
+
+
+Text200 = _text(1, 200)
+Text500 = _text(1, 500)
+OptionalText500 = _text(0, 500)
+OptionalText100 = _text(0, 100)
+
+AgeBand = Literal["under_16", "16-24", "25-34", "35-44", "45-54", "55-64", "65+", "prefer_not_to_say"]
+SebGroup = Literal["professional", "intermediate", "lower", "other", "prefer_not_to_say"]
+OrgKind = Literal["community", "partner"]
+OpportunityCategory = Literal["course", "training", "culture", "sport", "work_experience", "other"]
+
+
+# --- envelope -------------------------------------------------------------------------------
+
+
+class Envelope(BaseModel):
+    """What travels on every topic. `payload` is the event's own fields, as JSON-ready values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: UUID
+    type: EventType
+    version: Annotated[int, Field(strict=True, ge=1)]
+    occurred_at: UtcDatetime
+    actor: Text200
+    payload: dict[str, Any]
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+class EventPayload(BaseModel):
+    """Base of every payload. The type name on the wire is the class name; `version` is the schema version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: ClassVar[int] = 1
+    topic: ClassVar[str]
+
+    @property
+    def partition_key(self) -> str:
+        raise NotImplementedError
+
+
+class ActivityPayload(EventPayload):
+    """Touches a volunteer's credits; keyed by that volunteer on `tc.activity` so it is applied in order."""
+
+    topic: ClassVar[str] = TOPIC_ACTIVITY
+
+    @property
+    def partition_key(self) -> str:
+        return self.volunteer_id  # type: ignore[attr-defined,no-any-return]
+
+
+class AdminPayload(EventPayload):
+    """A registry change, keyed by the entity it describes."""
+
+    topic: ClassVar[str] = TOPIC_ADMIN
+
+
+class HoursLogged(ActivityPayload):
+    """Hours an organisation reports; they earn nothing until approved. `date` is checked against the envelope."""
+
+    volunteer_id: Id
+    org_id: Id
+    date: IsoDate
+    minutes: Annotated[int, Field(strict=True, ge=1, le=1440)]
+    activity: Text200
+
+
+class HoursApproved(ActivityPayload):
+    log_event_id: UUID
+    volunteer_id: Id
+    org_id: Id
+
+
+class HoursRejected(ActivityPayload):
+    log_event_id: UUID
+    volunteer_id: Id
+    org_id: Id
+    reason: OptionalText500 = ""
+
+
+class OpportunityBooked(ActivityPayload):
+    volunteer_id: Id
+    opportunity_id: Id
+    partner_id: Id
+    amount: Amount
+
+
+class BookingCancelled(ActivityPayload):
+    booking_event_id: UUID
+    volunteer_id: Id
+
+
+class BookingAttended(ActivityPayload):
+    booking_event_id: UUID
+    volunteer_id: Id
+
+
+class CreditsRedeemed(ActivityPayload):
+    volunteer_id: Id
+    partner_id: Id
+    amount: Amount
+    opportunity_id: Id | None = None
+
+
+class CreditsGifted(ActivityPayload):
+    """Keyed by the sender: the balance that must cover it."""
+
+    from_volunteer_id: Id
+    to_volunteer_id: Id
+    amount: Amount
+
+    @model_validator(mode="after")
+    def _not_to_self(self) -> CreditsGifted:
+        if self.from_volunteer_id == self.to_volunteer_id:
+            raise ValueError("a volunteer cannot gift credits to themselves")
+        return self
+
+    @property
+    def partition_key(self) -> str:
+        return self.from_volunteer_id
+
+
+class EntryReversed(ActivityPayload):
+    target_event_id: UUID
+    volunteer_id: Id
+    reason: Text500
+
+
+class OrganisationRegistered(AdminPayload):
+    org_id: Id
+    name: Text200
+    area: AreaCode
+    kinds: Annotated[frozenset[OrgKind], Field(min_length=1)]
+    auto_approve: StrictBool = False
+
+    @field_serializer("kinds", when_used="json")
+    def _kinds_in_order(self, kinds: frozenset[str]) -> list[str]:
+        return sorted(kinds)
+
+    @property
+    def partition_key(self) -> str:
+        return self.org_id
+
+
+class VolunteerRegistered(AdminPayload):
+    """Statistical attributes only: names and contact details stay in the API's database (design.md §3)."""
+
+    volunteer_id: Id
+    area: AreaCode
+    age_band: AgeBand | None = None
+    seb: SebGroup | None = None
+    seb_detail: OptionalText100 | None = None
+    first_time_volunteer: StrictBool | None = None
+    consent_stats: StrictBool
+
+    @property
+    def partition_key(self) -> str:
+        return self.volunteer_id
+
+
+class OpportunityListed(AdminPayload):
+    opportunity_id: Id
+    partner_id: Id
+    title: Text200
+    category: OpportunityCategory
+    cost: Amount
+    capacity: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = None
+    area: AreaCode
+    starts_at: UtcDatetime | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.opportunity_id
+
+
+class PostingOut(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    account: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    amount: Annotated[int, Field(strict=True)]
+
+
+class EntryCommitted(EventPayload):
+    """An entry the ledger committed, published on `tc.ledger` for the statistics processor."""
+
+    topic: ClassVar[str] = TOPIC_LEDGER
+
+    entry_id: Annotated[int, Field(strict=True)]
+    event_id: UUID
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    occurred_at: UtcDatetime
+    volunteer_id: str | None
+    org_id: str | None
+    opportunity_id: str | None
+    related_event_id: UUID | None
+    postings: tuple[PostingOut, ...]
+
+    @model_validator(mode="after")
+    def _balanced(self) -> EntryCommitted:
+        if len(self.postings) < 2:
+            raise ValueError("an entry has at least two postings")
+        if sum(p.amount for p in self.postings) != 0:
+            raise ValueError("postings of an entry must sum to zero")
+        return self
+
+    @property
+    def partition_key(self) -> str:
+        return self.volunteer_id or self.org_id or str(self.event_id)
+
+
+_PAYLOAD_CLASSES: tuple[type[EventPayload], ...] = (
+    HoursLogged,
+    HoursApproved,
+    HoursRejected,
+    OpportunityBooked,
+    BookingCancelled,
+    BookingAttended,
+    CreditsRedeemed,
+    CreditsGifted,
+    EntryReversed,
+    OrganisationRegistered,
+    VolunteerRegistered,
+    OpportunityListed,
+    EntryCommitted,
+)
+
+#: (type name, version) -> payload model.
+EVENT_TYPES: dict[tuple[str, int], type[BaseModel]] = {(cls.__name__, cls.version): cls for cls in _PAYLOAD_CLASSES}
+#: type name -> the topic it is produced to.
+TOPIC_OF: dict[str, str] = {cls.__name__: cls.topic for cls in _PAYLOAD_CLASSES}
+
+Payload = (
+    HoursLogged
+    | HoursApproved
+    | HoursRejected
+    | OpportunityBooked
+    | BookingCancelled
+    | BookingAttended
+    | CreditsRedeemed
+    | CreditsGifted
+    | EntryReversed
+    | OrganisationRegistered
+    | VolunteerRegistered
+    | OpportunityListed
+    | EntryCommitted
+)
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodedEvent:
+    envelope: Envelope
+    payload: EventPayload
+
+    @property
+    def type(self) -> str:
+        return self.envelope.type
+
+    @property
+    def event_id(self) -> UUID:
+        return self.envelope.event_id
+
+    @property
+    def version(self) -> int:
+        return self.envelope.version
+
+    @property
+    def topic(self) -> str:
+        return TOPIC_OF[self.envelope.type]
+
+    @property
+    def partition_key(self) -> str:
+        return self.payload.partition_key
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Why bytes are not an event. `event_id` and `type` are filled in whenever they could be read."""
+
+    reason: str
+    detail: str
+    event_id: UUID | None = None
+    type: str | None = None
+
+
+class _BadJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _BadJson(f"{name} is not a number JSON allows")
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _BadJson("duplicate key in a JSON object")  # parsers disagree on which value wins
+    return obj
+
+
+def decode_event(raw: bytes) -> DecodedEvent | Undecodable:
+    """Bytes from a topic -> the event, or why not. Never raises."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        return Undecodable(RejectReason.UNDECODABLE.value, f"expected bytes, got {type(raw).__name__}")
+    if len(raw) > MAX_EVENT_BYTES:
+        return Undecodable(RejectReason.UNDECODABLE.value, "too large")
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return Undecodable(RejectReason.UNDECODABLE.value, "not UTF-8")
+    try:
+        obj = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates)
+    except _BadJson as exc:
+        return Undecodable(RejectReason.UNDECODABLE.value, f"not JSON: {exc}")
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        return Undecodable(RejectReason.UNDECODABLE.value, _clip(f"not JSON: {_printable(str(exc))}"))
+    except RecursionError:
+        return Undecodable(RejectReason.UNDECODABLE.value, "not JSON: nested too deeply")
+    if not isinstance(obj, dict):
+        return Undecodable(RejectReason.UNDECODABLE.value, f"not a JSON object but {_json_kind(obj)}")
+
+    try:
+        envelope = Envelope.model_validate(obj)
+    except ValidationError as exc:
+        event_id, event_type = _salvage_ids(obj)
+        return Undecodable(RejectReason.INVALID_ENVELOPE.value, summarise(exc), event_id, event_type)
+
+    if envelope.type not in TOPIC_OF:
+        return _rejected(RejectReason.UNKNOWN_TYPE, f"no event type {envelope.type!r}", envelope)
+    model = EVENT_TYPES.get((envelope.type, envelope.version))
+    if model is None:
+        known = sorted(version for name, version in EVENT_TYPES if name == envelope.type)
+        return _rejected(
+            RejectReason.UNKNOWN_VERSION,
+            f"{envelope.type} version {envelope.version} is not supported (known: {', '.join(map(str, known))})",
+            envelope,
+        )
+    try:
+        payload = model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        return _rejected(RejectReason.INVALID_PAYLOAD, summarise(exc), envelope)
+    problem = _inconsistency(envelope, payload)  # type: ignore[arg-type]
+    if problem is not None:
+        return _rejected(RejectReason.INVALID_PAYLOAD, problem, envelope)
+    return DecodedEvent(envelope, payload)  # type: ignore[arg-type]
+
+
+def _rejected(reason: RejectReason, detail: str, envelope: Envelope) -> Undecodable:
+    return Undecodable(reason.value, _clip(detail), envelope.event_id, envelope.type)
+
+
+def _inconsistency(envelope: Envelope, payload: EventPayload) -> str | None:
+    """Rules that need both the envelope and the payload."""
+    if isinstance(payload, HoursLogged):
+        if (payload.date - envelope.occurred_at.date()).days > MAX_DAYS_AHEAD:
+            return f"date: {payload.date.isoformat()} is in the future (event occurred {envelope.occurred_at.date()})"
+    return None
+
+
+def _salvage_ids(obj: dict[str, Any]) -> tuple[UUID | None, str | None]:
+    """Best effort, so that even a rejected envelope can be looked up by its event id."""
+    event_id: UUID | None = None
+    raw_id = obj.get("event_id")
+    if isinstance(raw_id, str) and len(raw_id) <= 64:
+        try:
+            event_id = UUID(raw_id)
+        except ValueError:
+            pass
+    raw_type = obj.get("type")
+    event_type = raw_type if isinstance(raw_type, str) and _valid_type_name(raw_type) else None
+    return event_id, event_type
+
+
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,99}")
+
+
+def _valid_type_name(name: str) -> bool:
+    return _TYPE_NAME.fullmatch(name) is not None
+
+
+def summarise(exc: ValidationError) -> str:
+    """pydantic's errors as `field.path: message; ...`, short enough to store and show."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        path = ".".join(_printable(str(p))[:40] for p in error["loc"]) or "(root)"
+        parts.append(f"{path}: {error['msg']}")
+    return _clip("; ".join(parts))
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL_CHARS else text[: _MAX_DETAIL_CHARS - 1] + "…"
+
+
+def _json_kind(value: object) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def new_event(
+    payload: EventPayload,
+    *,
+    actor: str,
+    event_id: UUID | None = None,
+    occurred_at: datetime | None = None,
+) -> Envelope:
+    """Wrap a payload in an envelope. Raises `ValueError` (or pydantic's `ValidationError`, a subclass)
+    rather than build an event `decode_event` would refuse."""
+    model = type(payload)
+    if EVENT_TYPES.get((model.__name__, getattr(model, "version", None))) is not model:  # type: ignore[arg-type]
+        raise TypeError(f"{model.__name__} is not a registered event payload")
+    envelope = Envelope(
+        event_id=event_id if event_id is not None else uuid4(),
+        type=model.__name__,
+        version=model.version,
+        occurred_at=occurred_at if occurred_at is not None else datetime.now(UTC),
+        actor=actor,
+        payload=payload.model_dump(mode="json"),
+    )
+    problem = _inconsistency(envelope, payload)
+    if problem is not None:
+        raise ValueError(problem)
+    return envelope
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """Compact UTF-8 JSON, as produced to Kafka."""
+    data = json.dumps(envelope.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return data.encode("utf-8")
+
+
+def encode_event(
+    payload: EventPayload,
+    *,
+    actor: str,
+    event_id: UUID | None = None,
+    occurred_at: datetime | None = None,
+) -> tuple[Envelope, bytes]:
+    envelope = new_event(payload, actor=actor, event_id=event_id, occurred_at=occurred_at)
+    raw = encode_envelope(envelope)
+    if len(raw) > MAX_EVENT_BYTES:
+        raise ValueError(f"event is {len(raw)} bytes, more than {MAX_EVENT_BYTES}")
+    return envelope, raw

@@ -1,0 +1,101 @@
+"""The ledger's rules, in memory, without a database."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from ledger.batch import BatchView
+from ledger.domain import (
+    AttendBooking,
+    BookOpportunity,
+    CancelBooking,
+    EarnCredits,
+    EntryKind,
+    GiftCredits,
+    Posting,
+    Reason,
+    RedeemCredits,
+    Rejection,
+    ReverseEntry,
+    draft_entry,
+)
+from tests.ledger_helpers import NOW
+
+
+def _apply(view: BatchView, command):  # type: ignore[no-untyped-def]
+    draft = draft_entry(command, view)
+    view.accept(draft)
+    return draft
+
+
+def _refusal(view: BatchView, command) -> Reason:  # type: ignore[no-untyped-def]
+    with pytest.raises(Rejection) as caught:
+        draft_entry(command, view)
+    return caught.value.reason
+
+
+def test_each_entry_kind_has_the_postings_of_design_section_3() -> None:
+    view = BatchView({}, {})
+    booking = BookOpportunity(uuid.uuid4(), NOW, "v", "p", 100, "o")
+    drafts = [
+        _apply(view, EarnCredits(uuid.uuid4(), NOW, "v", "org", 1000)),
+        _apply(view, booking),
+        _apply(view, AttendBooking(uuid.uuid4(), NOW, booking.event_id)),
+        _apply(view, RedeemCredits(uuid.uuid4(), NOW, "v", "p", 200)),
+        _apply(view, GiftCredits(uuid.uuid4(), NOW, "v", "w", 300)),
+    ]
+    assert [(d.kind, d.postings) for d in drafts] == [
+        (EntryKind.HOURS_APPROVED, (Posting("issuer:org", -1000), Posting("volunteer:v", 1000))),
+        (EntryKind.OPPORTUNITY_BOOKED, (Posting("volunteer:v", -100), Posting("holds:v", 100))),
+        (EntryKind.BOOKING_ATTENDED, (Posting("holds:v", -100), Posting("partner:p", 100))),
+        (EntryKind.CREDITS_REDEEMED, (Posting("volunteer:v", -200), Posting("partner:p", 200))),
+        (EntryKind.CREDITS_GIFTED, (Posting("volunteer:v", -300), Posting("volunteer:w", 300))),
+    ]
+    assert all(sum(p.amount for p in d.postings) == 0 for d in drafts)
+    assert view.balance("volunteer:v") == 400
+
+
+def test_cancel_returns_held_credits_and_closes_the_booking() -> None:
+    view = BatchView({"volunteer:v": 500}, {})
+    booking = _apply(view, BookOpportunity(uuid.uuid4(), NOW, "v", "p", 120))
+    cancel = _apply(view, CancelBooking(uuid.uuid4(), NOW, booking.event_id))
+    assert cancel.postings == (Posting("holds:v", -120), Posting("volunteer:v", 120))
+    assert cancel.related_event_id == booking.event_id
+    assert _refusal(view, AttendBooking(uuid.uuid4(), NOW, booking.event_id)) is Reason.BOOKING_CLOSED
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        (RedeemCredits(uuid.uuid4(), NOW, "v", "p", 101), Reason.INSUFFICIENT_CREDITS),
+        (GiftCredits(uuid.uuid4(), NOW, "v", "w", 101), Reason.INSUFFICIENT_CREDITS),
+        (BookOpportunity(uuid.uuid4(), NOW, "v", "p", 101), Reason.INSUFFICIENT_CREDITS),
+        (GiftCredits(uuid.uuid4(), NOW, "v", "v", 1), Reason.SAME_ACCOUNT),
+        (RedeemCredits(uuid.uuid4(), NOW, "v", "p", 0), Reason.INVALID_AMOUNT),
+        (RedeemCredits(uuid.uuid4(), NOW, "v", "p", -5), Reason.INVALID_AMOUNT),
+        (EarnCredits(uuid.uuid4(), NOW, "v", "org", True), Reason.INVALID_AMOUNT),
+        (EarnCredits(uuid.uuid4(), NOW, "v:x", "org", 1), Reason.INVALID_ID),
+        (CancelBooking(uuid.uuid4(), NOW, uuid.uuid4()), Reason.UNKNOWN_ENTRY),
+        (ReverseEntry(uuid.uuid4(), NOW, uuid.uuid4()), Reason.UNKNOWN_ENTRY),
+    ],
+)
+def test_refusals(command, reason: Reason) -> None:  # type: ignore[no-untyped-def]
+    assert _refusal(BatchView({"volunteer:v": 100}, {}), command) is reason
+
+
+def test_reversal_mirrors_once_and_never_reverses_a_reversal_or_a_settlement() -> None:
+    view = BatchView({}, {})
+    earn = _apply(view, EarnCredits(uuid.uuid4(), NOW, "v", "org", 300))
+    reversal = _apply(view, ReverseEntry(uuid.uuid4(), NOW, earn.event_id))
+    assert reversal.postings == (Posting("issuer:org", 300), Posting("volunteer:v", -300))
+    assert _refusal(view, ReverseEntry(uuid.uuid4(), NOW, earn.event_id)) is Reason.ALREADY_REVERSED
+    assert _refusal(view, ReverseEntry(uuid.uuid4(), NOW, reversal.event_id)) is Reason.NOT_REVERSIBLE
+    assert _refusal(view, CancelBooking(uuid.uuid4(), NOW, earn.event_id)) is Reason.NOT_A_BOOKING
+
+
+def test_reversal_that_would_overdraw_is_refused() -> None:
+    view = BatchView({}, {})
+    earn = _apply(view, EarnCredits(uuid.uuid4(), NOW, "v", "org", 300))
+    _apply(view, RedeemCredits(uuid.uuid4(), NOW, "v", "p", 250))
+    assert _refusal(view, ReverseEntry(uuid.uuid4(), NOW, earn.event_id)) is Reason.INSUFFICIENT_CREDITS
