@@ -103,7 +103,8 @@ AreaCode = Annotated[str, StringConstraints(pattern=r"^[EWSN][0-9]{8}$")]
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_datetime), AfterValidator(_to_utc)]
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 StrictBool = Annotated[bool, Field(strict=True)]
-EventType = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
+_TYPE_NAME = r"[A-Za-z][A-Za-z0-9_.-]{0,99}"
+EventType = Annotated[str, StringConstraints(pattern=f"^{_TYPE_NAME}$")]
 
 
 def _text(min_length: int, max_length: int) -> Any:
@@ -487,23 +488,17 @@ def _salvage_ids(obj: dict[str, Any]) -> tuple[UUID | None, str | None]:
         except ValueError:
             pass
     raw_type = obj.get("type")
-    event_type = raw_type if isinstance(raw_type, str) and _valid_type_name(raw_type) else None
+    event_type = raw_type if isinstance(raw_type, str) and re.fullmatch(_TYPE_NAME, raw_type) else None
     return event_id, event_type
-
-
-_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,99}")
-
-
-def _valid_type_name(name: str) -> bool:
-    return _TYPE_NAME.fullmatch(name) is not None
 
 
 def summarise(exc: ValidationError) -> str:
     """pydantic's errors as `field.path: message; ...`, short enough to store and show."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        path = ".".join(_printable(str(p))[:40] for p in error["loc"]) or "(root)"
-        parts.append(f"{path}: {error['msg']}")
+        message = _printable(error["msg"].removeprefix("Value error, "))
+        path = ".".join(_printable(str(p))[:40] for p in error["loc"])
+        parts.append(f"{path}: {message}" if path else message)
     return _clip("; ".join(parts))
 
 

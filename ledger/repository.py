@@ -173,6 +173,7 @@ class _BatchWriter:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._existing_accounts: set[str] = set()
 
     def apply(self, commands: Sequence[LedgerCommand]) -> list[Outcome]:
         conn = self._conn
@@ -180,7 +181,9 @@ class _BatchWriter:
         decided = _decided_outcomes(conn, [c.event_id for c in commands])
         referenced, referenced_ids = _load_entries(conn, referenced_event_ids(commands))
         prefetch = accounts_to_prefetch(commands, referenced.values())
-        view = BatchView(_load_balances(conn, prefetch), referenced, self._load_balance)
+        loaded = _load_balances(conn, prefetch)
+        self._existing_accounts = {account for account, found in loaded.items() if found is not None}
+        view = BatchView({account: found or 0 for account, found in loaded.items()}, referenced, self._load_balance)
 
         outcomes: list[Outcome | EntryDraft | _RepeatInBatch] = []
         drafts: dict[UUID, EntryDraft] = {}
@@ -209,7 +212,10 @@ class _BatchWriter:
         return [_resolve(outcome, entry_ids) for outcome in outcomes]
 
     def _load_balance(self, account: str) -> int:
-        return _load_balances(self._conn, {account}).get(account, 0)
+        found = _load_balances(self._conn, {account})[account]
+        if found is not None:
+            self._existing_accounts.add(account)
+        return found or 0
 
     def _write_entries(self, drafts: list[EntryDraft], known_ids: dict[UUID, int]) -> dict[UUID, int]:
         if not drafts:
@@ -259,11 +265,12 @@ class _BatchWriter:
             )
             prev_hash = digest
 
-        accounts = sorted({row["account_key"] for row in posting_rows})
-        conn.execute(
-            insert(schema.accounts).on_conflict_do_nothing(),
-            [_account_row(key, recorded_at) for key in accounts],
-        )
+        new_accounts = sorted({row["account_key"] for row in posting_rows} - self._existing_accounts)
+        if new_accounts:
+            conn.execute(
+                insert(schema.accounts).on_conflict_do_nothing(),
+                [_account_row(key, recorded_at) for key in new_accounts],
+            )
         conn.execute(insert(schema.entries), entry_rows)
         conn.execute(insert(schema.postings), posting_rows)
         return ids
@@ -324,12 +331,13 @@ def _decided_outcomes(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID,
     return decided
 
 
-def _load_balances(conn: Connection, accounts: set[str]) -> dict[str, int]:
+def _load_balances(conn: Connection, accounts: set[str]) -> dict[str, int | None]:
+    """Balances of the named accounts; None for an account that does not exist yet."""
     if not accounts:
         return {}
     b = schema.balances
     found = dict(conn.execute(select(b.c.account_key, b.c.balance).where(b.c.account_key.in_(list(accounts)))).all())
-    return {account: found.get(account, 0) for account in accounts}
+    return {account: found.get(account) for account in accounts}
 
 
 def _load_entries(conn: Connection, event_ids: set[UUID]) -> tuple[dict[UUID, RecordedEntry], dict[UUID, int]]:

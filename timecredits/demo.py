@@ -35,14 +35,15 @@ def demo_commands(seed: int = 2026, volunteers: int = 500, start: datetime | Non
     day0 = start or datetime(2025, 11, 1, 9, 0, tzinfo=UTC)
     volunteer_ids = [f"v{n:04d}" for n in range(1, volunteers + 1)]
     earned: dict[str, int] = dict.fromkeys(volunteer_ids, 0)
+    scale = max(1, volunteers // 500)
     for day in range(365):
         moment = day0 + timedelta(days=day)
         open_bookings: list[tuple[uuid.UUID, str]] = []
-        for volunteer in rng.sample(volunteer_ids, k=rng.randint(5, 25)):
+        for volunteer in rng.sample(volunteer_ids, k=rng.randint(5, 25) * scale):
             amount = minutes_to_hundredths(rng.choice((60, 90, 120, 180, 240)))
             earned[volunteer] += amount
             yield EarnCredits(_event_id(rng), moment, volunteer, rng.choice(COMMUNITY_ORGS), amount)
-        for volunteer in rng.sample(volunteer_ids, k=rng.randint(0, 6)):
+        for volunteer in rng.sample(volunteer_ids, k=rng.randint(0, 6) * scale):
             if earned[volunteer] < 200:
                 continue
             roll = rng.random()
