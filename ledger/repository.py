@@ -103,7 +103,7 @@ class LedgerRepository:
             return []
         try:
             with self._engine.begin() as conn:
-                return _BatchWriter(conn).apply(commands)
+                return LedgerWriter(conn).apply(commands)
         except DBAPIError as error:
             reason = database_reason(error)
             if reason is None:
@@ -114,15 +114,13 @@ class LedgerRepository:
 
     def _record_database_rejection(self, command: LedgerCommand, reason: str, message: str) -> Outcome:
         with self._engine.begin() as conn:
-            conn.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
+            lock_chain(conn)
             decided = _decided_outcomes(conn, [command.event_id])
             if command.event_id in decided:
                 return _as_duplicate(decided[command.event_id])
-            conn.execute(
-                insert(schema.rejections),
-                [{"event_id": command.event_id, "reason": reason, "message": message, "recorded_at": _now()}],
-            )
-        return Rejected(command.event_id, reason, message)
+            rejected = Rejected(command.event_id, reason, message)
+            write_rejections(conn, [rejected])
+        return rejected
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -168,16 +166,20 @@ class LedgerRepository:
             return _decided_outcomes(conn, [event_id]).get(event_id)
 
 
-class _BatchWriter:
-    """One batch inside one transaction: lock the chain, load what the rules need, decide, write."""
+class LedgerWriter:
+    """One batch inside one transaction: lock the chain, load what the rules need, decide, write.
+
+    After `apply`, `committed` lists the entries written, as (entry id, draft, recorded_at).
+    """
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._existing_accounts: set[str] = set()
+        self.committed: list[tuple[int, EntryDraft, datetime]] = []
 
     def apply(self, commands: Sequence[LedgerCommand]) -> list[Outcome]:
         conn = self._conn
-        conn.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
+        lock_chain(conn)
         decided = _decided_outcomes(conn, [c.event_id for c in commands])
         referenced, referenced_ids = _load_entries(conn, referenced_event_ids(commands))
         prefetch = accounts_to_prefetch(commands, referenced.values())
@@ -208,7 +210,7 @@ class _BatchWriter:
             outcomes.append(draft)
 
         entry_ids = self._write_entries(list(drafts.values()), referenced_ids)
-        self._write_rejections(rejections)
+        write_rejections(conn, rejections)
         return [_resolve(outcome, entry_ids) for outcome in outcomes]
 
     def _load_balance(self, account: str) -> int:
@@ -264,6 +266,7 @@ class _BatchWriter:
                 {"entry_id": entry_id, "account_key": p.account, "amount": p.amount} for p in draft.postings
             )
             prev_hash = digest
+            self.committed.append((entry_id, draft, recorded_at))
 
         new_accounts = sorted({row["account_key"] for row in posting_rows} - self._existing_accounts)
         if new_accounts:
@@ -274,17 +277,6 @@ class _BatchWriter:
         conn.execute(insert(schema.entries), entry_rows)
         conn.execute(insert(schema.postings), posting_rows)
         return ids
-
-    def _write_rejections(self, rejections: list[Rejected]) -> None:
-        if rejections:
-            recorded_at = _now()
-            self._conn.execute(
-                insert(schema.rejections),
-                [
-                    {"event_id": r.event_id, "reason": r.reason, "message": r.message, "recorded_at": recorded_at}
-                    for r in rejections
-                ],
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +292,23 @@ def _resolve(outcome: Outcome | EntryDraft | _RepeatInBatch, entry_ids: dict[UUI
     if isinstance(outcome, _RepeatInBatch):
         return Applied(outcome.event_id, entry_ids[outcome.event_id], duplicate=True)
     return outcome
+
+
+def lock_chain(conn: Connection) -> None:
+    """Serialise writers of the ledger for the rest of the transaction (re-entrant within it)."""
+    conn.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
+
+
+def write_rejections(conn: Connection, rejections: Sequence[Rejected]) -> None:
+    if rejections:
+        recorded_at = _now()
+        conn.execute(
+            insert(schema.rejections),
+            [
+                {"event_id": r.event_id, "reason": r.reason, "message": r.message, "recorded_at": recorded_at}
+                for r in rejections
+            ],
+        )
 
 
 def _now() -> datetime:

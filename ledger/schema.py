@@ -1,7 +1,22 @@
 """SQLAlchemy Core tables mirroring the migrations (infra/migrations); constraints and triggers live there."""
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, LargeBinary, MetaData, Table, Text, Uuid
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+    func,
+)
 
 metadata = MetaData()
 
@@ -54,4 +69,78 @@ rejections = Table(
     Column("reason", Text, nullable=False),
     Column("message", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+organisations = Table(
+    "organisations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("area", Text, nullable=False),
+    Column("kinds", ARRAY(Text), nullable=False),
+    Column("auto_approve", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+volunteers = Table(
+    "volunteers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("area", Text, nullable=False),
+    Column("age_band", Text),
+    Column("seb", Text),
+    Column("seb_detail", Text),
+    Column("first_time_volunteer", Boolean),
+    Column("consent_stats", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+volunteer_profiles = Table(
+    "volunteer_profiles",
+    metadata,
+    Column("volunteer_id", Text, ForeignKey("volunteers.id"), primary_key=True),
+    Column("display_name", Text),
+    Column("email", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+opportunities = Table(
+    "opportunities",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("partner_id", Text, ForeignKey("organisations.id"), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("capacity", Integer),
+    Column("area", Text, nullable=False),
+    Column("starts_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+hours_logs = Table(
+    "hours_logs",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id"), nullable=False),
+    Column("org_id", Text, ForeignKey("organisations.id"), nullable=False),
+    Column("worked_on", Date, nullable=False),
+    Column("minutes", Integer, nullable=False),
+    Column("activity", Text, nullable=False),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+    Column("actor", Text, nullable=False),
+)
+
+hours_decisions = Table(
+    "hours_decisions",
+    metadata,
+    Column("log_event_id", Uuid, ForeignKey("hours_logs.event_id"), primary_key=True),
+    Column("decision_event_id", Uuid, nullable=False, unique=True),
+    Column("decision", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("entry_id", BigInteger, ForeignKey("entries.id")),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
 )

@@ -1,0 +1,187 @@
+"""Events applied to the registry, the hours flow and the ledger in one transaction, on real PostgreSQL."""
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from uuid import UUID
+
+import pytest
+from sqlalchemy import Engine, text
+
+from ledger.events import (
+    BookingAttended,
+    BookingCancelled,
+    CreditsGifted,
+    CreditsRedeemed,
+    DecodedEvent,
+    EntryReversed,
+    HoursApproved,
+    HoursLogged,
+    HoursRejected,
+    OpportunityBooked,
+    OpportunityListed,
+    OrganisationRegistered,
+    VolunteerRegistered,
+    decode_event,
+    encode_event,
+)
+from ledger.processing import EventProcessor, event_status
+from ledger.repository import LedgerRepository
+from ledger.verify import verify_ledger
+
+WHEN = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+AREA = "E09000030"
+
+
+def ev(payload, event_id: UUID | None = None) -> DecodedEvent:  # type: ignore[no-untyped-def]
+    _, raw = encode_event(payload, actor="test", event_id=event_id, occurred_at=WHEN)
+    decoded = decode_event(raw)
+    assert isinstance(decoded, DecodedEvent), decoded
+    return decoded
+
+
+def registry() -> list[DecodedEvent]:
+    return [
+        ev(OrganisationRegistered(org_id="food-bank", name="Food Bank", area=AREA, kinds=frozenset({"community"}))),
+        ev(OrganisationRegistered(org_id="garden", name="Garden", area=AREA, kinds=frozenset({"community"}),
+                                  auto_approve=True)),
+        ev(OrganisationRegistered(org_id="lido", name="Lido", area=AREA, kinds=frozenset({"partner"}))),
+        ev(VolunteerRegistered(volunteer_id="ana", area=AREA, consent_stats=True, age_band="25-34", seb="lower")),
+        ev(VolunteerRegistered(volunteer_id="ben", area=AREA, consent_stats=False)),
+        ev(OpportunityListed(opportunity_id="swim", partner_id="lido", title="Swim", category="sport", cost=100,
+                             area=AREA)),
+    ]
+
+
+@pytest.fixture()
+def processor(engine: Engine) -> EventProcessor:
+    processor = EventProcessor(engine)
+    assert all(o.applied for o in processor.process(registry()).outcomes)
+    return processor
+
+
+def test_hours_earn_only_when_approved(processor: EventProcessor, engine: Engine) -> None:
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=90, activity="Sorting"))
+    result = processor.process([logged])
+    assert result.outcomes[0].applied and result.outcomes[0].entry_id is None
+    assert LedgerRepository(engine).volunteer_balance("ana").available == 0
+
+    approval = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="food-bank"))
+    second = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="food-bank"))
+    reject = ev(HoursRejected(log_event_id=logged.event_id, volunteer_id="ana", org_id="food-bank"))
+    result = processor.process([approval, second, reject])
+    assert [o.reason for o in result.outcomes] == [None, "already_decided", "already_decided"]
+    assert result.outcomes[0].entry_id is not None
+    assert [c.kind for c in result.committed] == ["hours_approved"]
+    assert LedgerRepository(engine).volunteer_balance("ana").available == 150
+    assert event_status(engine, approval.event_id).entry_id == result.outcomes[0].entry_id  # type: ignore[union-attr]
+    assert event_status(engine, second.event_id).reason == "already_decided"  # type: ignore[union-attr]
+    assert event_status(engine, logged.event_id).status == "applied"  # type: ignore[union-attr]
+
+
+def test_auto_approving_organisation_earns_at_once(processor: EventProcessor, engine: Engine) -> None:
+    logged = ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=120, activity="Weeding"))
+    [outcome] = processor.process([logged]).outcomes
+    assert outcome.applied and outcome.entry_id is not None
+    assert LedgerRepository(engine).volunteer_balance("ben").available == 200
+    late = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ben", org_id="garden"))
+    assert processor.process([late]).outcomes[0].reason == "already_decided"
+
+
+def test_book_attend_cancel_redeem_gift_reverse(processor: EventProcessor, engine: Engine) -> None:
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=600, activity="Dig"))
+    book1 = ev(OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=100))
+    book2 = ev(OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=100))
+    gift = ev(CreditsGifted(from_volunteer_id="ana", to_volunteer_id="ben", amount=150))
+    batch = [
+        logged,
+        book1,
+        book2,
+        ev(BookingAttended(booking_event_id=book1.event_id, volunteer_id="ana")),
+        ev(BookingCancelled(booking_event_id=book2.event_id, volunteer_id="ana")),
+        ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=250)),
+        gift,
+        ev(EntryReversed(target_event_id=gift.event_id, volunteer_id="ana", reason="sent to the wrong person")),
+    ]
+    result = processor.process(batch)
+    assert all(o.applied for o in result.outcomes), result.outcomes
+    repository = LedgerRepository(engine)
+    assert repository.volunteer_balance("ana").available == 1000 - 100 - 250
+    assert repository.volunteer_balance("ben").available == 0
+    assert repository.balance("partner:lido") == 350
+    assert len(result.committed) == 8
+    assert verify_ledger(engine).ok
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (HoursLogged(volunteer_id="zed", org_id="food-bank", date=date(2026, 11, 1), minutes=60, activity="x"), "unknown_volunteer"),
+        (HoursLogged(volunteer_id="ana", org_id="nowhere", date=date(2026, 11, 1), minutes=60, activity="x"), "unknown_organisation"),
+        (HoursLogged(volunteer_id="ana", org_id="lido", date=date(2026, 11, 1), minutes=60, activity="x"), "not_a_community_organisation"),
+        (HoursApproved(log_event_id=UUID(int=7), volunteer_id="ana", org_id="food-bank"), "unknown_log"),
+        (OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=50), "opportunity_mismatch"),
+        (OpportunityBooked(volunteer_id="ana", opportunity_id="opera", partner_id="lido", amount=100), "unknown_opportunity"),
+        (OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=100), "insufficient_credits"),
+        (CreditsRedeemed(volunteer_id="ana", partner_id="food-bank", amount=1), "not_a_partner"),
+        (CreditsGifted(from_volunteer_id="ana", to_volunteer_id="zed", amount=1), "unknown_volunteer"),
+        (EntryReversed(target_event_id=UUID(int=9), volunteer_id="ana", reason="typo"), "unknown_entry"),
+    ],
+)
+def test_refusals_are_recorded_with_their_reason(processor: EventProcessor, engine: Engine, payload, reason: str) -> None:  # type: ignore[no-untyped-def]
+    event = ev(payload)
+    [outcome] = processor.process([event]).outcomes
+    assert (outcome.status, outcome.reason) == ("rejected", reason)
+    assert event_status(engine, event.event_id).reason == reason  # type: ignore[union-attr]
+    [again] = processor.process([event]).outcomes
+    assert again.duplicate and again.reason == reason
+
+
+def test_hours_approved_by_another_organisation_are_refused(processor: EventProcessor) -> None:
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=60, activity="x"))
+    approval = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="garden"))
+    outcomes = processor.process([logged, approval]).outcomes
+    assert outcomes[1].reason == "wrong_organisation"
+
+
+def test_undecodable_items_are_rejected_and_the_rest_applied(processor: EventProcessor, engine: Engine) -> None:
+    good = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x"))
+    bad_payload = decode_event(
+        b'{"event_id":"00000000-0000-4000-8000-000000000001","type":"HoursLogged","version":1,'
+        b'"occurred_at":"2026-11-02T12:00:00Z","actor":"t","payload":{"minutes":-1}}'
+    )
+    outcomes = processor.process([decode_event(b"\xff\xfe"), bad_payload, good]).outcomes
+    assert [o.status for o in outcomes] == ["rejected", "rejected", "applied"]
+    assert [o.reason for o in outcomes[:2]] == ["undecodable", "invalid_payload"]
+    assert event_status(engine, UUID("00000000-0000-4000-8000-000000000001")).reason == "invalid_payload"  # type: ignore[union-attr]
+
+
+def test_a_batch_delivered_again_applies_nothing_twice_and_republishes_its_entries(processor: EventProcessor, engine: Engine) -> None:
+    batch = [
+        ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x")),
+        ev(CreditsGifted(from_volunteer_id="ana", to_volunteer_id="ben", amount=50)),
+    ]
+    first = processor.process(batch)
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM entries")).scalar()
+    again = processor.process(batch + batch)
+    assert all(o.duplicate for o in again.outcomes)
+    assert [o.entry_id for o in again.outcomes] == [o.entry_id for o in first.outcomes] * 2
+    assert {c.entry_id for c in again.committed} == {c.entry_id for c in first.committed}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM entries")).scalar() == before
+
+
+def test_hours_decisions_are_append_only_and_once_only(processor: EventProcessor, engine: Engine) -> None:
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=60, activity="x"))
+    processor.process([logged, ev(HoursRejected(log_event_id=logged.event_id, volunteer_id="ana", org_id="food-bank"))])
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError):
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE hours_decisions SET decision = 'approved'"))
+    with pytest.raises(DBAPIError):
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO hours_decisions VALUES (:log, gen_random_uuid(), 'rejected', '', NULL, now())"),
+                {"log": logged.event_id},
+            )
