@@ -1,0 +1,102 @@
+"""Import an organisation's hours sheet: parse it, write the report of refused rows, produce the events."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from uuid import UUID
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from producers.hours_csv import ParsedSheet, read_sheet
+from producers.kafka import EventProducer
+
+__all__ = ["REPORT_COLUMNS", "ImportSummary", "import_hours", "write_report"]
+
+REPORT_COLUMNS = ("line", "reason", "message", "raw")
+_FLUSH_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    rows: int  # good rows, one HoursLogged each
+    events: int  # events produced (rows, plus one HoursApproved a row when approved)
+    rejected: int
+    skipped: int
+    report_path: Path
+    encoding: str
+    log_event_ids: tuple[UUID, ...]
+
+
+def import_hours(
+    path: Path,
+    org_id: str,
+    producer: EventProducer,
+    *,
+    approve: bool,
+    report_path: Path,
+    actor: str,
+    progress: bool = True,
+    today: date | None = None,
+) -> ImportSummary:
+    """Parse the sheet at `path` for `org_id`, write the report, produce every good row's events and flush.
+
+    The report (`line,reason,message,raw`: rejected rows, then skipped totals rows, by line) is written
+    before anything is produced, so it exists even when the broker fails. Raises `SheetError` for an
+    unusable file and `DeliveryError` when the broker does not acknowledge every event; running the same
+    file again is then safe (deterministic event ids).
+    """
+    sheet = read_sheet(path, org_id, today=today)
+    write_report(sheet, report_path)
+    events = sheet.events(approve=approve)
+    occurred_at = datetime.now(UTC)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"producing {Path(path).name}", total=len(events))
+        for event_id, payload in events:
+            producer.publish(payload, actor=actor, event_id=event_id, occurred_at=occurred_at)
+            bar.advance(task)
+        bar.update(task, description="waiting for the broker's acknowledgements")
+        producer.flush(timeout=_FLUSH_TIMEOUT_S)
+        bar.update(task, description=f"produced {Path(path).name}")
+    return ImportSummary(
+        rows=len(sheet.rows),
+        events=len(events),
+        rejected=len(sheet.rejected),
+        skipped=len(sheet.skipped),
+        report_path=report_path,
+        encoding=sheet.encoding,
+        log_event_ids=tuple(row.event_id for row in sheet.rows),
+    )
+
+
+def write_report(sheet: ParsedSheet, report_path: Path) -> None:
+    """Rejected and skipped rows as CSV, ordered by line. `raw` is the original row, re-encoded as CSV."""
+    entries = [(row.line, str(row.reason), row.message, row.raw) for row in sheet.rejected]
+    entries += [(row.line, row.reason, row.message, row.raw) for row in sheet.skipped]
+    entries.sort(key=lambda entry: entry[0])
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(report_path, "w", encoding="utf-8-sig", newline="") as out:  # BOM: Excel then reads UTF-8
+        writer = csv.writer(out)
+        writer.writerow(REPORT_COLUMNS)
+        for line, reason, message, raw in entries:
+            writer.writerow([line, reason, _cell(message), _cell(_csv_line(raw))])
+
+
+def _csv_line(cells: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(cells)
+    return buffer.getvalue()
+
+
+def _cell(text: str) -> str:
+    """Keep a spreadsheet from reading a cell as a formula (CSV injection): prefix `'` as OWASP advises."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
