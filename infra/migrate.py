@@ -1,12 +1,15 @@
-"""Bring a database to the newest schema with Alembic (used by the CLI, `timecredits up` and the tests)."""
+"""Bring a database to the newest schema with Alembic (used by the CLI, workers, `timecredits up` and tests)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import create_engine, text
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: Several workers may start at once; one migrates, the others wait and then find nothing to do.
+_MIGRATION_LOCK_KEY = 7465636865627
 
 
 def alembic_config(database_url: str) -> Config:
@@ -17,4 +20,18 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_to_head(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            conn.commit()
+            try:
+                config = alembic_config(database_url)
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from producers.hours_csv import SheetError
 from producers.import_hours import import_hours
-from producers.kafka import DeliveryError, EventProducer, ensure_topics
+from producers.kafka import ALL_TOPICS, DeliveryError, EventProducer, ensure_topics, prefixed
 
 __all__ = ["EXIT_BAD_FILE", "EXIT_BROKER", "EXIT_OK", "default_report_path", "import_hours_command"]
 
@@ -33,6 +33,7 @@ def import_hours_command(
     bootstrap_servers: str,
     partitions: int,
     *,
+    topic_prefix: str = "",
     console: Console | None = None,
 ) -> int:
     """Create the topics if needed, import the sheet as organisation `org`, print a summary; the exit code.
@@ -46,8 +47,8 @@ def import_hours_command(
         err.print(f"[red]No such file:[/] {file}")
         return EXIT_BAD_FILE
     try:
-        ensure_topics(bootstrap_servers, partitions)
-        with EventProducer.from_settings(bootstrap_servers) as producer:
+        ensure_topics(bootstrap_servers, partitions, prefixed(ALL_TOPICS, topic_prefix))
+        with EventProducer.from_settings(bootstrap_servers, topic_prefix=topic_prefix) as producer:
             summary = import_hours(
                 file, org, producer, approve=approve, report_path=report_path, actor=f"org:{org}", progress=True
             )

@@ -39,11 +39,18 @@ from ledger.events import (
     encode_event,
 )
 
-__all__ = ["ALL_TOPICS", "DeliveryError", "EventProducer", "ensure_topics"]
+__all__ = ["ALL_TOPICS", "DeliveryError", "EventProducer", "ensure_topics", "prefixed"]
 
 log = logging.getLogger(__name__)
 
 ALL_TOPICS: tuple[str, ...] = (TOPIC_ACTIVITY, TOPIC_ADMIN, TOPIC_LEDGER, TOPIC_REJECTED)
+
+
+
+def prefixed(topics: Iterable[str], prefix: str) -> list[str]:
+    """Physical topic names: a prefix lets several programmes (or test runs) share one Kafka cluster."""
+    return [f"{prefix}{topic}" for topic in topics]
+
 
 _ADMIN_TIMEOUT_MS = 10_000
 _MAX_REMEMBERED_FAILURES = 100
@@ -150,8 +157,10 @@ class EventProducer:
         delivery_timeout_ms: int = 30_000,
         max_block_ms: int = 10_000,
         bootstrap_timeout_ms: int = 10_000,
+        topic_prefix: str = "",
         **overrides: Any,
     ) -> None:
+        self._topic_prefix = topic_prefix
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
@@ -208,7 +217,10 @@ class EventProducer:
         cannot even be queued (broker unreachable within `max_block_ms`). Delivery failures come from `flush()`.
         """
         envelope, value = encode_event(payload, actor=actor, event_id=event_id, occurred_at=occurred_at)
-        self._send(payload.topic, payload.partition_key.encode("utf-8"), value, envelope.event_id, remember=True)
+        self._send(
+            self._topic_prefix + payload.topic, payload.partition_key.encode("utf-8"), value, envelope.event_id,
+            remember=True,
+        )
         return envelope
 
     def publish_and_wait(
@@ -227,7 +239,8 @@ class EventProducer:
         """
         envelope, value = encode_event(payload, actor=actor, event_id=event_id, occurred_at=occurred_at)
         future = self._send(
-            payload.topic, payload.partition_key.encode("utf-8"), value, envelope.event_id, remember=False
+            self._topic_prefix + payload.topic, payload.partition_key.encode("utf-8"), value, envelope.event_id,
+            remember=False,
         )
         self._wait(future, envelope.event_id, timeout)
         return envelope
@@ -241,7 +254,7 @@ class EventProducer:
         payload = model.model_validate(envelope.payload)
         assert isinstance(payload, EventPayload)
         return self._send(
-            TOPIC_OF[envelope.type],
+            self._topic_prefix + TOPIC_OF[envelope.type],
             payload.partition_key.encode("utf-8"),
             encode_envelope(envelope),
             envelope.event_id,

@@ -91,6 +91,62 @@ def _load_demo(engine: Engine, batch_size: int) -> None:
         console.print(f"  {volunteer}: {format_credits(balance.available)} available, {format_credits(balance.held)} held")
 
 
+def _require(value: str | None, name: str) -> str:
+    if not value:
+        console.print(f"[red]{name} is not set[/red]: a worker runs against configured services "
+                      "(`timecredits up` starts embedded ones and sets it for its children)")
+        raise typer.Exit(code=2)
+    return value
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    loglevel: Annotated[str, typer.Option(help="faust log level: debug, info, warn, error")] = "warn",
+) -> None:
+    """Run a ledger worker (faust): apply tc.activity and tc.admin in batches, until Ctrl-C or SIGTERM.
+
+    Needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS. Start as many as there are partitions to share them.
+    """
+    from consumers.worker import WorkerConfig, run_worker
+    from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
+
+    settings = get_settings()
+    database_url = _require(settings.database_url, "DATABASE_URL")
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    upgrade_to_head(database_url)
+    ensure_topics(bootstrap, settings.topic_partitions, prefixed(ALL_TOPICS, settings.topic_prefix))
+    run_worker(
+        WorkerConfig(
+            bootstrap_servers=bootstrap,
+            database_url=database_url,
+            data_dir=_data_dir(settings, data_dir),
+            topic_prefix=settings.topic_prefix,
+            batch_size=settings.ledger_batch_size,
+            batch_within_s=settings.batch_within_s,
+            session_timeout_s=settings.worker_session_timeout_s,
+        ),
+        loglevel=loglevel,
+    )
+
+
+@app.command("import-hours")
+def import_hours(
+    file: Annotated[Path, typer.Argument(help="The organisation's monthly sheet (CSV).")],
+    org: Annotated[str, typer.Option(help="The organisation whose sheet it is.")],
+    approve: Annotated[bool, typer.Option(help="The organisation approves the rows as it submits them.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Where to write rejected rows (default: FILE.report.csv).")] = None,
+) -> None:
+    """Validate a spreadsheet of hours and produce one event per good row; re-running it adds nothing."""
+    from producers.cli import import_hours_command
+
+    settings = get_settings()
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    code = import_hours_command(file, org, approve, report, bootstrap, settings.topic_partitions,
+                                topic_prefix=settings.topic_prefix, console=console)
+    raise typer.Exit(code=code)
+
+
 @app.command()
 def up(
     demo: Annotated[bool, typer.Option(help="Load a synthetic programme.")] = False,

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", alias="TIMECREDITS_API_HOST")
     api_port: int = Field(default=8000, alias="TIMECREDITS_API_PORT")
     topic_partitions: int = Field(default=4, ge=1, alias="TIMECREDITS_TOPIC_PARTITIONS")
+    topic_prefix: str = Field(default="", alias="TIMECREDITS_TOPIC_PREFIX")
+    worker_session_timeout_s: float = Field(default=10.0, gt=0, alias="TIMECREDITS_WORKER_SESSION_TIMEOUT")
+    batch_within_s: float = Field(default=0.2, gt=0, alias="TIMECREDITS_BATCH_WITHIN")
     ledger_batch_size: int = Field(default=1000, ge=1, alias="TIMECREDITS_BATCH_SIZE")
 
 

@@ -8,38 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from infra.embedded import EmbeddedPostgres
 from tests.conftest import service_missing
 from tests.postgres import fresh_database, migrated_template, server_answers
 
 SYSTEM_SERVER_URL = os.environ.get(
     "TIMECREDITS_TEST_SYSTEM_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
-
-
-@pytest.fixture(scope="session")
-def embedded_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The primary server's URL: DATABASE_URL, or an embedded PostgreSQL started for this test session."""
-    configured = os.environ.get("DATABASE_URL")
-    if configured:
-        if not server_answers(configured):
-            service_missing(f"DATABASE_URL={configured} does not answer")
-        yield configured
-        return
-    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")), durable=False)
-    try:
-        server.start()
-    except Exception as exc:  # noqa: BLE001
-        service_missing(f"embedded PostgreSQL did not start: {exc}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session", params=["primary", "system"])
@@ -52,7 +30,10 @@ def pg_server(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_template(pg_server: str) -> Iterator[str]:
+def pg_template(pg_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    if pg_server == request.getfixturevalue("embedded_postgres"):
+        yield request.getfixturevalue("primary_template")
+        return
     with migrated_template(pg_server) as name:
         yield name
 

@@ -21,7 +21,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from rich.console import Console
 
-from infra.embedded import EmbeddedBroker
 from ledger.events import (
     TOPIC_ACTIVITY,
     TOPIC_ADMIN,
@@ -38,46 +37,11 @@ from producers.cli import EXIT_BAD_FILE, EXIT_BROKER, EXIT_OK, import_hours_comm
 from producers.hours_csv import read_sheet
 from producers.import_hours import import_hours
 from producers.kafka import ALL_TOPICS, DeliveryError, EventProducer, ensure_topics
-from tests.conftest import service_missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]
 
 PARTITIONS = 4
 SAMPLE = Path(__file__).resolve().parents[2] / "producers" / "samples" / "hours-2026-10.csv"
-
-
-def _broker_answers(bootstrap_servers: str) -> bool:
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
-    except (KafkaError, OSError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS, or an embedded Tansu broker started for this test session."""
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        if not _broker_answers(configured):
-            service_missing(f"KAFKA_BOOTSTRAP_SERVERS={configured} does not answer")
-        yield configured
-        return
-    broker = EmbeddedBroker(Path(tmp_path_factory.mktemp("broker")))
-    try:
-        broker.start()
-    except Exception as exc:  # noqa: BLE001
-        service_missing(f"embedded broker did not start: {exc}")
-    try:
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,102 @@
+"""Helpers for end-to-end tests: worker processes, waiting, and looking at outcomes in the database."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Engine, text
+
+
+class WorkerProcess:
+    """`timecredits worker` as a child process with its own log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, metrics_port: int | None = None) -> None:
+        self.log_path = log_path
+        self.metrics_port = metrics_port
+        full_env = {**os.environ, **env}
+        if metrics_port:
+            full_env["TIMECREDITS_WORKER_METRICS_PORT"] = str(metrics_port)
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "timecredits.cli", "worker"],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+        return self.process.returncode
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus counter's samples, scraped from the worker's /metrics."""
+        assert self.metrics_port
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        except OSError:  # not serving yet (still starting) or gone
+            return 0.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name + "{"))
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def decided_count(engine: Engine, event_ids: Iterable[UUID]) -> int:
+    """How many of the events the worker has processed (applied or rejected)."""
+    ids = [str(i) for i in event_ids]
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM unnest(CAST(:ids AS uuid[])) AS x(id) WHERE "
+                "EXISTS (SELECT 1 FROM entries WHERE event_id = x.id) OR "
+                "EXISTS (SELECT 1 FROM rejections WHERE event_id = x.id) OR "
+                "EXISTS (SELECT 1 FROM hours_logs WHERE event_id = x.id) OR "
+                "EXISTS (SELECT 1 FROM hours_decisions WHERE decision_event_id = x.id)"
+            ),
+            {"ids": ids},
+        ).scalar_one()
+
+
+def ledger_summary(engine: Engine) -> dict[str, Any]:
+    """What two runs must agree on: entries by kind, rejections by reason, every balance."""
+    with engine.connect() as conn:
+        return {
+            "entries": dict(conn.execute(text("SELECT kind, count(*) FROM entries GROUP BY kind")).all()),
+            "rejections": dict(conn.execute(text("SELECT reason, count(*) FROM rejections GROUP BY reason")).all()),
+            "balances": dict(conn.execute(text("SELECT account_key, balance FROM balances")).all()),
+            "hours_logs": conn.execute(text("SELECT count(*) FROM hours_logs")).scalar(),
+        }
