@@ -29,7 +29,15 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from consumers import metrics
-from ledger.events import TOPIC_ACTIVITY, TOPIC_ADMIN, TOPIC_LEDGER, TOPIC_REJECTED, DecodedEvent, Undecodable, decode_event
+from ledger.events import (
+    TOPIC_ACTIVITY,
+    TOPIC_ADMIN,
+    TOPIC_LEDGER,
+    TOPIC_REJECTED,
+    DecodedEvent,
+    Undecodable,
+    decode_event,
+)
 from ledger.processing import BatchResult, EventProcessor
 
 log = logging.getLogger(__name__)

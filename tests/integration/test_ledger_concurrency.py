@@ -8,7 +8,15 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
-from ledger.domain import AttendBooking, BookOpportunity, CancelBooking, EarnCredits, GiftCredits, LedgerCommand, RedeemCredits
+from ledger.domain import (
+    AttendBooking,
+    BookOpportunity,
+    CancelBooking,
+    EarnCredits,
+    GiftCredits,
+    LedgerCommand,
+    RedeemCredits,
+)
 from ledger.repository import Applied, LedgerRepository
 from ledger.verify import verify_ledger
 from tests.ledger_helpers import NOW

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -18,9 +17,9 @@ from uuid import UUID
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 from rich.console import Console
 
+from infra.embedded import EmbeddedBroker
 from ledger.events import (
     TOPIC_ACTIVITY,
     TOPIC_ADMIN,
@@ -37,6 +36,7 @@ from producers.cli import EXIT_BAD_FILE, EXIT_BROKER, EXIT_OK, import_hours_comm
 from producers.hours_csv import read_sheet
 from producers.import_hours import import_hours
 from producers.kafka import ALL_TOPICS, DeliveryError, EventProducer, ensure_topics
+from tests.conftest import service_missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]
 

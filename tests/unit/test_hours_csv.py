@@ -357,7 +357,7 @@ def test_approval_follows_each_log_with_a_derived_id() -> None:
     assert [type(p) for _, p in parsed.events(approve=False)] == [HoursLogged, HoursLogged]
     events = parsed.events(approve=True)
     assert [type(p) for _, p in events] == [HoursLogged, HoursApproved, HoursLogged, HoursApproved]
-    (log_id, log), (approval_id, approval) = events[0], events[1]
+    (log_id, _), (approval_id, approval) = events[0], events[1]
     assert approval == HoursApproved(log_event_id=log_id, volunteer_id="V1", org_id=ORG)
     assert approval_id == approval_event_id(log_id) != log_id
     assert [event_id for event_id, _ in sheet("V1,02/11/2026,1,Food bank", "V2,02/11/2026,1,Library").events(
