@@ -289,7 +289,7 @@ class OpportunityListed(AdminPayload):
 
     @property
     def partition_key(self) -> str:
-        return self.opportunity_id
+        return self.partner_id  # after the partner's registration, on the same partition
 
 
 class PostingOut(BaseModel):

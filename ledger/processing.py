@@ -207,6 +207,12 @@ def _decided(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, EventOut
     return found
 
 
+def count_decided(engine: Engine, event_ids: Sequence[UUID]) -> int:
+    """How many of `event_ids` have been processed (applied or rejected): progress for loaders and tests."""
+    with engine.connect() as conn:
+        return len(_decided(conn, event_ids))
+
+
 def event_status(engine: Engine, event_id: UUID) -> EventOutcome | None:
     """What became of an event, or None while it is pending (not processed yet)."""
     with engine.connect() as conn:

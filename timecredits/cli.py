@@ -5,7 +5,6 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,7 @@ from sqlalchemy import Engine, create_engine
 from infra.migrate import upgrade_to_head
 from infra.services import running_services
 from ledger.amounts import format_credits
-from ledger.repository import Applied, LedgerRepository
+from ledger.repository import LedgerRepository
 from ledger.verify import VerifyReport, verify_ledger
 from timecredits.settings import Settings, get_settings
 
@@ -72,23 +71,6 @@ def verify(data_dir: DataDir = None) -> None:
     _print_verify(report)
     if not report.ok:
         raise typer.Exit(code=1)
-
-
-def _load_demo(engine: Engine, batch_size: int) -> None:
-    from timecredits.demo import demo_commands
-
-    repository = LedgerRepository(engine)
-    commands = demo_commands()
-    outcomes = []
-    while batch := list(islice(commands, batch_size)):
-        outcomes.extend(repository.apply_batch(batch))
-    applied = sum(isinstance(outcome, Applied) for outcome in outcomes)
-    console.print(
-        f"demo programme loaded: {applied} entries applied, {len(outcomes) - applied} events refused by the rules"
-    )
-    for volunteer in ("v0001", "v0002", "v0003"):
-        balance = repository.volunteer_balance(volunteer)
-        console.print(f"  {volunteer}: {format_credits(balance.available)} available, {format_credits(balance.held)} held")
 
 
 def _require(value: str | None, name: str) -> str:
@@ -149,32 +131,59 @@ def import_hours(
 
 @app.command()
 def up(
-    demo: Annotated[bool, typer.Option(help="Load a synthetic programme.")] = False,
+    demo: Annotated[bool, typer.Option(help="Load a synthetic programme through the event pipeline.")] = False,
     data_dir: DataDir = None,
     port: Annotated[int | None, typer.Option(help="API port (the API arrives with a later release).")] = None,
 ) -> None:
-    """Run everything: embedded (or configured) PostgreSQL and broker, migrations, and the ledger checks.
-
-    Stops every child cleanly on Ctrl-C or SIGTERM.
+    """Run everything in one process tree: PostgreSQL and broker (embedded unless configured), migrations,
+    topics and a ledger worker; optionally the demo programme. Stops every child on Ctrl-C or SIGTERM.
     """
+    from producers.kafka import ALL_TOPICS, EventProducer, ensure_topics, prefixed
+    from timecredits.demo_loader import load_demo
+    from timecredits.processes import Child
+
     settings = get_settings()
+    directory = _data_dir(settings, data_dir)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with running_services(settings, _data_dir(settings, data_dir)) as endpoints:
+    with running_services(settings, directory) as endpoints:
+        assert endpoints.database_url and endpoints.kafka_bootstrap_servers
         console.print(f"PostgreSQL: {endpoints.database_url}")
         console.print(f"Kafka bootstrap servers: {endpoints.kafka_bootstrap_servers}")
         upgrade_to_head(endpoints.database_url)
+        ensure_topics(endpoints.kafka_bootstrap_servers, settings.topic_partitions,
+                      prefixed(ALL_TOPICS, settings.topic_prefix))
+        env = {
+            "DATABASE_URL": endpoints.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
+            "TIMECREDITS_DATA_DIR": str(directory),
+        }
+        children = [Child("worker", ["worker"], env, directory / "logs" / "worker.log")]
+        console.print(f"worker: pid {children[0].pid}, log {children[0].log_path}")
         engine = create_engine(endpoints.database_url)
         try:
             if demo:
-                _load_demo(engine, settings.ledger_batch_size)
+                with EventProducer(endpoints.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix) as producer:
+                    loaded = load_demo(producer, engine, console, children[0].alive)
+                console.print(f"demo programme loaded through the event pipeline: {loaded} events")
+                repository = LedgerRepository(engine)
+                for volunteer in ("v0001", "v0002", "v0003"):
+                    balance = repository.volunteer_balance(volunteer)
+                    console.print(f"  {volunteer}: {format_credits(balance.available)} available, "
+                                  f"{format_credits(balance.held)} held")
             _print_verify(verify_ledger(engine))
+            console.print("running; press Ctrl-C to stop")
+            while not stop.wait(1.0):
+                for child in children:
+                    if not child.alive():
+                        console.print(f"[red]{child.name} exited[/red] ({child.process.returncode}):\n{child.log_tail()}")
+                        stop.set()
         finally:
             engine.dispose()
-        console.print("running; press Ctrl-C to stop")
-        stop.wait()
-        console.print("stopping…")
+            console.print("stopping…")
+            for child in reversed(children):
+                child.stop()
     console.print("stopped")
 
 

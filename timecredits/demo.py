@@ -1,61 +1,189 @@
-"""A synthetic but realistic programme for `timecredits up --demo`: seeded, so every run is the same.
+"""A synthetic but realistic programme for `timecredits up --demo`, as events: seeded, so every run is the same.
 
-About 20 organisations across London boroughs, 500 volunteers and a year of activity.
+Twenty organisations across seven London boroughs (fourteen community organisations, six partners), 500
+volunteers with areas and demographics, opportunities, and a year of hours logged and approved (a few left
+pending or rejected), bookings attended or cancelled, redemptions and gifts. Event ids come from the seed, so
+loading the demo twice into the same data directory changes nothing the second time.
 """
 from __future__ import annotations
 
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 from ledger.amounts import minutes_to_hundredths
-from ledger.domain import (
-    AttendBooking,
-    BookOpportunity,
-    CancelBooking,
-    EarnCredits,
-    GiftCredits,
-    LedgerCommand,
-    RedeemCredits,
+from ledger.events import (
+    BookingAttended,
+    BookingCancelled,
+    CreditsGifted,
+    CreditsRedeemed,
+    EventPayload,
+    HoursApproved,
+    HoursLogged,
+    HoursRejected,
+    OpportunityBooked,
+    OpportunityListed,
+    OrganisationRegistered,
+    VolunteerRegistered,
 )
 
-BOROUGHS = ("E09000030", "E09000012", "E09000025", "E09000022", "E09000028", "E09000014", "E09000019")
-COMMUNITY_ORGS = tuple(f"community-{n:02d}" for n in range(1, 15))
-PARTNER_ORGS = ("leisure-centre", "theatre", "museum", "adult-education", "sports-club", "training-provider")
+BOROUGHS = {
+    "E09000030": "Tower Hamlets",
+    "E09000012": "Hackney",
+    "E09000025": "Newham",
+    "E09000022": "Lambeth",
+    "E09000028": "Southwark",
+    "E09000014": "Haringey",
+    "E09000019": "Islington",
+}
+COMMUNITY = [
+    ("food-bank-th", "Tower Hamlets Food Bank", "E09000030", False),
+    ("bike-buddies", "Bike Buddies", "E09000030", True),
+    ("hackney-foodshare", "Hackney Foodshare", "E09000012", False),
+    ("dalston-garden", "Dalston Community Garden", "E09000012", True),
+    ("newham-youth", "Newham Youth Club", "E09000025", False),
+    ("stratford-library-friends", "Friends of Stratford Library", "E09000025", False),
+    ("brixton-lunch-club", "Brixton Lunch Club", "E09000022", False),
+    ("lambeth-litter-pickers", "Lambeth Litter Pickers", "E09000022", True),
+    ("peckham-homework-club", "Peckham Homework Club", "E09000028", False),
+    ("southwark-befrienders", "Southwark Befrienders", "E09000028", False),
+    ("tottenham-repair-cafe", "Tottenham Repair Café", "E09000014", False),
+    ("haringey-walks", "Haringey Health Walks", "E09000014", True),
+    ("islington-care-shop", "Islington Care Shop", "E09000019", False),
+    ("archway-choir", "Archway Community Choir", "E09000019", False),
+]
+PARTNERS = [
+    ("york-hall-leisure", "York Hall Leisure Centre", "E09000030", "sport"),
+    ("hackney-empire", "Hackney Empire", "E09000012", "culture"),
+    ("newham-adult-learning", "Newham Adult Learning", "E09000025", "course"),
+    ("brixton-rec", "Brixton Recreation Centre", "E09000022", "sport"),
+    ("southwark-skills", "Southwark Skills Hub", "E09000028", "training"),
+    ("islington-works", "Islington Works Taster Days", "E09000019", "work_experience"),
+]
+AGE_BANDS = ["16-24", "25-34", "35-44", "45-54", "55-64", "65+", "prefer_not_to_say"]
+AGE_WEIGHTS = [14, 20, 18, 16, 14, 15, 3]
+SEB = ["professional", "intermediate", "lower", "other", "prefer_not_to_say"]
+SEB_WEIGHTS = [25, 20, 38, 10, 7]
+ACTIVITIES = ["Sorting donations", "Befriending call", "Gardening", "Homework help", "Litter pick", "Cooking lunch",
+              "Bike repair", "Reception desk", "Health walk leader", "Choir set-up"]
+ACTOR = "demo"
 
 
-def _event_id(rng: random.Random) -> uuid.UUID:
-    return uuid.UUID(int=rng.getrandbits(128), version=4)
+@dataclass(frozen=True)
+class DemoEvent:
+    event_id: uuid.UUID
+    occurred_at: datetime
+    payload: EventPayload
 
 
-def demo_commands(seed: int = 2026, volunteers: int = 500, start: datetime | None = None) -> Iterator[LedgerCommand]:
-    """A year of earning, booking, attending, cancelling, redeeming and gifting, in time order."""
+class _Ids:
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def __call__(self) -> uuid.UUID:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+
+def registry(seed: int = 2026, volunteers: int = 500) -> list[DemoEvent]:
+    """Organisations, opportunities and volunteers (tc.admin)."""
     rng = random.Random(seed)
-    day0 = start or datetime(2025, 11, 1, 9, 0, tzinfo=UTC)
+    new_id = _Ids(rng)
+    at = datetime(2025, 10, 1, 9, 0, tzinfo=UTC)
+    events = [
+        DemoEvent(new_id(), at, OrganisationRegistered(org_id=org, name=name, area=area, kinds=frozenset({"community"}),
+                                                       auto_approve=auto))
+        for org, name, area, auto in COMMUNITY
+    ]
+    events += [
+        DemoEvent(new_id(), at, OrganisationRegistered(org_id=org, name=name, area=area, kinds=frozenset({"partner"})))
+        for org, name, area, _ in PARTNERS
+    ]
+    for org, name, area, category in PARTNERS:
+        for n in range(3):
+            events.append(DemoEvent(new_id(), at, OpportunityListed(
+                opportunity_id=f"{org}-{n + 1}", partner_id=org, title=f"{name}: session {n + 1}", category=category,
+                cost=rng.choice([100, 200, 300]), capacity=rng.choice([10, 20, 40]), area=area)))
+    boroughs = list(BOROUGHS)
+    for n in range(1, volunteers + 1):
+        events.append(DemoEvent(new_id(), at, VolunteerRegistered(
+            volunteer_id=f"v{n:04d}",
+            area=rng.choices(boroughs, weights=[22, 18, 16, 14, 14, 8, 8])[0],
+            age_band=rng.choices(AGE_BANDS, weights=AGE_WEIGHTS)[0],
+            seb=rng.choices(SEB, weights=SEB_WEIGHTS)[0],
+            first_time_volunteer=rng.random() < 0.35,
+            consent_stats=rng.random() < 0.9,
+        )))
+    return events
+
+
+def activity(seed: int = 2026, volunteers: int = 500, days: int = 365,
+             start: date = date(2025, 11, 1)) -> Iterator[DemoEvent]:
+    """A year of activity (tc.activity), in time order."""
+    rng = random.Random(seed + 1)
+    new_id = _Ids(rng)
     volunteer_ids = [f"v{n:04d}" for n in range(1, volunteers + 1)]
-    earned: dict[str, int] = dict.fromkeys(volunteer_ids, 0)
+    regulars = set(rng.sample(volunteer_ids, k=volunteers // 3))
+    home_org = {v: rng.choice(COMMUNITY)[0] for v in volunteer_ids}
+    auto = {org for org, _, _, a in COMMUNITY if a}
+    opportunities = [(f"{org}-{n + 1}", org) for org, *_ in PARTNERS for n in range(3)]
+    costs = {opp: 100 * (1 + (i % 3)) for i, (opp, _) in enumerate(opportunities)}
+    expected: dict[str, int] = dict.fromkeys(volunteer_ids, 0)
     scale = max(1, volunteers // 500)
-    for day in range(365):
-        moment = day0 + timedelta(days=day)
-        open_bookings: list[tuple[uuid.UUID, str]] = []
-        for volunteer in rng.sample(volunteer_ids, k=rng.randint(5, 25) * scale):
-            amount = minutes_to_hundredths(rng.choice((60, 90, 120, 180, 240)))
-            earned[volunteer] += amount
-            yield EarnCredits(_event_id(rng), moment, volunteer, rng.choice(COMMUNITY_ORGS), amount)
-        for volunteer in rng.sample(volunteer_ids, k=rng.randint(0, 6) * scale):
-            if earned[volunteer] < 200:
+    for day in range(days):
+        today = start + timedelta(days=day)
+        at = datetime(today.year, today.month, today.day, 18, 0, tzinfo=UTC)
+        season = 1.0 + 0.4 * (today.month in (4, 5, 6, 7, 9))
+        active = [v for v in volunteer_ids if rng.random() < (0.05 if v in regulars else 0.01) * season]
+        for volunteer in active[: 40 * scale]:
+            org = home_org[volunteer] if rng.random() < 0.8 else rng.choice(COMMUNITY)[0]
+            minutes = rng.choice([60, 90, 120, 180, 240])
+            log_id = new_id()
+            yield DemoEvent(log_id, at, HoursLogged(volunteer_id=volunteer, org_id=org, date=today, minutes=minutes,
+                                                    activity=rng.choice(ACTIVITIES)))
+            if org in auto:
+                expected[volunteer] += minutes_to_hundredths(minutes)
                 continue
+            decision = rng.random()
+            if day > days - 10 and decision < 0.5:
+                continue  # recent hours still waiting for approval
+            if decision < 0.03:
+                yield DemoEvent(new_id(), at + timedelta(hours=1), HoursRejected(
+                    log_event_id=log_id, volunteer_id=volunteer, org_id=org, reason="logged twice"))
+                continue
+            expected[volunteer] += minutes_to_hundredths(minutes)
+            yield DemoEvent(new_id(), at + timedelta(hours=1), HoursApproved(
+                log_event_id=log_id, volunteer_id=volunteer, org_id=org))
+        for volunteer in rng.sample(volunteer_ids, k=rng.randint(0, 5) * scale):
+            spend_at = at + timedelta(hours=2)
             roll = rng.random()
-            if roll < 0.5:
-                booking = _event_id(rng)
-                open_bookings.append((booking, volunteer))
-                yield BookOpportunity(booking, moment, volunteer, rng.choice(PARTNER_ORGS), 200, f"opp-{day % 40}")
-            elif roll < 0.8:
-                yield RedeemCredits(_event_id(rng), moment, volunteer, rng.choice(PARTNER_ORGS), 100)
+            if roll < 0.55:
+                opportunity, partner = rng.choice(opportunities)
+                cost = costs[opportunity]
+                if expected[volunteer] < cost:
+                    continue
+                booking = new_id()
+                expected[volunteer] -= cost
+                yield DemoEvent(booking, spend_at, OpportunityBooked(volunteer_id=volunteer, opportunity_id=opportunity,
+                                                                     partner_id=partner, amount=cost))
+                if rng.random() < 0.85:
+                    yield DemoEvent(new_id(), spend_at + timedelta(hours=1),
+                                    BookingAttended(booking_event_id=booking, volunteer_id=volunteer))
+                else:
+                    expected[volunteer] += cost
+                    yield DemoEvent(new_id(), spend_at + timedelta(hours=1),
+                                    BookingCancelled(booking_event_id=booking, volunteer_id=volunteer))
+            elif roll < 0.85:
+                if expected[volunteer] < 100:
+                    continue
+                expected[volunteer] -= 100
+                _, partner = rng.choice(opportunities)
+                yield DemoEvent(new_id(), spend_at, CreditsRedeemed(volunteer_id=volunteer, partner_id=partner, amount=100))
             else:
-                yield GiftCredits(_event_id(rng), moment, volunteer, rng.choice(volunteer_ids), 100)
-            earned[volunteer] -= 200
-        for booking, _ in open_bookings:
-            settle = AttendBooking if rng.random() < 0.85 else CancelBooking
-            yield settle(_event_id(rng), moment + timedelta(hours=6), booking)
+                if expected[volunteer] < 100:
+                    continue
+                friend = rng.choice([v for v in volunteer_ids if v != volunteer])
+                expected[volunteer] -= 100
+                yield DemoEvent(new_id(), spend_at, CreditsGifted(from_volunteer_id=volunteer, to_volunteer_id=friend,
+                                                                  amount=100))

@@ -14,6 +14,8 @@ from uuid import UUID
 
 from sqlalchemy import Engine, text
 
+from ledger.processing import count_decided
+
 
 class WorkerProcess:
     """`timecredits worker` as a child process with its own log file."""
@@ -77,18 +79,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 
 def decided_count(engine: Engine, event_ids: Iterable[UUID]) -> int:
     """How many of the events the worker has processed (applied or rejected)."""
-    ids = [str(i) for i in event_ids]
-    with engine.connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT count(*) FROM unnest(CAST(:ids AS uuid[])) AS x(id) WHERE "
-                "EXISTS (SELECT 1 FROM entries WHERE event_id = x.id) OR "
-                "EXISTS (SELECT 1 FROM rejections WHERE event_id = x.id) OR "
-                "EXISTS (SELECT 1 FROM hours_logs WHERE event_id = x.id) OR "
-                "EXISTS (SELECT 1 FROM hours_decisions WHERE decision_event_id = x.id)"
-            ),
-            {"ids": ids},
-        ).scalar_one()
+    return count_decided(engine, list(event_ids))
 
 
 def ledger_summary(engine: Engine) -> dict[str, Any]:

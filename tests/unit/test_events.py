@@ -142,7 +142,7 @@ def test_partition_keys() -> None:
     by_type = {type(p).__name__: p for p in samples()}
     assert by_type["CreditsGifted"].partition_key == "v-1"  # the sender  # type: ignore[attr-defined]
     assert by_type["OrganisationRegistered"].partition_key == "org.1"  # type: ignore[attr-defined]
-    assert by_type["OpportunityListed"].partition_key == "swim-01"  # type: ignore[attr-defined]
+    assert by_type["OpportunityListed"].partition_key == "leisure"  # with its partner  # type: ignore[attr-defined]
     for name in ("HoursLogged", "HoursApproved", "OpportunityBooked", "EntryReversed", "VolunteerRegistered"):
         assert by_type[name].partition_key == "v-1"  # type: ignore[attr-defined]
 
