@@ -144,3 +144,37 @@ hours_decisions = Table(
     Column("entry_id", BigInteger, ForeignKey("entries.id")),
     Column("decided_at", DateTime(timezone=True), nullable=False),
 )
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("token_sha256", LargeBinary, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("org_id", Text, ForeignKey("organisations.id")),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id")),
+    Column("label", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("caller", LargeBinary, primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("body_sha256", LargeBinary, nullable=False),
+    Column("status_code", Integer),
+    Column("response", LargeBinary),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+event_requests = Table(
+    "event_requests",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("actor", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

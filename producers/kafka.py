@@ -7,6 +7,7 @@ from `publish_and_wait`, `flush` or the context manager's exit.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterable
 from datetime import datetime
@@ -287,6 +288,18 @@ class EventProducer:
             raise DeliveryError(
                 f"{count} event(s) were not delivered; first error: {_describe(first)}", event_ids=event_ids
             ) from first
+
+    def connected(self, timeout: float = 1.0) -> bool:
+        """Whether a bootstrap broker accepts a connection now (for readiness checks; cheap, no Kafka request)."""
+        servers = self._config["bootstrap_servers"]
+        for server in servers.split(",") if isinstance(servers, str) else servers:
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued (for up to `timeout` seconds) and release the connections. Idempotent.

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from ledger.amounts import format_credits
 from ledger.repository import LedgerRepository
 from ledger.verify import VerifyReport, verify_ledger
 from timecredits.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from timecredits.processes import Child
 
 app = typer.Typer(help="timecredits: a volunteering and time-credits ledger.", no_args_is_help=True)
 console = Console()
@@ -73,6 +76,25 @@ def verify(data_dir: DataDir = None) -> None:
         raise typer.Exit(code=1)
 
 
+def _wait_ready(url: str, api_child: Child, timeout_s: float = 60.0) -> None:
+    """Until the API's /readyz answers 200 (database and broker reachable)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not api_child.alive():
+            raise RuntimeError(f"the API exited:\n{api_child.log_tail()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"the API at {url} was not ready within {timeout_s:.0f} s:\n{api_child.log_tail()}")
+
+
 def _require(value: str | None, name: str) -> str:
     if not value:
         console.print(f"[red]{name} is not set[/red]: a worker runs against configured services "
@@ -112,6 +134,56 @@ def worker(
     )
 
 
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default TIMECREDITS_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TIMECREDITS_API_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the HTTP API alone (needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS)."""
+    import uvicorn
+
+    settings = get_settings()
+    _require(settings.database_url, "DATABASE_URL")
+    _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    uvicorn.run("api.main:app", factory=False, host=host or settings.api_host, port=port or settings.api_port,
+                workers=workers, log_level="warning", access_log=False)
+
+
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="admin, lead, org or volunteer")],
+    org: Annotated[str | None, typer.Option(help="the organisation of an org token")] = None,
+    volunteer: Annotated[str | None, typer.Option(help="the volunteer of a volunteer token")] = None,
+    label: Annotated[str, typer.Option(help="a note to recognise the token by")] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Create a token and print it (once: only its digest is stored)."""
+    from api.auth import Role, create_token
+    from api.errors import ApiError
+    from api.routes.tokens import check_scope
+
+    try:
+        chosen = Role(role)
+        check_scope(chosen, org, volunteer)
+    except (ValueError, ApiError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from exc
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
+        try:
+            token, token_id = create_token(engine, chosen, org, volunteer, label)
+        except Exception as exc:  # noqa: BLE001 - an unknown organisation or volunteer
+            console.print(f"[red]could not create the token: {str(exc).splitlines()[0]}[/red]")
+            raise typer.Exit(code=1) from exc
+    print(token)
+
+
 @app.command("import-hours")
 def import_hours(
     file: Annotated[Path, typer.Argument(help="The organisation's monthly sheet (CSV).")],
@@ -133,11 +205,12 @@ def import_hours(
 def up(
     demo: Annotated[bool, typer.Option(help="Load a synthetic programme through the event pipeline.")] = False,
     data_dir: DataDir = None,
-    port: Annotated[int | None, typer.Option(help="API port (the API arrives with a later release).")] = None,
+    port: Annotated[int | None, typer.Option(help="API port (default TIMECREDITS_API_PORT, 8000).")] = None,
 ) -> None:
     """Run everything in one process tree: PostgreSQL and broker (embedded unless configured), migrations,
-    topics and a ledger worker; optionally the demo programme. Stops every child on Ctrl-C or SIGTERM.
+    topics, a ledger worker and the API; optionally the demo programme. Stops every child on Ctrl-C or SIGTERM.
     """
+    from api.auth import new_token
     from producers.kafka import ALL_TOPICS, EventProducer, ensure_topics, prefixed
     from timecredits.demo_loader import load_demo
     from timecredits.processes import Child
@@ -159,10 +232,19 @@ def up(
             "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
             "TIMECREDITS_DATA_DIR": str(directory),
         }
-        children = [Child("worker", ["worker"], env, directory / "logs" / "worker.log")]
-        console.print(f"worker: pid {children[0].pid}, log {children[0].log_path}")
+        admin_token = settings.admin_token or new_token()
+        api_port = port or settings.api_port
+        url = f"http://{settings.api_host}:{api_port}"
+        children = [
+            Child("worker", ["worker"], env, directory / "logs" / "worker.log"),
+            Child("api", ["api", "--port", str(api_port)], {**env, "TIMECREDITS_ADMIN_TOKEN": admin_token},
+                  directory / "logs" / "api.log"),
+        ]
+        for child in children:
+            console.print(f"{child.name}: pid {child.pid}, log {child.log_path}")
         engine = create_engine(endpoints.database_url)
         try:
+            _wait_ready(url, children[1])
             if demo:
                 with EventProducer(endpoints.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix) as producer:
                     loaded = load_demo(producer, engine, console, children[0].alive)
@@ -173,6 +255,8 @@ def up(
                     console.print(f"  {volunteer}: {format_credits(balance.available)} available, "
                                   f"{format_credits(balance.held)} held")
             _print_verify(verify_ledger(engine))
+            console.print(f"[bold]API: {url}[/bold]  (OpenAPI: {url}/docs)")
+            console.print(f"[bold]admin token: {admin_token}[/bold]")
             console.print("running; press Ctrl-C to stop")
             while not stop.wait(1.0):
                 for child in children:

@@ -1,0 +1,62 @@
+"""The FastAPI application: one router a resource, errors as JSON, idempotent writes, Prometheus metrics."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import create_engine
+
+from api.deps import Services
+from api.errors import error_json, install_error_handlers
+from api.middleware import IdempotencyMiddleware, MetricsMiddleware
+from api.routes import accounts, activity, registry, status, tokens
+from producers.kafka import EventProducer
+
+DESCRIPTION = """
+Time credits for community organisations, volunteers and programme leads.
+
+Writes are events: they are validated, produced to Kafka and answered `202` with an `event_id`;
+`GET /v1/events/{event_id}` tells whether the ledger applied or rejected them (and why). Registry writes
+(organisations, volunteers, opportunities, tokens) are written at once and answered `201`.
+Amounts are decimal strings of credits (`"1.50"`). Errors are `{"error": {"code", "message"}}`.
+Every write accepts an `Idempotency-Key` header: the same key and body get the first answer again.
+"""
+
+
+def create_app(services: Services | None = None, *, database_url: str | None = None,
+               bootstrap_servers: str | None = None, admin_token: str | None = None, topic_prefix: str = "") -> FastAPI:
+    """The app, for `services` already made (tests) or for the given endpoints (created at start-up)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        made = services is None
+        if made:
+            assert database_url and bootstrap_servers
+            app.state.services = Services(
+                engine=create_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True),
+                producer=EventProducer(bootstrap_servers, topic_prefix=topic_prefix, client_id="timecredits-api"),
+                admin_token=admin_token,
+            )
+        else:
+            app.state.services = services
+        try:
+            yield
+        finally:
+            if made:
+                app.state.services.producer.close()
+                app.state.services.engine.dispose()
+
+    app = FastAPI(title="timecredits", version="1", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    for module in (registry, tokens, activity, accounts, status):
+        app.include_router(module.router)
+
+    @app.exception_handler(404)
+    async def _unknown_path(request: Request, _: Exception) -> JSONResponse:
+        return error_json(404, "not_found", f"no such path: {request.url.path}")
+
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(MetricsMiddleware)
+    return app

@@ -1,0 +1,71 @@
+"""Bearer tokens, stored as SHA-256 digests, and the roles and scopes they carry (design.md §5)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import Engine, insert, select
+
+from ledger import schema
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    LEAD = "lead"
+    ORG = "org"
+    VOLUNTEER = "volunteer"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: Role
+    org_id: str | None = None
+    volunteer_id: str | None = None
+    token_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """Who asked, as written in events' `actor`: one organisation's tokens are one actor."""
+        if self.role is Role.ORG:
+            return f"org:{self.org_id}"
+        if self.role is Role.VOLUNTEER:
+            return f"volunteer:{self.volunteer_id}"
+        return f"{self.role.value}:{self.token_id or 'bootstrap'}"
+
+
+def hash_token(token: str) -> bytes:
+    """Tokens are 256 random bits, so a plain SHA-256 is enough to store them safely (no password stretching)."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def new_token() -> str:
+    return "tc_" + secrets.token_urlsafe(32)
+
+
+def create_token(engine: Engine, role: Role, org_id: str | None = None, volunteer_id: str | None = None,
+                 label: str = "") -> tuple[str, uuid.UUID]:
+    """Store a new token's digest; the token itself is returned once and never stored."""
+    token, token_id = new_token(), uuid.uuid4()
+    with engine.begin() as conn:
+        conn.execute(insert(schema.api_tokens).values(
+            id=token_id, token_sha256=hash_token(token), role=role.value, org_id=org_id, volunteer_id=volunteer_id,
+            label=label))
+    return token, token_id
+
+
+def principal_for(engine: Engine, token: str, admin_token: str | None) -> Principal | None:
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal(Role.ADMIN)
+    t = schema.api_tokens
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(t.c.id, t.c.role, t.c.org_id, t.c.volunteer_id)
+            .where(t.c.token_sha256 == hash_token(token), t.c.revoked_at.is_(None))
+        ).first()
+    if row is None:
+        return None
+    return Principal(Role(row.role), row.org_id, row.volunteer_id, str(row.id))

@@ -1,0 +1,60 @@
+"""Typed dependencies: the services the app runs with, and who is asking."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+
+from api.auth import Principal, Role, principal_for
+from api.errors import ApiError
+from producers.kafka import EventProducer
+
+
+@dataclass
+class Services:
+    engine: Engine
+    producer: EventProducer
+    admin_token: str | None
+    publish_timeout_s: float = 5.0
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+_bearer = HTTPBearer(auto_error=False, description="A token from `POST /v1/tokens` or `timecredits tokens create`.")
+
+
+def current_principal(
+    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
+    principal = principal_for(services.engine, credentials.credentials, services.admin_token)
+    if principal is None:
+        raise ApiError(401, "invalid_token", "the token is unknown or revoked")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency that lets only `roles` through (403 `forbidden` for the others)."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise ApiError(403, "forbidden", f"this needs one of the roles: {allowed}")
+        return principal
+
+    return check
+
+
+def forbid(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)

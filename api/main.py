@@ -1,0 +1,13 @@
+"""The ASGI app built from the environment, for uvicorn (`timecredits api`) and `timecredits up`."""
+from __future__ import annotations
+
+from api.app import create_app
+from timecredits.settings import get_settings
+
+_settings = get_settings()
+app = create_app(
+    database_url=_settings.database_url,
+    bootstrap_servers=_settings.kafka_bootstrap_servers,
+    admin_token=_settings.admin_token,
+    topic_prefix=_settings.topic_prefix,
+)

@@ -1,0 +1,172 @@
+"""ASGI middleware: `Idempotency-Key` on writes, and Prometheus request metrics."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger import schema
+
+MAX_KEY_LENGTH = 200
+
+REQUESTS = Counter("timecredits_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "timecredits_http_request_seconds", "HTTP request latency", ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any], extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+class IdempotencyMiddleware:
+    """The same key with the same body gets the first answer again; with another body, 409.
+
+    Keys are scoped to the caller (the bearer token) and the path. The first request claims the key before it
+    runs, so a concurrent repeat gets 409 `idempotency_in_progress` rather than a second event. Answers of 5xx
+    are not kept: the request may be retried with the same key.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        key, authorization = headers.get("idempotency-key"), headers.get("authorization")
+        if key is None or not authorization:
+            await self.app(scope, receive, send)
+            return
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+            await _send_json(send, 400, _error("invalid_idempotency_key", f"1 to {MAX_KEY_LENGTH} printable characters"))
+            return
+        body = await _read_body(receive)
+        engine: Engine = scope["app"].state.services.engine
+        ident = (hashlib.sha256(authorization.encode()).digest(), scope["path"], key)
+        body_hash = hashlib.sha256(body).digest()
+        claimed, row = await run_in_threadpool(_claim, engine, ident, body_hash)
+        if not claimed:
+            await self._answer_repeat(send, row, body_hash)
+            return
+
+        captured: dict[str, Any] = {"status": 500, "body": b""}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                captured["body"] += message.get("body", b"")
+            await send(message)
+
+        try:
+            await self.app(scope, _replay(body), capture)
+        finally:
+            await run_in_threadpool(_settle, engine, ident, captured["status"], captured["body"])
+
+    @staticmethod
+    async def _answer_repeat(send: Send, row: Any, body_hash: bytes) -> None:
+        if bytes(row.body_sha256) != body_hash:
+            await _send_json(send, 409, _error("idempotency_key_reused",
+                                               "this Idempotency-Key was used with another request body"))
+        elif row.status_code is None:
+            await _send_json(send, 409, _error("idempotency_in_progress",
+                                               "a request with this Idempotency-Key is still being processed"))
+        else:
+            response = bytes(row.response)
+            await send({"type": "http.response.start", "status": row.status_code, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(response)).encode()),
+                (b"idempotent-replayed", b"true")]})
+            await send({"type": "http.response.body", "body": response})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _claim(engine: Engine, ident: tuple[bytes, str, str], body_hash: bytes) -> tuple[bool, Any]:
+    k = schema.idempotency_keys
+    caller, path, key = ident
+    with engine.begin() as conn:
+        inserted = conn.execute(
+            insert(k).values(caller=caller, path=path, key=key, body_sha256=body_hash).on_conflict_do_nothing()
+        ).rowcount
+        if inserted:
+            return True, None
+        row = conn.execute(
+            select(k.c.body_sha256, k.c.status_code, k.c.response).where(k.c.caller == caller, k.c.path == path, k.c.key == key)
+        ).one()
+        return False, row
+
+
+def _settle(engine: Engine, ident: tuple[bytes, str, str], status: int, body: bytes) -> None:
+    k = schema.idempotency_keys
+    caller, path, key = ident
+    where = (k.c.caller == caller, k.c.path == path, k.c.key == key)
+    with engine.begin() as conn:
+        if status >= 500:
+            conn.execute(delete(k).where(*where))
+        else:
+            conn.execute(update(k).where(*where).values(status_code=status, response=body))
+
+
+class MetricsMiddleware:
+    """Request counts and latency by route template (not raw path, to keep label sets small) and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def record(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUESTS.labels(scope["method"], template, str(status["code"])).inc()
+            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)

@@ -1,0 +1,71 @@
+"""Request and response models shared by the routes; amounts travel as decimal strings."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ledger.amounts import format_credits, parse_credits
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+AreaCode = Annotated[str, StringConstraints(pattern=r"^[EWSN][0-9]{8}$")]
+CreditAmount = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{1,9}(\.[0-9]{1,2})?$"),
+    Field(description="Credits as a decimal string with at most two places, e.g. \"1.50\"", examples=["1.50"]),
+]
+
+
+def hundredths(amount: str) -> int:
+    return parse_credits(amount)
+
+
+def credits(hundredths_: int) -> str:
+    return format_credits(hundredths_)
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Accepted(BaseModel):
+    """The request became an event; `GET /v1/events/{event_id}` tells its outcome."""
+
+    event_id: UUID
+    status: Literal["pending"] = "pending"
+
+
+class EventStatus(BaseModel):
+    event_id: UUID
+    status: Literal["pending", "applied", "rejected"]
+    reason: str | None = None
+    message: str | None = None
+    entry_id: int | None = None
+
+
+class Created(BaseModel):
+    id: str
+
+
+class Balance(BaseModel):
+    volunteer_id: str
+    balance: str = Field(description="available + held")
+    held: str
+    available: str
+
+
+class StatementLine(BaseModel):
+    entry_id: int
+    event_id: UUID
+    kind: str
+    occurred_at: datetime
+    amount: str = Field(description="this volunteer's side of the entry; negative when credits left")
+    related_event_id: UUID | None = None
+
+
+class Statement(BaseModel):
+    volunteer_id: str
+    items: list[StatementLine]
+    next_before: int | None = Field(None, description="pass as `before` to get the next (older) page")

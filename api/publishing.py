@@ -1,0 +1,36 @@
+"""Turning an accepted request into one event on Kafka (design.md §2: writes are events)."""
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Connection, insert
+
+from api.auth import Principal
+from api.deps import Services
+from api.errors import ApiError
+from ledger import schema
+from ledger.events import Envelope, EventPayload
+from producers.kafka import DeliveryError
+
+
+def publish(services: Services, principal: Principal, payload: EventPayload, conn: Connection | None = None) -> Envelope:
+    """Produce `payload` and wait for the broker's acknowledgement; record who asked, for `GET /v1/events`.
+
+    With `conn` (a registry write in progress), the caller's transaction commits only if the event was
+    delivered. A broker that does not answer in time gives 503 `broker_unavailable`, never a hang.
+    """
+    event_id = uuid.uuid4()
+    request_row = insert(schema.event_requests).values(event_id=event_id, actor=principal.actor, type=type(payload).__name__)
+    try:
+        if conn is not None:
+            conn.execute(request_row)
+            return services.producer.publish_and_wait(payload, actor=principal.actor, event_id=event_id,
+                                                      timeout=services.publish_timeout_s)
+        with services.engine.begin() as own:
+            own.execute(request_row)
+            return services.producer.publish_and_wait(payload, actor=principal.actor, event_id=event_id,
+                                                      timeout=services.publish_timeout_s)
+    except DeliveryError as exc:
+        raise ApiError(503, "broker_unavailable", f"the event could not be delivered; try again ({exc})") from exc
+    except ValueError as exc:  # the event model refused it (e.g. hours dated in the future)
+        raise ApiError(422, "invalid_request", str(exc)) from exc

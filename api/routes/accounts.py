@@ -1,0 +1,60 @@
+"""A volunteer's balance and statement, read from PostgreSQL."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from api.auth import Principal, Role
+from api.deps import PrincipalDep, ServicesDep, forbid
+from api.errors import ApiError, responses
+from api.models import Balance, Id, Statement, StatementLine, credits
+from ledger import schema
+from ledger.accounts import volunteer_account
+from ledger.repository import LedgerRepository
+
+router = APIRouter(prefix="/v1/volunteers", tags=["balances"])
+
+
+def _may_read(principal: Principal, volunteer_id: str) -> None:
+    """That volunteer, any organisation, a lead or an admin (design.md §5); never another volunteer."""
+    if principal.role is Role.VOLUNTEER and principal.volunteer_id != volunteer_id:
+        raise forbid("a volunteer sees their own balance and statement only")
+
+
+def _known(services: ServicesDep, volunteer_id: str) -> None:
+    with services.engine.connect() as conn:
+        if conn.execute(select(schema.volunteers.c.id).where(schema.volunteers.c.id == volunteer_id)).first() is None:
+            raise ApiError(404, "unknown_volunteer", f"no volunteer {volunteer_id}")
+
+
+@router.get("/{volunteer_id}/balance", response_model=Balance, responses=responses(401, 403, 404, 422))
+def balance(volunteer_id: Id, services: ServicesDep, principal: PrincipalDep) -> Balance:
+    _may_read(principal, volunteer_id)
+    _known(services, volunteer_id)
+    found = LedgerRepository(services.engine).volunteer_balance(volunteer_id)
+    return Balance(volunteer_id=volunteer_id, balance=credits(found.total), held=credits(found.held),
+                   available=credits(found.available))
+
+
+@router.get("/{volunteer_id}/statement", response_model=Statement, responses=responses(401, 403, 404, 422))
+def statement(
+    volunteer_id: Id,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="entry id from `next_before` of the previous page")] = None,
+) -> Statement:
+    """Entries that moved the volunteer's available credits, newest first."""
+    _may_read(principal, volunteer_id)
+    _known(services, volunteer_id)
+    lines = LedgerRepository(services.engine).statement(volunteer_account(volunteer_id), limit=limit,
+                                                        before_entry_id=before)
+    items = [
+        StatementLine(entry_id=line.entry_id, event_id=line.event_id, kind=line.kind.value, occurred_at=line.occurred_at,
+                      amount=credits(line.amount), related_event_id=line.related_event_id)
+        for line in lines
+    ]
+    next_before = items[-1].entry_id if len(items) == limit else None
+    return Statement(volunteer_id=volunteer_id, items=items, next_before=next_before)

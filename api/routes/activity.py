@@ -1,0 +1,225 @@
+"""Writes that touch credits: each becomes one event on tc.activity and is answered 202 with its event id.
+
+What can be judged at once (role, scope, the registry, a malformed body) is refused at once; what depends on
+the ledger (a balance, an hours log's state) is decided by the worker and told by `GET /v1/events/{id}`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends
+from pydantic import Field
+from sqlalchemy import Connection, select
+
+from api.auth import Principal, Role
+from api.deps import ServicesDep, forbid, require
+from api.errors import ApiError, responses
+from api.models import Accepted, CreditAmount, Id, Request, hundredths
+from api.publishing import publish
+from ledger import schema
+from ledger.domain import EntryKind
+from ledger.events import (
+    BookingAttended,
+    BookingCancelled,
+    CreditsGifted,
+    CreditsRedeemed,
+    HoursApproved,
+    HoursLogged,
+    HoursRejected,
+    OpportunityBooked,
+)
+
+router = APIRouter(prefix="/v1", tags=["activity"])
+WRITE_ERRORS = responses(401, 403, 404, 409, 422, 503)
+
+OrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]
+VolunteerOrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG, Role.VOLUNTEER))]
+
+
+class LogHours(Request):
+    volunteer_id: Id
+    org_id: Id
+    date: dt.date
+    minutes: Annotated[int, Field(ge=1, le=1440)]
+    activity: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Decision(Request):
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class Book(Request):
+    opportunity_id: Id
+    volunteer_id: Id | None = Field(None, description="required when a partner organisation books for a volunteer")
+
+
+class Redeem(Request):
+    volunteer_id: Id | None = Field(None, description="defaults to the calling volunteer")
+    partner_id: Id | None = Field(None, description="defaults to the calling partner organisation")
+    amount: CreditAmount
+    opportunity_id: Id | None = None
+
+
+class Gift(Request):
+    to_volunteer_id: Id
+    amount: CreditAmount
+
+
+def _volunteer_exists(conn: Connection, volunteer_id: str) -> None:
+    v = schema.volunteers
+    if conn.execute(select(v.c.id).where(v.c.id == volunteer_id)).first() is None:
+        raise ApiError(404, "unknown_volunteer", f"no volunteer {volunteer_id}")
+
+
+def _organisation_kinds(conn: Connection, org_id: str) -> list[str]:
+    kinds = conn.execute(select(schema.organisations.c.kinds).where(schema.organisations.c.id == org_id)).scalar()
+    if kinds is None:
+        raise ApiError(404, "unknown_organisation", f"no organisation {org_id}")
+    return list(kinds)
+
+
+def _positive(amount: str) -> int:
+    value = hundredths(amount)
+    if value <= 0:
+        raise ApiError(422, "invalid_amount", "the amount must be more than zero")
+    return value
+
+
+@router.post("/hours", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def log_hours(body: LogHours, services: ServicesDep, principal: OrgOrAdmin) -> Accepted:
+    """Hours earn nothing until approved, unless the organisation approves automatically."""
+    if principal.role is Role.ORG and body.org_id != principal.org_id:
+        raise forbid("an organisation logs hours for itself only")
+    with services.engine.connect() as conn:
+        _volunteer_exists(conn, body.volunteer_id)
+        if "community" not in _organisation_kinds(conn, body.org_id):
+            raise ApiError(422, "not_a_community_organisation", f"{body.org_id} is not a community organisation")
+    event = publish(services, principal, HoursLogged(volunteer_id=body.volunteer_id, org_id=body.org_id,
+                                                     date=body.date, minutes=body.minutes, activity=body.activity))
+    return Accepted(event_id=event.event_id)
+
+
+def _decide(event_id: UUID, services: ServicesDep, principal: Principal, approve: bool, reason: str) -> Accepted:
+    logs, decisions = schema.hours_logs, schema.hours_decisions
+    with services.engine.connect() as conn:
+        log = conn.execute(select(logs.c.volunteer_id, logs.c.org_id).where(logs.c.event_id == event_id)).first()
+        decided = conn.execute(select(decisions.c.decision).where(decisions.c.log_event_id == event_id)).scalar()
+    if log is None:
+        raise ApiError(404, "unknown_log", f"no hours logged as {event_id} (if just logged, wait until "
+                                           f"GET /v1/events/{event_id} says applied)")
+    if principal.role is Role.ORG and log.org_id != principal.org_id:
+        raise forbid("an organisation decides its own volunteers' hours only")
+    if decided is not None:
+        raise ApiError(409, "already_decided", f"these hours were already {decided}")
+    payload = (HoursApproved(log_event_id=event_id, volunteer_id=log.volunteer_id, org_id=log.org_id) if approve
+               else HoursRejected(log_event_id=event_id, volunteer_id=log.volunteer_id, org_id=log.org_id, reason=reason))
+    return Accepted(event_id=publish(services, principal, payload).event_id)
+
+
+@router.post("/hours/{event_id}/approve", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def approve_hours(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin) -> Accepted:
+    return _decide(event_id, services, principal, True, "")
+
+
+@router.post("/hours/{event_id}/reject", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def reject_hours(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin, body: Decision | None = None) -> Accepted:
+    return _decide(event_id, services, principal, False, body.reason if body else "")
+
+
+@router.post("/bookings", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def book(body: Book, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
+    """Hold the opportunity's cost from the volunteer's credits until it is attended or cancelled."""
+    op = schema.opportunities
+    with services.engine.connect() as conn:
+        opportunity = conn.execute(select(op.c.partner_id, op.c.cost).where(op.c.id == body.opportunity_id)).first()
+        if opportunity is None:
+            raise ApiError(404, "unknown_opportunity", f"no opportunity {body.opportunity_id}")
+        if principal.role is Role.VOLUNTEER:
+            if body.volunteer_id not in (None, principal.volunteer_id):
+                raise forbid("a volunteer books for themselves only")
+            volunteer_id = principal.volunteer_id
+        else:
+            if principal.role is Role.ORG and principal.org_id != opportunity.partner_id:
+                raise forbid("an organisation books its own opportunities only")
+            if body.volunteer_id is None:
+                raise ApiError(422, "invalid_request", "volunteer_id is required")
+            volunteer_id = body.volunteer_id
+        assert volunteer_id is not None
+        _volunteer_exists(conn, volunteer_id)
+    event = publish(services, principal, OpportunityBooked(volunteer_id=volunteer_id, opportunity_id=body.opportunity_id,
+                                                           partner_id=opportunity.partner_id, amount=opportunity.cost))
+    return Accepted(event_id=event.event_id)
+
+
+def _booking(services: ServicesDep, event_id: UUID):  # type: ignore[no-untyped-def]
+    e = schema.entries
+    with services.engine.connect() as conn:
+        booking = conn.execute(select(e.c.volunteer_id, e.c.org_id).where(
+            e.c.event_id == event_id, e.c.kind == EntryKind.OPPORTUNITY_BOOKED.value)).first()
+    if booking is None:
+        raise ApiError(404, "unknown_booking", f"no booking {event_id} (if just made, wait until "
+                                               f"GET /v1/events/{event_id} says applied)")
+    return booking
+
+
+@router.post("/bookings/{event_id}/cancel", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def cancel_booking(event_id: UUID, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
+    """The volunteer or the partner cancels; the held credits return to the volunteer."""
+    booking = _booking(services, event_id)
+    if principal.role is Role.VOLUNTEER and principal.volunteer_id != booking.volunteer_id:
+        raise forbid("a volunteer cancels their own bookings only")
+    if principal.role is Role.ORG and principal.org_id != booking.org_id:
+        raise forbid("an organisation cancels bookings of its own opportunities only")
+    payload = BookingCancelled(booking_event_id=event_id, volunteer_id=booking.volunteer_id)
+    return Accepted(event_id=publish(services, principal, payload).event_id)
+
+
+@router.post("/bookings/{event_id}/attend", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def attend_booking(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin) -> Accepted:
+    """The partner confirms attendance; the held credits settle to the partner."""
+    booking = _booking(services, event_id)
+    if principal.role is Role.ORG and principal.org_id != booking.org_id:
+        raise forbid("an organisation confirms attendance at its own opportunities only")
+    payload = BookingAttended(booking_event_id=event_id, volunteer_id=booking.volunteer_id)
+    return Accepted(event_id=publish(services, principal, payload).event_id)
+
+
+@router.post("/redemptions", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def redeem(body: Redeem, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
+    """Spend credits directly with a partner: by the volunteer, or by the partner on the volunteer's behalf."""
+    volunteer_id, partner_id = body.volunteer_id, body.partner_id
+    if principal.role is Role.VOLUNTEER:
+        if volunteer_id not in (None, principal.volunteer_id):
+            raise forbid("a volunteer spends their own credits only")
+        volunteer_id = principal.volunteer_id
+    if principal.role is Role.ORG:
+        if partner_id not in (None, principal.org_id):
+            raise forbid("an organisation takes credits for itself only")
+        partner_id = principal.org_id
+    if volunteer_id is None or partner_id is None:
+        raise ApiError(422, "invalid_request", "volunteer_id and partner_id are required")
+    amount = _positive(body.amount)
+    with services.engine.connect() as conn:
+        _volunteer_exists(conn, volunteer_id)
+        if "partner" not in _organisation_kinds(conn, partner_id):
+            raise ApiError(422, "not_a_partner", f"{partner_id} is not a partner organisation")
+    event = publish(services, principal, CreditsRedeemed(volunteer_id=volunteer_id, partner_id=partner_id,
+                                                         amount=amount, opportunity_id=body.opportunity_id))
+    return Accepted(event_id=event.event_id)
+
+
+@router.post("/gifts", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def gift(body: Gift, services: ServicesDep,
+         principal: Annotated[Principal, Depends(require(Role.VOLUNTEER))]) -> Accepted:
+    """A volunteer gives credits to another; sent from the volunteer whose token makes the request."""
+    assert principal.volunteer_id is not None
+    if body.to_volunteer_id == principal.volunteer_id:
+        raise ApiError(422, "self_gift", "a volunteer cannot gift credits to themselves")
+    amount = _positive(body.amount)
+    with services.engine.connect() as conn:
+        _volunteer_exists(conn, body.to_volunteer_id)
+    event = publish(services, principal, CreditsGifted(from_volunteer_id=principal.volunteer_id,
+                                                       to_volunteer_id=body.to_volunteer_id, amount=amount))
+    return Accepted(event_id=event.event_id)

@@ -1,0 +1,179 @@
+"""Organisations, volunteers and opportunities: written to PostgreSQL at once (201) and announced on tc.admin."""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql import insert
+
+from api.auth import Principal, Role
+from api.deps import PrincipalDep, ServicesDep, forbid, require
+from api.errors import ApiError, responses
+from api.models import AreaCode, CreditAmount, Id, Request, credits, hundredths
+from api.publishing import publish
+from ledger import schema
+from ledger.events import OpportunityListed, OrganisationRegistered, VolunteerRegistered
+
+router = APIRouter(prefix="/v1", tags=["registry"])
+
+AgeBand = Literal["under_16", "16-24", "25-34", "35-44", "45-54", "55-64", "65+", "prefer_not_to_say"]
+Seb = Literal["professional", "intermediate", "lower", "other", "prefer_not_to_say"]
+Category = Literal["course", "training", "culture", "sport", "work_experience", "other"]
+
+
+class NewOrganisation(Request):
+    id: Id
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    area: AreaCode
+    kinds: Annotated[list[Literal["community", "partner"]], Field(min_length=1, max_length=2)]
+    auto_approve: bool = False
+
+
+class Organisation(BaseModel):
+    id: str
+    name: str
+    area: str
+    kinds: list[str]
+    auto_approve: bool
+
+
+class NewVolunteer(Request):
+    id: Id | None = None
+    display_name: Annotated[str, Field(min_length=1, max_length=200)]
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    area: AreaCode
+    age_band: AgeBand | None = None
+    seb: Seb | None = None
+    seb_detail: Annotated[str, Field(max_length=100)] | None = None
+    first_time_volunteer: bool | None = None
+    consent_stats: bool
+
+
+class VolunteerCreated(BaseModel):
+    id: str
+
+
+class NewOpportunity(Request):
+    id: Id | None = None
+    partner_id: Id | None = Field(None, description="defaults to the calling partner organisation")
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    category: Category
+    cost: CreditAmount
+    capacity: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    area: AreaCode
+    starts_at: datetime | None = None
+
+
+class Opportunity(BaseModel):
+    id: str
+    partner_id: str
+    title: str
+    category: str
+    cost: str
+    capacity: int | None
+    area: str
+    starts_at: datetime | None
+
+
+def _exists(conn: Connection, table, id_: str) -> bool:  # type: ignore[no-untyped-def]
+    return conn.execute(select(table.c.id).where(table.c.id == id_)).first() is not None
+
+
+@router.post("/organisations", status_code=201, response_model=Organisation,
+             responses=responses(401, 403, 409, 422, 503))
+def create_organisation(body: NewOrganisation, services: ServicesDep,
+                        principal: Annotated[Principal, Depends(require(Role.ADMIN))]) -> Organisation:
+    kinds = sorted(set(body.kinds))
+    with services.engine.begin() as conn:
+        if _exists(conn, schema.organisations, body.id):
+            raise ApiError(409, "organisation_exists", f"an organisation {body.id} is already registered")
+        conn.execute(insert(schema.organisations).values(id=body.id, name=body.name, area=body.area, kinds=kinds,
+                                                         auto_approve=body.auto_approve))
+        publish(services, principal, OrganisationRegistered(org_id=body.id, name=body.name, area=body.area,
+                                                            kinds=frozenset(kinds), auto_approve=body.auto_approve), conn)
+    return Organisation(id=body.id, name=body.name, area=body.area, kinds=kinds, auto_approve=body.auto_approve)
+
+
+@router.get("/organisations", response_model=list[Organisation], responses=responses(401))
+def list_organisations(services: ServicesDep, _: PrincipalDep) -> list[Organisation]:
+    o = schema.organisations
+    with services.engine.connect() as conn:
+        rows = conn.execute(select(o.c.id, o.c.name, o.c.area, o.c.kinds, o.c.auto_approve).order_by(o.c.id)).all()
+    return [Organisation(id=r.id, name=r.name, area=r.area, kinds=list(r.kinds), auto_approve=r.auto_approve) for r in rows]
+
+
+@router.post("/volunteers", status_code=201, response_model=VolunteerCreated,
+             responses=responses(401, 403, 409, 422, 503))
+def create_volunteer(body: NewVolunteer, services: ServicesDep,
+                     principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> VolunteerCreated:
+    """Personal data (name, e-mail) stays in PostgreSQL; the event carries only the pseudonymous id and statistics."""
+    volunteer_id = body.id or f"v-{secrets.token_hex(6)}"
+    with services.engine.begin() as conn:
+        if _exists(conn, schema.volunteers, volunteer_id):
+            raise ApiError(409, "volunteer_exists", f"a volunteer {volunteer_id} is already registered")
+        attributes = body.model_dump(include={"area", "age_band", "seb", "seb_detail", "first_time_volunteer",
+                                              "consent_stats"})
+        conn.execute(insert(schema.volunteers).values(id=volunteer_id, **attributes))
+        conn.execute(insert(schema.volunteer_profiles).values(volunteer_id=volunteer_id, display_name=body.display_name,
+                                                              email=body.email))
+        publish(services, principal, VolunteerRegistered(volunteer_id=volunteer_id, **attributes), conn)
+    return VolunteerCreated(id=volunteer_id)
+
+
+def _opportunity(row) -> Opportunity:  # type: ignore[no-untyped-def]
+    return Opportunity(id=row.id, partner_id=row.partner_id, title=row.title, category=row.category,
+                       cost=credits(row.cost), capacity=row.capacity, area=row.area, starts_at=row.starts_at)
+
+
+@router.post("/opportunities", status_code=201, response_model=Opportunity,
+             responses=responses(401, 403, 404, 409, 422, 503))
+def create_opportunity(body: NewOpportunity, services: ServicesDep,
+                       principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> Opportunity:
+    partner_id = body.partner_id or principal.org_id
+    if principal.role is Role.ORG and partner_id != principal.org_id:
+        raise forbid("an organisation lists opportunities for itself only")
+    if partner_id is None:
+        raise ApiError(422, "invalid_request", "partner_id is required")
+    opportunity_id = body.id or f"opp-{secrets.token_hex(6)}"
+    cost = hundredths(body.cost)
+    if cost <= 0:
+        raise ApiError(422, "invalid_amount", "the cost must be more than zero")
+    o = schema.organisations
+    with services.engine.begin() as conn:
+        kinds = conn.execute(select(o.c.kinds).where(o.c.id == partner_id)).scalar()
+        if kinds is None:
+            raise ApiError(404, "unknown_organisation", f"no organisation {partner_id}")
+        if "partner" not in kinds:
+            raise ApiError(422, "not_a_partner", f"{partner_id} is not a partner organisation")
+        if _exists(conn, schema.opportunities, opportunity_id):
+            raise ApiError(409, "opportunity_exists", f"an opportunity {opportunity_id} already exists")
+        values = dict(id=opportunity_id, partner_id=partner_id, title=body.title, category=body.category, cost=cost,
+                      capacity=body.capacity, area=body.area, starts_at=body.starts_at)
+        conn.execute(insert(schema.opportunities).values(**values))
+        publish(services, principal, OpportunityListed(
+            opportunity_id=opportunity_id, partner_id=partner_id, title=body.title, category=body.category, cost=cost,
+            capacity=body.capacity, area=body.area, starts_at=body.starts_at), conn)
+        row = conn.execute(select(schema.opportunities).where(schema.opportunities.c.id == opportunity_id)).one()
+    return _opportunity(row)
+
+
+@router.get("/opportunities", response_model=list[Opportunity], responses=responses(401, 422))
+def list_opportunities(
+    services: ServicesDep,
+    _: PrincipalDep,
+    category: Category | None = None,
+    area: AreaCode | None = None,
+    partner_id: Id | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[Opportunity]:
+    op = schema.opportunities
+    query = select(op).order_by(op.c.starts_at.nulls_last(), op.c.id).limit(limit)
+    for column, value in ((op.c.category, category), (op.c.area, area), (op.c.partner_id, partner_id)):
+        if value is not None:
+            query = query.where(column == value)
+    with services.engine.connect() as conn:
+        return [_opportunity(row) for row in conn.execute(query)]
