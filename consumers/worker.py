@@ -1,4 +1,5 @@
-"""The ledger worker: a faust app that applies `tc.activity` and `tc.admin` to PostgreSQL in batches.
+"""The ledger worker: a faust app that applies `tc.activity` and `tc.admin` to PostgreSQL in batches, and
+records participation facts from `tc.ledger` for the statistics.
 
 Exactly-once effect from at-least-once delivery (design.md §2): each batch taken from Kafka is applied in one
 PostgreSQL transaction by `EventProcessor`; only after the commit are the committed entries published to
@@ -18,10 +19,11 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import faust
 from faust.types import EventT, StreamT
@@ -35,10 +37,14 @@ from ledger.events import (
     TOPIC_LEDGER,
     TOPIC_REJECTED,
     DecodedEvent,
+    EntryCommitted,
     Undecodable,
     decode_event,
 )
 from ledger.processing import BatchResult, EventProcessor
+from stats.facts import write_facts
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +124,42 @@ def create_app(config: WorkerConfig) -> faust.App:
     for source in (TOPIC_ACTIVITY, TOPIC_ADMIN):
         topic = app.topic(config.topic_prefix + source, key_serializer="raw", value_serializer="raw")
         app.agent(topic, name=f"apply-{source}")(make_agent(source))
+
+    async def record_statistics(stream: StreamT) -> None:
+        """tc.ledger -> participation facts, idempotent by entry id, acked after the commit."""
+        async for events in stream.noack_take(config.batch_size, within=config.batch_within_s):
+            entries = [entry for entry in (_entry(event.value) for event in events) if entry is not None]
+            await _until_committed(lambda: write_facts(engine, entries), len(entries))
+            for event in events:
+                await stream.ack(event)
+
+    app.agent(ledger_topic, name="statistics")(record_statistics)
     return app
 
 
+def _entry(value: bytes) -> EntryCommitted | None:
+    try:
+        return EntryCommitted.model_validate_json(value)
+    except ValueError:
+        log.error("not an entry on tc.ledger, ignored: %r", value[:200])
+        return None
+
+
 async def _apply_until_committed(processor: EventProcessor, items: list[DecodedEvent | Undecodable]) -> BatchResult:
+    return await _until_committed(lambda: processor.process(items), len(items))
+
+
+async def _until_committed(work: Callable[[], T], size: int) -> T:
+    """Run `work` (one transaction) in a thread; retry while PostgreSQL is unavailable, die on anything else."""
     delay = 0.5
     while True:
         try:
-            return await asyncio.to_thread(processor.process, items)
+            return await asyncio.to_thread(work)
         except DBAPIError as exc:
             if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
                 _die(exc)
             metrics.DATABASE_RETRIES.inc()
-            log.warning("database unavailable, retrying %d events in %.1f s: %s", len(items), delay, exc)
+            log.warning("database unavailable, retrying %d events in %.1f s: %s", size, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
         except BaseException as exc:  # noqa: BLE001 - anything else is a bug: replay the batch after a restart

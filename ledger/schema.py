@@ -178,3 +178,31 @@ event_requests = Table(
     Column("type", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+stats_facts = Table(
+    "stats_facts",
+    metadata,
+    Column("entry_id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("occurred_on", Date, nullable=False),
+    Column("volunteer_id", Text, nullable=False),
+    Column("other_volunteer_id", Text),
+    Column("org_id", Text),
+    Column("category", Text),
+    Column("amount", BigInteger, nullable=False),
+    Column("minutes", Integer, nullable=False),
+    Column("sign", Integer, nullable=False),
+    Column("original_entry_id", BigInteger),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+areas = Table(
+    "areas",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("need_decile", Integer, nullable=False),
+    Column("population", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -1,0 +1,168 @@
+"""Participation statistics for programme leads, with small-number suppression (design.md §5)."""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, datetime
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, Field
+
+from api.auth import Principal, Role
+from api.deps import ServicesDep, require
+from api.errors import ApiError, responses
+from api.models import credits
+from stats.model import FIGURES, Figures
+from stats.queries import cold_spots, months_before, parse_period, participation
+
+router = APIRouter(prefix="/v1/stats", tags=["statistics"])
+LeadOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.LEAD))]
+GroupBy = Literal["month", "quarter", "org", "area", "age_band", "seb", "category"]
+
+
+class Cell(BaseModel):
+    """Figures of one group; every figure is null when the cell describes fewer than 5 volunteers."""
+
+    suppressed: bool
+    volunteers: int | None = None
+    active_volunteers: int | None = None
+    new_volunteers: int | None = None
+    retained_volunteers: int | None = None
+    hours: str | None = Field(None, description="hours given, decimal string")
+    credits_earned: str | None = None
+    credits_spent: str | None = None
+    credits_gifted: str | None = None
+    bookings: int | None = None
+    attendances: int | None = None
+    cancellations: int | None = None
+    redemptions: int | None = None
+
+
+class Group(Cell):
+    group: str
+    label: str
+
+
+class ParticipationOut(BaseModel):
+    group_by: GroupBy
+    start: date = Field(alias="from")
+    end: date = Field(alias="to")
+    rows: list[Group]
+    totals: Cell
+
+    model_config = {"populate_by_name": True}
+
+
+class ColdSpotOut(BaseModel):
+    rank: int
+    area: str
+    name: str
+    need_decile: int
+    population: int
+    suppressed: bool
+    active_volunteers: int | None
+    per_1000_residents: str | None
+    cold_score: float
+
+
+class ColdSpotsOut(BaseModel):
+    start: date = Field(alias="from")
+    end: date = Field(alias="to")
+    method: str
+    areas: list[ColdSpotOut]
+
+    model_config = {"populate_by_name": True}
+
+
+def hours_text(minutes: int) -> str:
+    return credits(round(minutes * 100 / 60))
+
+
+def cell_values(figures: Figures) -> dict[str, object]:
+    if figures.suppressed:
+        return {"suppressed": True}
+    return {
+        "suppressed": False,
+        "volunteers": figures.volunteers,
+        "active_volunteers": figures.active_volunteers,
+        "new_volunteers": figures.new_volunteers,
+        "retained_volunteers": figures.retained_volunteers,
+        "hours": hours_text(figures.minutes),
+        "credits_earned": credits(figures.credits_earned),
+        "credits_spent": credits(figures.credits_spent),
+        "credits_gifted": credits(figures.credits_gifted),
+        "bookings": figures.bookings,
+        "attendances": figures.attendances,
+        "cancellations": figures.cancellations,
+        "redemptions": figures.redemptions,
+    }
+
+
+def resolve_period(start: date | None, end: date | None, period: str | None) -> tuple[date, date]:
+    if period:
+        try:
+            return parse_period(period)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_period", str(exc)) from exc
+    today = datetime.now(ZoneInfo("Europe/London")).date()
+    end = end or today
+    start = start or months_before(date(end.year, end.month, 1), 11)
+    if end < start:
+        raise ApiError(422, "invalid_period", "`from` is after `to`")
+    if (end - start).days > 3660:
+        raise ApiError(422, "invalid_period", "a period is at most ten years")
+    return start, end
+
+
+FromQ = Annotated[date | None, Query(alias="from", description="first day (default: 12 months to `to`)")]
+ToQ = Annotated[date | None, Query(alias="to", description="last day (default: today)")]
+PeriodQ = Annotated[str | None, Query(description="instead of from/to: 2026-Q3, 2026-07 or 2026",
+                                      max_length=7, pattern=r"^[0-9]{4}(-Q[1-4]|-[0-9]{2})?$")]
+
+
+@router.get("/participation", response_model=ParticipationOut, response_model_by_alias=True,
+            responses=responses(401, 403, 422))
+def get_participation(services: ServicesDep, _: LeadOrAdmin, group_by: GroupBy = "month", start: FromQ = None,
+                      end: ToQ = None, period: PeriodQ = None) -> ParticipationOut:
+    """Hours, credits, active/new/retained volunteers, bookings, attendance and redemptions by group."""
+    first, last = resolve_period(start, end, period)
+    report = participation(services.engine, group_by, first, last)
+    return ParticipationOut(
+        group_by=group_by, start=first, end=last, totals=Cell(**cell_values(report.totals)),  # type: ignore[arg-type]
+        rows=[Group(group=row.group, label=row.label, **cell_values(row.figures)) for row in report.rows],  # type: ignore[arg-type]
+    )
+
+
+@router.get("/participation.csv", response_class=Response, responses={
+    200: {"content": {"text/csv": {}}, "description": "the same figures as CSV; suppressed cells are [c]"},
+    **responses(401, 403, 422)})
+def get_participation_csv(services: ServicesDep, _: LeadOrAdmin, group_by: GroupBy = "month", start: FromQ = None,
+                          end: ToQ = None, period: PeriodQ = None) -> Response:
+    first, last = resolve_period(start, end, period)
+    report = participation(services.engine, group_by, first, last)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([group_by, "label", *FIGURES])
+    for group, label, figures in [*((r.group, r.label, r.figures) for r in report.rows), ("total", "Total", report.totals)]:
+        values = cell_values(figures)
+        writer.writerow([group, label, *("[c]" if figures.suppressed else values[name] for name in FIGURES)])
+    filename = f"participation-{group_by}-{first}-{last}.csv"
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"content-disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/cold-spots", response_model=ColdSpotsOut, response_model_by_alias=True,
+            responses=responses(401, 403, 422))
+def get_cold_spots(services: ServicesDep, _: LeadOrAdmin, start: FromQ = None, end: ToQ = None,
+                   period: PeriodQ = None) -> ColdSpotsOut:
+    """Areas ranked by need against participation per resident (areas come from `timecredits import-areas`)."""
+    first, last = resolve_period(start, end, period)
+    spots = cold_spots(services.engine, first, last)
+    return ColdSpotsOut(start=first, end=last, method=(cold_spots.__doc__ or "").split("\n\n")[1].strip(), areas=[
+        ColdSpotOut(rank=s.rank, area=s.area, name=s.name, need_decile=s.need_decile, population=s.population,
+                    suppressed=s.suppressed, active_volunteers=None if s.suppressed else s.active_volunteers,
+                    per_1000_residents=None if s.suppressed else f"{s.per_1000_residents:.2f}", cold_score=s.cold_score)
+        for s in spots
+    ])

@@ -1,0 +1,68 @@
+"""What the statistics answer: rows of figures for a grouping and a period, and cold spots."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+#: A cell describing fewer volunteers than this shows no figures (design.md §5, as UK official statistics do).
+SUPPRESSION_THRESHOLD = 5
+GROUPINGS = ("month", "quarter", "org", "area", "age_band", "seb", "category")
+#: The figures of a row, in the order CSV exports and reports show them.
+FIGURES = (
+    "volunteers", "active_volunteers", "new_volunteers", "retained_volunteers", "hours", "credits_earned",
+    "credits_spent", "credits_gifted", "bookings", "attendances", "cancellations", "redemptions",
+)
+
+
+@dataclass
+class Figures:
+    """Counts are integers; hours and credits are integers in minutes and hundredths of a credit."""
+
+    volunteers: int = 0  # distinct volunteers the row describes (any activity): decides suppression
+    active_volunteers: int = 0  # approved hours in the period
+    new_volunteers: int = 0  # first approved hours ever in the period
+    retained_volunteers: int = 0  # active in the period and in the quarter before it
+    minutes: int = 0
+    credits_earned: int = 0
+    credits_spent: int = 0  # attended bookings and redemptions: what reached partners
+    credits_gifted: int = 0
+    bookings: int = 0
+    attendances: int = 0
+    cancellations: int = 0
+    redemptions: int = 0
+
+    @property
+    def suppressed(self) -> bool:
+        return self.volunteers < SUPPRESSION_THRESHOLD
+
+
+@dataclass
+class Row:
+    group: str
+    label: str
+    figures: Figures
+
+
+@dataclass
+class Participation:
+    group_by: str
+    start: date
+    end: date
+    rows: list[Row] = field(default_factory=list)
+    totals: Figures = field(default_factory=Figures)
+
+
+@dataclass
+class ColdSpot:
+    rank: int
+    area: str
+    name: str
+    need_decile: int
+    population: int
+    active_volunteers: int  # the true count: callers must not show it when `suppressed`
+    per_1000_residents: float
+    cold_score: float  # need x (1 - participation relative to the best-served area): higher is colder
+
+    @property
+    def suppressed(self) -> bool:
+        return self.active_volunteers < SUPPRESSION_THRESHOLD

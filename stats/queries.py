@@ -1,0 +1,229 @@
+"""Participation figures and cold spots, computed from the facts and the registry.
+
+Facts are fetched for the period (plus the quarter before it, for retention) and aggregated here: clear rules,
+one pass, fast enough for a programme's year (about 0.1 s for 50,000 facts).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlalchemy import Engine, exists, func, select
+
+from ledger import schema
+from stats.model import GROUPINGS, ColdSpot, Figures, Participation, Row
+
+SEB_LABELS = {
+    "professional": "Professional background",
+    "intermediate": "Intermediate background",
+    "lower": "Lower socio-economic background",
+    "other": "Other (retired, not applicable, don't know)",
+    "prefer_not_to_say": "Prefer not to say",
+}
+UNDISCLOSED = "undisclosed"  # volunteers who did not consent to demographic statistics
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+
+
+def months_before(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 - months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def quarter_of(day: date) -> tuple[date, date]:
+    first = date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+    return first, months_before(first, -3) - timedelta(days=1)
+
+
+def parse_period(text: str) -> tuple[date, date]:
+    """'2026-Q3', '2026-07' or '2026' -> (first day, last day)."""
+    text = text.strip().upper()
+    if len(text) == 7 and text[4:6] == "-Q" and text[6] in "1234":
+        return quarter_of(date(int(text[:4]), 3 * (int(text[6]) - 1) + 1, 1))
+    if len(text) == 7 and text[4] == "-":
+        first = date(int(text[:4]), int(text[5:]), 1)
+        return first, months_before(first, -1) - timedelta(days=1)
+    if len(text) == 4 and text.isdigit():
+        return date(int(text), 1, 1), date(int(text), 12, 31)
+    raise ValueError(f"not a period: {text!r} (use 2026-Q3, 2026-07 or 2026)")
+
+
+@dataclass
+class _Fact:
+    kind: str
+    day: date
+    volunteer: str
+    org: str | None
+    category: str | None
+    amount: int
+    minutes: int
+    sign: int
+
+
+@dataclass
+class _Volunteer:
+    area: str | None
+    age_band: str | None
+    seb: str | None
+    consent: bool
+
+
+@dataclass
+class _Cell:
+    start: date
+    end: date
+    facts: list[_Fact] = field(default_factory=list)
+
+
+class _Data:
+    """Everything one query needs, loaded in four statements."""
+
+    def __init__(self, engine: Engine, start: date, end: date) -> None:
+        f, v = schema.stats_facts, schema.volunteers
+        earliest = months_before(quarter_of(start)[0], 3)
+        with engine.connect() as conn:
+            self.facts = [
+                _Fact(r.kind, r.occurred_on, r.volunteer_id, r.org_id, r.category, r.amount, r.minutes, r.sign)
+                for r in conn.execute(select(f).where(f.c.occurred_on.between(earliest, end)))
+            ]
+            volunteers = {fact.volunteer for fact in self.facts}
+            r = schema.stats_facts.alias("r")
+            self.first_hours = dict(conn.execute(
+                select(f.c.volunteer_id, func.min(f.c.occurred_on))
+                .where(f.c.kind == "hours_approved", f.c.sign == 1, f.c.volunteer_id.in_(list(volunteers)),
+                       ~exists().where(r.c.original_entry_id == f.c.entry_id))
+                .group_by(f.c.volunteer_id)
+            ).all()) if volunteers else {}
+            self.volunteers = {
+                row.id: _Volunteer(row.area, row.age_band, row.seb, row.consent_stats)
+                for row in conn.execute(select(v.c.id, v.c.area, v.c.age_band, v.c.seb, v.c.consent_stats)
+                                        .where(v.c.id.in_(list(volunteers))))
+            } if volunteers else {}
+            o = schema.organisations
+            self.org_names = dict(conn.execute(select(o.c.id, o.c.name)).all())
+            a = schema.areas
+            self.area_names = dict(conn.execute(select(a.c.code, a.c.name)).all())
+
+    def active(self, facts: Iterable[_Fact]) -> set[str]:
+        minutes: defaultdict[str, int] = defaultdict(int)
+        for fact in facts:
+            if fact.kind == "hours_approved":
+                minutes[fact.volunteer] += fact.sign * fact.minutes
+        return {volunteer for volunteer, total in minutes.items() if total > 0}
+
+    def figures(self, cell: _Cell) -> Figures:
+        figures = Figures()
+        in_period = cell.facts
+        figures.volunteers = len({fact.volunteer for fact in in_period})
+        active = self.active(in_period)
+        previous_start = months_before(cell.start, 3)
+        before = [f for f in self.facts if previous_start <= f.day < cell.start]
+        figures.active_volunteers = len(active)
+        figures.new_volunteers = sum(1 for v in active if cell.start <= self.first_hours.get(v, date.max) <= cell.end)
+        figures.retained_volunteers = len(active & self.active(before))
+        for fact in in_period:
+            signed = fact.sign * fact.amount
+            if fact.kind == "hours_approved":
+                figures.minutes += fact.sign * fact.minutes
+                figures.credits_earned += signed
+            elif fact.kind in ("booking_attended", "credits_redeemed"):
+                figures.credits_spent += signed
+            elif fact.kind == "credits_gifted":
+                figures.credits_gifted += signed
+            counter = {"opportunity_booked": "bookings", "booking_attended": "attendances",
+                       "booking_cancelled": "cancellations", "credits_redeemed": "redemptions"}.get(fact.kind)
+            if counter:
+                setattr(figures, counter, getattr(figures, counter) + fact.sign)
+        return figures
+
+    def group_of(self, fact: _Fact, group_by: str) -> str:
+        volunteer = self.volunteers.get(fact.volunteer) or _Volunteer(None, None, None, False)
+        match group_by:
+            case "month":
+                return f"{fact.day.year}-{fact.day.month:02d}"
+            case "quarter":
+                return f"{fact.day.year}-Q{(fact.day.month - 1) // 3 + 1}"
+            case "org":
+                return fact.org or "none"
+            case "area":
+                return volunteer.area or "unknown"
+            case "age_band":
+                return (volunteer.age_band or "not_given") if volunteer.consent else UNDISCLOSED
+            case "seb":
+                return (volunteer.seb or "not_given") if volunteer.consent else UNDISCLOSED
+            case "category":
+                return fact.category or "none"
+        raise ValueError(group_by)
+
+    def label(self, group: str, group_by: str) -> str:
+        if group_by == "month":
+            return f"{MONTHS[int(group[5:]) - 1]} {group[:4]}"
+        if group_by == "quarter":
+            return f"{group[:4]} {group[5:]}"
+        if group_by == "org":
+            return self.org_names.get(group, group)
+        if group_by == "area":
+            return self.area_names.get(group, group)
+        if group_by == "seb":
+            return SEB_LABELS.get(group, group.replace("_", " "))
+        return group.replace("_", " ")
+
+
+def _cell_period(group: str, group_by: str, start: date, end: date) -> tuple[date, date]:
+    if group_by == "month":
+        first = date(int(group[:4]), int(group[5:]), 1)
+        return first, months_before(first, -1) - timedelta(days=1)
+    if group_by == "quarter":
+        return quarter_of(date(int(group[:4]), 3 * (int(group[6]) - 1) + 1, 1))
+    return start, end
+
+
+def participation(engine: Engine, group_by: str, start: date, end: date) -> Participation:
+    if group_by not in GROUPINGS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}")
+    if end < start:
+        raise ValueError("the period ends before it starts")
+    data = _Data(engine, start, end)
+    in_period = [fact for fact in data.facts if start <= fact.day <= end]
+    cells: dict[str, _Cell] = {}
+    for fact in in_period:
+        group = data.group_of(fact, group_by)
+        if group not in cells:
+            cells[group] = _Cell(*_cell_period(group, group_by, start, end))
+        cells[group].facts.append(fact)
+    rows = [Row(group, data.label(group, group_by), data.figures(cells[group])) for group in sorted(cells)]
+    return Participation(group_by, start, end, rows, data.figures(_Cell(start, end, in_period)))
+
+
+def cold_spots(engine: Engine, start: date, end: date) -> list[ColdSpot]:
+    """Areas ranked by need against participation per resident: the coldest (high need, few taking part) first.
+
+    cold_score = need x (1 - participation index), where need = (11 - decile) / 10 (decile 1, the most
+    deprived, gives 1.0) and the participation index is the area's active volunteers per resident relative to
+    the best-served area (1.0 there). Areas come from `timecredits import-areas`.
+    """
+    a = schema.areas
+    with engine.connect() as conn:
+        areas = conn.execute(select(a.c.code, a.c.name, a.c.need_decile, a.c.population)).all()
+    if not areas:
+        return []
+    data = _Data(engine, start, end)
+    active = data.active(f for f in data.facts if start <= f.day <= end)
+    per_area: defaultdict[str, int] = defaultdict(int)
+    for volunteer in active:
+        found = data.volunteers.get(volunteer)
+        if found and found.area:
+            per_area[found.area] += 1
+    rates = {area.code: per_area[area.code] * 1000 / area.population for area in areas}
+    best = max(rates.values()) or 1.0
+    spots = [
+        ColdSpot(0, area.code, area.name, area.need_decile, area.population, per_area[area.code], rates[area.code],
+                 round((11 - area.need_decile) / 10 * (1 - rates[area.code] / best), 4))
+        for area in areas
+    ]
+    spots.sort(key=lambda spot: (-spot.cold_score, spot.need_decile, spot.area))
+    for rank, spot in enumerate(spots, 1):
+        spot.rank = rank
+    return spots
