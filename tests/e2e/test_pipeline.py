@@ -168,3 +168,28 @@ def test_a_spend_produced_after_the_approval_that_funds_it_is_applied_after_it(s
                                {"ids": [str(i) for i in ids]}).scalar()
     assert refused == 0, "every spend found the credits of the approval produced before it"
     assert LedgerRepository(stack.engine).balance("partner:order-lido") == 100 * 5 * 40
+
+
+def test_the_statistics_agent_records_a_fact_for_every_committed_entry(shared_stack: Stack) -> None:
+    """The worker's agent on tc.ledger: facts follow the ledger, each entry once, whatever was redelivered."""
+    stack = shared_stack
+    [sam] = _register(stack, "stats", 1)
+    with stack.producer() as producer:
+        logged = producer.publish(HoursLogged(volunteer_id=sam, org_id="stats-club", date=date(2026, 11, 1),
+                                              minutes=45, activity="Reading"), actor=ACTOR)
+        approved = producer.publish(HoursApproved(log_event_id=logged.event_id, volunteer_id=sam, org_id="stats-club"),
+                                    actor=ACTOR)
+    _wait_decided(stack, [logged.event_id, approved.event_id])
+
+    def facts_match_entries() -> bool:
+        with stack.engine.connect() as conn:
+            facts, entries, missing = conn.execute(text(
+                "SELECT (SELECT count(*) FROM stats_facts), (SELECT count(*) FROM entries), "
+                "(SELECT count(*) FROM entries e WHERE NOT EXISTS (SELECT 1 FROM stats_facts f WHERE f.entry_id = e.id))"
+            )).one()
+        return entries > 0 and facts == entries and missing == 0
+
+    wait_until(facts_match_entries, 60, "a statistics fact for every entry")
+    with stack.engine.connect() as conn:
+        minutes = conn.execute(text("SELECT minutes FROM stats_facts WHERE volunteer_id = :v"), {"v": sam}).scalar()
+    assert minutes == 45
