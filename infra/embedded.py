@@ -127,6 +127,8 @@ class EmbeddedPostgres:
         self._port: int | None = None
         self._pid: int | None = None
         self._tmp_socket_dir: Path | None = None
+        self._attached = False  # using a server another live process started: never stop it
+        self._owner_file = self.data_dir / "postgres.owner"
 
     # -- public surface -------------------------------------------------------------------
     @property
@@ -148,6 +150,8 @@ class EmbeddedPostgres:
         if self._pid is not None and not _is_gone(self._pid):
             return
         self._prepare_dirs()
+        if self._attach_to_running_server():
+            return
         self._clear_leftover_server()
         if not (self.pgdata / "PG_VERSION").exists():
             self._run(
@@ -170,6 +174,7 @@ class EmbeddedPostgres:
                     raise
         self._port = port
         self._pid = self._postmaster_pid()
+        self._owner_file.write_text(str(os.getpid()))
         try:
             self._wait_until_ready()
             self._create_database()
@@ -178,8 +183,15 @@ class EmbeddedPostgres:
             raise
 
     def stop(self) -> None:
-        """Fast shutdown (rolls back open transactions); SIGKILL if pg_ctl cannot do it. Idempotent."""
+        """Fast shutdown (rolls back open transactions); SIGKILL if pg_ctl cannot do it. Idempotent.
+
+        A server this object attached to (started by another live process) is left running.
+        """
         pid = self._pid
+        if self._attached:
+            self._pid = self._port = None
+            self._attached = False
+            return
         if pid is not None and not _is_gone(pid):
             try:
                 self._run("pg_ctl", ["stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30"])
@@ -189,6 +201,7 @@ class EmbeddedPostgres:
                 _kill_tree(pid)
         self._pid = None
         self._port = None
+        self._owner_file.unlink(missing_ok=True)
         self._remove_tmp_socket_dir()
 
     def __enter__(self) -> Self:
@@ -263,6 +276,28 @@ class EmbeddedPostgres:
             return int(first_line)
         except (OSError, ValueError):
             return None
+
+    def _attach_to_running_server(self) -> bool:
+        """Use the server another live process (say `timecredits up`) runs on this data dir, if it answers.
+
+        Without this, `timecredits verify --data-dir` beside a running `up` would stop up's database.
+        """
+        try:
+            owner = int(self._owner_file.read_text())
+            lines = (self.pgdata / "postmaster.pid").read_text().split("\n")
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return False
+        if owner == os.getpid() or not psutil.pid_exists(owner) or _is_gone(owner) or _is_gone(pid):
+            return False
+        self._pid, self._port, self._attached = pid, port, True
+        try:
+            self._wait_until_ready()
+        except EmbeddedServiceError:
+            self._pid = self._port = None
+            self._attached = False
+            return False
+        return True
 
     def _clear_leftover_server(self) -> None:
         """Stop a server left running on this pgdata by an earlier run; drop a stale pid file.

@@ -184,6 +184,36 @@ def tokens_create(
     print(token)
 
 
+@app.command("import-areas")
+def import_areas(
+    file: Annotated[Path, typer.Argument(help="Areas CSV: code, name, need_decile, population[, source].")],
+    data_dir: DataDir = None,
+) -> None:
+    """Load the areas a programme reports on, with their need (e.g. deprivation decile) and population."""
+    from stats.cli import import_areas_command
+
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
+        code = import_areas_command(file, engine, console)
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def report(
+    period: Annotated[str, typer.Option(help="2026-Q3, 2026-07 or 2026")],
+    out: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path("report.html"),
+    data_dir: DataDir = None,
+) -> None:
+    """Write a one-page committee report (figures, charts, cold spots) as a self-contained HTML file."""
+    from stats.cli import report_command
+
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        code = report_command(period, out, engine, console)
+    raise typer.Exit(code=code)
+
+
 @app.command("import-hours")
 def import_hours(
     file: Annotated[Path, typer.Argument(help="The organisation's monthly sheet (CSV).")],

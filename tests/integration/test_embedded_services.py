@@ -181,3 +181,31 @@ def test_running_services_starts_only_what_is_missing(tmp_path: Path) -> None:
             raise RuntimeError("boom")
     assert _gone(pg_pid)
     assert not _accepts(broker_port)
+
+
+def test_a_second_process_attaches_to_a_running_server_and_leaves_it_running(tmp_path: Path) -> None:
+    """`timecredits verify --data-dir D` beside a running `timecredits up --data-dir D` must not stop its database."""
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom pathlib import Path\nfrom infra.embedded import EmbeddedPostgres\n"
+         f"s = EmbeddedPostgres(Path({str(tmp_path)!r}), durable=False)\ns.start()\n"
+         "print(s.port, s.pid, flush=True)\ntime.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        port, pid = (int(x) for x in owner.stdout.readline().split())  # type: ignore[union-attr]
+        guest = EmbeddedPostgres(tmp_path, durable=False)
+        guest.start()
+        assert (guest.port, guest.pid) == (port, pid)
+        guest.stop()
+        assert psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    finally:
+        owner.kill()
+        owner.wait(timeout=10)
+        cleaner = EmbeddedPostgres(tmp_path, durable=False)  # the owner is gone: its leftover server is stopped
+        cleaner.start()
+        cleaner.stop()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
