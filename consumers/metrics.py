@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from ledger.events import DecodedEvent, Undecodable
 from ledger.processing import BatchResult
@@ -16,6 +16,7 @@ BATCH_SIZE = Histogram(
     "timecredits_batch_size", "Events in a batch", ["topic"], buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
 )
 BATCH_SECONDS = Histogram("timecredits_batch_seconds", "Time to apply and commit a batch", ["topic"])
+CONSUMER_LAG = Gauge("timecredits_consumer_lag", "Messages behind the partition's high-water mark", ["topic", "partition"])
 DATABASE_RETRIES = Counter("timecredits_database_retries_total", "Batches retried because PostgreSQL was unavailable")
 
 

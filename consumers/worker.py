@@ -117,6 +117,7 @@ def create_app(config: WorkerConfig) -> faust.App:
                 for event in events:
                     await stream.ack(event)
                 metrics.observe_batch(source, result, items, asyncio.get_running_loop().time() - started)
+                _record_lag(app, events)
 
         apply_batches.__name__ = f"apply_{source.replace('.', '_')}"
         return apply_batches
@@ -132,9 +133,21 @@ def create_app(config: WorkerConfig) -> faust.App:
             await _until_committed(lambda: write_facts(engine, entries), len(entries))
             for event in events:
                 await stream.ack(event)
+            _record_lag(app, events)
 
     app.agent(ledger_topic, name="statistics")(record_statistics)
     return app
+
+
+def _record_lag(app: faust.App, events: Sequence[EventT]) -> None:
+    """Consumer lag per partition: the broker's high-water mark minus the next offset to process."""
+    last: dict[object, int] = {}
+    for event in events:
+        last[event.message.tp] = max(last.get(event.message.tp, -1), event.message.offset)
+    for tp, offset in last.items():
+        highwater = app.consumer.highwater(tp)  # type: ignore[arg-type]
+        if highwater is not None:
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))  # type: ignore[attr-defined]
 
 
 def _entry(value: bytes) -> EntryCommitted | None:

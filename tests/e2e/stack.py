@@ -53,13 +53,16 @@ class WorkerProcess:
         self._log.close()
         return self.process.returncode
 
-    def metric(self, name: str) -> float:
-        """Sum of a Prometheus counter's samples, scraped from the worker's /metrics."""
+    def metrics_text(self) -> str:
         assert self.metrics_port
         try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
         except OSError:  # not serving yet (still starting) or gone
-            return 0.0
+            return ""
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus counter's samples, scraped from the worker's /metrics."""
+        body = self.metrics_text()
         return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name + "{"))
 
     def log_tail(self, lines: int = 40) -> str:

@@ -158,6 +158,10 @@ def test_two_workers_share_partitions_and_one_stopping_mid_stream_loses_nothing(
     wait_until(lambda: decided_count(stack.engine, ids) == len(ids), 300, "the remaining worker to finish")
     time.sleep(2)
     assert first.alive
+    scraped = first.metrics_text()
+    for family in ("timecredits_events_applied_total{", "timecredits_events_rejected_total{",
+                   "timecredits_batch_size_bucket{", "timecredits_batch_seconds_bucket{", "timecredits_consumer_lag{"):
+        assert family in scraped, family
     assert ledger_summary(stack.engine) == _reference(embedded_postgres, primary_template, records)
     verified = _verify_cli(stack.database_url)
     assert verified.returncode == 0, verified.stdout + verified.stderr
