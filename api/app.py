@@ -11,7 +11,7 @@ from sqlalchemy import create_engine
 from api.deps import Services
 from api.errors import error_json, install_error_handlers
 from api.middleware import IdempotencyMiddleware, MetricsMiddleware
-from api.routes import accounts, activity, registry, statistics, status, tokens
+from api.routes import accounts, activity, dashboard, registry, statistics, status, tokens
 from producers.kafka import EventProducer
 
 DESCRIPTION = """
@@ -50,7 +50,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
 
     app = FastAPI(title="timecredits", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (registry, tokens, activity, accounts, statistics, status):
+    for module in (registry, tokens, activity, accounts, statistics, status, dashboard):
         app.include_router(module.router)
 
     @app.exception_handler(404)

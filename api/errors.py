@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -56,6 +56,11 @@ def install_error_handlers(app: FastAPI) -> None:
         malformed = any(e.get("type") == "json_invalid" for e in errors)
         code = "malformed_json" if malformed else "invalid_request"
         return error_json(400 if malformed else 422, code, _describe(errors))
+
+    @app.exception_handler(ValidationError)
+    async def _event_refused(_: Request, exc: ValidationError) -> JSONResponse:
+        """A model built inside a route refused a value the request model let through: still the caller's error."""
+        return error_json(422, "invalid_request", _describe(exc.errors()))  # type: ignore[arg-type]
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -7,19 +7,36 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.errors import ApiError
 from ledger.amounts import format_credits, parse_credits
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-AreaCode = Annotated[str, StringConstraints(pattern=r"^[EWSN][0-9]{8}$")]
+# The request models use the event models' field types, so that nothing is accepted at the door that the
+# event would refuse (a control character, a naive timestamp, a date given as a number).
+from ledger.events import (  # noqa: E402,F401 - re-exported for the routes
+    AreaCode,
+    Id,
+    IsoDate,
+    OptionalText100,
+    OptionalText500,
+    Text200,
+    UtcDatetime,
+)
+
+MAX_CREDITS = "1000000.00"
 CreditAmount = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9]{1,9}(\.[0-9]{1,2})?$"),
-    Field(description="Credits as a decimal string with at most two places, e.g. \"1.50\"", examples=["1.50"]),
+    StringConstraints(pattern=r"^[0-9]{1,7}(\.[0-9]{1,2})?$"),
+    Field(description=f"Credits as a decimal string with at most two places, e.g. \"1.50\"; at most {MAX_CREDITS}",
+          examples=["1.50"]),
 ]
 
 
 def hundredths(amount: str) -> int:
-    return parse_credits(amount)
+    """A request's amount in hundredths; 422 `invalid_amount` above the largest amount an event may carry."""
+    value = parse_credits(amount)
+    if value > parse_credits(MAX_CREDITS):
+        raise ApiError(422, "invalid_amount", f"at most {MAX_CREDITS} credits at a time")
+    return value
 
 
 def credits(hundredths_: int) -> str:

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from ledger import schema
@@ -60,6 +60,14 @@ def facts_for(conn: Connection, entries: Sequence[EntryCommitted]) -> list[dict[
     opportunity_ids |= {row.opportunity_id for row in originals.values() if row.opportunity_id}
     categories = dict(conn.execute(select(op.c.id, op.c.category).where(op.c.id.in_(list(opportunity_ids)))).all()) \
         if opportunity_ids else {}
+    partners = {entry.org_id for entry in entries if entry.org_id} | {row.org_id for row in originals.values()}
+    partner_category = _main_categories(conn, partners)
+
+    def category(kind: str, opportunity_id: str | None, org_id: str | None) -> str | None:
+        """Spending's category: the opportunity's, else what the partner mostly offers; none for hours or gifts."""
+        if kind not in _SPENDING:
+            return None
+        return categories.get(opportunity_id) or partner_category.get(org_id) or "other"
 
     facts = []
     for entry in entries:
@@ -76,12 +84,34 @@ def facts_for(conn: Connection, entries: Sequence[EntryCommitted]) -> list[dict[
             original_id, kind, occurred_at, volunteer_id, org_id, opportunity_id, recipient = base
             minutes, day = worked.get(original_id, (0, _local_day(occurred_at)))
             facts.append(_fact(entry.entry_id, kind, day, volunteer_id, recipient, org_id,
-                               categories.get(opportunity_id), amount, minutes, -1, original_id))
+                               category(kind, opportunity_id, org_id), amount, minutes, -1, original_id))
         else:
             minutes, day = worked.get(entry.entry_id, (0, _local_day(entry.occurred_at)))
             facts.append(_fact(entry.entry_id, entry.kind, day, entry.volunteer_id, _recipient(entry),
-                               entry.org_id, categories.get(entry.opportunity_id), amount, minutes, 1, None))
+                               entry.org_id, category(entry.kind, entry.opportunity_id, entry.org_id), amount, minutes,
+                               1, None))
     return facts
+
+
+_SPENDING = frozenset({EntryKind.OPPORTUNITY_BOOKED.value, EntryKind.BOOKING_CANCELLED.value,
+                       EntryKind.BOOKING_ATTENDED.value, EntryKind.CREDITS_REDEEMED.value})
+
+
+def _main_categories(conn: Connection, partner_ids: set[str | None]) -> dict[str, str]:
+    """Each partner's most offered category of opportunity (ties: alphabetical)."""
+    ids = [p for p in partner_ids if p]
+    if not ids:
+        return {}
+    op = schema.opportunities
+    counts = conn.execute(
+        select(op.c.partner_id, op.c.category, func.count()).where(op.c.partner_id.in_(ids))
+        .group_by(op.c.partner_id, op.c.category)
+    ).all()
+    best: dict[str, tuple[int, str]] = {}
+    for partner, category, count in counts:
+        if partner not in best or (-count, category) < (-best[partner][0], best[partner][1]):
+            best[partner] = (count, category)
+    return {partner: category for partner, (_, category) in best.items()}
 
 
 def _recipient(entry: EntryCommitted) -> str | None:

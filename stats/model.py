@@ -9,7 +9,8 @@ SUPPRESSION_THRESHOLD = 5
 GROUPINGS = ("month", "quarter", "org", "area", "age_band", "seb", "category")
 #: The figures of a row, in the order CSV exports and reports show them.
 FIGURES = (
-    "volunteers", "active_volunteers", "new_volunteers", "retained_volunteers", "hours", "credits_earned",
+    "volunteers", "active_volunteers", "new_volunteers", "retained_volunteers", "first_time_volunteers", "hours",
+    "credits_earned",
     "credits_spent", "credits_gifted", "bookings", "attendances", "cancellations", "redemptions",
 )
 
@@ -22,6 +23,7 @@ class Figures:
     active_volunteers: int = 0  # approved hours in the period
     new_volunteers: int = 0  # first approved hours ever in the period
     retained_volunteers: int = 0  # active in the period and in the quarter before it
+    first_time_volunteers: int = 0  # active, and volunteering for the first time in their lives (asked at sign-up)
     minutes: int = 0
     credits_earned: int = 0
     credits_spent: int = 0  # attended bookings and redemptions: what reached partners
@@ -30,10 +32,18 @@ class Figures:
     attendances: int = 0
     cancellations: int = 0
     redemptions: int = 0
+    #: how many distinct volunteers each figure describes (figure name -> count)
+    contributors: dict[str, int] = field(default_factory=dict)
 
     @property
     def suppressed(self) -> bool:
+        """The whole cell describes fewer than 5 volunteers: no figure of it is shown."""
         return self.volunteers < SUPPRESSION_THRESHOLD
+
+    def hidden(self, name: str) -> bool:
+        """Whether figure `name` must not be shown: its cell is suppressed, or it describes 1 to 4 volunteers."""
+        described = self.contributors.get(name, 0)
+        return self.suppressed or 0 < described < SUPPRESSION_THRESHOLD
 
 
 @dataclass
@@ -61,7 +71,7 @@ class ColdSpot:
     population: int
     active_volunteers: int  # the true count: callers must not show it when `suppressed`
     per_1000_residents: float
-    cold_score: float  # need x (1 - participation relative to the best-served area): higher is colder
+    cold_score: float  # need x (1 - participation relative to the best-served shown area): higher is colder
 
     @property
     def suppressed(self) -> bool:

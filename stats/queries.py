@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from sqlalchemy import Engine, exists, func, select
 
 from ledger import schema
-from stats.model import GROUPINGS, ColdSpot, Figures, Participation, Row
+from stats.model import GROUPINGS, SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation, Row
 
 SEB_LABELS = {
     "professional": "Professional background",
@@ -40,13 +40,16 @@ def quarter_of(day: date) -> tuple[date, date]:
 def parse_period(text: str) -> tuple[date, date]:
     """'2026-Q3', '2026-07' or '2026' -> (first day, last day)."""
     text = text.strip().upper()
-    if len(text) == 7 and text[4:6] == "-Q" and text[6] in "1234":
-        return quarter_of(date(int(text[:4]), 3 * (int(text[6]) - 1) + 1, 1))
-    if len(text) == 7 and text[4] == "-":
-        first = date(int(text[:4]), int(text[5:]), 1)
-        return first, months_before(first, -1) - timedelta(days=1)
-    if len(text) == 4 and text.isdigit():
-        return date(int(text), 1, 1), date(int(text), 12, 31)
+    try:
+        if len(text) == 7 and text[4:6] == "-Q" and text[6] in "1234":
+            return quarter_of(date(int(text[:4]), 3 * (int(text[6]) - 1) + 1, 1))
+        if len(text) == 7 and text[4] == "-" and text[5:].isdigit():
+            first = date(int(text[:4]), int(text[5:]), 1)
+            return first, months_before(first, -1) - timedelta(days=1)
+        if len(text) == 4 and text.isdigit():
+            return date(int(text), 1, 1), date(int(text), 12, 31)
+    except ValueError:
+        pass
     raise ValueError(f"not a period: {text!r} (use 2026-Q3, 2026-07 or 2026)")
 
 
@@ -68,6 +71,7 @@ class _Volunteer:
     age_band: str | None
     seb: str | None
     consent: bool
+    first_time: bool = False
 
 
 @dataclass
@@ -97,9 +101,9 @@ class _Data:
                 .group_by(f.c.volunteer_id)
             ).all()) if volunteers else {}
             self.volunteers = {
-                row.id: _Volunteer(row.area, row.age_band, row.seb, row.consent_stats)
-                for row in conn.execute(select(v.c.id, v.c.area, v.c.age_band, v.c.seb, v.c.consent_stats)
-                                        .where(v.c.id.in_(list(volunteers))))
+                row.id: _Volunteer(row.area, row.age_band, row.seb, row.consent_stats, bool(row.first_time_volunteer))
+                for row in conn.execute(select(v.c.id, v.c.area, v.c.age_band, v.c.seb, v.c.consent_stats,
+                                               v.c.first_time_volunteer).where(v.c.id.in_(list(volunteers))))
             } if volunteers else {}
             o = schema.organisations
             self.org_names = dict(conn.execute(select(o.c.id, o.c.name)).all())
@@ -116,29 +120,44 @@ class _Data:
     def figures(self, cell: _Cell) -> Figures:
         figures = Figures()
         in_period = cell.facts
-        figures.volunteers = len({fact.volunteer for fact in in_period})
+        everyone = {fact.volunteer for fact in in_period}
         active = self.active(in_period)
         previous_start = months_before(cell.start, 3)
         before = [f for f in self.facts if previous_start <= f.day < cell.start]
-        figures.active_volunteers = len(active)
-        figures.new_volunteers = sum(1 for v in active if cell.start <= self.first_hours.get(v, date.max) <= cell.end)
-        figures.retained_volunteers = len(active & self.active(before))
+        new = {v for v in active if cell.start <= self.first_hours.get(v, date.max) <= cell.end}
+        retained = active & self.active(before)
+        first_time = {v for v in active if (found := self.volunteers.get(v)) is not None and found.first_time}
+        by_figure: defaultdict[str, set[str]] = defaultdict(set)
         for fact in in_period:
             signed = fact.sign * fact.amount
             if fact.kind == "hours_approved":
                 figures.minutes += fact.sign * fact.minutes
                 figures.credits_earned += signed
+                by_figure["hours"].add(fact.volunteer)
+                by_figure["credits_earned"].add(fact.volunteer)
             elif fact.kind in ("booking_attended", "credits_redeemed"):
                 figures.credits_spent += signed
+                by_figure["credits_spent"].add(fact.volunteer)
             elif fact.kind == "credits_gifted":
                 figures.credits_gifted += signed
-            counter = {"opportunity_booked": "bookings", "booking_attended": "attendances",
-                       "booking_cancelled": "cancellations", "credits_redeemed": "redemptions"}.get(fact.kind)
+                by_figure["credits_gifted"].add(fact.volunteer)
+            counter = _COUNTERS.get(fact.kind)
             if counter:
                 setattr(figures, counter, getattr(figures, counter) + fact.sign)
+                by_figure[counter].add(fact.volunteer)
+        figures.volunteers = len(everyone)
+        figures.active_volunteers = len(active)
+        figures.new_volunteers = len(new)
+        figures.retained_volunteers = len(retained)
+        figures.first_time_volunteers = len(first_time)
+        figures.contributors = {
+            "volunteers": len(everyone), "active_volunteers": len(active), "new_volunteers": len(new),
+            "retained_volunteers": len(retained), "first_time_volunteers": len(first_time),
+            **{name: len(volunteers) for name, volunteers in by_figure.items()},
+        }
         return figures
 
-    def group_of(self, fact: _Fact, group_by: str) -> str:
+    def group_of(self, fact: _Fact, group_by: str) -> str | None:
         volunteer = self.volunteers.get(fact.volunteer) or _Volunteer(None, None, None, False)
         match group_by:
             case "month":
@@ -146,7 +165,7 @@ class _Data:
             case "quarter":
                 return f"{fact.day.year}-Q{(fact.day.month - 1) // 3 + 1}"
             case "org":
-                return fact.org or "none"
+                return fact.org
             case "area":
                 return volunteer.area or "unknown"
             case "age_band":
@@ -154,7 +173,7 @@ class _Data:
             case "seb":
                 return (volunteer.seb or "not_given") if volunteer.consent else UNDISCLOSED
             case "category":
-                return fact.category or "none"
+                return fact.category
         raise ValueError(group_by)
 
     def label(self, group: str, group_by: str) -> str:
@@ -169,6 +188,10 @@ class _Data:
         if group_by == "seb":
             return SEB_LABELS.get(group, group.replace("_", " "))
         return group.replace("_", " ")
+
+
+_COUNTERS = {"opportunity_booked": "bookings", "booking_attended": "attendances",
+             "booking_cancelled": "cancellations", "credits_redeemed": "redemptions"}
 
 
 def _cell_period(group: str, group_by: str, start: date, end: date) -> tuple[date, date]:
@@ -190,6 +213,8 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
     cells: dict[str, _Cell] = {}
     for fact in in_period:
         group = data.group_of(fact, group_by)
+        if group is None:
+            continue  # a gift has no organisation; hours have no category
         if group not in cells:
             cells[group] = _Cell(*_cell_period(group, group_by, start, end))
         cells[group].facts.append(fact)
@@ -202,7 +227,7 @@ def cold_spots(engine: Engine, start: date, end: date) -> list[ColdSpot]:
 
     cold_score = need x (1 - participation index), where need = (11 - decile) / 10 (decile 1, the most
     deprived, gives 1.0) and the participation index is the area's active volunteers per resident relative to
-    the best-served area (1.0 there). Areas come from `timecredits import-areas`.
+    the best-served area with 5 or more of them (1.0 there). Areas come from `timecredits import-areas`.
     """
     a = schema.areas
     with engine.connect() as conn:
@@ -217,10 +242,13 @@ def cold_spots(engine: Engine, start: date, end: date) -> list[ColdSpot]:
         if found and found.area:
             per_area[found.area] += 1
     rates = {area.code: per_area[area.code] * 1000 / area.population for area in areas}
-    best = max(rates.values()) or 1.0
+    # Relative to the best-served area that is itself shown: scores are published, and one measured against a
+    # hidden area would give that area's count away.
+    shown = [rates[a.code] for a in areas if per_area[a.code] >= SUPPRESSION_THRESHOLD]
+    best = max(shown or rates.values()) or 1.0
     spots = [
         ColdSpot(0, area.code, area.name, area.need_decile, area.population, per_area[area.code], rates[area.code],
-                 round((11 - area.need_decile) / 10 * (1 - rates[area.code] / best), 4))
+                 round((11 - area.need_decile) / 10 * max(0.0, 1 - rates[area.code] / best), 4))
         for area in areas
     ]
     spots.sort(key=lambda spot: (-spot.cold_score, spot.need_decile, spot.area))

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine, create_engine
 
+import stats
 from infra.migrate import upgrade_to_head
 from infra.services import running_services
 from ledger.amounts import format_credits
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="timecredits: a volunteering and time-credits ledger.", no_args_is_help=True)
 console = Console()
 
+DEMO_AREAS = Path(stats.__file__).resolve().parent / "samples" / "areas-london-sample.csv"
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where embedded services keep their data.")]
 
 
@@ -240,7 +242,7 @@ def up(
     """Run everything in one process tree: PostgreSQL and broker (embedded unless configured), migrations,
     topics, a ledger worker and the API; optionally the demo programme. Stops every child on Ctrl-C or SIGTERM.
     """
-    from api.auth import new_token
+    from api.auth import Role, create_token, new_token
     from producers.kafka import ALL_TOPICS, EventProducer, ensure_topics, prefixed
     from timecredits.demo_loader import load_demo
     from timecredits.processes import Child
@@ -276,6 +278,9 @@ def up(
         try:
             _wait_ready(url, children[1])
             if demo:
+                from stats.areas import import_areas as load_areas
+
+                load_areas(engine, DEMO_AREAS)
                 with EventProducer(endpoints.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix) as producer:
                     loaded = load_demo(producer, engine, console, children[0].alive)
                 console.print(f"demo programme loaded through the event pipeline: {loaded} events")
@@ -287,6 +292,9 @@ def up(
             _print_verify(verify_ledger(engine))
             console.print(f"[bold]API: {url}[/bold]  (OpenAPI: {url}/docs)")
             console.print(f"[bold]admin token: {admin_token}[/bold]")
+            if demo:
+                lead_token, _ = create_token(engine, Role.LEAD, label="demo dashboard")
+                console.print(f"[bold]lead token (sign in to the dashboard at {url}/): {lead_token}[/bold]")
             console.print("running; press Ctrl-C to stop")
             while not stop.wait(1.0):
                 for child in children:

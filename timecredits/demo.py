@@ -104,7 +104,7 @@ def registry(seed: int = 2026, volunteers: int = 500) -> list[DemoEvent]:
         for n in range(3):
             events.append(DemoEvent(new_id(), at, OpportunityListed(
                 opportunity_id=f"{org}-{n + 1}", partner_id=org, title=f"{name}: session {n + 1}", category=category,
-                cost=rng.choice([100, 200, 300]), capacity=rng.choice([10, 20, 40]), area=area)))
+                cost=100 * (n + 1), capacity=rng.choice([10, 20, 40]), area=area)))
     boroughs = list(BOROUGHS)
     for n in range(1, volunteers + 1):
         events.append(DemoEvent(new_id(), at, VolunteerRegistered(
@@ -128,7 +128,7 @@ def activity(seed: int = 2026, volunteers: int = 500, days: int = 365,
     home_org = {v: rng.choice(COMMUNITY)[0] for v in volunteer_ids}
     auto = {org for org, _, _, a in COMMUNITY if a}
     opportunities = [(f"{org}-{n + 1}", org) for org, *_ in PARTNERS for n in range(3)]
-    costs = {opp: 100 * (1 + (i % 3)) for i, (opp, _) in enumerate(opportunities)}
+    costs = {opp: 100 * (1 + (i % 3)) for i, (opp, _) in enumerate(opportunities)}  # as listed by registry()
     expected: dict[str, int] = dict.fromkeys(volunteer_ids, 0)
     scale = max(1, volunteers // 500)
     for day in range(days):

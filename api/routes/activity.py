@@ -5,7 +5,6 @@ the ledger (a balance, an hours log's state) is decided by the worker and told b
 """
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 from uuid import UUID
 
@@ -16,7 +15,7 @@ from sqlalchemy import Connection, select
 from api.auth import Principal, Role
 from api.deps import ServicesDep, forbid, require
 from api.errors import ApiError, responses
-from api.models import Accepted, CreditAmount, Id, Request, hundredths
+from api.models import Accepted, CreditAmount, Id, IsoDate, OptionalText500, Request, Text200, hundredths
 from api.publishing import publish
 from ledger import schema
 from ledger.domain import EntryKind
@@ -32,7 +31,7 @@ from ledger.events import (
 )
 
 router = APIRouter(prefix="/v1", tags=["activity"])
-WRITE_ERRORS = responses(401, 403, 404, 409, 422, 503)
+WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
 
 OrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]
 VolunteerOrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG, Role.VOLUNTEER))]
@@ -41,13 +40,13 @@ VolunteerOrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG,
 class LogHours(Request):
     volunteer_id: Id
     org_id: Id
-    date: dt.date
+    date: IsoDate
     minutes: Annotated[int, Field(ge=1, le=1440)]
-    activity: Annotated[str, Field(min_length=1, max_length=200)]
+    activity: Text200
 
 
 class Decision(Request):
-    reason: Annotated[str, Field(max_length=500)] = ""
+    reason: OptionalText500 = ""
 
 
 class Book(Request):

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from api.auth import Principal, Role
 from api.deps import PrincipalDep, ServicesDep, forbid, require
 from api.errors import ApiError, responses
-from api.models import AreaCode, CreditAmount, Id, Request, credits, hundredths
+from api.models import AreaCode, CreditAmount, Id, OptionalText100, Request, Text200, UtcDatetime, credits, hundredths
 from api.publishing import publish
 from ledger import schema
 from ledger.events import OpportunityListed, OrganisationRegistered, VolunteerRegistered
@@ -27,7 +27,7 @@ Category = Literal["course", "training", "culture", "sport", "work_experience", 
 
 class NewOrganisation(Request):
     id: Id
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Text200
     area: AreaCode
     kinds: Annotated[list[Literal["community", "partner"]], Field(min_length=1, max_length=2)]
     auto_approve: bool = False
@@ -43,12 +43,12 @@ class Organisation(BaseModel):
 
 class NewVolunteer(Request):
     id: Id | None = None
-    display_name: Annotated[str, Field(min_length=1, max_length=200)]
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    display_name: Text200
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")] | None = None
     area: AreaCode
     age_band: AgeBand | None = None
     seb: Seb | None = None
-    seb_detail: Annotated[str, Field(max_length=100)] | None = None
+    seb_detail: OptionalText100 | None = None
     first_time_volunteer: bool | None = None
     consent_stats: bool
 
@@ -60,12 +60,12 @@ class VolunteerCreated(BaseModel):
 class NewOpportunity(Request):
     id: Id | None = None
     partner_id: Id | None = Field(None, description="defaults to the calling partner organisation")
-    title: Annotated[str, Field(min_length=1, max_length=200)]
+    title: Text200
     category: Category
     cost: CreditAmount
     capacity: Annotated[int, Field(ge=1, le=100_000)] | None = None
     area: AreaCode
-    starts_at: datetime | None = None
+    starts_at: UtcDatetime | None = None
 
 
 class Opportunity(BaseModel):
@@ -84,7 +84,7 @@ def _exists(conn: Connection, table, id_: str) -> bool:  # type: ignore[no-untyp
 
 
 @router.post("/organisations", status_code=201, response_model=Organisation,
-             responses=responses(401, 403, 409, 422, 503))
+             responses=responses(400, 401, 403, 409, 422, 503))
 def create_organisation(body: NewOrganisation, services: ServicesDep,
                         principal: Annotated[Principal, Depends(require(Role.ADMIN))]) -> Organisation:
     kinds = sorted(set(body.kinds))
@@ -107,7 +107,7 @@ def list_organisations(services: ServicesDep, _: PrincipalDep) -> list[Organisat
 
 
 @router.post("/volunteers", status_code=201, response_model=VolunteerCreated,
-             responses=responses(401, 403, 409, 422, 503))
+             responses=responses(400, 401, 403, 409, 422, 503))
 def create_volunteer(body: NewVolunteer, services: ServicesDep,
                      principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> VolunteerCreated:
     """Personal data (name, e-mail) stays in PostgreSQL; the event carries only the pseudonymous id and statistics."""
@@ -130,7 +130,7 @@ def _opportunity(row) -> Opportunity:  # type: ignore[no-untyped-def]
 
 
 @router.post("/opportunities", status_code=201, response_model=Opportunity,
-             responses=responses(401, 403, 404, 409, 422, 503))
+             responses=responses(400, 401, 403, 404, 409, 422, 503))
 def create_opportunity(body: NewOpportunity, services: ServicesDep,
                        principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> Opportunity:
     partner_id = body.partner_id or principal.org_id

@@ -23,13 +23,16 @@ GroupBy = Literal["month", "quarter", "org", "area", "age_band", "seb", "categor
 
 
 class Cell(BaseModel):
-    """Figures of one group; every figure is null when the cell describes fewer than 5 volunteers."""
+    """Figures of one group. Every figure is null when the cell describes fewer than 5 volunteers
+    (`suppressed`); a single figure is null, and named in `withheld`, when it describes 1 to 4 volunteers."""
 
     suppressed: bool
+    withheld: list[str] = Field(default_factory=list)
     volunteers: int | None = None
     active_volunteers: int | None = None
     new_volunteers: int | None = None
     retained_volunteers: int | None = None
+    first_time_volunteers: int | None = None
     hours: str | None = Field(None, description="hours given, decimal string")
     credits_earned: str | None = None
     credits_spent: str | None = None
@@ -61,10 +64,10 @@ class ColdSpotOut(BaseModel):
     name: str
     need_decile: int
     population: int
-    suppressed: bool
+    suppressed: bool = Field(description="fewer than 5 active volunteers: count, rate and score are withheld")
     active_volunteers: int | None
     per_1000_residents: str | None
-    cold_score: float
+    cold_score: float | None
 
 
 class ColdSpotsOut(BaseModel):
@@ -83,12 +86,12 @@ def hours_text(minutes: int) -> str:
 def cell_values(figures: Figures) -> dict[str, object]:
     if figures.suppressed:
         return {"suppressed": True}
-    return {
-        "suppressed": False,
+    shown: dict[str, object] = {
         "volunteers": figures.volunteers,
         "active_volunteers": figures.active_volunteers,
         "new_volunteers": figures.new_volunteers,
         "retained_volunteers": figures.retained_volunteers,
+        "first_time_volunteers": figures.first_time_volunteers,
         "hours": hours_text(figures.minutes),
         "credits_earned": credits(figures.credits_earned),
         "credits_spent": credits(figures.credits_spent),
@@ -98,6 +101,9 @@ def cell_values(figures: Figures) -> dict[str, object]:
         "cancellations": figures.cancellations,
         "redemptions": figures.redemptions,
     }
+    withheld = [name for name in shown if figures.hidden(name)]
+    return {"suppressed": False, "withheld": withheld,
+            **{name: None if name in withheld else value for name, value in shown.items()}}
 
 
 def resolve_period(start: date | None, end: date | None, period: str | None) -> tuple[date, date]:
@@ -147,7 +153,7 @@ def get_participation_csv(services: ServicesDep, _: LeadOrAdmin, group_by: Group
     writer.writerow([group_by, "label", *FIGURES])
     for group, label, figures in [*((r.group, r.label, r.figures) for r in report.rows), ("total", "Total", report.totals)]:
         values = cell_values(figures)
-        writer.writerow([group, label, *("[c]" if figures.suppressed else values[name] for name in FIGURES)])
+        writer.writerow([group, label, *("[c]" if figures.hidden(name) else values[name] for name in FIGURES)])
     filename = f"participation-{group_by}-{first}-{last}.csv"
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{filename}"'})
@@ -163,6 +169,7 @@ def get_cold_spots(services: ServicesDep, _: LeadOrAdmin, start: FromQ = None, e
     return ColdSpotsOut(start=first, end=last, method=(cold_spots.__doc__ or "").split("\n\n")[1].strip(), areas=[
         ColdSpotOut(rank=s.rank, area=s.area, name=s.name, need_decile=s.need_decile, population=s.population,
                     suppressed=s.suppressed, active_volunteers=None if s.suppressed else s.active_volunteers,
-                    per_1000_residents=None if s.suppressed else f"{s.per_1000_residents:.2f}", cold_score=s.cold_score)
+                    per_1000_residents=None if s.suppressed else f"{s.per_1000_residents:.2f}",
+                    cold_score=None if s.suppressed else s.cold_score)
         for s in spots
     ])

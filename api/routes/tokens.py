@@ -10,7 +10,7 @@ from sqlalchemy import select
 from api.auth import Principal, Role, create_token
 from api.deps import ServicesDep, require
 from api.errors import ApiError, responses
-from api.models import Id, Request
+from api.models import Id, OptionalText500, Request
 from ledger import schema
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -20,7 +20,7 @@ class NewToken(Request):
     role: Role
     org_id: Id | None = None
     volunteer_id: Id | None = None
-    label: Annotated[str, Field(max_length=200)] = ""
+    label: OptionalText500 = ""
 
 
 class TokenCreated(BaseModel):
@@ -37,7 +37,7 @@ def check_scope(role: Role, org_id: str | None, volunteer_id: str | None) -> Non
                                              "admin and lead tokens neither")
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreated, responses=responses(401, 403, 404, 422))
+@router.post("/tokens", status_code=201, response_model=TokenCreated, responses=responses(400, 401, 403, 404, 422))
 def create(body: NewToken, services: ServicesDep,
            _: Annotated[Principal, Depends(require(Role.ADMIN))]) -> TokenCreated:
     check_scope(body.role, body.org_id, body.volunteer_id)

@@ -173,3 +173,16 @@ def test_volunteers_who_did_not_consent_are_never_broken_down_by_demographics(en
     by_seb = {row.group for row in participation(engine, "seb", START, END).rows}
     assert by_seb == {"lower", "undisclosed"}
     assert participation(engine, "month", START, END).totals.active_volunteers == 12, "everyone counts in totals"
+
+
+def test_a_figure_describing_fewer_than_five_volunteers_is_withheld_in_a_shown_cell(engine: Engine) -> None:
+    volunteers = [f"g{n}" for n in range(8)]
+    _apply(engine, _registry([(v, AREAS[0], "35-44", True) for v in volunteers]))
+    _apply(engine, _hours_for(volunteers, date(2026, 4, 1)))
+    at = datetime(2026, 4, 2, 12, tzinfo=UTC)
+    _apply(engine, [_ev(CreditsGifted(from_volunteer_id=giver, to_volunteer_id="g7", amount=10), at)
+                    for giver in volunteers[:2]])
+    totals = participation(engine, "month", START, END).totals
+    assert not totals.suppressed and totals.credits_gifted == 20
+    assert totals.hidden("credits_gifted"), "two givers: the gifted credits describe two people"
+    assert not totals.hidden("hours") and not totals.hidden("active_volunteers")
