@@ -1,6 +1,7 @@
 """The FastAPI application: one router a resource, errors as JSON, idempotent writes, Prometheus metrics."""
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -8,11 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import create_engine
 
+from api.broker import BrokerLink
 from api.deps import Services
 from api.errors import error_json, install_error_handlers
 from api.middleware import IdempotencyMiddleware, MetricsMiddleware
 from api.routes import accounts, activity, dashboard, registry, statistics, status, tokens
-from producers.kafka import EventProducer
 
 DESCRIPTION = """
 Time credits for community organisations, volunteers and programme leads.
@@ -26,7 +27,8 @@ Every write accepts an `Idempotency-Key` header: the same key and body get the f
 
 
 def create_app(services: Services | None = None, *, database_url: str | None = None,
-               bootstrap_servers: str | None = None, admin_token: str | None = None, topic_prefix: str = "") -> FastAPI:
+               bootstrap_servers: str | None = None, admin_token: str | None = None, topic_prefix: str = "",
+               publish_timeout_s: float = 5.0) -> FastAPI:
     """The app, for `services` already made (tests) or for the given endpoints (created at start-up)."""
 
     @asynccontextmanager
@@ -36,8 +38,9 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
             assert database_url and bootstrap_servers
             app.state.services = Services(
                 engine=create_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True),
-                producer=EventProducer(bootstrap_servers, topic_prefix=topic_prefix, client_id="timecredits-api"),
+                producer=BrokerLink(bootstrap_servers, topic_prefix=topic_prefix, timeout_s=publish_timeout_s),
                 admin_token=admin_token,
+                publish_timeout_s=publish_timeout_s,
             )
         else:
             app.state.services = services
@@ -52,6 +55,11 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     install_error_handlers(app)
     for module in (registry, tokens, activity, accounts, statistics, status, dashboard):
         app.include_router(module.router)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logging.getLogger("api").exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_json(500, "internal_error", "an unexpected error; it has been logged")
 
     @app.exception_handler(404)
     async def _unknown_path(request: Request, _: Exception) -> JSONResponse:

@@ -10,14 +10,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
 from api.auth import Principal, Role, principal_for
+from api.broker import BrokerLink
 from api.errors import ApiError
-from producers.kafka import EventProducer
 
 
 @dataclass
 class Services:
     engine: Engine
-    producer: EventProducer
+    producer: BrokerLink
     admin_token: str | None
     publish_timeout_s: float = 5.0
 

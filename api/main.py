@@ -10,4 +10,5 @@ app = create_app(
     bootstrap_servers=_settings.kafka_bootstrap_servers,
     admin_token=_settings.admin_token,
     topic_prefix=_settings.topic_prefix,
+    publish_timeout_s=_settings.publish_timeout_s,
 )

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import principal_for
 from ledger import schema
 
 MAX_KEY_LENGTH = 200
@@ -59,7 +60,12 @@ class IdempotencyMiddleware:
             await _send_json(send, 400, _error("invalid_idempotency_key", f"1 to {MAX_KEY_LENGTH} printable characters"))
             return
         body = await _read_body(receive)
-        engine: Engine = scope["app"].state.services.engine
+        services = scope["app"].state.services
+        engine: Engine = services.engine
+        token = authorization.partition(" ")[2].strip() if authorization.lower().startswith("bearer ") else ""
+        if not token or await run_in_threadpool(principal_for, engine, token, services.admin_token) is None:
+            await self.app(scope, _replay(body), send)  # no key is claimed for a caller the API will refuse
+            return
         ident = (hashlib.sha256(authorization.encode()).digest(), scope["path"], key)
         body_hash = hashlib.sha256(body).digest()
         claimed, row = await run_in_threadpool(_claim, engine, ident, body_hash)
@@ -67,19 +73,26 @@ class IdempotencyMiddleware:
             await self._answer_repeat(send, row, body_hash)
             return
 
-        captured: dict[str, Any] = {"status": 500, "body": b""}
+        captured: dict[str, Any] = {"status": 500, "body": b"", "settled": False}
+
+        async def settle() -> None:
+            if not captured["settled"]:
+                captured["settled"] = True
+                await run_in_threadpool(_settle, engine, ident, captured["status"], captured["body"])
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
             elif message["type"] == "http.response.body":
                 captured["body"] += message.get("body", b"")
+                if not message.get("more_body"):
+                    await settle()  # stored before the caller has the answer, so a prompt repeat finds it
             await send(message)
 
         try:
             await self.app(scope, _replay(body), capture)
         finally:
-            await run_in_threadpool(_settle, engine, ident, captured["status"], captured["body"])
+            await settle()
 
     @staticmethod
     async def _answer_repeat(send: Send, row: Any, body_hash: bytes) -> None:

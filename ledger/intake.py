@@ -221,6 +221,13 @@ def _attended(event: DecodedEvent, p: BookingAttended, _: RegistryView) -> Plan:
 def _redeemed(event: DecodedEvent, p: CreditsRedeemed, registry: RegistryView) -> Plan:
     _volunteer(registry, p.volunteer_id)
     _organisation(registry, p.partner_id, "partner")
+    if p.opportunity_id is not None:
+        opportunity = registry.opportunity(p.opportunity_id)
+        if opportunity is None:
+            raise IntakeRejection(IntakeReason.UNKNOWN_OPPORTUNITY, f"no opportunity {p.opportunity_id}")
+        if opportunity.partner_id != p.partner_id:
+            raise IntakeRejection(IntakeReason.OPPORTUNITY_MISMATCH,
+                                  f"opportunity {p.opportunity_id} is offered by {opportunity.partner_id}")
     command = RedeemCredits(event.event_id, event.envelope.occurred_at, p.volunteer_id, p.partner_id, p.amount,
                             p.opportunity_id)
     return Plan(event, command=command)

@@ -40,7 +40,7 @@ from ledger.events import (
     encode_event,
 )
 
-__all__ = ["ALL_TOPICS", "DeliveryError", "EventProducer", "ensure_topics", "prefixed"]
+__all__ = ["ALL_TOPICS", "DeliveryError", "EventProducer", "broker_reachable", "ensure_topics", "prefixed"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,19 @@ def ensure_topics(
                 )
     finally:
         admin.close()
+
+
+def broker_reachable(bootstrap_servers: str | list[str], timeout: float = 1.0) -> bool:
+    """Whether one of the bootstrap brokers accepts a TCP connection now."""
+    servers = bootstrap_servers.split(",") if isinstance(bootstrap_servers, str) else bootstrap_servers
+    for server in servers:
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 class DeliveryError(RuntimeError):
@@ -291,15 +304,7 @@ class EventProducer:
 
     def connected(self, timeout: float = 1.0) -> bool:
         """Whether a bootstrap broker accepts a connection now (for readiness checks; cheap, no Kafka request)."""
-        servers = self._config["bootstrap_servers"]
-        for server in servers.split(",") if isinstance(servers, str) else servers:
-            host, _, port = server.strip().rpartition(":")
-            try:
-                with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
-                    return True
-            except (OSError, ValueError):
-                continue
-        return False
+        return broker_reachable(self._config["bootstrap_servers"], timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued (for up to `timeout` seconds) and release the connections. Idempotent.

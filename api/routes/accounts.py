@@ -49,12 +49,13 @@ def statement(
     """Entries that moved the volunteer's available credits, newest first."""
     _may_read(principal, volunteer_id)
     _known(services, volunteer_id)
-    lines = LedgerRepository(services.engine).statement(volunteer_account(volunteer_id), limit=limit,
+    lines = LedgerRepository(services.engine).statement(volunteer_account(volunteer_id), limit=limit + 1,
                                                         before_entry_id=before)
+    more, lines = len(lines) > limit, lines[:limit]
     items = [
         StatementLine(entry_id=line.entry_id, event_id=line.event_id, kind=line.kind.value, occurred_at=line.occurred_at,
                       amount=credits(line.amount), related_event_id=line.related_event_id)
         for line in lines
     ]
-    next_before = items[-1].entry_id if len(items) == limit else None
+    next_before = items[-1].entry_id if more else None
     return Statement(volunteer_id=volunteer_id, items=items, next_before=next_before)

@@ -41,7 +41,7 @@ class LogHours(Request):
     volunteer_id: Id
     org_id: Id
     date: IsoDate
-    minutes: Annotated[int, Field(ge=1, le=1440)]
+    minutes: Annotated[int, Field(strict=True, ge=1, le=1440)]
     activity: Text200
 
 
@@ -204,6 +204,13 @@ def redeem(body: Redeem, services: ServicesDep, principal: VolunteerOrgOrAdmin) 
         _volunteer_exists(conn, volunteer_id)
         if "partner" not in _organisation_kinds(conn, partner_id):
             raise ApiError(422, "not_a_partner", f"{partner_id} is not a partner organisation")
+        if body.opportunity_id is not None:
+            op = schema.opportunities
+            offered_by = conn.execute(select(op.c.partner_id).where(op.c.id == body.opportunity_id)).scalar()
+            if offered_by is None:
+                raise ApiError(404, "unknown_opportunity", f"no opportunity {body.opportunity_id}")
+            if offered_by != partner_id:
+                raise ApiError(422, "opportunity_mismatch", f"{body.opportunity_id} is offered by {offered_by}")
     event = publish(services, principal, CreditsRedeemed(volunteer_id=volunteer_id, partner_id=partner_id,
                                                          amount=amount, opportunity_id=body.opportunity_id))
     return Accepted(event_id=event.event_id)

@@ -123,6 +123,7 @@ def test_book_attend_cancel_redeem_gift_reverse(processor: EventProcessor, engin
         (OpportunityBooked(volunteer_id="ana", opportunity_id="opera", partner_id="lido", amount=100), "unknown_opportunity"),
         (OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=100), "insufficient_credits"),
         (CreditsRedeemed(volunteer_id="ana", partner_id="food-bank", amount=1), "not_a_partner"),
+        (CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=1, opportunity_id="opera"), "unknown_opportunity"),
         (CreditsGifted(from_volunteer_id="ana", to_volunteer_id="zed", amount=1), "unknown_volunteer"),
         (EntryReversed(target_event_id=UUID(int=9), volunteer_id="ana", reason="typo"), "unknown_entry"),
     ],
