@@ -28,9 +28,6 @@ through the API, the corrected one is logged anew.
 """
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +40,7 @@ from uuid import UUID, uuid5
 from pydantic import ValidationError
 
 from ledger.events import EventPayload, HoursApproved, HoursLogged, summarise
+from producers.sheets import Header, SheetError, open_sheet
 
 __all__ = [
     "NAMESPACE",
@@ -81,10 +79,6 @@ class RejectCode(StrEnum):
 
 
 TOTALS_ROW = "totals_row"
-
-
-class SheetError(ValueError):
-    """The file as a whole cannot be read as an hours sheet (encoding, missing column, no header)."""
 
 
 class _RowProblem(ValueError):
@@ -267,41 +261,27 @@ def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None) ->
     """
     _check_org_id(org_id)
     today = today if today is not None else _london_today()
-    text, encoding = (data, "text") if isinstance(data, str) else _decode(data)
-    sheet = ParsedSheet(encoding=encoding)
-    records = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text), strict=False)
+    table = open_sheet(data, _COLUMNS, required=tuple(_COLUMNS), expected="volunteer, date, hours, activity")
+    sheet = ParsedSheet(encoding=table.encoding)
     seen: Counter[tuple[str, date, int, str]] = Counter()
-    header: _Header | None = None
-    line = 0
-    try:
-        for line, cells in enumerate(records, start=1):
-            raw = tuple(cells)
-            if not any(cell.strip() for cell in raw):
-                continue
-            if header is None:
-                header = _header(raw, line)
-                continue
-            first = next(cell.strip() for cell in raw if cell.strip())
-            if _TOTALS.match(first):
-                sheet.skipped.append(SkippedRow(line, TOTALS_ROW, f"totals row ({first!r}) skipped", raw))
-                continue
-            try:
-                hours = _row(raw, header, org_id, today)
-            except _RowProblem as problem:
-                sheet.rejected.append(RejectedRow(line, problem.code, problem.message, raw))
-                continue
-            key = (hours.volunteer_id, hours.date, hours.minutes, hours.activity)
-            event_id = log_event_id(org_id, *key, seen[key])
-            seen[key] += 1
-            sheet.rows.append(GoodRow(line, event_id, hours))
-    except csv.Error as exc:
-        raise SheetError(f"row {line + 1}: not valid CSV ({exc})") from exc
-    if header is None:
-        raise SheetError("the file is empty: expected a header row (volunteer, date, hours, activity)")
+    for line, raw in table.rows:
+        first = next(cell.strip() for cell in raw if cell.strip())
+        if _TOTALS.match(first):
+            sheet.skipped.append(SkippedRow(line, TOTALS_ROW, f"totals row ({first!r}) skipped", raw))
+            continue
+        try:
+            hours = _row(raw, table.header, org_id, today)
+        except _RowProblem as problem:
+            sheet.rejected.append(RejectedRow(line, problem.code, problem.message, raw))
+            continue
+        key = (hours.volunteer_id, hours.date, hours.minutes, hours.activity)
+        event_id = log_event_id(org_id, *key, seen[key])
+        seen[key] += 1
+        sheet.rows.append(GoodRow(line, event_id, hours))
     return sheet
 
 
-def _row(raw: tuple[str, ...], header: _Header, org_id: str, today: date) -> HoursLogged:
+def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date) -> HoursLogged:
     if any(cell.strip() for cell in raw[header.width :]):
         raise _RowProblem(
             RejectCode.INVALID_ROW,
@@ -329,63 +309,6 @@ def _row(raw: tuple[str, ...], header: _Header, org_id: str, today: date) -> Hou
         if fields == {"activity"}:
             raise _RowProblem(RejectCode.INVALID_ACTIVITY, summarise(exc)) from None
         raise _RowProblem(RejectCode.INVALID_ROW, summarise(exc)) from None
-
-
-@dataclass(frozen=True)
-class _Header:
-    columns: dict[str, int]  # field name -> cell index
-    width: int  # cells up to the last heading; a row with values beyond it is misaligned
-
-
-def _header(cells: tuple[str, ...], line: int) -> _Header:
-    names = [_normalise_heading(cell) for cell in cells]
-    columns: dict[str, int] = {}
-    for field_name, aliases in _COLUMNS.items():
-        found = [index for index, name in enumerate(names) if name in aliases]
-        if len(found) > 1:
-            headings = " and ".join(repr(cells[index].strip()) for index in found)
-            raise SheetError(f"row {line}: columns {headings} both give the {field_name}; keep one")
-        if found:
-            columns[field_name] = found[0]
-    missing = [name for name in _COLUMNS if name not in columns]
-    if missing:
-        shown = ", ".join(repr(cell.strip()) for cell in cells if cell.strip())
-        raise SheetError(
-            f"row {line}: missing column(s) {', '.join(missing)} in the header row (found: {shown}); "
-            "expected volunteer, date, hours, activity"
-        )
-    width = max(index for index, cell in enumerate(cells) if cell.strip()) + 1
-    return _Header(columns, width)
-
-
-def _normalise_heading(cell: str) -> str:
-    return re.sub(r"[\s_-]+", " ", cell.replace("\ufeff", "").strip().lower()).rstrip(".").strip()
-
-
-def _decode(data: bytes) -> tuple[str, str]:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
-        try:
-            return data.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError as exc:
-            raise SheetError(f"the file starts with a UTF-16 byte-order mark but is not UTF-16: {exc}") from exc
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252"), "cp1252"
-    except UnicodeDecodeError as exc:
-        raise SheetError(f"the file is neither UTF-8 nor Windows-1252 text: {exc}") from exc
-
-
-def _delimiter(text: str) -> str:
-    """Comma, unless the first non-blank line has none but a tab or semicolon (UTF-16 and some exports)."""
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if "," not in first:
-        for candidate in ("\t", ";"):
-            if candidate in first:
-                return candidate
-    return ","
 
 
 def _check_org_id(org_id: str) -> None:

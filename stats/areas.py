@@ -21,9 +21,6 @@ A good file is upserted by code in one transaction; areas missing from the file 
 """
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,6 +30,7 @@ from sqlalchemy import Engine, literal_column, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from ledger import schema
+from producers.sheets import Header, SheetError, open_sheet
 
 __all__ = [
     "AREA_CODE",
@@ -68,7 +66,7 @@ class AreaRejectCode(StrEnum):
     INVALID_ROW = "invalid_row"
 
 
-class AreasFileError(ValueError):
+class AreasFileError(SheetError):
     """The file as a whole cannot be read as an areas file (encoding, no header, missing column, no rows)."""
 
 
@@ -148,34 +146,21 @@ def read_areas(path: Path | str) -> ParsedAreas:
 
 def parse_areas(data: bytes | str) -> ParsedAreas:
     """Parse an areas file. Raises `AreasFileError` when the file as a whole is unusable."""
-    text, encoding = (data, "text") if isinstance(data, str) else _decode(data)
-    parsed = ParsedAreas(encoding=encoding)
-    records = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=False)
-    header: _Header | None = None
+    table = open_sheet(data, _COLUMNS, required=_REQUIRED,
+                       expected="code, name, need_decile, population and optionally source", error=AreasFileError)
+    parsed = ParsedAreas(encoding=table.encoding)
     first_line: dict[str, int] = {}
-    line = 0
-    try:
-        for line, cells in enumerate(records, start=1):
-            raw = tuple(cells)
-            if not any(cell.strip() for cell in raw):
-                continue
-            if header is None:
-                header = _header(raw, line)
-                continue
-            try:
-                area = _row(raw, header, line)
-                if area.code in first_line:
-                    raise _RowProblem(AreaRejectCode.DUPLICATE_CODE,
-                                      f"{area.code} is also on line {first_line[area.code]}: one row an area")
-            except _RowProblem as problem:
-                parsed.rejected.append(RejectedArea(line, problem.code, problem.message, raw))
-                continue
-            first_line[area.code] = line
-            parsed.areas.append(area)
-    except csv.Error as exc:
-        raise AreasFileError(f"line {line + 1}: not valid CSV ({exc})") from exc
-    if header is None:
-        raise AreasFileError("the file is empty: expected a header row (code, name, need_decile, population, source)")
+    for line, raw in table.rows:
+        try:
+            area = _row(raw, table.header, line)
+            if area.code in first_line:
+                raise _RowProblem(AreaRejectCode.DUPLICATE_CODE,
+                                  f"{area.code} is also on line {first_line[area.code]}: one row an area")
+        except _RowProblem as problem:
+            parsed.rejected.append(RejectedArea(line, problem.code, problem.message, raw))
+            continue
+        first_line[area.code] = line
+        parsed.areas.append(area)
     if not parsed.areas and not parsed.rejected:
         raise AreasFileError("the file has a header row but no areas")
     return parsed
@@ -216,38 +201,7 @@ def upsert_areas(engine: Engine, areas: list[Area]) -> tuple[int, int, int]:
     return inserted, updated, len(areas) - len(written)
 
 
-@dataclass(frozen=True)
-class _Header:
-    columns: dict[str, int]  # field name -> cell index
-    width: int  # cells up to the last heading; a row with values beyond it is misaligned
-
-
-def _header(cells: tuple[str, ...], line: int) -> _Header:
-    names = [_normalise_heading(cell) for cell in cells]
-    columns: dict[str, int] = {}
-    for field_name, aliases in _COLUMNS.items():
-        found = [index for index, name in enumerate(names) if name in aliases]
-        if len(found) > 1:
-            headings = " and ".join(repr(cells[index].strip()) for index in found)
-            raise AreasFileError(f"line {line}: columns {headings} both give the {field_name}; keep one")
-        if found:
-            columns[field_name] = found[0]
-    missing = [name for name in _REQUIRED if name not in columns]
-    if missing:
-        shown = ", ".join(repr(cell.strip()) for cell in cells if cell.strip())
-        raise AreasFileError(
-            f"line {line}: missing column(s) {', '.join(missing)} in the header row (found: {shown}); "
-            "expected code, name, need_decile, population and optionally source"
-        )
-    width = max(index for index, cell in enumerate(cells) if cell.strip()) + 1
-    return _Header(columns, width)
-
-
-def _normalise_heading(cell: str) -> str:
-    return re.sub(r"[\s_-]+", " ", cell.replace("\ufeff", "").strip().lower()).strip()
-
-
-def _row(raw: tuple[str, ...], header: _Header, line: int) -> Area:
+def _row(raw: tuple[str, ...], header: Header, line: int) -> Area:
     if any(cell.strip() for cell in raw[header.width:]):
         raise _RowProblem(
             AreaRejectCode.INVALID_ROW,
@@ -306,19 +260,3 @@ def _population(text: str) -> int:
         raise _RowProblem(AreaRejectCode.BAD_POPULATION,
                           f"population {text!r} is more than the United Kingdom's: check the figure")
     return population
-
-
-def _decode(data: bytes) -> tuple[str, str]:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError as exc:
-            raise AreasFileError(f"the file starts with a UTF-16 byte-order mark but is not UTF-16: {exc}") from exc
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252"), "cp1252"
-    except UnicodeDecodeError as exc:
-        raise AreasFileError(f"the file is neither UTF-8 nor Windows-1252 text: {exc}") from exc
