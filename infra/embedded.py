@@ -26,6 +26,8 @@ import psycopg2
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from infra.lifetime import die_with_parent
+
 with warnings.catch_warnings():
     # Importing the package builds its PostgresServer class, whose body asks platformdirs for a
     # runtime dir and warns when XDG_RUNTIME_DIR is unset. We only use the binaries and helpers.
@@ -406,7 +408,7 @@ class EmbeddedBroker:
                     [binary, "broker", "--listener-url", listener, "--advertised-listener-url",
                      listener, "--storage-engine", "memory://tansu/"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    cwd=self.data_dir, start_new_session=True,
+                    cwd=self.data_dir, start_new_session=True, preexec_fn=die_with_parent(),  # noqa: PLW1509
                     env={**os.environ, "NO_COLOR": "1"},  # its log is a file: no ANSI colours
                 )
             self._port = port

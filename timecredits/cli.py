@@ -86,7 +86,7 @@ def _wait_ready(url: str, api_child: Child, timeout_s: float = 60.0) -> None:
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not api_child.alive():
+        if not api_child.alive:
             raise RuntimeError(f"the API exited:\n{api_child.log_tail()}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
@@ -282,7 +282,7 @@ def up(
 
                 load_areas(engine, DEMO_AREAS)
                 with EventProducer(endpoints.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix) as producer:
-                    loaded = load_demo(producer, engine, console, children[0].alive)
+                    loaded = load_demo(producer, engine, console, lambda: children[0].alive)
                 console.print(f"demo programme loaded through the event pipeline: {loaded} events")
                 repository = LedgerRepository(engine)
                 for volunteer in ("v0001", "v0002", "v0003"):
@@ -298,7 +298,7 @@ def up(
             console.print("running; press Ctrl-C to stop")
             while not stop.wait(1.0):
                 for child in children:
-                    if not child.alive():
+                    if not child.alive:
                         console.print(f"[red]{child.name} exited[/red] ({child.process.returncode}):\n{child.log_tail()}")
                         stop.set()
         finally:

@@ -1,22 +1,13 @@
 """Child processes of `timecredits up`: started in their own session, stopped by us, in order."""
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM if `up` itself dies (even by SIGKILL), so nothing is left behind."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+from infra.lifetime import die_with_parent
 
 
 class Child:
@@ -33,19 +24,25 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches `up` only; `up` stops the children in order
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent(),  # noqa: PLW1509
         )
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed, nothing committed."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` seconds. Idempotent."""
-        if self.alive():
+        if self.alive:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
@@ -56,5 +53,5 @@ class Child:
             self._log.close()
         return self.process.returncode
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,11 +1,7 @@
 """Helpers for API tests over real HTTP: a `timecredits api` child process and a small httpx client around it."""
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,33 +10,19 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import free_port
+from timecredits.processes import Child
 
 AMOUNT = re.compile(r"^-?[0-9]+\.[0-9]{2}$")
 """Credits as the API shows them: a decimal string with exactly two places."""
 
 
-class ApiProcess:
+class ApiProcess(Child):
     """`timecredits api --port N` (uvicorn) as a child process with its own log file, stopped by its pid."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "timecredits.cli", "api", "--port", str(self.port)],
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
+        super().__init__("api", ["api", "--port", str(self.port)], dict(env), log_path)
 
     def wait_answering(self, path: str, status: int = 200, timeout: float = 60) -> httpx.Response:
         """Until `GET path` answers `status`; fails at once (with the log) if the process exits."""
@@ -59,21 +41,6 @@ class ApiProcess:
             time.sleep(0.2)
         raise AssertionError(f"GET {path} did not answer {status} within {timeout} s (last: {last}):\n"
                              f"{self.log_tail()}")
-
-    def stop(self, timeout: float = 20) -> int | None:
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if not self._log.closed:
-            self._log.close()
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 class Api:

@@ -1,10 +1,6 @@
 """Helpers for end-to-end tests: worker processes, waiting, and looking at outcomes in the database."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -15,43 +11,19 @@ from uuid import UUID
 from sqlalchemy import Engine, text
 
 from ledger.processing import count_decided
+from timecredits.processes import Child
 
 
-class WorkerProcess:
-    """`timecredits worker` as a child process with its own log file."""
+class WorkerProcess(Child):
+    """`timecredits worker` as a child process with its own log file, stopped by its pid."""
 
     def __init__(self, env: dict[str, str], log_path: Path, metrics_port: int | None = None) -> None:
-        self.log_path = log_path
         self.metrics_port = metrics_port
-        full_env = {**os.environ, **env}
-        if metrics_port:
-            full_env["TIMECREDITS_WORKER_METRICS_PORT"] = str(metrics_port)
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "timecredits.cli", "worker"],
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        extra = {"TIMECREDITS_WORKER_METRICS_PORT": str(metrics_port)} if metrics_port else {}
+        super().__init__("worker", ["worker"], {**env, **extra}, log_path)
 
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log.close()
-        return self.process.returncode
+    def stop(self, timeout: float = 60) -> int | None:
+        return super().stop(timeout)
 
     def metrics_text(self) -> str:
         assert self.metrics_port
@@ -64,9 +36,6 @@ class WorkerProcess:
         """Sum of a Prometheus counter's samples, scraped from the worker's /metrics."""
         body = self.metrics_text()
         return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name + "{"))
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
