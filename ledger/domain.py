@@ -58,7 +58,9 @@ class Reason(StrEnum):
 
 
 class Rejection(Exception):
-    def __init__(self, reason: Reason, message: str) -> None:
+    """A command or event refused by the rules; `reason` is a contract code (`Reason`, `IntakeReason`)."""
+
+    def __init__(self, reason: StrEnum, message: str) -> None:
         super().__init__(f"{reason.value}: {message}")
         self.reason = reason
         self.message = message

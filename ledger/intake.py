@@ -21,6 +21,7 @@ from ledger.domain import (
     GiftCredits,
     LedgerCommand,
     RedeemCredits,
+    Rejection,
     ReverseEntry,
 )
 from ledger.events import (
@@ -54,13 +55,6 @@ class IntakeReason(StrEnum):
     UNKNOWN_OPPORTUNITY = "unknown_opportunity"
     OPPORTUNITY_MISMATCH = "opportunity_mismatch"
     UNSUPPORTED_EVENT = "unsupported_event"
-
-
-class IntakeRejection(Exception):
-    def __init__(self, reason: IntakeReason, message: str) -> None:
-        super().__init__(f"{reason.value}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,35 +125,35 @@ def plan_event(event: DecodedEvent, registry: RegistryView) -> Plan:
     payload = event.payload
     planner = _PLANNERS.get(type(payload))
     if planner is None:
-        raise IntakeRejection(IntakeReason.UNSUPPORTED_EVENT, f"{event.type} is not applied by the ledger")
+        raise Rejection(IntakeReason.UNSUPPORTED_EVENT, f"{event.type} is not applied by the ledger")
     return planner(event, payload, registry)
 
 
 def _volunteer(registry: RegistryView, volunteer_id: str) -> None:
     if not registry.volunteer_exists(volunteer_id):
-        raise IntakeRejection(IntakeReason.UNKNOWN_VOLUNTEER, f"no volunteer {volunteer_id}")
+        raise Rejection(IntakeReason.UNKNOWN_VOLUNTEER, f"no volunteer {volunteer_id}")
 
 
 def _organisation(registry: RegistryView, org_id: str, kind: str) -> Organisation:
     organisation = registry.organisation(org_id)
     if organisation is None:
-        raise IntakeRejection(IntakeReason.UNKNOWN_ORGANISATION, f"no organisation {org_id}")
+        raise Rejection(IntakeReason.UNKNOWN_ORGANISATION, f"no organisation {org_id}")
     if kind not in organisation.kinds:
         reason = IntakeReason.NOT_A_PARTNER if kind == "partner" else IntakeReason.NOT_A_COMMUNITY_ORGANISATION
-        raise IntakeRejection(reason, f"organisation {org_id} is not a {kind} organisation")
+        raise Rejection(reason, f"organisation {org_id} is not a {kind} organisation")
     return organisation
 
 
 def _undecided_log(registry: RegistryView, log_event_id: UUID, org_id: str, volunteer_id: str) -> HoursLog:
     log = registry.hours_log(log_event_id)
     if log is None:
-        raise IntakeRejection(IntakeReason.UNKNOWN_LOG, f"no hours logged with event id {log_event_id}")
+        raise Rejection(IntakeReason.UNKNOWN_LOG, f"no hours logged with event id {log_event_id}")
     if log.org_id != org_id:
-        raise IntakeRejection(IntakeReason.WRONG_ORGANISATION, f"hours {log_event_id} were logged with {log.org_id}")
+        raise Rejection(IntakeReason.WRONG_ORGANISATION, f"hours {log_event_id} were logged with {log.org_id}")
     if log.volunteer_id != volunteer_id:
-        raise IntakeRejection(IntakeReason.WRONG_VOLUNTEER, f"hours {log_event_id} belong to another volunteer")
+        raise Rejection(IntakeReason.WRONG_VOLUNTEER, f"hours {log_event_id} belong to another volunteer")
     if registry.is_decided(log_event_id):
-        raise IntakeRejection(IntakeReason.ALREADY_DECIDED, f"hours {log_event_id} were already approved or rejected")
+        raise Rejection(IntakeReason.ALREADY_DECIDED, f"hours {log_event_id} were already approved or rejected")
     return log
 
 
@@ -199,9 +193,9 @@ def _booked(event: DecodedEvent, p: OpportunityBooked, registry: RegistryView) -
     _volunteer(registry, p.volunteer_id)
     opportunity = registry.opportunity(p.opportunity_id)
     if opportunity is None:
-        raise IntakeRejection(IntakeReason.UNKNOWN_OPPORTUNITY, f"no opportunity {p.opportunity_id}")
+        raise Rejection(IntakeReason.UNKNOWN_OPPORTUNITY, f"no opportunity {p.opportunity_id}")
     if (opportunity.partner_id, opportunity.cost) != (p.partner_id, p.amount):
-        raise IntakeRejection(
+        raise Rejection(
             IntakeReason.OPPORTUNITY_MISMATCH,
             f"opportunity {p.opportunity_id} is offered by {opportunity.partner_id} for {opportunity.cost} hundredths",
         )
@@ -224,9 +218,9 @@ def _redeemed(event: DecodedEvent, p: CreditsRedeemed, registry: RegistryView) -
     if p.opportunity_id is not None:
         opportunity = registry.opportunity(p.opportunity_id)
         if opportunity is None:
-            raise IntakeRejection(IntakeReason.UNKNOWN_OPPORTUNITY, f"no opportunity {p.opportunity_id}")
+            raise Rejection(IntakeReason.UNKNOWN_OPPORTUNITY, f"no opportunity {p.opportunity_id}")
         if opportunity.partner_id != p.partner_id:
-            raise IntakeRejection(IntakeReason.OPPORTUNITY_MISMATCH,
+            raise Rejection(IntakeReason.OPPORTUNITY_MISMATCH,
                                   f"opportunity {p.opportunity_id} is offered by {opportunity.partner_id}")
     command = RedeemCredits(event.event_id, event.envelope.occurred_at, p.volunteer_id, p.partner_id, p.amount,
                             p.opportunity_id)

@@ -16,13 +16,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
 from ledger import schema
-from ledger.domain import EntryDraft
+from ledger.domain import EntryDraft, Rejection
 from ledger.events import DecodedEvent, EntryCommitted, PostingOut, Undecodable
 from ledger.intake import (
     BatchRegistry,
     HoursDecision,
     HoursLog,
-    IntakeRejection,
     Opportunity,
     Organisation,
     Plan,
@@ -119,7 +118,7 @@ class _BatchProcess:
                 continue
             try:
                 plan = plan_event(item, registry)
-            except IntakeRejection as refused:
+            except Rejection as refused:
                 refusals.append(Rejected(item.event_id, refused.reason.value, refused.message))
                 slots.append(EventOutcome(item.event_id, item.type, "rejected", reason=refused.reason.value,
                                           message=refused.message))

@@ -40,7 +40,7 @@ from uuid import UUID, uuid5
 from pydantic import ValidationError
 
 from ledger.events import EventPayload, HoursApproved, HoursLogged, summarise
-from producers.sheets import Header, SheetError, open_sheet
+from producers.sheets import Header, RowProblem, SheetError, open_sheet
 
 __all__ = [
     "NAMESPACE",
@@ -79,13 +79,6 @@ class RejectCode(StrEnum):
 
 
 TOTALS_ROW = "totals_row"
-
-
-class _RowProblem(ValueError):
-    def __init__(self, code: RejectCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -160,7 +153,7 @@ _MIDNIGHT = re.compile(r"\s+0?0:00(?::00)?$")  # a date cell exported as a date 
 
 
 def parse_uk_date(text: str, *, today: date | None = None) -> date:
-    """A UK (day first) or ISO date; raises `ValueError` (a `_RowProblem`) saying what is wrong."""
+    """A UK (day first) or ISO date; raises `ValueError` (a `RowProblem`) saying what is wrong."""
     value = _MIDNIGHT.sub("", text.strip())
     if match := _ISO_DATE.fullmatch(value):
         year, month, day = (int(g) for g in match.groups())
@@ -171,23 +164,23 @@ def parse_uk_date(text: str, *, today: date | None = None) -> date:
     elif match := _NAMED_DATE.fullmatch(value):
         month_number = _MONTHS.get(match[2].lower())
         if month_number is None:
-            raise _RowProblem(RejectCode.BAD_DATE, f"{text!r}: {match[2]!r} is not a month")
+            raise RowProblem(RejectCode.BAD_DATE, f"{text!r}: {match[2]!r} is not a month")
         day, month, year = int(match[1]), month_number, int(match[3])
         if len(match[3]) == 2:
             year += 2000
     else:
-        raise _RowProblem(RejectCode.BAD_DATE, f"{text!r} is not a date (expected DD/MM/YYYY, e.g. 02/11/2026)")
+        raise RowProblem(RejectCode.BAD_DATE, f"{text!r} is not a date (expected DD/MM/YYYY, e.g. 02/11/2026)")
     if not 1 <= month <= 12:
         hint = " (dates are read day first, DD/MM/YYYY)" if 1 <= day <= 12 else ""
-        raise _RowProblem(RejectCode.BAD_DATE, f"{text!r} has no month {month}{hint}")
+        raise RowProblem(RejectCode.BAD_DATE, f"{text!r} has no month {month}{hint}")
     try:
         result = date(year, month, day)
     except ValueError:
-        raise _RowProblem(
+        raise RowProblem(
             RejectCode.BAD_DATE, f"{text!r} is not a real date: {_MONTH_NAMES[month - 1]} {year} has no day {day}"
         ) from None
     if today is not None and result > today:
-        raise _RowProblem(RejectCode.FUTURE_DATE, f"{text!r} is in the future (today is {today:%d/%m/%Y})")
+        raise RowProblem(RejectCode.FUTURE_DATE, f"{text!r} is in the future (today is {today:%d/%m/%Y})")
     return result
 
 
@@ -206,22 +199,22 @@ def parse_duration(text: str) -> int:
         minutes = _whole_minutes(Decimal(match[1]) * 60, text)
     elif match := _CLOCK.fullmatch(value):
         if match[3] not in (None, "00"):
-            raise _RowProblem(RejectCode.BAD_HOURS, f"{text!r} is not a whole number of minutes")
+            raise RowProblem(RejectCode.BAD_HOURS, f"{text!r} is not a whole number of minutes")
         minutes = int(match[1]) * 60 + int(match[2])
     elif match := _HOURS_UNITS.fullmatch(value):
         minutes = _whole_minutes(Decimal(match[1]) * 60, text) + int(match[2] or 0)
     elif match := _MINUTES_UNITS.fullmatch(value):
         minutes = int(match[1])
     elif _DECIMAL_COMMA.fullmatch(value):
-        raise _RowProblem(RejectCode.BAD_HOURS, f"{text!r}: use a decimal point ({value.replace(',', '.')})")
+        raise RowProblem(RejectCode.BAD_HOURS, f"{text!r}: use a decimal point ({value.replace(',', '.')})")
     elif value.startswith("-"):
-        raise _RowProblem(RejectCode.BAD_HOURS, f"{text!r}: hours cannot be negative")
+        raise RowProblem(RejectCode.BAD_HOURS, f"{text!r}: hours cannot be negative")
     else:
-        raise _RowProblem(RejectCode.BAD_HOURS, f"{text!r} is not a number of hours (expected e.g. 1.5 or 1:30)")
+        raise RowProblem(RejectCode.BAD_HOURS, f"{text!r} is not a number of hours (expected e.g. 1.5 or 1:30)")
     if minutes <= 0:
-        raise _RowProblem(RejectCode.BAD_HOURS, f"{text!r}: hours must be more than zero")
+        raise RowProblem(RejectCode.BAD_HOURS, f"{text!r}: hours must be more than zero")
     if minutes > MAX_MINUTES:
-        raise _RowProblem(RejectCode.BAD_HOURS, f"{text!r}: more than 24 hours in one row")
+        raise RowProblem(RejectCode.BAD_HOURS, f"{text!r}: more than 24 hours in one row")
     return minutes
 
 
@@ -229,9 +222,9 @@ def _whole_minutes(minutes: Decimal, text: str) -> int:
     try:
         whole = minutes.to_integral_value()
     except InvalidOperation:
-        raise _RowProblem(RejectCode.BAD_HOURS, f"{text!r} is not a number of hours") from None
+        raise RowProblem(RejectCode.BAD_HOURS, f"{text!r} is not a number of hours") from None
     if minutes != whole:
-        raise _RowProblem(
+        raise RowProblem(
             RejectCode.BAD_HOURS,
             f"{text!r} hours is {minutes.normalize():f} minutes, not a whole number of minutes (write h:mm, e.g. 1:20)",
         )
@@ -271,7 +264,7 @@ def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None) ->
             continue
         try:
             hours = _row(raw, table.header, org_id, today)
-        except _RowProblem as problem:
+        except RowProblem as problem:
             sheet.rejected.append(RejectedRow(line, problem.code, problem.message, raw))
             continue
         key = (hours.volunteer_id, hours.date, hours.minutes, hours.activity)
@@ -283,7 +276,7 @@ def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None) ->
 
 def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date) -> HoursLogged:
     if any(cell.strip() for cell in raw[header.width :]):
-        raise _RowProblem(
+        raise RowProblem(
             RejectCode.INVALID_ROW,
             f"{len(raw)} cells but {header.width} headings: a value holding a comma must be in quotes "
             "(and hours take a decimal point, not a comma)",
@@ -291,7 +284,7 @@ def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date) -> Hour
     values = {name: raw[index].strip() if index < len(raw) else "" for name, index in header.columns.items()}
     missing = [name for name in _COLUMNS if not values[name]]
     if missing:
-        raise _RowProblem(RejectCode.MISSING_VALUE, f"no {', no '.join(missing)}")
+        raise RowProblem(RejectCode.MISSING_VALUE, f"no {', no '.join(missing)}")
     day = parse_uk_date(values["date"], today=today)
     minutes = parse_duration(values["hours"])
     try:
@@ -301,14 +294,14 @@ def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date) -> Hour
     except ValidationError as exc:
         fields = {error["loc"][0] for error in exc.errors() if error["loc"]}
         if fields == {"volunteer_id"}:
-            raise _RowProblem(
+            raise RowProblem(
                 RejectCode.INVALID_VOLUNTEER,
                 f"{values['volunteer']!r} is not a volunteer id (the programme's volunteer number: letters, "
                 "digits, '.', '_' or '-', at most 64)",
             ) from None
         if fields == {"activity"}:
-            raise _RowProblem(RejectCode.INVALID_ACTIVITY, summarise(exc)) from None
-        raise _RowProblem(RejectCode.INVALID_ROW, summarise(exc)) from None
+            raise RowProblem(RejectCode.INVALID_ACTIVITY, summarise(exc)) from None
+        raise RowProblem(RejectCode.INVALID_ROW, summarise(exc)) from None
 
 
 def _check_org_id(org_id: str) -> None:

@@ -18,6 +18,15 @@ class SheetError(ValueError):
     """The file as a whole cannot be read (encoding, no header, missing or doubled column, not CSV)."""
 
 
+class RowProblem(ValueError):
+    """One row cannot be used; `code` is the parser's machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @dataclass(frozen=True)
 class Header:
     columns: dict[str, int]  # field name -> cell index

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, literal_column, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from ledger import schema
-from producers.sheets import Header, SheetError, open_sheet
+from producers.sheets import Header, RowProblem, SheetError, open_sheet
 
 __all__ = [
     "AREA_CODE",
@@ -68,13 +68,6 @@ class AreaRejectCode(StrEnum):
 
 class AreasFileError(SheetError):
     """The file as a whole cannot be read as an areas file (encoding, no header, missing column, no rows)."""
-
-
-class _RowProblem(ValueError):
-    def __init__(self, code: AreaRejectCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -154,9 +147,9 @@ def parse_areas(data: bytes | str) -> ParsedAreas:
         try:
             area = _row(raw, table.header, line)
             if area.code in first_line:
-                raise _RowProblem(AreaRejectCode.DUPLICATE_CODE,
+                raise RowProblem(AreaRejectCode.DUPLICATE_CODE,
                                   f"{area.code} is also on line {first_line[area.code]}: one row an area")
-        except _RowProblem as problem:
+        except RowProblem as problem:
             parsed.rejected.append(RejectedArea(line, problem.code, problem.message, raw))
             continue
         first_line[area.code] = line
@@ -203,14 +196,14 @@ def upsert_areas(engine: Engine, areas: list[Area]) -> tuple[int, int, int]:
 
 def _row(raw: tuple[str, ...], header: Header, line: int) -> Area:
     if any(cell.strip() for cell in raw[header.width:]):
-        raise _RowProblem(
+        raise RowProblem(
             AreaRejectCode.INVALID_ROW,
             f"{len(raw)} cells but {header.width} headings: a value holding a comma must be in quotes",
         )
     values = {name: raw[index].strip() if index < len(raw) else "" for name, index in header.columns.items()}
     missing = [name for name in _REQUIRED if not values[name]]
     if missing:
-        raise _RowProblem(AreaRejectCode.MISSING_VALUE, f"no {', no '.join(missing)}")
+        raise RowProblem(AreaRejectCode.MISSING_VALUE, f"no {', no '.join(missing)}")
     return Area(
         line=line,
         code=_code(values["code"]),
@@ -224,7 +217,7 @@ def _row(raw: tuple[str, ...], header: Header, line: int) -> Area:
 def _code(text: str) -> str:
     code = text.upper()
     if not AREA_CODE.fullmatch(code):
-        raise _RowProblem(
+        raise RowProblem(
             AreaRejectCode.BAD_CODE,
             f"{text!r} is not an ONS area code (a letter E, W, S or N and eight digits, e.g. E09000030)",
         )
@@ -233,15 +226,15 @@ def _code(text: str) -> str:
 
 def _text(text: str, what: str, longest: int, code: AreaRejectCode) -> str:
     if _CONTROL.search(text):
-        raise _RowProblem(code, f"the {what} holds a line break or control character")
+        raise RowProblem(code, f"the {what} holds a line break or control character")
     if len(text) > longest:
-        raise _RowProblem(code, f"the {what} is {len(text)} characters long (at most {longest})")
+        raise RowProblem(code, f"the {what} is {len(text)} characters long (at most {longest})")
     return text
 
 
 def _decile(text: str) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 10:
-        raise _RowProblem(
+        raise RowProblem(
             AreaRejectCode.BAD_DECILE,
             f"need decile {text!r} is not a whole number from 1 (the most deprived 10 %) to 10 (the least)",
         )
@@ -251,12 +244,12 @@ def _decile(text: str) -> int:
 def _population(text: str) -> int:
     digits = text.replace(",", "").replace(" ", "") if _THOUSANDS.fullmatch(text) else text
     if not digits.isascii() or not digits.isdigit():
-        raise _RowProblem(AreaRejectCode.BAD_POPULATION,
+        raise RowProblem(AreaRejectCode.BAD_POPULATION,
                           f"population {text!r} is not a whole number of residents (e.g. 310000)")
     population = int(digits)
     if population <= 0:
-        raise _RowProblem(AreaRejectCode.BAD_POPULATION, f"population {text!r}: an area has more than 0 residents")
+        raise RowProblem(AreaRejectCode.BAD_POPULATION, f"population {text!r}: an area has more than 0 residents")
     if population > MAX_POPULATION:
-        raise _RowProblem(AreaRejectCode.BAD_POPULATION,
+        raise RowProblem(AreaRejectCode.BAD_POPULATION,
                           f"population {text!r} is more than the United Kingdom's: check the figure")
     return population
