@@ -249,29 +249,19 @@ def _held_amount(booking: RecordedEntry) -> int:
     return next(p.amount for p in booking.postings if p.amount > 0)
 
 
-def _cancel(c: CancelBooking, view: LedgerView) -> EntryDraft:
-    booking = _open_booking(c.booking_event_id, view)
-    assert booking.volunteer_id is not None
-    return EntryDraft(
-        c.event_id,
-        EntryKind.BOOKING_CANCELLED,
-        c.occurred_at,
-        _transfer(holds_account(booking.volunteer_id), volunteer_account(booking.volunteer_id), _held_amount(booking)),
-        volunteer_id=booking.volunteer_id,
-        org_id=booking.org_id,
-        opportunity_id=booking.opportunity_id,
-        related_event_id=c.booking_event_id,
-    )
-
-
-def _attend(c: AttendBooking, view: LedgerView) -> EntryDraft:
+def _settle(c: CancelBooking | AttendBooking, view: LedgerView) -> EntryDraft:
+    """Release a booking's held credits: back to the volunteer (cancelled) or on to the partner (attended)."""
     booking = _open_booking(c.booking_event_id, view)
     assert booking.volunteer_id is not None and booking.org_id is not None
+    if isinstance(c, CancelBooking):
+        kind, receiver = EntryKind.BOOKING_CANCELLED, volunteer_account(booking.volunteer_id)
+    else:
+        kind, receiver = EntryKind.BOOKING_ATTENDED, partner_account(booking.org_id)
     return EntryDraft(
         c.event_id,
-        EntryKind.BOOKING_ATTENDED,
+        kind,
         c.occurred_at,
-        _transfer(holds_account(booking.volunteer_id), partner_account(booking.org_id), _held_amount(booking)),
+        _transfer(holds_account(booking.volunteer_id), receiver, _held_amount(booking)),
         volunteer_id=booking.volunteer_id,
         org_id=booking.org_id,
         opportunity_id=booking.opportunity_id,
@@ -341,8 +331,8 @@ def _refuse_overdraft(draft: EntryDraft, view: LedgerView) -> None:
 _DRAFTERS = {
     EarnCredits: _earn,
     BookOpportunity: _book,
-    CancelBooking: _cancel,
-    AttendBooking: _attend,
+    CancelBooking: _settle,
+    AttendBooking: _settle,
     RedeemCredits: _redeem,
     GiftCredits: _gift,
     ReverseEntry: _reverse,
