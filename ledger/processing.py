@@ -16,6 +16,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
 from ledger import schema
+from ledger.schema import any_of
+from ledger.bulk import copy_rows
 from ledger.domain import EntryDraft, Rejection
 from ledger.events import DecodedEvent, EntryCommitted, PostingOut, Undecodable
 from ledger.intake import (
@@ -28,7 +30,14 @@ from ledger.intake import (
     RegistryUpsert,
     plan_event,
 )
-from ledger.repository import Applied, LedgerWriter, Rejected, database_reason, lock_chain, write_rejections
+from ledger.repository import (
+    Applied,
+    LedgerWriter,
+    Rejected,
+    database_reason,
+    lock_chain,
+    write_rejections,
+)
 
 Item = DecodedEvent | Undecodable
 
@@ -193,14 +202,14 @@ def _decided(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, EventOut
         return {}
     e, r, logs, d = schema.entries, schema.rejections, schema.hours_logs, schema.hours_decisions
     found: dict[UUID, EventOutcome] = {}
-    for event_id in conn.execute(select(logs.c.event_id).where(logs.c.event_id.in_(ids))).scalars():
+    for event_id in conn.execute(select(logs.c.event_id).where(any_of(logs.c.event_id, ids))).scalars():
         found[event_id] = EventOutcome(event_id, "HoursLogged", "applied")
-    for event_id in conn.execute(select(d.c.decision_event_id).where(d.c.decision_event_id.in_(ids))).scalars():
+    for event_id in conn.execute(select(d.c.decision_event_id).where(any_of(d.c.decision_event_id, ids))).scalars():
         found[event_id] = EventOutcome(event_id, None, "applied")
-    for event_id, entry_id in conn.execute(select(e.c.event_id, e.c.id).where(e.c.event_id.in_(ids))):
+    for event_id, entry_id in conn.execute(select(e.c.event_id, e.c.id).where(any_of(e.c.event_id, ids))):
         found[event_id] = EventOutcome(event_id, None, "applied", entry_id=entry_id)
     for event_id, reason, message in conn.execute(
-        select(r.c.event_id, r.c.reason, r.c.message).where(r.c.event_id.in_(ids))
+        select(r.c.event_id, r.c.reason, r.c.message).where(any_of(r.c.event_id, ids))
     ):
         found[event_id] = EventOutcome(event_id, None, "rejected", reason=reason, message=message)
     return found
@@ -237,22 +246,22 @@ def _load_registry(conn: Connection, events: Sequence[DecodedEvent]) -> BatchReg
             log_ids.add(p.log_event_id)  # type: ignore[attr-defined]
 
     v, o, op, logs, d = schema.volunteers, schema.organisations, schema.opportunities, schema.hours_logs, schema.hours_decisions
-    volunteers = set(conn.execute(select(v.c.id).where(v.c.id.in_(list(volunteer_ids)))).scalars()) if volunteer_ids else set()
+    volunteers = set(conn.execute(select(v.c.id).where(any_of(v.c.id, list(volunteer_ids)))).scalars()) if volunteer_ids else set()
     organisations = {
         row.id: Organisation(row.id, frozenset(row.kinds), row.auto_approve)
-        for row in conn.execute(select(o.c.id, o.c.kinds, o.c.auto_approve).where(o.c.id.in_(list(org_ids))))
+        for row in conn.execute(select(o.c.id, o.c.kinds, o.c.auto_approve).where(any_of(o.c.id, list(org_ids))))
     } if org_ids else {}
     opportunities = {
         row.id: Opportunity(row.id, row.partner_id, row.cost)
-        for row in conn.execute(select(op.c.id, op.c.partner_id, op.c.cost).where(op.c.id.in_(list(opportunity_ids))))
+        for row in conn.execute(select(op.c.id, op.c.partner_id, op.c.cost).where(any_of(op.c.id, list(opportunity_ids))))
     } if opportunity_ids else {}
     hours: dict[UUID, HoursLog] = {}
     decided: set[UUID] = set()
     if log_ids:
-        for row in conn.execute(select(logs).where(logs.c.event_id.in_(list(log_ids)))):
+        for row in conn.execute(select(logs).where(any_of(logs.c.event_id, list(log_ids)))):
             hours[row.event_id] = HoursLog(row.event_id, row.volunteer_id, row.org_id, row.worked_on, row.minutes,
                                            row.activity, row.logged_at, row.actor)
-        decided = set(conn.execute(select(d.c.log_event_id).where(d.c.log_event_id.in_(list(log_ids)))).scalars())
+        decided = set(conn.execute(select(d.c.log_event_id).where(any_of(d.c.log_event_id, list(log_ids)))).scalars())
     return BatchRegistry(volunteers, organisations, opportunities, hours, decided)
 
 
@@ -272,41 +281,33 @@ def _upsert_registry(conn: Connection, upserts: list[RegistryUpsert]) -> None:
 
 
 def _insert_hours_logs(conn: Connection, logs: list[HoursLog]) -> None:
-    if logs:
-        conn.execute(
-            insert(schema.hours_logs),
-            [
-                {
-                    "event_id": log.event_id,
-                    "volunteer_id": log.volunteer_id,
-                    "org_id": log.org_id,
-                    "worked_on": log.worked_on,
-                    "minutes": log.minutes,
-                    "activity": log.activity,
-                    "logged_at": log.logged_at,
-                    "actor": log.actor,
-                }
-                for log in logs
-            ],
-        )
+    copy_rows(conn, schema.hours_logs, [
+        {
+            "event_id": log.event_id,
+            "volunteer_id": log.volunteer_id,
+            "org_id": log.org_id,
+            "worked_on": log.worked_on,
+            "minutes": log.minutes,
+            "activity": log.activity,
+            "logged_at": log.logged_at,
+            "actor": log.actor,
+        }
+        for log in logs
+    ])
 
 
 def _insert_decisions(conn: Connection, decisions: list[tuple[HoursDecision, int | None]]) -> None:
-    if decisions:
-        conn.execute(
-            insert(schema.hours_decisions),
-            [
-                {
-                    "log_event_id": decision.log_event_id,
-                    "decision_event_id": decision.decision_event_id,
-                    "decision": "approved" if decision.approved else "rejected",
-                    "reason": decision.reason,
-                    "entry_id": entry_id,
-                    "decided_at": decision.decided_at,
-                }
-                for decision, entry_id in decisions
-            ],
-        )
+    copy_rows(conn, schema.hours_decisions, [
+        {
+            "log_event_id": decision.log_event_id,
+            "decision_event_id": decision.decision_event_id,
+            "decision": "approved" if decision.approved else "rejected",
+            "reason": decision.reason,
+            "entry_id": entry_id,
+            "decided_at": decision.decided_at,
+        }
+        for decision, entry_id in decisions
+    ])
 
 
 def load_committed(conn: Connection, entry_ids: Sequence[int]) -> list[EntryCommitted]:
@@ -319,12 +320,12 @@ def load_committed(conn: Connection, entry_ids: Sequence[int]) -> list[EntryComm
         select(e.c.id, e.c.event_id, e.c.kind, e.c.occurred_at, e.c.volunteer_id, e.c.org_id, e.c.opportunity_id,
                related.c.event_id)
         .outerjoin(related, related.c.id == e.c.related_entry_id)
-        .where(e.c.id.in_(list(entry_ids)))
+        .where(any_of(e.c.id, list(entry_ids)))
         .order_by(e.c.id)
     ).all()
     postings: dict[int, list[PostingOut]] = {}
     for entry_id, account, amount in conn.execute(
-        select(p.c.entry_id, p.c.account_key, p.c.amount).where(p.c.entry_id.in_(list(entry_ids)))
+        select(p.c.entry_id, p.c.account_key, p.c.amount).where(any_of(p.c.entry_id, list(entry_ids)))
     ):
         postings.setdefault(entry_id, []).append(PostingOut(account=account, amount=amount))
     return [

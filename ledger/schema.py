@@ -1,6 +1,9 @@
 """SQLAlchemy Core tables mirroring the migrations (infra/migrations); constraints and triggers live there."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -15,10 +18,21 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    any_,
+    cast,
     func,
+    literal,
 )
+from sqlalchemy.sql import ColumnElement
 
 metadata = MetaData()
+
+
+def any_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column = ANY(:values)`: one array parameter however many values. `IN` binds one parameter a value,
+    each through SQLAlchemy's Python-level processing, and a worker's batch asks about thousands at a time."""
+    array = ARRAY(column.type)
+    return column == any_(cast(literal(list(values), array), array))
 
 accounts = Table(
     "accounts",

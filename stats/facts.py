@@ -16,9 +16,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.dialects.postgresql import insert
 
 from ledger import schema
+from ledger.schema import any_of
+from ledger.bulk import insert_rows_ignoring_conflicts
 from ledger.domain import EntryKind
 from ledger.events import EntryCommitted
 
@@ -33,8 +34,7 @@ def write_facts(engine: Engine, entries: Sequence[EntryCommitted]) -> int:
         rows = facts_for(conn, entries)
         if not rows:
             return 0
-        result = conn.execute(insert(schema.stats_facts).on_conflict_do_nothing(index_elements=["entry_id"]), rows)
-        return result.rowcount
+        return insert_rows_ignoring_conflicts(conn, schema.stats_facts, rows)
 
 
 def facts_for(conn: Connection, entries: Sequence[EntryCommitted]) -> list[dict[str, Any]]:
@@ -53,12 +53,12 @@ def facts_for(conn: Connection, entries: Sequence[EntryCommitted]) -> list[dict[
         row.entry_id: (row.minutes, row.worked_on)
         for row in conn.execute(
             select(d.c.entry_id, logs.c.minutes, logs.c.worked_on).join(logs, logs.c.event_id == d.c.log_event_id)
-            .where(d.c.entry_id.in_(entry_ids))
+            .where(any_of(d.c.entry_id, entry_ids))
         )
     }
     opportunity_ids = {entry.opportunity_id for entry in entries if entry.opportunity_id}
     opportunity_ids |= {row.opportunity_id for row in originals.values() if row.opportunity_id}
-    categories = dict(conn.execute(select(op.c.id, op.c.category).where(op.c.id.in_(list(opportunity_ids)))).all()) \
+    categories = dict(conn.execute(select(op.c.id, op.c.category).where(any_of(op.c.id, list(opportunity_ids)))).all()) \
         if opportunity_ids else {}
     partners = {entry.org_id for entry in entries if entry.org_id} | {row.org_id for row in originals.values()}
     partner_category = _main_categories(conn, partners)
@@ -104,7 +104,7 @@ def _main_categories(conn: Connection, partner_ids: set[str | None]) -> dict[str
         return {}
     op = schema.opportunities
     counts = conn.execute(
-        select(op.c.partner_id, op.c.category, func.count()).where(op.c.partner_id.in_(ids))
+        select(op.c.partner_id, op.c.category, func.count()).where(any_of(op.c.partner_id, ids))
         .group_by(op.c.partner_id, op.c.category)
     ).all()
     best: dict[str, tuple[int, str]] = {}

@@ -76,11 +76,13 @@ def insert_raw_entry(
             "hash": digest,
         },
     )
-    for posting in postings:
-        conn.execute(
-            text("INSERT INTO postings (entry_id, account_key, amount) VALUES (:e, :a, :amount)"),
-            {"e": entry_id, "a": posting.account, "amount": posting.amount},
-        )
+    # All postings in one statement: the database checks an entry whole at the end of the statement that
+    # inserts its postings (migration 0005), so a half-written entry is refused on the spot.
+    values = ", ".join(f"(:e, :a{n}, :amount{n})" for n in range(len(postings)))
+    params: dict[str, Any] = {"e": entry_id}
+    for n, posting in enumerate(postings):
+        params.update({f"a{n}": posting.account, f"amount{n}": posting.amount})
+    conn.execute(text(f"INSERT INTO postings (entry_id, account_key, amount) VALUES {values}"), params)
     return entry_id
 
 

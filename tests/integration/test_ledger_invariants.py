@@ -188,6 +188,30 @@ def test_database_refuses_an_overdraft_the_python_rules_did_not_see(engine: Engi
     assert LedgerRepository(engine).volunteer_balance("v1").available == 100
 
 
+def test_a_balance_may_not_dip_below_zero_inside_one_statement_either(engine: Engine) -> None:
+    """A spend before the earning that covers it, both in one statement, ends positive but went negative."""
+    with engine.begin() as conn:
+        head = conn.execute(text("SELECT hash FROM entries ORDER BY id DESC LIMIT 1")).scalar()
+        spend, earn = (conn.execute(text("SELECT nextval('entries_id_seq')")).scalar_one() for _ in range(2))
+        conn.execute(text(
+            "INSERT INTO accounts (key, kind, owner_id) VALUES ('volunteer:v1', 'volunteer', 'v1'), "
+            "('partner:p1', 'partner', 'p1'), ('issuer:org1', 'issuer', 'org1') ON CONFLICT DO NOTHING"))
+        conn.execute(text(
+            "INSERT INTO entries (id, event_id, kind, occurred_at, recorded_at, prev_hash, hash) VALUES "
+            "(:spend, gen_random_uuid(), 'credits_redeemed', now(), now(), :head, :a), "
+            "(:earn, gen_random_uuid(), 'hours_approved', now(), now(), :a, :b)"
+        ), {"spend": spend, "earn": earn, "head": bytes(head) if head else bytes(32), "a": b"\x01" * 32,
+            "b": b"\x02" * 32})
+        with pytest.raises(DBAPIError, match="balance_not_negative") as caught:
+            conn.execute(text(
+                "INSERT INTO postings (entry_id, account_key, amount) VALUES (:spend, 'volunteer:v1', -5), "
+                "(:spend, 'partner:p1', 5), (:earn, 'issuer:org1', -10), (:earn, 'volunteer:v1', 10)"
+            ), {"spend": spend, "earn": earn})
+        assert _sqlstate(caught.value) == "23514"
+        assert caught.value.orig.diag.constraint_name == "balance_not_negative"  # type: ignore[union-attr]
+        conn.rollback()
+
+
 def test_holds_and_partner_accounts_cannot_go_negative_either(engine: Engine) -> None:
     for bad in ([Posting("holds:v1", -1), Posting("volunteer:v1", 1)], [Posting("partner:p1", -1), Posting("volunteer:v1", 1)]):
         with pytest.raises(DBAPIError, match="balance_not_negative"):
@@ -297,7 +321,29 @@ def test_database_refuses_an_entry_that_does_not_follow_the_chain_head(engine: E
     LedgerRepository(engine).apply_batch([_earn()])
     with pytest.raises(DBAPIError, match="broken_chain"):
         with engine.begin() as conn:
+            insert_raw_entry(conn, [Posting("issuer:org1", -1), Posting("volunteer:v1", 1)], prev_hash=b"\x07" * 32)
+
+
+def test_database_refuses_a_fork_of_the_chain(engine: Engine) -> None:
+    """A second entry naming the same predecessor (here the genesis) would fork the chain at any isolation level."""
+    LedgerRepository(engine).apply_batch([_earn()])
+    with pytest.raises(DBAPIError, match="entries_prev_hash_key"):
+        with engine.begin() as conn:
             insert_raw_entry(conn, [Posting("issuer:org1", -1), Posting("volunteer:v1", 1)], prev_hash=bytes(32))
+
+
+def test_new_entries_of_one_statement_must_chain_to_each_other(engine: Engine) -> None:
+    repository = LedgerRepository(engine)
+    repository.apply_batch([_earn()])
+    with engine.connect() as conn:
+        head = bytes(scalar(conn, "SELECT hash FROM entries ORDER BY id DESC LIMIT 1"))
+    with pytest.raises(DBAPIError, match="broken_chain"):
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO entries (id, event_id, kind, occurred_at, recorded_at, prev_hash, hash) VALUES "
+                "(nextval('entries_id_seq'), gen_random_uuid(), 'hours_approved', now(), now(), :head, :a), "
+                "(nextval('entries_id_seq'), gen_random_uuid(), 'hours_approved', now(), now(), :other, :b)"
+            ), {"head": head, "a": b"\x01" * 32, "other": b"\x02" * 32, "b": b"\x03" * 32})
 
 
 def test_database_refuses_an_entry_with_a_forged_hash(engine: Engine) -> None:

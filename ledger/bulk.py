@@ -1,0 +1,76 @@
+"""Many rows into a table in one statement, their values rendered in bulk rather than bound one by one.
+
+A worker's batch writes thousands of rows a transaction. Through SQLAlchemy's executemany each value passes
+through Python-level bind processing, and PostgreSQL then parses a VALUES list of thousands of literals;
+profiling showed that costing more than storing the rows. `COPY ... FROM STDIN` takes the rows as text with
+no parsing or planning per value (about three times faster than a 1,000-row INSERT here). It fires the same
+constraints and statement-level triggers as an INSERT. Both helpers run on the Connection's own DBAPI
+connection, so they are part of the caller's transaction.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg2.extras import execute_values
+from sqlalchemy import Connection, Table
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """COPY `rows` (dicts with the same keys, which must be `table`'s column names) in ONE statement.
+
+    One statement, never pages: the database checks an entry's postings together at the end of the statement
+    that inserts them (migration 0005), so postings must not be split across statements. Returns rows written.
+    """
+    if not rows:
+        return 0
+    columns = _columns(table, rows)
+    text = "".join("\t".join(_copy_text(row[column]) for column in columns) + "\n" for row in rows)
+    with conn.connection.cursor() as cursor:  # the DBAPI connection of this transaction
+        cursor.copy_expert(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN", io.StringIO(text))
+        return max(cursor.rowcount, 0)
+
+
+def insert_rows_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING in one statement (COPY cannot skip conflicts); returns rows inserted."""
+    if not rows:
+        return 0
+    columns = _columns(table, rows)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES %s ON CONFLICT DO NOTHING"
+    with conn.connection.cursor() as cursor:
+        execute_values(cursor, sql, [tuple(row[column] for column in columns) for row in rows], page_size=len(rows))
+        return max(cursor.rowcount, 0)
+
+
+def _columns(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    columns = list(rows[0])
+    unknown = set(columns) - set(table.columns.keys())
+    if unknown:
+        raise ValueError(f"not columns of {table.name}: {sorted(unknown)}")
+    return columns
+
+
+def _copy_text(value: Any) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not written to the ledger")
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes | memoryview):
+        return "\\\\x" + bytes(value).hex()
+    raise TypeError(f"no COPY text for {type(value).__name__}")
