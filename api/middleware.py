@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -14,6 +15,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import principal_for
+from api.publishing import request_event_id
 from ledger import schema
 
 MAX_KEY_LENGTH = 200
@@ -41,7 +43,8 @@ class IdempotencyMiddleware:
 
     Keys are scoped to the caller (the bearer token) and the path. The first request claims the key before it
     runs, so a concurrent repeat gets 409 `idempotency_in_progress` rather than a second event. Answers of 5xx
-    are not kept: the request may be retried with the same key.
+    are not kept: the request may be retried with the same key, and then publishes the same event id as before
+    (`request_event_id`), so an event that reached the broker despite a 503 is not applied twice.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -63,7 +66,8 @@ class IdempotencyMiddleware:
         services = scope["app"].state.services
         engine: Engine = services.engine
         token = authorization.partition(" ")[2].strip() if authorization.lower().startswith("bearer ") else ""
-        if not token or await run_in_threadpool(principal_for, engine, token, services.admin_token) is None:
+        if not token or await run_in_threadpool(principal_for, engine, token, services.admin_token,
+                                                  services.principals) is None:
             await self.app(scope, _replay(body), send)  # no key is claimed for a caller the API will refuse
             return
         ident = (hashlib.sha256(authorization.encode()).digest(), scope["path"], key)
@@ -89,9 +93,11 @@ class IdempotencyMiddleware:
                     await settle()  # stored before the caller has the answer, so a prompt repeat finds it
             await send(message)
 
+        reset = request_event_id.set(_event_id(ident, body_hash))
         try:
             await self.app(scope, _replay(body), capture)
         finally:
+            request_event_id.reset(reset)
             await settle()
 
     @staticmethod
@@ -130,6 +136,15 @@ def _replay(body: bytes) -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
+
+
+_EVENT_IDS = uuid.UUID("0b5c3e8e-6f63-4c52-9f7e-3c1d0f1d2a77")
+
+
+def _event_id(ident: tuple[bytes, str, str], body_hash: bytes) -> uuid.UUID:
+    """The same caller, path, key and body: the same event id, however often the request is retried."""
+    caller, path, key = ident
+    return uuid.uuid5(_EVENT_IDS, "\n".join((caller.hex(), path, key, body_hash.hex())))
 
 
 def _claim(engine: Engine, ident: tuple[bytes, str, str], body_hash: bytes) -> tuple[bool, Any]:

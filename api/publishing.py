@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 
 from sqlalchemy import Connection, insert
 
@@ -12,6 +13,11 @@ from ledger import schema
 from ledger.events import Envelope, EventPayload
 from producers.kafka import DeliveryError
 
+#: Set by the Idempotency-Key middleware for the request it lets through: the event id that request publishes.
+#: A 503 does not prove the event was not delivered (the broker may still write what it received before it stopped
+#: answering), so a retry with the same key and body must publish the same event, which the ledger applies once.
+request_event_id: ContextVar[uuid.UUID | None] = ContextVar("request_event_id", default=None)
+
 
 def publish(services: Services, principal: Principal, payload: EventPayload, conn: Connection | None = None) -> Envelope:
     """Produce `payload` and wait for the broker's acknowledgement; record who asked, for `GET /v1/events`.
@@ -19,7 +25,8 @@ def publish(services: Services, principal: Principal, payload: EventPayload, con
     With `conn` (a registry write in progress), the caller's transaction commits only if the event was
     delivered. A broker that does not answer in time gives 503 `broker_unavailable`, never a hang.
     """
-    event_id = uuid.uuid4()
+    event_id = request_event_id.get() or uuid.uuid4()
+    request_event_id.set(None)  # one event a request; should a handler publish another, it gets an id of its own
     request_row = insert(schema.event_requests).values(event_id=event_id, actor=principal.actor, type=type(payload).__name__)
     try:
         if conn is not None:

@@ -1,16 +1,16 @@
-"""The ledger worker: a faust app that applies `tc.activity` and `tc.admin` to PostgreSQL in batches, and
+"""The ledger worker: a faust worker that applies `tc.activity` and `tc.admin` to PostgreSQL in batches, and
 records participation facts from `tc.ledger` for the statistics.
 
 Exactly-once effect from at-least-once delivery (design.md §2): each batch taken from Kafka is applied in one
 PostgreSQL transaction by `EventProcessor`; only after the commit are the committed entries published to
-`tc.ledger`, the rejections to `tc.rejected`, and the batch's events acked, so their offsets commit on faust's
-next commit tick. A crash anywhere before the ack means the batch is delivered again, and the ledger's unique
+`tc.ledger` and the rejections to `tc.rejected`, and only then are the batch's offsets committed
+(`consumers.batches`). A crash anywhere before that means the batch is delivered again, and the ledger's unique
 event ids turn the replay into duplicates.
 
-Why `noack_take` and not `take`: `take`/`take_events` ack a batch in a `finally` block, so a batch whose
-processing raised would be acked (and its offsets committed) anyway, losing it. For the same reason the agent
-never raises: a database outage is retried on the same batch; anything else ends the process unacked
-(a restart replays the batch), because a crashed agent restarted by faust would carry on past it.
+faust runs the process: its worker owns the event loop, signals, logging and the Kafka producer that publishes
+results; the two consumers are `BatchConsumer` services it starts and stops with the app (see that module for
+why they take batches from aiokafka rather than faust streams). A batch never fails half-way: a database outage
+is retried on the same batch; anything else ends the process without committing (a restart replays the batch).
 """
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import faust
-from faust.types import EventT, StreamT
+from aiokafka import ConsumerRecord
 from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from consumers import metrics
+from consumers.batches import BatchConsumer, ConsumerSettings, Records
 from ledger.events import (
     TOPIC_ACTIVITY,
     TOPIC_ADMIN,
@@ -39,6 +40,7 @@ from ledger.events import (
     DecodedEvent,
     EntryCommitted,
     Undecodable,
+    check_key,
     decode_event,
 )
 from ledger.processing import BatchResult, EventProcessor
@@ -61,93 +63,73 @@ class WorkerConfig:
     batch_size: int = 1000
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
+    loglevel: str = "warn"
 
     @property
     def app_id(self) -> str:
         return f"{self.topic_prefix}timecredits-ledger"
 
 
-def create_app(config: WorkerConfig) -> faust.App:
-    """The faust app, its agents and topics; settings chosen to work on Apache Kafka and on Tansu.
-
-    Tansu (design.md §6): a group join waits about one session timeout, so the session timeout stays short
-    (10 s) and the max poll interval near 30 s; topics are created by `ensure_topics` beforehand, so faust
-    declares none (and needs no leader topic: the app has no tables).
-    """
+def create_worker(config: WorkerConfig) -> faust.Worker:
+    """The faust worker with its two batch consumers: the ledger (activity and admin) and the statistics."""
     app = faust.App(
         config.app_id,
         broker=f"kafka://{config.bootstrap_servers}",
+        producer_only=True,
         store="memory://",
         datadir=str(config.data_dir / "faust"),
         web_enabled=False,
         topic_allow_declare=False,
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=config.session_timeout_s,
-        broker_heartbeat_interval=max(1.0, config.session_timeout_s / 3.5),
-        broker_rebalance_timeout=config.session_timeout_s,
-        broker_max_poll_interval=30.0,
-        broker_request_timeout=max(40.0, config.session_timeout_s + 10),
-        broker_commit_interval=1.0,
-        stream_wait_empty=True,
         producer_acks=-1,
+        producer_linger=0.005,
+        producer_max_batch_size=1024 * 1024,
     )
     engine = create_engine(config.database_url, pool_pre_ping=True, pool_size=2, max_overflow=2)
     processor = EventProcessor(engine)
-    ledger_topic = app.topic(config.topic_prefix + TOPIC_LEDGER, key_serializer="raw", value_serializer="raw")
-    rejected_topic = app.topic(config.topic_prefix + TOPIC_REJECTED, key_serializer="raw", value_serializer="raw")
+    ledger_topic = config.topic_prefix + TOPIC_LEDGER
+    rejected_topic = config.topic_prefix + TOPIC_REJECTED
+    admin_topic = config.topic_prefix + TOPIC_ADMIN
 
-    async def publish(result: BatchResult, events: Sequence[EventT], items: Sequence[DecodedEvent | Undecodable]) -> None:
+    async def publish(result: BatchResult, records: Records, items: Sequence[DecodedEvent | Undecodable]) -> None:
+        producer = await app.maybe_start_producer()
         sends = [
-            ledger_topic.send(key=entry.partition_key.encode(), value=entry.model_dump_json().encode())
+            await producer.send(ledger_topic, entry.partition_key.encode(), entry.model_dump_json().encode(), None, None, None)
             for entry in result.committed
         ]
-        for event, item, outcome in zip(events, items, result.outcomes):
+        for record, item, outcome in zip(records, items, result.outcomes):
             if outcome.status == "rejected":
-                sends.append(rejected_topic.send(key=event.message.key, value=dead_letter(event, item, outcome.reason, outcome.message)))
+                value = dead_letter(record, item, outcome.reason, outcome.message)
+                sends.append(await producer.send(rejected_topic, record.key, value, None, None, None))
         await asyncio.gather(*sends)
 
-    def make_agent(source: str):  # type: ignore[no-untyped-def]
-        async def apply_batches(stream: StreamT) -> None:
-            async for events in stream.noack_take(config.batch_size, within=config.batch_within_s):
-                items = [decode_event(event.value) for event in events]
-                started = asyncio.get_running_loop().time()
-                result = await _apply_until_committed(processor, items)
-                await publish(result, events, items)
-                for event in events:
-                    await stream.ack(event)
-                metrics.observe_batch(source, result, items, asyncio.get_running_loop().time() - started)
-                _record_lag(app, events)
+    async def apply_batch(records: Records) -> None:
+        # Registry changes first: a volunteer registered in the same batch as their first hours is known by then.
+        ordered = sorted(records, key=lambda record: record.topic != admin_topic)
+        items = [check_key(decode_event(record.value or b""), record.key) for record in ordered]
+        started = asyncio.get_running_loop().time()
+        result = await _until_committed(lambda: processor.process(items), len(items))
+        await publish(result, ordered, items)
+        metrics.observe_batch(_logical_topic(ordered[-1].topic, config.topic_prefix), result, items,
+                              asyncio.get_running_loop().time() - started)
 
-        apply_batches.__name__ = f"apply_{source.replace('.', '_')}"
-        return apply_batches
+    async def record_statistics(records: Records) -> None:
+        """tc.ledger -> participation facts, idempotent by entry id."""
+        entries = [entry for entry in (_entry(record.value or b"") for record in records) if entry is not None]
+        await _until_committed(lambda: write_facts(engine, entries), len(entries))
 
-    for source in (TOPIC_ACTIVITY, TOPIC_ADMIN):
-        topic = app.topic(config.topic_prefix + source, key_serializer="raw", value_serializer="raw")
-        app.agent(topic, name=f"apply-{source}")(make_agent(source))
+    def settings(group_id: str) -> ConsumerSettings:
+        return ConsumerSettings(config.bootstrap_servers, group_id, config.batch_size, config.batch_within_s,
+                                config.session_timeout_s)
 
-    async def record_statistics(stream: StreamT) -> None:
-        """tc.ledger -> participation facts, idempotent by entry id, acked after the commit."""
-        async for events in stream.noack_take(config.batch_size, within=config.batch_within_s):
-            entries = [entry for entry in (_entry(event.value) for event in events) if entry is not None]
-            await _until_committed(lambda: write_facts(engine, entries), len(entries))
-            for event in events:
-                await stream.ack(event)
-            _record_lag(app, events)
-
-    app.agent(ledger_topic, name="statistics")(record_statistics)
-    return app
+    ledger = BatchConsumer("ledger", [config.topic_prefix + TOPIC_ACTIVITY, admin_topic], settings(config.app_id),
+                           apply_batch, on_crash=_die)
+    statistics = BatchConsumer("statistics", [ledger_topic], settings(f"{config.topic_prefix}timecredits-statistics"),
+                               record_statistics, on_crash=_die)
+    return faust.Worker(app, ledger, statistics, loglevel=config.loglevel, quiet=True)
 
 
-def _record_lag(app: faust.App, events: Sequence[EventT]) -> None:
-    """Consumer lag per partition: the broker's high-water mark minus the next offset to process."""
-    last: dict[object, int] = {}
-    for event in events:
-        last[event.message.tp] = max(last.get(event.message.tp, -1), event.message.offset)
-    for tp, offset in last.items():
-        highwater = app.consumer.highwater(tp)  # type: ignore[arg-type]
-        if highwater is not None:
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))  # type: ignore[attr-defined]
+def _logical_topic(topic: str, prefix: str) -> str:
+    return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
 
 
 def _entry(value: bytes) -> EntryCommitted | None:
@@ -156,10 +138,6 @@ def _entry(value: bytes) -> EntryCommitted | None:
     except ValueError:
         log.error("not an entry on tc.ledger, ignored: %r", value[:200])
         return None
-
-
-async def _apply_until_committed(processor: EventProcessor, items: list[DecodedEvent | Undecodable]) -> BatchResult:
-    return await _until_committed(lambda: processor.process(items), len(items))
 
 
 async def _until_committed(work: Callable[[], T], size: int) -> T:
@@ -180,29 +158,31 @@ async def _until_committed(work: Callable[[], T], size: int) -> T:
 
 
 def _die(exc: BaseException) -> None:
-    log.critical("batch failed; exiting without ack so that it is delivered again", exc_info=exc)
+    log.critical("batch failed or its consumer stopped; exiting without committing, so the batch is delivered again",
+                 exc_info=exc)
     logging.shutdown()
     os._exit(EXIT_BATCH_FAILED)
 
 
-def dead_letter(event: EventT, item: DecodedEvent | Undecodable, reason: str | None, message: str | None) -> bytes:
+def dead_letter(record: ConsumerRecord, item: DecodedEvent | Undecodable, reason: str | None,
+                message: str | None) -> bytes:
     """What `tc.rejected` carries: the original bytes, the reason code, the time, and where it came from."""
-    value = event.value if isinstance(event.value, bytes) else b""
-    record = {
+    value = record.value if isinstance(record.value, bytes) else b""
+    entry = {
         "reason": reason,
         "message": message,
         "event_id": str(item.event_id) if item.event_id else None,
         "type": item.type,
         "original": base64.b64encode(value).decode("ascii"),
-        "source": {"topic": event.message.topic, "partition": event.message.partition, "offset": event.message.offset},
+        "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
         "rejected_at": datetime.now(UTC).isoformat(),
     }
-    return json.dumps(record, separators=(",", ":")).encode()
+    return json.dumps(entry, separators=(",", ":")).encode()
 
 
-def run_worker(config: WorkerConfig, loglevel: str = "warn") -> None:
-    """Run until SIGINT or SIGTERM; a clean stop commits what was acked and leaves the group."""
+def run_worker(config: WorkerConfig) -> None:
+    """Run until SIGINT or SIGTERM; a clean stop finishes the batch in hand, commits it and leaves the group."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(config)
+    worker = create_worker(config)
     metrics.start_server_from_env()
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    worker.execute_from_commandline()

@@ -51,6 +51,7 @@ class RejectReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     UNKNOWN_VERSION = "unknown_version"
     INVALID_PAYLOAD = "invalid_payload"
+    WRONG_KEY = "wrong_key"  # a valid event on a record not keyed by its partition key (see `check_key`)
 
 
 # --- field types ----------------------------------------------------------------------------
@@ -464,6 +465,19 @@ def decode_event(raw: bytes) -> DecodedEvent | Undecodable:
     if problem is not None:
         return _rejected(RejectReason.INVALID_PAYLOAD, problem, envelope)
     return DecodedEvent(envelope, payload)  # type: ignore[arg-type]
+
+
+def check_key(item: DecodedEvent | Undecodable, key: bytes | None) -> DecodedEvent | Undecodable:
+    """The event, if its record was keyed by its partition key; else why not (`wrong_key`). Never raises.
+
+    A volunteer's events are applied in order only because they share a key, hence a partition (design.md §4).
+    An event on another key, or on none, may sit on another partition and overtake the events before it.
+    """
+    if isinstance(item, Undecodable) or key == item.partition_key.encode("utf-8"):
+        return item
+    came = "no key" if key is None else f"key {bytes(key[:80])!r}"
+    return _rejected(RejectReason.WRONG_KEY, f"{item.type} is keyed by {item.partition_key!r}, came with {came}",
+                     item.envelope)
 
 
 def _rejected(reason: RejectReason, detail: str, envelope: Envelope) -> Undecodable:

@@ -26,6 +26,7 @@ from kafka.errors import (
     for_code,
 )
 from kafka.producer.future import FutureRecordMetadata
+from kafka.producer.transaction_manager import TransactionState
 
 from ledger.events import (
     EVENT_TYPES,
@@ -348,11 +349,14 @@ class EventProducer:
             if self._closed:
                 raise RuntimeError("the producer is closed")
             with self._lock:
-                replace, self._replace_client = self._replace_client, False
+                replace = self._replace_client
             if replace or _in_fatal_state(self._client):
-                log.warning("Kafka producer state lost (sequence or fatal error); replacing the client")
+                log.warning("Kafka producer state lost (sequence error, fatal error or no producer id); replacing the client")
+                client = self._new_client()  # raises while no broker answers: the flag and the old client stay
+                with self._lock:
+                    self._replace_client = False
                 self._retired.append(self._client)
-                self._client = self._new_client()
+                self._client = client
             return self._client
 
     def _close_retired(self, flushed: list[KafkaProducer]) -> None:
@@ -417,8 +421,19 @@ def _close_client(client: KafkaProducer, timeout: float) -> None:
 
 
 def _in_fatal_state(client: KafkaProducer) -> bool:
+    """Whether the client will never send again: a fatal error, or an idempotent producer left without an id.
+
+    The second is kafka-python 3.0.12: when a batch that was already sent expires (a broker that stopped
+    answering), the client drops its producer id to ask for a new one, but stays READY, and only asks from
+    UNINITIALIZED; it then waits for an id forever, and every later send times out, also once the broker is back.
+    """
     manager = getattr(client, "_transaction_manager", None)
-    return bool(manager is not None and manager.has_fatal_error())
+    if manager is None:
+        return False
+    if manager.has_fatal_error():
+        return True
+    return (not manager.is_transactional() and not manager.has_producer_id()
+            and getattr(manager, "_current_state", None) == TransactionState.READY)
 
 
 def _describe(exc: BaseException | None) -> str:

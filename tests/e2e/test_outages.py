@@ -1,0 +1,383 @@
+"""Outages and abuse under load (issue 6): PostgreSQL restarted under a running worker, the broker frozen under a
+running API and worker, a worker killed again and again, a flood of malformed records.
+
+No timed assertions: each test asserts what happened (nothing lost, nothing doubled, the right answers), then
+that `timecredits verify` passes and, where the events are known in advance, that the ledger equals the one a
+clean pass over the same events makes (`_reference`).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from ledger.events import (
+    TOPIC_ACTIVITY,
+    CreditsRedeemed,
+    decode_event,
+    encode_event,
+)
+from ledger.processing import EventProcessor
+from tests.e2e.api_stack import Api, ApiProcess, error_code
+from tests.e2e.conftest import Stack
+from tests.e2e.faults import Background, counter, dead_letters, own_broker, own_postgres, stack_on, wait_for_exit_or
+from tests.e2e.stack import decided_count, ledger_summary
+from tests.e2e.test_faults import VOLUNTEERS, _backlog, _event_ids, _produce, _reference, _registry, _verify_cli
+from tests.postgres import fresh_database
+
+pytestmark = [pytest.mark.broker, pytest.mark.integration]
+
+DATABASE_RETRIES = "timecredits_database_retries_total"
+Record = tuple[bytes | None, bytes | None]
+
+
+def _assert_verified(database_url: str) -> None:
+    verified = _verify_cli(database_url)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+# --- 1. PostgreSQL restarted while the worker runs ----------------------------------------------------------------
+
+
+def test_postgres_restarted_under_a_running_worker_loses_and_doubles_nothing(
+    kafka_bootstrap: str, embedded_postgres: str, primary_template: str, tmp_path: Path
+) -> None:
+    """The worker's own PostgreSQL is shut down (fast: open transactions rolled back, connections cut) while events
+    keep arriving, and started again on the same port: the same worker process waits, retries and carries on."""
+    records = _backlog(4_000, seed=21)
+    ids = _event_ids(records)
+    with own_postgres(tmp_path) as server, stack_on(server.url, kafka_bootstrap, tmp_path) as stack:
+        EventProcessor(stack.engine).process(_registry())
+        worker = stack.start_worker(metrics=True)
+        _produce(stack, records[:200])
+        wait_for_exit_or(lambda: decided_count(stack.engine, ids) >= 200, worker, 180, "the worker to be consuming")
+        producing = Background(_produce, stack, records[200:], 200.0)
+        try:
+            wait_for_exit_or(lambda: decided_count(stack.engine, ids) >= 600, worker, 180,
+                             "the worker to be applying the events coming in")
+            retries_before = counter(worker.metrics_text(), DATABASE_RETRIES)
+            assert decided_count(stack.engine, ids) < len(ids)
+            stack.engine.dispose()
+            server.shut_down()
+            assert producing.running, "PostgreSQL went away while events were still being produced"
+            time.sleep(6)  # long enough for several failed attempts
+            assert worker.alive, worker.log_tail()
+            server.start_again()
+        finally:
+            producing.join()
+        wait_for_exit_or(lambda: decided_count(stack.engine, ids) == len(ids), worker, 300,
+                         "the worker to finish the backlog after the restart")
+        time.sleep(2)  # a duplicate applied late would show up now
+
+        assert worker.alive, "the worker that saw the outage is the one that finished"
+        assert counter(worker.metrics_text(), DATABASE_RETRIES) > retries_before, worker.log_tail()
+        assert ledger_summary(stack.engine) == _reference(embedded_postgres, primary_template, records)
+        _assert_verified(stack.database_url)
+
+
+# --- 2. the broker unreachable for a while -------------------------------------------------------------------------
+
+ADMIN_TOKEN = "tc_outage_admin_" + uuid.uuid4().hex
+AREA = "E09000025"
+YESTERDAY = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+PUBLISH_TIMEOUT_S = 3.0
+#: The client waits a little longer than the API's publish timeout: the 503 must come before it gives up.
+CLIENT_TIMEOUT_S = PUBLISH_TIMEOUT_S + 4
+
+
+def _past_the_outage(send: Any, what: str, timeout: float = 120) -> httpx.Response:
+    """Repeat a write (with its Idempotency-Key) while it answers 503 broker_unavailable; the first other answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = send()
+        if response.status_code != 503:
+            return response
+        assert error_code(response) == (503, "broker_unavailable"), response.text
+        assert time.monotonic() < deadline, f"{what}: still 503 {timeout} s after the broker came back"
+        time.sleep(0.5)
+
+
+def test_a_frozen_broker_gives_503_to_writes_while_reads_go_on_and_loses_nothing(
+    embedded_postgres: str, primary_template: str, tmp_path: Path
+) -> None:
+    """The broker stops answering (SIGSTOP: connections hang rather than fail) under a running API and worker:
+    writes answer 503 broker_unavailable, promptly, and reads carry on; once it answers again (SIGCONT), writes
+    are accepted, the refused ones retried with their Idempotency-Key take effect once, and every event accepted
+    before and after the outage is applied."""
+    with own_broker(tmp_path) as broker, fresh_database(embedded_postgres, primary_template) as url, \
+            stack_on(url, broker.bootstrap_servers, tmp_path) as stack:
+        worker = stack.start_worker()
+        process = ApiProcess({**stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN,
+                              "TIMECREDITS_PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT_S)}, tmp_path / "api.log")
+        api = Api(process.url, ADMIN_TOKEN, timeout=CLIENT_TIMEOUT_S)
+        try:
+            process.wait_answering("/readyz", 200, timeout=60)
+            api.organisation("auto", ["community"], AREA, auto_approve=True)
+            api.organisation("lido", ["partner"], AREA)
+            club, lido = api.token("org", org_id="auto"), api.token("org", org_id="lido")
+            volunteers = [api.volunteer(f"fz-{n}", AREA) for n in range(5)]
+            earned: Counter[str] = Counter()
+            accepted: list[str] = []
+
+            def log_hours(volunteer: str, minutes: int, key: str | None = None) -> httpx.Response:
+                body = {"volunteer_id": volunteer, "org_id": "auto", "date": YESTERDAY, "minutes": minutes,
+                        "activity": "Food bank"}
+                return api.post("/v1/hours", club, body, headers={"Idempotency-Key": key} if key else None)
+
+            def redeem(volunteer: str, amount: int, key: str | None = None) -> httpx.Response:
+                body = {"volunteer_id": volunteer, "amount": f"{amount // 100}.{amount % 100:02d}"}
+                return api.post("/v1/redemptions", lido, body, headers={"Idempotency-Key": key} if key else None)
+
+            def register(volunteer: str, key: str) -> httpx.Response:
+                return api.post("/v1/volunteers", ADMIN_TOKEN, {"id": volunteer, "display_name": "x", "area": AREA,
+                                                                "consent_stats": True}, headers={"Idempotency-Key": key})
+
+            accepted.append(api.applied(api.accepted(log_hours(volunteers[0], 60)))["event_id"])
+            earned[volunteers[0]] += 100  # the worker is consuming: what follows may be in flight at the freeze
+            for n in range(40):
+                volunteer, minutes = volunteers[n % len(volunteers)], 30 * (1 + n % 4)
+                accepted.append(api.accepted(log_hours(volunteer, minutes)))
+                earned[volunteer] += minutes * 100 // 60
+                if n % 4 == 3:
+                    accepted.append(api.accepted(redeem(volunteer, 25)))
+                    earned[volunteer] -= 25
+
+            keys = {name: str(uuid.uuid4()) for name in ("hours", "redemption", "volunteer")}
+            retries = {
+                "hours": lambda: log_hours(volunteers[1], 60, keys["hours"]),
+                "redemption": lambda: redeem(volunteers[2], 50, keys["redemption"]),
+                "volunteer": lambda: register("fz-late", keys["volunteer"]),
+            }
+            broker.freeze()
+            try:
+                for name, send in retries.items():
+                    try:
+                        response = send()
+                    except httpx.TimeoutException as exc:
+                        raise AssertionError(f"{name}: no answer within {CLIENT_TIMEOUT_S} s, "
+                                             f"the publish timeout being {PUBLISH_TIMEOUT_S} s") from exc
+                    assert error_code(response) == (503, "broker_unavailable"), name
+                for volunteer in volunteers:  # reads come from PostgreSQL
+                    assert api.get(f"/v1/volunteers/{volunteer}/balance", club).status_code == 200
+                assert api.get(f"/v1/events/{accepted[-1]}", ADMIN_TOKEN).json()["status"] in ("pending", "applied")
+                assert api.get("/v1/volunteers/fz-late/balance", ADMIN_TOKEN).status_code == 404
+                assert api.get("/healthz", None).status_code == 200
+            finally:
+                broker.thaw()
+
+            accepted.append(api.accepted(_past_the_outage(retries["hours"], "the refused hours, retried")))
+            earned[volunteers[1]] += 100
+            accepted.append(api.accepted(_past_the_outage(retries["redemption"], "the refused redemption, retried")))
+            earned[volunteers[2]] -= 50
+            registered = _past_the_outage(retries["volunteer"], "the refused registration, retried")
+            assert registered.status_code == 201, registered.text
+            for n in range(10):
+                volunteer = volunteers[n % len(volunteers)]
+                accepted.append(api.accepted(log_hours(volunteer, 60)))
+                earned[volunteer] += 100
+
+            for event_id in accepted:
+                api.applied(event_id)
+            time.sleep(2)  # an event refused with 503 that reached the broker all the same would show up now
+            for volunteer in volunteers:
+                balance = api.balance(volunteer)["balance"]
+                assert balance == f"{earned[volunteer] // 100}.{earned[volunteer] % 100:02d}", (volunteer, balance)
+            assert api.balance("fz-late")["balance"] == "0.00"
+            with stack.engine.connect() as conn:
+                entries = {str(e) for e in conn.execute(text("SELECT event_id FROM entries")).scalars()}
+            assert entries == set(accepted), "an event the API refused was applied, or an accepted one is missing"
+            assert worker.alive, worker.log_tail()
+        finally:
+            api.close()
+            process.stop(timeout=10)
+        _assert_verified(stack.database_url)
+
+
+# --- 3. a worker killed again and again under load ----------------------------------------------------------------
+
+#: Each kill costs a hand-over (the dead member's session timeout, then a rebalance: about 25 s on Tansu).
+KILLS = 3
+
+
+def _produce_holding_back(stack: Stack, records: list[Record], per_second: float, hold: int,
+                          released: threading.Event) -> None:
+    """`records` at a steady rate, all but the last `hold` until `released`: whatever the machine's speed, events
+    are still to come while the test is busy."""
+    _produce(stack, records[:-hold], per_second)
+    assert released.wait(600)
+    _produce(stack, records[-hold:])
+
+
+def test_a_worker_killed_again_and_again_under_load_ends_with_the_clean_ledger(
+    stack: Stack, embedded_postgres: str, primary_template: str
+) -> None:
+    """Events arrive at a steady rate while the worker is SIGKILLed at random points (after a random amount of
+    progress, at a random moment within a batch) and a new one started in the same consumer group each time."""
+    rng = random.Random(6)
+    EventProcessor(stack.engine).process(_registry())
+    records = _backlog(10_000, seed=22)
+    ids = _event_ids(records)
+    released = threading.Event()
+    producing = Background(_produce_holding_back, stack, records, 250.0, 2_000, released)
+    decided_at_kills: list[int] = []
+    try:
+        for n in range(KILLS):
+            worker = stack.start_worker()
+            goal = decided_count(stack.engine, ids) + rng.randint(100, 1_500)
+            wait_for_exit_or(lambda: decided_count(stack.engine, ids) >= goal, worker, 240,
+                             f"worker {n} to make progress")
+            time.sleep(rng.uniform(0, 0.5))
+            worker.kill()
+            decided_at_kills.append(decided_count(stack.engine, ids))
+    finally:
+        released.set()
+        producing.join()
+    assert decided_at_kills == sorted(decided_at_kills) and decided_at_kills[-1] < len(ids), decided_at_kills
+
+    last = stack.start_worker()
+    wait_for_exit_or(lambda: decided_count(stack.engine, ids) == len(ids), last, 300,
+                     "the last worker to finish the backlog")
+    time.sleep(2)  # a duplicate applied late would show up now
+    assert last.alive
+    assert ledger_summary(stack.engine) == _reference(embedded_postgres, primary_template, records)
+    _assert_verified(stack.database_url)
+
+
+# --- 4. a flood of malformed records -------------------------------------------------------------------------------
+
+def _envelope(rng: random.Random, n: int, type_: str, payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """An envelope whose bytes are unique (the actor carries `n`), so its dead letter can be told apart."""
+    return {"event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "type": type_, "version": 1,
+            "occurred_at": "2026-11-02T10:00:00Z", "actor": f"flood-{n}", "payload": payload, **changes}
+
+
+def _redeem(volunteer: str, amount: Any = 100) -> dict[str, Any]:
+    return {"volunteer_id": volunteer, "partner_id": "lido", "amount": amount}
+
+
+def _hours(volunteer: str, **changes: Any) -> dict[str, Any]:
+    return {"volunteer_id": volunteer, "org_id": "club", "date": "2026-11-01", "minutes": 60, "activity": "shift",
+            **changes}
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _malformed(count: int, seed: int) -> list[tuple[bytes | None, bytes | None, str]]:
+    """(key, value, the reason its dead letter must give): every way a record on tc.activity can be wrong."""
+    rng = random.Random(seed)
+    makers: list[tuple[str, Any]] = [
+        ("undecodable", lambda n, v: b"\xff\xfe\x00" + n.to_bytes(4, "big") + rng.randbytes(16)),  # not UTF-8
+        ("undecodable", lambda n, v: f'{{"event_id": "{n}", "type": '.encode()),  # JSON cut short
+        ("undecodable", lambda n, v: _json([n, "CreditsRedeemed", v])),  # JSON, but not an object
+        ("undecodable", lambda n, v: f'{{"n": {n}, "amount": NaN}}'.encode()),
+        ("undecodable", lambda n, v: f'{{"n": {n}, "type": "CreditsRedeemed", "type": "HoursLogged"}}'.encode()),
+        ("undecodable", lambda n, v: f'{{"n": {n}, "amount": {"9" * 5_000}}}'.encode()),  # an integer too long
+        ("undecodable", lambda n, v: ("[" * 3_000 + str(n) + "]" * 3_000).encode()),  # nested too deeply
+        ("invalid_envelope", lambda n, v: _json({k: x for k, x in _envelope(rng, n, "CreditsRedeemed", _redeem(v))
+                                                 .items() if k != "actor"} | {"n": n})),
+        ("invalid_envelope", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v),
+                                                          occurred_at="2026-11-02T10:00:00"))),  # no UTC offset
+        ("unknown_type", lambda n, v: _json(_envelope(rng, n, "CreditsStolen", _redeem(v)))),
+        ("unknown_version", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v), version=7))),
+        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v, -100)))),
+        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v, 1.5)))),
+        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v, 10**30)))),
+        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "CreditsGifted", {
+            "from_volunteer_id": v, "to_volunteer_id": v, "amount": 100}))),
+        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "HoursLogged", _hours(v, date="2031-01-01")))),
+        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "HoursLogged", _hours(v, activity="a\x01b")))),
+        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "HoursLogged", _hours(v, minutes=10**12)))),
+    ]
+    records: list[tuple[bytes | None, bytes | None, str]] = []
+    for n in range(count):
+        volunteer = rng.choice(VOLUNTEERS)
+        key = volunteer.encode() if rng.random() < 0.9 else None
+        if n % 300 == 7:  # a few large ones: over the 64 KiB limit, refused unread
+            records.append((key, _json(_envelope(rng, n, "HoursLogged", _hours(volunteer, activity="x" * 70_000))),
+                            "undecodable"))
+        elif n % 150 == 11:
+            records.append((key, None if n % 300 == 11 else b"", "undecodable"))  # a tombstone, an empty value
+        elif n % 50 == 13:  # a valid event on another volunteer's key: it would overtake its volunteer's events
+            other = rng.choice([v for v in VOLUNTEERS if v != volunteer])
+            _, raw = encode_event(CreditsRedeemed(volunteer_id=volunteer, partner_id="lido", amount=50),
+                                  actor=f"flood-{n}", event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                                  occurred_at=datetime(2026, 11, 2, tzinfo=UTC))
+            records.append((other.encode() if n % 100 == 13 else None, raw, "wrong_key"))
+        else:
+            reason, make = makers[n % len(makers)]
+            records.append((key, make(n, volunteer), reason))
+    return records
+
+
+def _interleave(valid: list[Record], others: list[Any], seed: int) -> list[Any]:
+    """`others` spread at random among `valid`, each list keeping its own order."""
+    slots = [True] * len(valid) + [False] * len(others)
+    random.Random(seed).shuffle(slots)
+    valid_it, other_it = iter(valid), iter(others)
+    return [next(valid_it) if is_valid else next(other_it) for is_valid in slots]
+
+
+def test_a_flood_of_malformed_records_goes_to_the_dead_letter_topic_and_the_valid_events_apply(
+    stack: Stack, embedded_postgres: str, primary_template: str
+) -> None:
+    """Thousands of malformed records of every kind, among valid events on the same keys: each malformed one is a
+    dead letter with the reason its kind calls for, the valid ones make the clean ledger, the worker carries on."""
+    EventProcessor(stack.engine).process(_registry())
+    valid = _backlog(3_000, seed=23)
+    malformed = _malformed(3_000, seed=24)
+    flood = _interleave(valid, [(key, value) for key, value, _ in malformed], seed=25)
+    worker = stack.start_worker()
+    _produce(stack, flood)
+
+    ids = _event_ids(valid)
+    with_ids = [item.event_id for _, value, _ in malformed if (item := decode_event(value or b"")).event_id]
+    wait_for_exit_or(lambda: decided_count(stack.engine, ids + with_ids) == len(ids) + len(with_ids), worker, 300,
+                     "the worker to decide every event with an id")
+    with stack.engine.connect() as conn:  # valid events refused by the ledger's rules are dead letters too
+        refused = dict(conn.execute(text("SELECT event_id::text, reason FROM rejections "
+                                         "WHERE event_id = ANY(CAST(:ids AS uuid[]))"), {"ids": [str(i) for i in ids]}).all())
+    letters = dead_letters(stack, len(malformed) + len(refused))
+
+    by_source: dict[tuple[int, int], dict[str, Any]] = {}
+    for letter in letters:
+        assert letter["source"]["topic"] == stack.topic(TOPIC_ACTIVITY), letter["source"]
+        assert letter["reason"] and letter["message"] and letter["rejected_at"], letter
+        by_source.setdefault((letter["source"]["partition"], letter["source"]["offset"]), letter)
+    expected: Counter[tuple[bytes, str]] = Counter((value or b"", reason) for _, value, reason in malformed)
+    valid_values = {value for _, value in valid}
+    found: Counter[tuple[bytes, str]] = Counter()
+    for letter in by_source.values():
+        original = base64.b64decode(letter["original"])
+        if original in valid_values:
+            assert letter["reason"] == refused.get(letter["event_id"]), letter
+        else:
+            found[(original, letter["reason"])] += 1
+    assert found == expected, {
+        "missing": sorted(Counter(r for _, r in (expected - found).elements()).items()),
+        "unexpected": sorted(Counter(r for _, r in (found - expected).elements()).items()),
+    }
+    assert len(by_source) == len(malformed) + len(refused)
+
+    assert worker.alive, f"the worker crashed on a malformed record:\n{worker.log_tail()}"
+    time.sleep(2)
+    # The reference gets the valid events in their order (the malformed ones only add rejections, whatever their
+    # place); it sees no keys, so the wrong-key refusals are added to it.
+    reference = _reference(embedded_postgres, primary_template,
+                           [(key, value) for key, value, reason in malformed if reason != "wrong_key"] + valid)
+    wrong_keys = sum(reason == "wrong_key" for _, _, reason in malformed)
+    reference["rejections"]["wrong_key"] = wrong_keys  # type: ignore[index]
+    assert ledger_summary(stack.engine) == reference
+    _assert_verified(stack.database_url)
