@@ -37,7 +37,10 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
         if made:
             assert database_url and bootstrap_servers
             app.state.services = Services(
-                engine=create_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True),
+                # As many connections as the thread pool has threads (anyio's default, 40): a connection
+                # made for overflow and closed on return would start a PostgreSQL process per request.
+                engine=create_engine(database_url, pool_size=40, max_overflow=0, pool_timeout=30,
+                                     pool_pre_ping=True),
                 producer=BrokerLink(bootstrap_servers, topic_prefix=topic_prefix, timeout_s=publish_timeout_s),
                 admin_token=admin_token,
                 publish_timeout_s=publish_timeout_s,

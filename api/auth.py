@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -57,15 +59,49 @@ def create_token(engine: Engine, role: Role, org_id: str | None = None, voluntee
     return token, token_id
 
 
-def principal_for(engine: Engine, token: str, admin_token: str | None) -> Principal | None:
+class PrincipalCache:
+    """Tokens resolved in the last `ttl_s` seconds, so that a read costs no token lookup.
+
+    Only known tokens are kept (an unknown one is looked up every time, so guessing cannot fill the cache),
+    at most `max_entries` of them. The price: a token revoked in the database keeps working for up to
+    `ttl_s` seconds in each API process that used it just before.
+    """
+
+    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._entries: dict[bytes, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> Principal | None:
+        found = self._entries.get(digest)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, digest: bytes, principal: Principal) -> None:
+        with self._lock:
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+            self._entries[digest] = (time.monotonic() + self.ttl_s, principal)
+
+
+def principal_for(engine: Engine, token: str, admin_token: str | None,
+                  cache: PrincipalCache | None = None) -> Principal | None:
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(Role.ADMIN)
+    digest = hash_token(token)
+    if cache is not None and (cached := cache.get(digest)) is not None:
+        return cached
     t = schema.api_tokens
     with engine.connect() as conn:
         row = conn.execute(
             select(t.c.id, t.c.role, t.c.org_id, t.c.volunteer_id)
-            .where(t.c.token_sha256 == hash_token(token), t.c.revoked_at.is_(None))
+            .where(t.c.token_sha256 == digest, t.c.revoked_at.is_(None))
         ).first()
     if row is None:
         return None
-    return Principal(Role(row.role), row.org_id, row.volunteer_id, str(row.id))
+    principal = Principal(Role(row.role), row.org_id, row.volunteer_id, str(row.id))
+    if cache is not None:
+        cache.put(digest, principal)
+    return principal

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from api.auth import Principal, Role, principal_for
+from api.auth import Principal, PrincipalCache, Role, principal_for
 from api.broker import BrokerLink
 from api.errors import ApiError
 
@@ -20,6 +20,7 @@ class Services:
     producer: BrokerLink
     admin_token: str | None
     publish_timeout_s: float = 5.0
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
 
 
 def get_services(request: Request) -> Services:
@@ -35,7 +36,7 @@ def current_principal(
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
-    principal = principal_for(services.engine, credentials.credentials, services.admin_token)
+    principal = principal_for(services.engine, credentials.credentials, services.admin_token, services.principals)
     if principal is None:
         raise ApiError(401, "invalid_token", "the token is unknown or revoked")
     return principal

@@ -32,8 +32,9 @@ def _known(services: ServicesDep, volunteer_id: str) -> None:
 @router.get("/{volunteer_id}/balance", response_model=Balance, responses=responses(401, 403, 404, 422))
 def balance(volunteer_id: Id, services: ServicesDep, principal: PrincipalDep) -> Balance:
     _may_read(principal, volunteer_id)
-    _known(services, volunteer_id)
-    found = LedgerRepository(services.engine).volunteer_balance(volunteer_id)
+    found = LedgerRepository(services.engine).registered_volunteer_balance(volunteer_id)
+    if found is None:
+        raise ApiError(404, "unknown_volunteer", f"no volunteer {volunteer_id}")
     return Balance(volunteer_id=volunteer_id, balance=credits(found.total), held=credits(found.held),
                    available=credits(found.available))
 
