@@ -13,7 +13,16 @@ from api.broker import BrokerLink
 from api.deps import Services
 from api.errors import error_json, install_error_handlers
 from api.middleware import IdempotencyMiddleware, MetricsMiddleware
-from api.routes import accounts, activity, dashboard, registry, statistics, status, tokens
+from api.reads import FastReads
+from api.routes import (
+    accounts,
+    activity,
+    dashboard,
+    registry,
+    statistics,
+    status,
+    tokens,
+)
 
 DESCRIPTION = """
 Time credits for community organisations, volunteers and programme leads.
@@ -44,7 +53,9 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                 producer=BrokerLink(bootstrap_servers, topic_prefix=topic_prefix, timeout_s=publish_timeout_s),
                 admin_token=admin_token,
                 publish_timeout_s=publish_timeout_s,
+                reads=FastReads(database_url),
             )
+            await app.state.services.reads.start()
         else:
             app.state.services = services
         try:
@@ -53,6 +64,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
             if made:
                 app.state.services.producer.close()
                 app.state.services.engine.dispose()
+                await app.state.services.reads.close()
 
     app = FastAPI(title="timecredits", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
@@ -71,3 +83,4 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(MetricsMiddleware)
     return app
+

@@ -9,9 +9,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, bindparam, insert, select
+from starlette.concurrency import run_in_threadpool
 
+from api.reads import FastReads
 from ledger import schema
 
 
@@ -93,15 +96,35 @@ def principal_for(engine: Engine, token: str, admin_token: str | None,
     digest = hash_token(token)
     if cache is not None and (cached := cache.get(digest)) is not None:
         return cached
-    t = schema.api_tokens
     with engine.connect() as conn:
-        row = conn.execute(
-            select(t.c.id, t.c.role, t.c.org_id, t.c.volunteer_id)
-            .where(t.c.token_sha256 == digest, t.c.revoked_at.is_(None))
-        ).first()
+        row = conn.execute(_TOKEN_QUERY, {"digest": digest}).mappings().first()
+    return _remember(cache, digest, row)
+
+
+async def principal_for_async(reads: FastReads | None, engine: Engine, token: str, admin_token: str | None,
+                              cache: PrincipalCache | None = None) -> Principal | None:
+    """`principal_for` on the event loop: from the cache, else through `reads` (or a thread without it)."""
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal(Role.ADMIN)
+    digest = hash_token(token)
+    if cache is not None and (cached := cache.get(digest)) is not None:
+        return cached
+    if reads is None:
+        return await run_in_threadpool(principal_for, engine, token, admin_token, cache)
+    return _remember(cache, digest, await reads.token(digest))
+
+
+_TOKEN_QUERY = (
+    select(schema.api_tokens.c.id, schema.api_tokens.c.role, schema.api_tokens.c.org_id,
+           schema.api_tokens.c.volunteer_id)
+    .where(schema.api_tokens.c.token_sha256 == bindparam("digest"), schema.api_tokens.c.revoked_at.is_(None))
+)
+
+
+def _remember(cache: PrincipalCache | None, digest: bytes, row: Any) -> Principal | None:
     if row is None:
         return None
-    principal = Principal(Role(row.role), row.org_id, row.volunteer_id, str(row.id))
+    principal = Principal(Role(row["role"]), row["org_id"], row["volunteer_id"], str(row["id"]))
     if cache is not None:
         cache.put(digest, principal)
     return principal

@@ -9,9 +9,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from api.auth import Principal, PrincipalCache, Role, principal_for
+from api.auth import Principal, PrincipalCache, Role, principal_for_async
 from api.broker import BrokerLink
 from api.errors import ApiError
+from api.reads import FastReads
 
 
 @dataclass
@@ -21,9 +22,12 @@ class Services:
     admin_token: str | None
     publish_timeout_s: float = 5.0
     principals: PrincipalCache = field(default_factory=PrincipalCache)
+    #: The same database through asyncpg, for the reads served on the event loop (tokens, balances).
+    reads: FastReads | None = None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async although it awaits nothing: FastAPI runs a plain `def` dependency in a worker thread."""
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -31,12 +35,13 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="A token from `POST /v1/tokens` or `timecredits tokens create`.")
 
 
-def current_principal(
+async def current_principal(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
-    principal = principal_for(services.engine, credentials.credentials, services.admin_token, services.principals)
+    principal = await principal_for_async(services.reads, services.engine, credentials.credentials,
+                                          services.admin_token, services.principals)
     if principal is None:
         raise ApiError(401, "invalid_token", "the token is unknown or revoked")
     return principal

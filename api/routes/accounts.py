@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, Role
 from api.deps import PrincipalDep, ServicesDep, forbid
@@ -12,7 +13,7 @@ from api.errors import ApiError, responses
 from api.models import Balance, Id, Statement, StatementLine, credits
 from ledger import schema
 from ledger.accounts import volunteer_account
-from ledger.repository import LedgerRepository
+from ledger.repository import LedgerRepository, VolunteerBalance
 
 router = APIRouter(prefix="/v1/volunteers", tags=["balances"])
 
@@ -30,9 +31,14 @@ def _known(services: ServicesDep, volunteer_id: str) -> None:
 
 
 @router.get("/{volunteer_id}/balance", response_model=Balance, responses=responses(401, 403, 404, 422))
-def balance(volunteer_id: Id, services: ServicesDep, principal: PrincipalDep) -> Balance:
+async def balance(volunteer_id: Id, services: ServicesDep, principal: PrincipalDep) -> Balance:
+    """Served on the event loop through asyncpg: the most frequent read of all."""
     _may_read(principal, volunteer_id)
-    found = LedgerRepository(services.engine).registered_volunteer_balance(volunteer_id)
+    if services.reads is None:
+        found = await run_in_threadpool(LedgerRepository(services.engine).registered_volunteer_balance, volunteer_id)
+    else:
+        row = await services.reads.balance(volunteer_id)
+        found = None if row is None else VolunteerBalance(volunteer_id, *row)
     if found is None:
         raise ApiError(404, "unknown_volunteer", f"no volunteer {volunteer_id}")
     return Balance(volunteer_id=volunteer_id, balance=credits(found.total), held=credits(found.held),

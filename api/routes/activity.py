@@ -15,7 +15,16 @@ from sqlalchemy import Connection, select
 from api.auth import Principal, Role
 from api.deps import ServicesDep, forbid, require
 from api.errors import ApiError, responses
-from api.models import Accepted, CreditAmount, Id, IsoDate, OptionalText500, Request, Text200, hundredths
+from api.models import (
+    Accepted,
+    CreditAmount,
+    Id,
+    IsoDate,
+    OptionalText500,
+    Request,
+    Text200,
+    hundredths,
+)
 from api.publishing import publish
 from ledger import schema
 from ledger.domain import EntryKind

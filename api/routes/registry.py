@@ -13,7 +13,17 @@ from sqlalchemy.dialects.postgresql import insert
 from api.auth import Principal, Role
 from api.deps import PrincipalDep, ServicesDep, forbid, require
 from api.errors import ApiError, responses
-from api.models import AreaCode, CreditAmount, Id, OptionalText100, Request, Text200, UtcDatetime, credits, hundredths
+from api.models import (
+    AreaCode,
+    CreditAmount,
+    Id,
+    OptionalText100,
+    Request,
+    Text200,
+    UtcDatetime,
+    credits,
+    hundredths,
+)
 from api.publishing import publish
 from ledger import schema
 from ledger.events import OpportunityListed, OrganisationRegistered, VolunteerRegistered
