@@ -10,13 +10,16 @@ connection, so they are part of the caller's transaction.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg2
 from psycopg2.extras import execute_values
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DBAPIError
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -31,8 +34,9 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
         return 0
     columns = _columns(table, rows)
     text = "".join("\t".join(_copy_text(row[column]) for column in columns) + "\n" for row in rows)
-    with conn.connection.cursor() as cursor:  # the DBAPI connection of this transaction
-        cursor.copy_expert(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN", io.StringIO(text))
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    with _as_sqlalchemy_errors(conn, statement), conn.connection.cursor() as cursor:
+        cursor.copy_expert(statement, io.StringIO(text))
         return max(cursor.rowcount, 0)
 
 
@@ -42,9 +46,24 @@ def insert_rows_ignoring_conflicts(conn: Connection, table: Table, rows: Sequenc
         return 0
     columns = _columns(table, rows)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES %s ON CONFLICT DO NOTHING"
-    with conn.connection.cursor() as cursor:
+    with _as_sqlalchemy_errors(conn, sql), conn.connection.cursor() as cursor:
         execute_values(cursor, sql, [tuple(row[column] for column in columns) for row in rows], page_size=len(rows))
         return max(cursor.rowcount, 0)
+
+
+@contextmanager
+def _as_sqlalchemy_errors(conn: Connection, statement: str) -> Iterator[None]:
+    """Raise what SQLAlchemy would have raised for the same failure (IntegrityError, OperationalError, ...), so
+    callers handle a refusal or an outage the same way whichever path wrote the rows; a dropped connection is
+    invalidated so that the pool does not hand it out again."""
+    try:
+        yield
+    except psycopg2.Error as exc:
+        disconnected = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        if disconnected:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(statement, None, exc, psycopg2.Error, hide_parameters=True,
+                                  connection_invalidated=disconnected, dialect=conn.dialect) from exc
 
 
 def _columns(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[str]:

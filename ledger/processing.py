@@ -102,7 +102,6 @@ class _BatchProcess:
 
     def run(self, items: Sequence[Item]) -> BatchResult:
         conn = self._conn
-        lock_chain(conn)
         ids = [item.event_id for item in items if item.event_id is not None]
         decided = _decided(conn, ids)
         fresh = [i for i in items if isinstance(i, DecodedEvent) and i.event_id not in decided]

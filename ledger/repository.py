@@ -214,7 +214,7 @@ class LedgerRepository:
 
 
 class LedgerWriter:
-    """One batch inside one transaction: lock the chain, load what the rules need, decide, write.
+    """One batch inside one transaction: load what the rules need, decide, then lock the chain and write.
 
     After `apply`, `committed` lists the entries written, as (entry id, draft, recorded_at).
     """
@@ -226,7 +226,6 @@ class LedgerWriter:
 
     def apply(self, commands: Sequence[LedgerCommand]) -> list[Outcome]:
         conn = self._conn
-        lock_chain(conn)
         decided = _decided_outcomes(conn, [c.event_id for c in commands])
         referenced, referenced_ids = _load_entries(conn, referenced_event_ids(commands))
         prefetch = accounts_to_prefetch(commands, referenced.values())
@@ -270,6 +269,11 @@ class LedgerWriter:
         if not drafts:
             return {}
         conn = self._conn
+        # The chain lock is taken here, not when the transaction starts: everything before (lookups, the rules)
+        # runs beside other writers, and only numbering, hashing and writing are one writer at a time. What a
+        # concurrent writer changed meanwhile cannot slip through: the database checks balances, the chain,
+        # unique event ids and single settlement itself, and a batch it refuses is applied again item by item.
+        lock_chain(conn)
         new_ids = conn.execute(
             text("SELECT nextval('entries_id_seq') FROM generate_series(1, :n)"), {"n": len(drafts)}
         ).scalars().all()
