@@ -91,11 +91,9 @@ class PrincipalCache:
 
 def principal_for(engine: Engine, token: str, admin_token: str | None,
                   cache: PrincipalCache | None = None) -> Principal | None:
-    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(Role.ADMIN)
-    digest = hash_token(token)
-    if cache is not None and (cached := cache.get(digest)) is not None:
-        return cached
+    known, digest = _without_lookup(token, admin_token, cache)
+    if known is not None:
+        return known
     with engine.connect() as conn:
         row = conn.execute(_TOKEN_QUERY, {"digest": digest}).mappings().first()
     return _remember(cache, digest, row)
@@ -104,14 +102,20 @@ def principal_for(engine: Engine, token: str, admin_token: str | None,
 async def principal_for_async(reads: FastReads | None, engine: Engine, token: str, admin_token: str | None,
                               cache: PrincipalCache | None = None) -> Principal | None:
     """`principal_for` on the event loop: from the cache, else through `reads` (or a thread without it)."""
-    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(Role.ADMIN)
-    digest = hash_token(token)
-    if cache is not None and (cached := cache.get(digest)) is not None:
-        return cached
+    known, digest = _without_lookup(token, admin_token, cache)
+    if known is not None:
+        return known
     if reads is None:
         return await run_in_threadpool(principal_for, engine, token, admin_token, cache)
     return _remember(cache, digest, await reads.token(digest))
+
+
+def _without_lookup(token: str, admin_token: str | None, cache: PrincipalCache | None) -> tuple[Principal | None, bytes]:
+    """The bootstrap admin or a cached principal, with the token's digest for the lookup otherwise."""
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal(Role.ADMIN), b""
+    digest = hash_token(token)
+    return (cache.get(digest) if cache is not None else None), digest
 
 
 _TOKEN_QUERY = (

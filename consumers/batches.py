@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
@@ -69,7 +69,6 @@ class BatchConsumer(Service):
         s = self._settings
         session_ms = int(s.session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
-            *self._topics,
             bootstrap_servers=s.bootstrap_servers,
             group_id=s.group_id,
             client_id=f"timecredits-{self.consumer_name}",
@@ -83,6 +82,7 @@ class BatchConsumer(Service):
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
         )
+        self._consumer.subscribe(self._topics, listener=_ForgetLagOfLostPartitions())
         await self._consumer.start()
         self._loop_task = asyncio.create_task(self._run(), name=self.label)
         self._loop_task.add_done_callback(self._on_loop_done)
@@ -128,6 +128,20 @@ class BatchConsumer(Service):
             # A rebalance took the partitions away while the batch was in hand: their new owner gets the
             # batch again from the last committed offset, and the ledger sees duplicates. Nothing is lost.
             log.warning("%s: offsets not committed (%s); the batch will be delivered again", self.label, exc)
+
+
+class _ForgetLagOfLostPartitions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A partition handed to another worker is that worker's to report: drop its lag series here."""
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            try:
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
 
 
 def _record_lag(consumer: AIOKafkaConsumer, taken: dict[TopicPartition, list[ConsumerRecord]]) -> None:

@@ -84,7 +84,9 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
         producer_linger=0.005,
         producer_max_batch_size=1024 * 1024,
     )
-    engine = create_engine(config.database_url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    # hide_parameters: an outage's retry warnings would otherwise print a batch's thousands of values.
+    engine = create_engine(config.database_url, pool_pre_ping=True, pool_size=2, max_overflow=2,
+                           hide_parameters=True)
     processor = EventProcessor(engine)
     ledger_topic = config.topic_prefix + TOPIC_LEDGER
     rejected_topic = config.topic_prefix + TOPIC_REJECTED
