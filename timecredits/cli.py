@@ -131,8 +131,8 @@ def worker(
             batch_size=settings.ledger_batch_size,
             batch_within_s=settings.batch_within_s,
             session_timeout_s=settings.worker_session_timeout_s,
-        ),
-        loglevel=loglevel,
+            loglevel=loglevel,
+        )
     )
 
 
@@ -231,6 +231,26 @@ def import_hours(
     code = import_hours_command(file, org, approve, report, bootstrap, settings.topic_partitions,
                                 topic_prefix=settings.topic_prefix, console=console)
     raise typer.Exit(code=code)
+
+
+@app.command()
+def bench(
+    events: Annotated[int, typer.Option(help="Activity events for the ingest figure (issue 6 asks for 200,000).")] = 200_000,
+    rate: Annotated[float, typer.Option(help="Steady events/s behind the latency figure.")] = 2_000.0,
+    latency_seconds: Annotated[float, typer.Option(help="How long the latency figure runs.")] = 30.0,
+    read_seconds: Annotated[float, typer.Option(help="How long each balance-read figure runs.")] = 15.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Benchmark the whole stack: ingest with one and two workers, the INSERT ceiling, produce-to-balance latency,
+    and API balance reads idle and under ingest. Prints figures; asserts nothing. Takes several minutes.
+
+    Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set (it creates and drops databases of its own there),
+    else embedded services with durable PostgreSQL settings.
+    """
+    from timecredits.benchmark.run import run_all
+
+    run_all(get_settings(), events=events, latency_seconds=latency_seconds, read_seconds=read_seconds, rate=rate,
+            data_dir=data_dir, console=console)
 
 
 @app.command()

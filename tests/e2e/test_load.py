@@ -1,0 +1,532 @@
+"""The API under load (issue 6): 64 concurrent clients for 60 seconds keep getting answers, and none is a 5xx.
+
+A real stack (PostgreSQL, broker, one worker, one `timecredits api` process) and a realistic world: organisations,
+300 volunteers who have earned credits, tokens of every role. Then 64 keep-alive connections send a mix of balance,
+statement, event-status, statistics and catalogue reads and idempotent writes (hours, approvals, spends, gifts,
+bookings, cancellations, attendances), some replaying a key, some reusing a key with another body, some invalid on
+their face. Every answer must be one expected for its kind, with no transport error; afterwards every accepted
+write is decided (applied, or rejected with a reason) and `timecredits verify` passes. Speed is printed, never
+asserted.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.load import Call, LoadResult, Template, run_each, run_load
+from tests.e2e.api_stack import AMOUNT, ApiProcess
+from tests.e2e.conftest import Stack
+from tests.e2e.stack import decided_count, wait_until
+
+pytestmark = [pytest.mark.broker, pytest.mark.integration]
+
+CONCURRENCY = 64
+DURATION_S = 60.0
+CLIENT_TIMEOUT_S = 30.0
+VOLUNTEERS = 300
+ADMIN_TOKEN = "tc_load_admin_" + uuid.uuid4().hex
+AREAS = ("E09000030", "E09000012", "E09000025")
+AGE_BANDS = ("16-24", "25-34", "35-44", "45-54", "55-64", "65+")
+SEBS = ("professional", "intermediate", "lower", "other")
+TODAY = datetime.now(UTC).date()
+
+CLUB, AUTO, GARDEN = "ld-club", "ld-auto", "ld-garden"  # community: approved by hand, automatically, automatically
+LIDO, ARTS, HUB = "ld-lido", "ld-arts", "ld-hub"  # partners; the hub is community and partner, auto-approving
+ORGANISATIONS = {
+    CLUB: (["community"], AREAS[0], False),
+    AUTO: (["community"], AREAS[0], True),
+    GARDEN: (["community"], AREAS[1], True),
+    LIDO: (["partner"], AREAS[0], False),
+    ARTS: (["partner"], AREAS[1], False),
+    HUB: (["community", "partner"], AREAS[2], True),
+}
+COMMUNITY = (CLUB, AUTO, GARDEN, HUB)
+PARTNERS = (LIDO, ARTS, HUB)
+OPPORTUNITIES = {  # id: (partner, cost, category)
+    "ld-swim": (LIDO, "2", "sport"),
+    "ld-gym": (LIDO, "1", "sport"),
+    "ld-pottery": (ARTS, "1.5", "course"),
+    "ld-cv": (HUB, "0.5", "training"),
+}
+REJECTION_REASONS = {"insufficient_credits", "already_decided", "booking_closed"}
+"""Why the worker may refuse a write of this mix: spends beyond a balance, decisions and bookings raced."""
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def days_ago(n: int) -> str:
+    return (TODAY - timedelta(days=n)).isoformat()
+
+
+# --- checks of an answer ------------------------------------------------------------------------------------------
+
+
+def error_check(codes: Mapping[int, frozenset[str]]) -> Callable[[httpx.Response], str | None]:
+    """An error answer must be `{"error": {"code", "message"}}` with a code expected for its status."""
+
+    def check(response: httpx.Response) -> str | None:
+        if response.status_code < 400:
+            return None
+        body = response.json()
+        if set(body) != {"error"} or set(body["error"]) != {"code", "message"} or not body["error"]["message"]:
+            return f"not an error body: {body}"
+        allowed = codes.get(response.status_code, frozenset())
+        return None if body["error"]["code"] in allowed else f"code {body['error']['code']} not in {sorted(allowed)}"
+
+    return check
+
+
+def accepted_check(response: httpx.Response) -> str | None:
+    if response.status_code != 202:
+        return None
+    body = response.json()
+    return None if set(body) == {"event_id", "status"} and body["status"] == "pending" else f"not accepted: {body}"
+
+
+def both(*checks: Callable[[httpx.Response], str | None]) -> Callable[[httpx.Response], str | None]:
+    def check(response: httpx.Response) -> str | None:
+        for one in checks:
+            problem = one(response)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
+def balance_check(response: httpx.Response) -> str | None:
+    body = response.json()
+    if not all(AMOUNT.match(body[k]) for k in ("balance", "held", "available")):
+        return f"amounts not decimal strings: {body}"
+    balance, held, available = (Decimal(body[k]) for k in ("balance", "held", "available"))
+    if balance != held + available or held < 0 or available < 0:
+        return f"balance is not held + available, or below zero: {body}"
+    return None
+
+
+def statement_check(response: httpx.Response) -> str | None:
+    body = response.json()
+    ids = [item["entry_id"] for item in body["items"]]
+    return None if ids == sorted(ids, reverse=True) else f"statement not newest first: {ids}"
+
+
+def event_check(response: httpx.Response) -> str | None:
+    body = response.json()
+    return None if body["status"] in ("pending", "applied", "rejected") else f"unknown status: {body}"
+
+
+# --- the world ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Write:
+    """A write that got its answer, kept to be sent again with the same key (a replay) or another body."""
+
+    path: str
+    token: str
+    key: str
+    body: dict[str, Any]
+    status: int
+    answer: bytes
+
+
+@dataclass
+class World:
+    url: str
+    admin: str = ADMIN_TOKEN
+    admins: list[str] = field(default_factory=list)
+    leads: list[str] = field(default_factory=list)
+    orgs: dict[str, list[str]] = field(default_factory=dict)
+    volunteers: dict[str, str] = field(default_factory=dict)  # id -> token
+    accepted: dict[str, tuple[str, str]] = field(default_factory=dict)  # event id -> (kind, token that sent it)
+    accepted_order: list[str] = field(default_factory=list)
+    club_logs: list[str] = field(default_factory=list)
+    bookings: list[tuple[str, str, str]] = field(default_factory=list)  # (event id, volunteer token, partner)
+    writes: list[Write] = field(default_factory=list)
+
+    @property
+    def volunteer_ids(self) -> list[str]:
+        return list(self.volunteers)
+
+    def org(self, rng: random.Random, org_id: str) -> str:
+        return rng.choice(self.orgs[org_id])
+
+    def reader(self, rng: random.Random, volunteer_id: str) -> str:
+        """Who reads a volunteer's balance or statement: mostly themselves, else an organisation, a lead, an admin."""
+        roll = rng.random()
+        if roll < 0.7:
+            return self.volunteers[volunteer_id]
+        if roll < 0.85:
+            return self.org(rng, rng.choice(list(self.orgs)))
+        if roll < 0.95:
+            return rng.choice(self.leads)
+        return rng.choice(self.admins)
+
+    def remember(self, kind: str, token: str) -> Callable[[httpx.Response], None]:
+        def note(response: httpx.Response) -> None:
+            if response.status_code == 202 and response.headers.get("idempotent-replayed") != "true":
+                event_id = response.json()["event_id"]
+                self.accepted[event_id] = (kind, token)
+                self.accepted_order.append(event_id)
+
+        return note
+
+    # -- writes: each with a fresh Idempotency-Key, kept for replays --------------------------------------------
+    def write(self, kind: str, path: str, token: str, body: dict[str, Any], codes: Mapping[int, frozenset[str]],
+              then: Callable[[str], None] | None = None) -> Call:
+        key = str(uuid.uuid4())
+        remember = self.remember(kind, token)
+
+        def on_response(response: httpx.Response) -> None:
+            remember(response)
+            if response.status_code < 500:
+                self.writes.append(Write(path, token, key, body, response.status_code, response.content))
+                if len(self.writes) > 2000:
+                    del self.writes[:1000]
+            if response.status_code == 202 and then is not None:
+                then(response.json()["event_id"])
+
+        return Call("POST", path, expect={202, *codes}, headers={**bearer(token), "Idempotency-Key": key}, json=body,
+                    check=both(accepted_check, error_check(codes)), on_response=on_response)
+
+
+def _create_world(api: ApiProcess) -> World:
+    """Organisations, opportunities, 300 volunteers with credits, and tokens of each role, through the API."""
+    world = World(api.url)
+    rng = random.Random(6)
+    admin = bearer(ADMIN_TOKEN)
+
+    def setup(calls: list[tuple[str, Call]], concurrency: int = 16) -> LoadResult:
+        result = asyncio.run(run_each(api.url, calls, concurrency=concurrency))
+        assert result.unexpected_count == 0 and not result.errors, "\n".join(result.unexpected)
+        return result
+
+    setup([("organisation", Call("POST", "/v1/organisations", {201}, admin, {
+        "id": org_id, "name": f"Load {org_id}", "area": area, "kinds": kinds, "auto_approve": auto}))
+        for org_id, (kinds, area, auto) in ORGANISATIONS.items()], concurrency=4)
+    volunteer_ids = [f"ld-v{n:03d}" for n in range(VOLUNTEERS)]
+    setup([("volunteer", Call("POST", "/v1/volunteers", {201}, admin, {
+        "id": volunteer_id, "display_name": f"Volunteer {n}", "area": AREAS[n % len(AREAS)],
+        "age_band": rng.choice(AGE_BANDS), "seb": rng.choice(SEBS), "consent_stats": rng.random() < 0.9}))
+        for n, volunteer_id in enumerate(volunteer_ids)])
+
+    def token(body: dict[str, Any], into: Callable[[str], None]) -> tuple[str, Call]:
+        return "token", Call("POST", "/v1/tokens", {201}, admin, body,
+                             on_response=lambda r: into(r.json()["token"]) if r.status_code == 201 else None)
+
+    calls = [token({"role": "admin", "label": "load admin"}, world.admins.append),
+             *(token({"role": "lead"}, world.leads.append) for _ in range(3))]
+    for org_id in ORGANISATIONS:
+        world.orgs[org_id] = []
+        calls += [token({"role": "org", "org_id": org_id}, world.orgs[org_id].append) for _ in range(2)]
+    for volunteer_id in volunteer_ids:
+        calls.append(token({"role": "volunteer", "volunteer_id": volunteer_id},
+                           lambda t, v=volunteer_id: world.volunteers.__setitem__(v, t)))
+    setup(calls)
+    world.volunteers = dict(sorted(world.volunteers.items()))
+
+    setup([("opportunity", Call("POST", "/v1/opportunities", {201}, bearer(world.orgs[partner][0]), {
+        "id": opportunity_id, "title": f"Load {opportunity_id}", "category": category, "cost": cost,
+        "area": ORGANISATIONS[partner][1], "starts_at": "2027-03-01T10:00:00Z"}))
+        for opportunity_id, (partner, cost, category) in OPPORTUNITIES.items()], concurrency=4)
+
+    # Credits earned: two to three auto-approved logs each (2 to 12 credits), plus logs the club has not decided.
+    earned: list[tuple[str, Call]] = []
+    for volunteer_id in volunteer_ids:
+        for _ in range(rng.randint(2, 3)):
+            org_id = rng.choice((AUTO, GARDEN, HUB))
+            token_ = world.orgs[org_id][0]
+            earned.append(("earn", Call("POST", "/v1/hours", {202}, bearer(token_), {
+                "volunteer_id": volunteer_id, "org_id": org_id, "date": days_ago(rng.randint(1, 300)),
+                "minutes": rng.choice((60, 120, 180, 240)), "activity": "Food bank"},
+                on_response=world.remember("earn", token_))))
+        if rng.random() < 0.3:
+            earned.append(("club log", Call("POST", "/v1/hours", {202}, bearer(world.orgs[CLUB][0]), {
+                "volunteer_id": volunteer_id, "org_id": CLUB, "date": days_ago(rng.randint(1, 60)), "minutes": 90,
+                "activity": "Litter pick"}, on_response=lambda r: world.club_logs.append(r.json()["event_id"]))))
+    setup(earned)
+    return world
+
+
+def _wait_decided(stack: Stack, event_ids: list[str], timeout: float) -> None:
+    """Until the worker decided every one of `event_ids`; on failure, says how far it got and what its log says."""
+    ids = [uuid.UUID(e) for e in event_ids]
+    try:
+        wait_until(lambda: decided_count(stack.engine, ids) == len(ids), timeout,
+                   f"the worker to decide {len(ids)} accepted events", interval=1.0)
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {w.log_path.name} (alive: {w.alive})\n{w.log_tail()}" for w in stack.workers)
+        raise AssertionError(f"{exc}; {decided_count(stack.engine, ids)} decided\n{logs}") from None
+
+
+# --- the mix ------------------------------------------------------------------------------------------------------
+
+
+NOT_FOUND = frozenset({"unknown_log", "unknown_booking"})
+
+
+def _templates(world: World) -> list[Template]:  # noqa: C901 - one small function a request kind
+    volunteers = world.volunteer_ids
+
+    def some_volunteer(rng: random.Random) -> str:
+        return rng.choice(volunteers)
+
+    def balance(rng: random.Random) -> Call:
+        v = some_volunteer(rng)
+        return Call("GET", f"/v1/volunteers/{v}/balance", {200}, bearer(world.reader(rng, v)), check=balance_check)
+
+    def statement(rng: random.Random) -> Call:
+        v = some_volunteer(rng)
+        params: dict[str, Any] = {"limit": rng.choice((5, 20, 50))}
+        if rng.random() < 0.2:
+            params["before"] = rng.randint(1, 2000)
+        return Call("GET", f"/v1/volunteers/{v}/statement", {200}, bearer(world.reader(rng, v)), params=params,
+                    check=statement_check)
+
+    def event_status(rng: random.Random) -> Call | None:
+        accepted_ids = world.accepted_order
+        if not accepted_ids:
+            return None
+        event_id = accepted_ids[-rng.randint(1, min(len(accepted_ids), 500))]  # mostly recent ones, as clients poll
+        _, token = world.accepted[event_id]
+        return Call("GET", f"/v1/events/{event_id}", {200}, bearer(token if rng.random() < 0.9 else world.admin),
+                    check=event_check)
+
+    def participation(rng: random.Random) -> Call:
+        params = {"group_by": rng.choice(("month", "quarter", "org", "area", "age_band", "seb", "category"))}
+        if rng.random() < 0.3:
+            params["period"] = str(TODAY.year)
+        return Call("GET", "/v1/stats/participation", {200}, bearer(rng.choice(world.leads + world.admins)),
+                    params=params)
+
+    def cold_spots(rng: random.Random) -> Call:
+        return Call("GET", "/v1/stats/cold-spots", {200}, bearer(rng.choice(world.leads)))
+
+    def catalogue(rng: random.Random) -> Call:
+        params = {"partner_id": rng.choice(PARTNERS)} if rng.random() < 0.5 else None
+        return Call("GET", "/v1/opportunities", {200}, bearer(world.volunteers[some_volunteer(rng)]), params=params)
+
+    def log_hours(rng: random.Random) -> Call:
+        org_id = rng.choice(COMMUNITY)
+        then = world.club_logs.append if org_id == CLUB else None
+        return world.write("log hours", "/v1/hours", world.org(rng, org_id), {
+            "volunteer_id": some_volunteer(rng), "org_id": org_id, "date": days_ago(rng.randint(0, 90)),
+            "minutes": rng.choice((30, 60, 90, 120, 180)), "activity": rng.choice(("Food bank", "Lunch club"))},
+            {}, then)
+
+    def decide(rng: random.Random) -> Call | None:
+        if not world.club_logs:
+            return None
+        event_id = rng.choice(world.club_logs[-300:])
+        verb = "approve" if rng.random() < 0.85 else "reject"
+        body = {} if verb == "approve" else {"reason": "not on the rota"}
+        return world.write(f"{verb} hours", f"/v1/hours/{event_id}/{verb}", world.org(rng, CLUB), body,
+                           {404: NOT_FOUND, 409: frozenset({"already_decided"})})
+
+    def spend(rng: random.Random) -> Call:
+        amount = rng.choice(("0.25", "0.50", "1", "1.50", "3"))
+        if rng.random() < 0.8:
+            v = some_volunteer(rng)
+            return world.write("spend", "/v1/redemptions", world.volunteers[v],
+                               {"partner_id": rng.choice(PARTNERS), "amount": amount}, {})
+        partner = rng.choice(PARTNERS)
+        return world.write("spend (partner)", "/v1/redemptions", world.org(rng, partner),
+                           {"volunteer_id": some_volunteer(rng), "amount": amount}, {})
+
+    def gift(rng: random.Random) -> Call:
+        sender, receiver = rng.sample(volunteers, 2)
+        return world.write("gift", "/v1/gifts", world.volunteers[sender],
+                           {"to_volunteer_id": receiver, "amount": rng.choice(("0.10", "0.50", "1"))}, {})
+
+    def book(rng: random.Random) -> Call:
+        v = some_volunteer(rng)
+        opportunity_id = rng.choice(list(OPPORTUNITIES))
+        token = world.volunteers[v]
+        partner = OPPORTUNITIES[opportunity_id][0]
+        return world.write("book", "/v1/bookings", token, {"opportunity_id": opportunity_id}, {},
+                           lambda event_id: world.bookings.append((event_id, token, partner)))
+
+    def settle_booking(rng: random.Random) -> Call | None:
+        if not world.bookings:
+            return None
+        event_id, token, partner = rng.choice(world.bookings[-300:])
+        if rng.random() < 0.5:
+            return world.write("cancel booking", f"/v1/bookings/{event_id}/cancel", token, {}, {404: NOT_FOUND})
+        return world.write("attend booking", f"/v1/bookings/{event_id}/attend", world.org(rng, partner), {},
+                           {404: NOT_FOUND})
+
+    def replay(rng: random.Random) -> Call | None:
+        """The same key and body again: the first answer, byte for byte, marked as replayed."""
+        if not world.writes:
+            return None
+        first = rng.choice(world.writes[-500:])
+
+        def same(response: httpx.Response) -> str | None:
+            if response.headers.get("idempotent-replayed") != "true" or response.content != first.answer:
+                return f"not the first answer ({first.status} {first.answer[:200]!r})"
+            return None
+
+        return Call("POST", first.path, {first.status}, {**bearer(first.token), "Idempotency-Key": first.key},
+                    json=first.body, check=same)
+
+    def reuse(rng: random.Random) -> Call | None:
+        """The same key with another body: 409."""
+        if not world.writes:
+            return None
+        first = rng.choice(world.writes[-500:])
+        return Call("POST", first.path, {409}, {**bearer(first.token), "Idempotency-Key": first.key},
+                    json={**first.body, "note": "changed"},
+                    check=error_check({409: frozenset({"idempotency_key_reused"})}))
+
+    def invalid(rng: random.Random) -> Call:
+        """A request refused on its face, with the status and code it must get."""
+        v, other = rng.sample(volunteers, 2)
+        club, vtoken = world.org(rng, CLUB), world.volunteers[v]
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        hours = {"volunteer_id": v, "org_id": CLUB, "date": days_ago(1), "minutes": 60, "activity": "Food bank"}
+        cases: list[tuple[str, str, str | None, Any, int, str, dict[str, str]]] = [
+            ("POST", "/v1/hours", club, {**hours, "minutes": -30}, 422, "invalid_request", key),
+            ("POST", "/v1/hours", club, {**hours, "minutes": 2000}, 422, "invalid_request", {}),
+            ("POST", "/v1/hours", club, {**hours, "org_id": AUTO}, 403, "forbidden", key),
+            ("POST", "/v1/hours", club, {**hours, "volunteer_id": "ld-nobody"}, 404, "unknown_volunteer", key),
+            ("POST", "/v1/hours", club, {**hours, "date": "yesterday"}, 422, "invalid_request", key),
+            ("POST", "/v1/hours", vtoken, hours, 403, "forbidden", key),
+            ("POST", "/v1/gifts", vtoken, {"to_volunteer_id": v, "amount": "1"}, 422, "self_gift", key),
+            ("POST", "/v1/gifts", vtoken, {"to_volunteer_id": other, "amount": "0"}, 422, "invalid_amount", key),
+            ("POST", "/v1/gifts", vtoken, {"to_volunteer_id": "ld-nobody", "amount": "1"}, 404, "unknown_volunteer",
+             key),
+            ("POST", "/v1/redemptions", vtoken, {"partner_id": LIDO, "amount": "-1"}, 422, "invalid_request", key),
+            ("POST", "/v1/redemptions", vtoken, {"partner_id": CLUB, "amount": "1"}, 422, "not_a_partner", key),
+            ("POST", "/v1/bookings", vtoken, {"opportunity_id": "ld-nothing"}, 404, "unknown_opportunity", key),
+            ("POST", "/v1/hours", club, b'{"volunteer_id": ', 400, "malformed_json", key),
+            ("POST", "/v1/hours", club, hours, 400, "invalid_idempotency_key", {"Idempotency-Key": "k" * 201}),
+            ("GET", f"/v1/volunteers/{other}/balance", vtoken, None, 403, "forbidden", {}),
+            ("GET", f"/v1/volunteers/{other}/statement", vtoken, None, 403, "forbidden", {}),
+            ("GET", "/v1/volunteers/ld-nobody/balance", club, None, 404, "unknown_volunteer", {}),
+            ("GET", "/v1/stats/participation", vtoken, None, 403, "forbidden", {}),
+            ("GET", f"/v1/events/{uuid.uuid4()}", vtoken, None, 404, "unknown_event", {}),
+            ("GET", f"/v1/volunteers/{v}/balance", None, None, 401, "unauthenticated", {}),
+            ("GET", f"/v1/volunteers/{v}/balance", "tc_not-a-token", None, 401, "invalid_token", {}),
+            ("POST", "/v1/gifts", "tc_not-a-token", {"to_volunteer_id": other, "amount": "1"}, 401, "invalid_token",
+             key),
+        ]
+        method, path, token, body, status, code, headers = rng.choice(cases)
+        call = Call(method, path, {status}, {**bearer(token), **headers},
+                    check=error_check({status: frozenset({code})}))
+        if isinstance(body, bytes):
+            call.content, call.headers = body, {**call.headers, "Content-Type": "application/json"}
+        elif body is not None:
+            call.json = body
+        return call
+
+    return [
+        Template("balance", 24, balance),
+        Template("statement", 14, statement),
+        Template("event status", 14, event_status),
+        Template("participation", 3, participation),
+        Template("cold spots", 1, cold_spots),
+        Template("catalogue", 3, catalogue),
+        Template("log hours", 8, log_hours),
+        Template("decide hours", 2, decide),
+        Template("spend", 6, spend),
+        Template("gift", 5, gift),
+        Template("book", 4, book),
+        Template("settle booking", 3, settle_booking),
+        Template("replay", 4, replay),
+        Template("reuse key", 1, reuse),
+        Template("invalid", 6, invalid),
+    ]
+
+
+# --- the test -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def api_process(stack: Stack) -> Iterator[ApiProcess]:
+    stack.start_worker()
+    process = ApiProcess({**stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN}, stack.tmp / "api.log")
+    try:
+        process.wait_answering("/readyz", 200, timeout=60)
+        yield process
+    finally:
+        process.stop()
+
+
+def _verify_cli(database_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "timecredits.cli", "verify"], capture_output=True, text=True,
+                          env={**os.environ, "DATABASE_URL": database_url}, timeout=300)
+
+
+def test_64_clients_for_60_seconds_get_no_5xx_and_every_accepted_write_is_decided(
+    stack: Stack, api_process: ApiProcess
+) -> None:
+    started = time.monotonic()
+    world = _create_world(api_process)
+    _wait_decided(stack, list(world.accepted), 120)
+    print(f"\nworld: {len(ORGANISATIONS)} organisations, {len(world.volunteers)} volunteers, "
+          f"{len(world.accepted)} hours logged, set up in {time.monotonic() - started:.1f} s")
+    seeded = set(world.accepted)
+
+    result = asyncio.run(run_load(api_process.url, _templates(world), concurrency=CONCURRENCY,
+                                  duration_s=DURATION_S, timeout_s=CLIENT_TIMEOUT_S, seed=6))
+    print(result.summary())
+    assert api_process.alive, api_process.log_tail()
+    assert result.server_errors() == 0, f"5xx answers: {result.statuses}\n" + "\n".join(result.unexpected)
+    assert not result.errors, (f"transport errors: {result.errors}\n" + "\n".join(result.unexpected)
+                               + f"\n--- API log\n{api_process.log_tail()}")
+    assert result.unexpected_count == 0, "\n".join(result.unexpected)
+    assert "unexpected error on" not in api_process.log_path.read_text(errors="replace"), api_process.log_tail()
+
+    during = [event_id for event_id in world.accepted if event_id not in seeded]
+    assert during, "the load had writes accepted"
+    drain = time.monotonic()
+    _wait_decided(stack, during, 300)
+    print(f"the worker decided the {len(during)} writes accepted under load "
+          f"{time.monotonic() - drain:.1f} s after the load ended")
+
+    outcomes: Counter[tuple[str, str, str]] = Counter()
+
+    def outcome_of(kind: str) -> Callable[[httpx.Response], None]:
+        def note(response: httpx.Response) -> None:
+            if response.status_code == 200:
+                body = response.json()
+                outcomes[(kind, body["status"], body.get("reason") or "")] += 1
+
+        return note
+
+    def decided(response: httpx.Response) -> str | None:
+        body = response.json()
+        if body["status"] == "applied" or (body["status"] == "rejected" and body.get("reason")):
+            return None
+        return f"not decided, or rejected without a reason: {body}"
+
+    checked = asyncio.run(run_each(api_process.url, (
+        ("outcome", Call("GET", f"/v1/events/{event_id}", {200}, bearer(world.accepted[event_id][1]),
+                         check=decided, on_response=outcome_of(world.accepted[event_id][0])))
+        for event_id in during), concurrency=16))
+    assert checked.unexpected_count == 0 and not checked.errors, "\n".join(checked.unexpected)
+    print("outcomes of the writes accepted under load:")
+    for (kind, status, reason), n in sorted(outcomes.items()):
+        print(f"  {kind:<16}{status:<9}{reason:<22}{n:>7}")
+    assert sum(outcomes.values()) == len(during)
+    reasons = {reason for (_, status, reason) in outcomes if status == "rejected"}
+    assert reasons <= REJECTION_REASONS, f"unexpected rejections: {reasons - REJECTION_REASONS}"
+
+    verified = _verify_cli(stack.database_url)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

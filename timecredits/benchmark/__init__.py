@@ -1,0 +1,1 @@
+"""End-to-end benchmarks of the whole stack (`timecredits bench`, `bench/pipeline.py`): they print figures, never assert speed."""
