@@ -239,6 +239,8 @@ def bench(
     rate: Annotated[float, typer.Option(help="Steady events/s behind the latency figure.")] = 2_000.0,
     latency_seconds: Annotated[float, typer.Option(help="How long the latency figure runs.")] = 30.0,
     read_seconds: Annotated[float, typer.Option(help="How long each balance-read figure runs.")] = 15.0,
+    ingest: Annotated[bool, typer.Option(help="Figures 1 and 2: ingest with one and two workers, the ceiling.")] = True,
+    api: Annotated[bool, typer.Option(help="Figures 3 and 4: latency and balance reads through the API.")] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Benchmark the whole stack: ingest with one and two workers, the INSERT ceiling, produce-to-balance latency,
@@ -250,7 +252,7 @@ def bench(
     from timecredits.benchmark.run import run_all
 
     run_all(get_settings(), events=events, latency_seconds=latency_seconds, read_seconds=read_seconds, rate=rate,
-            data_dir=data_dir, console=console)
+            data_dir=data_dir, console=console, ingest_figures=ingest, api_figures=api)
 
 
 @app.command()

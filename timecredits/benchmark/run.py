@@ -36,7 +36,7 @@ def machine() -> str:
 
 
 def run_all(settings: Settings, *, events: int, latency_seconds: float, read_seconds: float, rate: float,
-            data_dir: Path | None, console: Console) -> None:
+            data_dir: Path | None, console: Console, ingest_figures: bool = True, api_figures: bool = True) -> None:
     console.print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="tc-bench-") as tmp:
         directory = data_dir or Path(tmp)
@@ -45,12 +45,14 @@ def run_all(settings: Settings, *, events: int, latency_seconds: float, read_sec
             server, bootstrap = endpoints.database_url, endpoints.kafka_bootstrap_servers
             console.print(f"PostgreSQL {server.rsplit('@', 1)[-1]} (durable), broker {bootstrap}")
             registry = workload.registry(VOLUNTEERS)
-            console.print(f"workload: {len(registry)} registry events, generating {events:,} activity events (seed 6)…")
-            activity = list(workload.activity(events, VOLUNTEERS))
+            activity: list[workload.Record] = []
+            if ingest_figures:
+                console.print(f"workload: {len(registry)} registry events, {events:,} activity events (seed 6)…")
+                activity = list(workload.activity(events, VOLUNTEERS))
 
             ingest: list[IngestResult] = []
             ceiling = None
-            for workers in (1, 2):
+            for workers in (1, 2) if ingest_figures else ():
                 with scenario(f"ingest-{workers}w", server, bootstrap, directory) as run:
                     console.print(f"ingest with {workers} worker(s)…")
                     ingest.append(run_ingest(run, workers, registry, activity))
@@ -61,9 +63,11 @@ def run_all(settings: Settings, *, events: int, latency_seconds: float, read_sec
                             ceiling = run_ceiling(run.engine, target.database_url)
                             console.print(f"  {ceiling.entries_per_second:,.0f} entries/s")
 
-            with scenario("api", server, bootstrap, directory) as run:
-                latency, idle, busy = _api_figures(run, registry, rate, latency_seconds, read_seconds, console)
-    _report(console, ingest, ceiling, latency, idle, busy)
+            api: tuple[list[LatencyResult], LoadResult | None, LoadResult | None] = ([], None, None)
+            if api_figures:
+                with scenario("api", server, bootstrap, directory) as run:
+                    api = _api_figures(run, registry, rate, latency_seconds, read_seconds, console)
+    _report(console, ingest, ceiling, *api)
 
 
 def _api_figures(run: Scenario, registry: list[workload.Record], rate: float, latency_seconds: float,
@@ -123,7 +127,7 @@ def _produce_all(run: Scenario, records: list[workload.Record]) -> None:
 
 
 def _report(console: Console, ingest: list[IngestResult], ceiling, latencies: list[LatencyResult],  # type: ignore[no-untyped-def]
-            idle: LoadResult, busy: LoadResult) -> None:
+            idle: LoadResult | None, busy: LoadResult | None) -> None:
     table = Table(title="timecredits bench", show_lines=False)
     table.add_column("figure")
     table.add_column("result", justify="right")
@@ -142,6 +146,8 @@ def _report(console: Console, ingest: list[IngestResult], ceiling, latencies: li
                       f"p99 {latency.percentile_ms(99):.0f} ms; lost {latency.lost}",
                       "p99 < 250 ms at 2,000/s" if latency is latencies[-1] else "")
     for name, result in (("idle", idle), ("while ingesting", busy)):
+        if result is None:
+            continue
         errors = sum(n for status, n in result.statuses.items() if status != 200) + result.errors
         table.add_row(f"4. balance reads, 64 connections, {name}",
                       f"{result.per_second:,.0f} req/s, p50 {result.percentile(50) * 1000:.1f} / "
