@@ -189,8 +189,10 @@ def dashboard_stack(embedded_postgres: str, primary_template: str, kafka_bootstr
             engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in the main thread while it is open,
+    and tests after it that call asyncio.run() (the load test, the asyncpg reads) must find none."""
     try:
         executable = ensure_chromium()
     except ChromiumUnavailable as exc:
