@@ -46,6 +46,20 @@ def test_entry_with_a_single_posting_is_refused(engine: Engine) -> None:
             insert_raw_entry(conn, [Posting("volunteer:v1", 100)])
 
 
+def test_entry_without_any_postings_is_refused_at_commit(engine: Engine) -> None:
+    """No postings statement ever runs for it, so only the deferred check at commit can see it."""
+    with pytest.raises(DBAPIError, match="has no postings") as caught:
+        with engine.begin() as conn:
+            head = conn.execute(text("SELECT hash FROM entries ORDER BY id DESC LIMIT 1")).scalar()
+            conn.execute(text(
+                "INSERT INTO entries (id, event_id, kind, occurred_at, recorded_at, prev_hash, hash) VALUES "
+                "(nextval('entries_id_seq'), gen_random_uuid(), 'hours_approved', now(), now(), :head, :hash)"
+            ), {"head": bytes(head) if head else bytes(32), "hash": b"\x05" * 32})
+    assert _sqlstate(caught.value) == "23514"
+    with engine.connect() as conn:
+        assert scalar(conn, "SELECT count(*) FROM entries") == 0
+
+
 def test_zero_amount_posting_is_refused(engine: Engine) -> None:
     with pytest.raises(DBAPIError) as caught:
         with engine.begin() as conn:
