@@ -148,8 +148,10 @@ def api(
     settings = get_settings()
     _require(settings.database_url, "DATABASE_URL")
     _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    # Keep-alive longer than clients keep idle connections (httpx 5 s, proxies often 60 s): with uvicorn's 5 s
+    # default, a client reusing a connection as the server closed it got a ReadError under the load test.
     uvicorn.run("api.main:app", factory=False, host=host or settings.api_host, port=port or settings.api_port,
-                workers=workers, log_level="warning", access_log=False)
+                workers=workers, log_level="warning", access_log=False, timeout_keep_alive=65)
 
 
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
