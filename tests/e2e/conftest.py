@@ -4,6 +4,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,18 +56,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def stack_on(database_url: str, bootstrap: str, tmp: Path) -> Iterator[Stack]:
+    """A `Stack` on the given database and broker, with topics of its own; its workers are stopped at the end.
+
+    The engine pre-pings: the outage tests restart PostgreSQL under it."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    ensure_topics(bootstrap, PARTITIONS, prefixed(ALL_TOPICS, prefix))
+    engine = create_engine(database_url, pool_pre_ping=True)
+    stack = Stack(database_url, engine, bootstrap, prefix, tmp, [])
+    try:
+        yield stack
+    finally:
+        for worker in stack.workers:
+            worker.stop()
+        engine.dispose()
+
+
 def _make_stack(embedded_postgres: str, template: str, bootstrap: str, tmp: Path) -> Iterator[Stack]:
-    with fresh_database(embedded_postgres, template) as url:
-        prefix = f"t{uuid.uuid4().hex[:10]}."
-        ensure_topics(bootstrap, PARTITIONS, prefixed(ALL_TOPICS, prefix))
-        engine = create_engine(url)
-        stack = Stack(url, engine, bootstrap, prefix, tmp, [])
-        try:
-            yield stack
-        finally:
-            for worker in stack.workers:
-                worker.stop()
-            engine.dispose()
+    with fresh_database(embedded_postgres, template) as url, stack_on(url, bootstrap, tmp) as stack:
+        yield stack
 
 
 @pytest.fixture()

@@ -8,20 +8,17 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer
-from sqlalchemy import create_engine
 
 from infra.embedded import EmbeddedBroker, EmbeddedPostgres
 from infra.migrate import upgrade_to_head
 from ledger.events import TOPIC_REJECTED
-from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
-from tests.e2e.conftest import PARTITIONS, Stack
+from tests.e2e.conftest import Stack
 from tests.e2e.stack import wait_until
 from timecredits.processes import Child
 
@@ -94,21 +91,6 @@ def own_broker(tmp: Path) -> Iterator[FreezableBroker]:
         yield broker
     finally:
         broker.stop()
-
-
-@contextmanager
-def stack_on(database_url: str, bootstrap: str, tmp: Path) -> Iterator[Stack]:
-    """A `Stack` on the given database and broker, with topics of its own; its workers are stopped at the end."""
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    ensure_topics(bootstrap, PARTITIONS, prefixed(ALL_TOPICS, prefix))
-    engine = create_engine(database_url, pool_pre_ping=True)
-    stack = Stack(database_url, engine, bootstrap, prefix, tmp, [])
-    try:
-        yield stack
-    finally:
-        for worker in stack.workers:
-            worker.stop()
-        engine.dispose()
 
 
 def counter(metrics_text: str, name: str) -> float:

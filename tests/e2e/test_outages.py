@@ -31,7 +31,8 @@ from ledger.events import (
 from ledger.processing import EventProcessor
 from tests.e2e.api_stack import Api, ApiProcess, error_code
 from tests.e2e.conftest import Stack
-from tests.e2e.faults import Background, counter, dead_letters, own_broker, own_postgres, stack_on, wait_for_exit_or
+from tests.e2e.conftest import stack_on
+from tests.e2e.faults import Background, counter, dead_letters, own_broker, own_postgres, wait_for_exit_or
 from tests.e2e.stack import decided_count, ledger_summary
 from tests.e2e.test_faults import VOLUNTEERS, _backlog, _event_ids, _produce, _reference, _registry, _verify_cli
 from tests.postgres import fresh_database
