@@ -140,18 +140,18 @@ def worker(
 def api(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default TIMECREDITS_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default TIMECREDITS_API_PORT).")] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="API processes, each with a listening socket of its own.")] = 1,
 ) -> None:
     """Run the HTTP API alone (needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS)."""
-    import uvicorn
+    from api.serving import serve
 
     settings = get_settings()
     _require(settings.database_url, "DATABASE_URL")
     _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     # Keep-alive longer than clients keep idle connections (httpx 5 s, proxies often 60 s): with uvicorn's 5 s
     # default, a client reusing a connection as the server closed it got a ReadError under the load test.
-    uvicorn.run("api.main:app", factory=False, host=host or settings.api_host, port=port or settings.api_port,
-                workers=workers, log_level="warning", access_log=False, timeout_keep_alive=65)
+    serve(host or settings.api_host, port or settings.api_port, workers,
+          log_level="warning", access_log=False, timeout_keep_alive=65)
 
 
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)

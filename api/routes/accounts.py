@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, Role
-from api.deps import PrincipalDep, ServicesDep, forbid
+from api.deps import PrincipalDep, Services, ServicesDep, forbid
 from api.errors import ApiError, responses
 from api.models import Balance, Id, Statement, StatementLine, credits
 from ledger import schema
@@ -31,9 +31,10 @@ def _known(services: ServicesDep, volunteer_id: str) -> None:
 
 
 @router.get("/{volunteer_id}/balance", response_model=Balance, responses=responses(401, 403, 404, 422))
-async def balance(volunteer_id: Id, services: ServicesDep, principal: PrincipalDep) -> Balance:
+async def balance(volunteer_id: Id, request: Request, principal: PrincipalDep) -> Response:
     """Served on the event loop through asyncpg: the most frequent read of all."""
     _may_read(principal, volunteer_id)
+    services: Services = request.app.state.services
     if services.reads is None:
         found = await run_in_threadpool(LedgerRepository(services.engine).registered_volunteer_balance, volunteer_id)
     else:
@@ -41,7 +42,11 @@ async def balance(volunteer_id: Id, services: ServicesDep, principal: PrincipalD
         found = None if row is None else VolunteerBalance(volunteer_id, *row)
     if found is None:
         raise ApiError(404, "unknown_volunteer", f"no volunteer {volunteer_id}")
-    return Balance(volunteer_id=volunteer_id, balance=credits(found.total), held=credits(found.held),
+    return Response(as_balance(found).model_dump_json(), media_type="application/json")
+
+
+def as_balance(found: VolunteerBalance) -> Balance:
+    return Balance(volunteer_id=found.volunteer_id, balance=credits(found.total), held=credits(found.held),
                    available=credits(found.available))
 
 

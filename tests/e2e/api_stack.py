@@ -19,10 +19,10 @@ AMOUNT = re.compile(r"^-?[0-9]+\.[0-9]{2}$")
 class ApiProcess(Child):
     """`timecredits api --port N` (uvicorn) as a child process with its own log file, stopped by its pid."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None, workers: int = 1) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("api", ["api", "--port", str(self.port)], dict(env), log_path)
+        super().__init__("api", ["api", "--port", str(self.port), "--workers", str(workers)], dict(env), log_path)
 
     def wait_answering(self, path: str, status: int = 200, timeout: float = 60) -> httpx.Response:
         """Until `GET path` answers `status`; fails at once (with the log) if the process exits."""
