@@ -36,6 +36,11 @@ class ConsumerSettings:
     batch_size: int = 1000
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
+    #: How long a fetch may wait at the broker for records. Apache Kafka answers as soon as records arrive, so
+    #: there this only sets how often an idle consumer asks again; Tansu keeps the fetch for the whole wait
+    #: (measured: aiokafka's default 500 ms delivered a record after 124 ms at the median, 250 ms at worst;
+    #: 50 ms after 5 ms and 15 ms).
+    fetch_max_wait_ms: int = 50
     #: How long a clean stop waits for the batch in hand before leaving the group anyway.
     stop_grace_s: float = 30.0
 
@@ -81,6 +86,7 @@ class BatchConsumer(Service):
             request_timeout_ms=max(40_000, session_ms + 10_000),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         self._consumer.subscribe(self._topics, listener=_ForgetLagOfLostPartitions())
         await self._consumer.start()
