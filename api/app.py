@@ -58,9 +58,9 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                 reads=FastReads(database_url),
             )
             await app.state.services.reads.start()
+            freeze_startup_heap()  # a server process; not for apps that tests make and drop by the hundred
         else:
             app.state.services = services
-        freeze_startup_heap()
         try:
             yield
         finally:
