@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.auth import Role, principal_for_async
-from api.routes.accounts import as_balance
+from api.auth import principal_for_async
+from api.routes.accounts import as_balance, may_read
 from ledger.repository import VolunteerBalance
 
 ROUTE_PATH = "/v1/volunteers/{volunteer_id}/balance"
@@ -67,7 +67,7 @@ class BalanceReadFastPath:
         try:
             principal = await principal_for_async(services.reads, services.engine, token, services.admin_token,
                                                   services.principals)
-            if principal is None or (principal.role is Role.VOLUNTEER and principal.volunteer_id != volunteer_id):
+            if principal is None or not may_read(principal, volunteer_id):
                 return None
             row = await services.reads.balance(volunteer_id)
         except Exception:  # noqa: BLE001 - the route reads again and answers the error as documented

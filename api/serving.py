@@ -62,7 +62,7 @@ def _serve_one(sock: socket.socket, options: dict[str, Any]) -> None:
 class ReusePortSupervisor:
     sockets: list[socket.socket]
     options: dict[str, Any]
-    processes: list[SpawnProcess | None] = field(default_factory=list)
+    processes: list[SpawnProcess] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -72,7 +72,7 @@ class ReusePortSupervisor:
         try:
             while not self.stopping.wait(0.5):
                 for n, process in enumerate(self.processes):
-                    if process is not None and not process.is_alive():
+                    if not process.is_alive():
                         log.warning("API process %s exited with %s; restarting it", process.pid, process.exitcode)
                         time.sleep(RESTART_DELAY_S)
                         self.processes[n] = self._start(n)
@@ -86,7 +86,7 @@ class ReusePortSupervisor:
         return process
 
     def _stop_all(self) -> None:
-        running = [p for p in self.processes if p is not None and p.is_alive()]
+        running = [p for p in self.processes if p.is_alive()]
         for process in running:
             process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
         deadline = time.monotonic() + STOP_TIMEOUT_S

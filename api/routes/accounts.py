@@ -18,9 +18,13 @@ from ledger.repository import LedgerRepository, VolunteerBalance
 router = APIRouter(prefix="/v1/volunteers", tags=["balances"])
 
 
-def _may_read(principal: Principal, volunteer_id: str) -> None:
+def may_read(principal: Principal, volunteer_id: str) -> bool:
     """That volunteer, any organisation, a lead or an admin (design.md §5); never another volunteer."""
-    if principal.role is Role.VOLUNTEER and principal.volunteer_id != volunteer_id:
+    return principal.role is not Role.VOLUNTEER or principal.volunteer_id == volunteer_id
+
+
+def _may_read(principal: Principal, volunteer_id: str) -> None:
+    if not may_read(principal, volunteer_id):
         raise forbid("a volunteer sees their own balance and statement only")
 
 
