@@ -34,6 +34,8 @@ class Scenario:
     prefix: str = ""
     engine: Engine = field(init=False)
     children: list[Child] = field(default_factory=list)
+    _entries_seen: int = 0
+    _entries_upto: int = 0
 
     def env(self) -> dict[str, str]:
         return {
@@ -77,10 +79,22 @@ class Scenario:
         producer.send_raw(self.prefix + record.topic, record.key, record.value)
 
     def decided(self) -> int:
-        """Entries plus rejections: each activity event of the workload ends as exactly one of the two."""
+        """Entries plus rejections: each activity event of the workload ends as exactly one of the two.
+
+        Entries are counted incrementally, only those above the highest id seen before: the benchmark asks
+        twenty times a second, and a full count(*) of a ledger of 200,000 entries took a fifth of a core from
+        the PostgreSQL it measures. That is exact because entry ids are drawn under the chain lock, which a
+        writer holds until it commits, so the committed entries are always a prefix of the ids drawn.
+        Rejections are a few per cent of the events, cheap to count whole.
+        """
         with self.engine.connect() as conn:
-            return int(conn.execute(text("SELECT (SELECT count(*) FROM entries) + (SELECT count(*) FROM rejections)"))
-                       .scalar_one())
+            new, upto = conn.execute(text("SELECT count(*), max(id) FROM entries WHERE id > :upto"),
+                                     {"upto": self._entries_upto}).one()
+            rejections = int(conn.execute(text("SELECT count(*) FROM rejections")).scalar_one())
+        if new:
+            self._entries_seen += int(new)
+            self._entries_upto = int(upto)
+        return self._entries_seen + rejections
 
     def volunteers(self) -> int:
         with self.engine.connect() as conn:
