@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import BigInteger, Connection, Engine, Text, func, literal, null, select, union_all
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import Label
 
 from ledger import schema
 from ledger.schema import any_of
 from ledger.bulk import copy_rows
-from ledger.domain import EntryDraft, Rejection
-from ledger.events import DecodedEvent, EntryCommitted, PostingOut, Undecodable
+from ledger.domain import EntryDraft, Posting, Rejection
+from ledger.events import CommittedEntry, DecodedEvent, Undecodable
 from ledger.intake import (
     BatchRegistry,
     HoursDecision,
@@ -60,7 +62,7 @@ class EventOutcome:
 @dataclass
 class BatchResult:
     outcomes: list[EventOutcome]
-    committed: list[EntryCommitted] = field(default_factory=list)  # entries to publish on tc.ledger
+    committed: list[CommittedEntry] = field(default_factory=list)  # entries to publish on tc.ledger
 
 
 class EventProcessor:
@@ -139,7 +141,7 @@ class _BatchProcess:
         _insert_hours_logs(conn, [plan.hours_log for plan in plans if plan.hours_log is not None])
         writer = LedgerWriter(conn)
         commands = [plan.command for plan in plans if plan.command is not None]
-        ledger_outcomes = dict(zip([c.event_id for c in commands], writer.apply(commands)))
+        ledger_outcomes = dict(zip([c.event_id for c in commands], writer.apply(commands, looked_up=True)))
         decisions: list[tuple[HoursDecision, int | None]] = []
         outcomes: list[EventOutcome] = []
         for slot in slots:
@@ -180,8 +182,8 @@ def _duplicate(outcome: EventOutcome) -> EventOutcome:
                         outcome.message, duplicate=True)
 
 
-def _committed(entry_id: int, draft: EntryDraft) -> EntryCommitted:
-    return EntryCommitted(
+def _committed(entry_id: int, draft: EntryDraft) -> CommittedEntry:
+    return CommittedEntry(
         entry_id=entry_id,
         event_id=draft.event_id,
         kind=draft.kind.value,
@@ -190,27 +192,38 @@ def _committed(entry_id: int, draft: EntryDraft) -> EntryCommitted:
         org_id=draft.org_id,
         opportunity_id=draft.opportunity_id,
         related_event_id=draft.related_event_id,
-        postings=tuple(PostingOut(account=p.account, amount=p.amount) for p in draft.postings),
+        postings=draft.postings,
     )
 
 
 def _decided(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, EventOutcome]:
-    """Every event among `event_ids` that was processed before, with its outcome."""
+    """Every event among `event_ids` that was processed before, with its outcome (one round trip)."""
     ids = list(set(event_ids))
     if not ids:
         return {}
     e, r, logs, d = schema.entries, schema.rejections, schema.hours_logs, schema.hours_decisions
+    def nothing(name: str, type_: type[BigInteger] | type[Text]) -> Label[Any]:
+        return null().cast(type_).label(name)
+
+    # Where one event id is in several tables, the later source wins: a rejection over an entry over a decision.
+    sources = union_all(
+        select(logs.c.event_id.label("event_id"), literal(0).label("source"), nothing("entry_id", BigInteger),
+               nothing("reason", Text), nothing("message", Text)).where(any_of(logs.c.event_id, ids)),
+        select(d.c.decision_event_id, literal(1), nothing("entry_id", BigInteger), nothing("reason", Text),
+               nothing("message", Text)).where(any_of(d.c.decision_event_id, ids)),
+        select(e.c.event_id, literal(2), e.c.id, nothing("reason", Text), nothing("message", Text))
+        .where(any_of(e.c.event_id, ids)),
+        select(r.c.event_id, literal(3), nothing("entry_id", BigInteger), r.c.reason, r.c.message)
+        .where(any_of(r.c.event_id, ids)),
+    ).subquery()
     found: dict[UUID, EventOutcome] = {}
-    for event_id in conn.execute(select(logs.c.event_id).where(any_of(logs.c.event_id, ids))).scalars():
-        found[event_id] = EventOutcome(event_id, "HoursLogged", "applied")
-    for event_id in conn.execute(select(d.c.decision_event_id).where(any_of(d.c.decision_event_id, ids))).scalars():
-        found[event_id] = EventOutcome(event_id, None, "applied")
-    for event_id, entry_id in conn.execute(select(e.c.event_id, e.c.id).where(any_of(e.c.event_id, ids))):
-        found[event_id] = EventOutcome(event_id, None, "applied", entry_id=entry_id)
-    for event_id, reason, message in conn.execute(
-        select(r.c.event_id, r.c.reason, r.c.message).where(any_of(r.c.event_id, ids))
-    ):
-        found[event_id] = EventOutcome(event_id, None, "rejected", reason=reason, message=message)
+    for event_id, source, entry_id, reason, message in conn.execute(select(sources).order_by(sources.c.source)):
+        if source == 0:
+            found[event_id] = EventOutcome(event_id, "HoursLogged", "applied")
+        elif source == 3:
+            found[event_id] = EventOutcome(event_id, None, "rejected", reason=reason, message=message)
+        else:
+            found[event_id] = EventOutcome(event_id, None, "applied", entry_id=entry_id)
     return found
 
 
@@ -309,7 +322,7 @@ def _insert_decisions(conn: Connection, decisions: list[tuple[HoursDecision, int
     ])
 
 
-def load_committed(conn: Connection, entry_ids: Sequence[int]) -> list[EntryCommitted]:
+def load_committed(conn: Connection, entry_ids: Sequence[int]) -> list[CommittedEntry]:
     """Entries already in the ledger, as published on tc.ledger (to publish again after a crash)."""
     if not entry_ids:
         return []
@@ -322,13 +335,13 @@ def load_committed(conn: Connection, entry_ids: Sequence[int]) -> list[EntryComm
         .where(any_of(e.c.id, list(entry_ids)))
         .order_by(e.c.id)
     ).all()
-    postings: dict[int, list[PostingOut]] = {}
+    postings: dict[int, list[Posting]] = {}
     for entry_id, account, amount in conn.execute(
         select(p.c.entry_id, p.c.account_key, p.c.amount).where(any_of(p.c.entry_id, list(entry_ids)))
     ):
-        postings.setdefault(entry_id, []).append(PostingOut(account=account, amount=amount))
+        postings.setdefault(entry_id, []).append(Posting(account, amount))
     return [
-        EntryCommitted(entry_id=r[0], event_id=r[1], kind=r[2], occurred_at=r[3], volunteer_id=r[4], org_id=r[5],
+        CommittedEntry(entry_id=r[0], event_id=r[1], kind=r[2], occurred_at=r[3], volunteer_id=r[4], org_id=r[5],
                        opportunity_id=r[6], related_event_id=r[7], postings=tuple(postings[r[0]]))
         for r in rows
     ]

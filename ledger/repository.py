@@ -224,9 +224,12 @@ class LedgerWriter:
         self._existing_accounts: set[str] = set()
         self.committed: list[tuple[int, EntryDraft, datetime]] = []
 
-    def apply(self, commands: Sequence[LedgerCommand]) -> list[Outcome]:
+    def apply(self, commands: Sequence[LedgerCommand], *, looked_up: bool = False) -> list[Outcome]:
+        """`looked_up`: the caller has just found, in this transaction, that none of the commands' events was
+        decided before, so the lookup is not made twice (should a concurrent writer have decided one since,
+        the unique event id refuses the batch and it is applied again item by item)."""
         conn = self._conn
-        decided = _decided_outcomes(conn, [c.event_id for c in commands])
+        decided = {} if looked_up else _decided_outcomes(conn, [c.event_id for c in commands])
         referenced, referenced_ids = _load_entries(conn, referenced_event_ids(commands))
         prefetch = accounts_to_prefetch(commands, referenced.values())
         loaded = _load_balances(conn, prefetch)
