@@ -31,7 +31,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from consumers import metrics
-from consumers.batches import BatchConsumer, ConsumerSettings, Records
+from consumers.batches import BatchConsumer, ConsumerSettings, FollowUp, Records
 from ledger.events import (
     TOPIC_ACTIVITY,
     TOPIC_ADMIN,
@@ -95,7 +95,7 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     async def publish(result: BatchResult, records: Records, items: Sequence[DecodedEvent | Undecodable]) -> None:
         producer = await app.maybe_start_producer()
         sends = [
-            await producer.send(ledger_topic, entry.partition_key.encode(), entry.model_dump_json().encode(), None, None, None)
+            await producer.send(ledger_topic, entry.partition_key.encode(), entry.to_json(), None, None, None)
             for entry in result.committed
         ]
         for record, item, outcome in zip(records, items, result.outcomes):
@@ -104,15 +104,20 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
                 sends.append(await producer.send(rejected_topic, record.key, value, None, None, None))
         await asyncio.gather(*sends)
 
-    async def apply_batch(records: Records) -> None:
+    async def apply_batch(records: Records) -> FollowUp:
+        """Apply the batch in one transaction; publishing its results is the follow-up that overlaps the next."""
         # Registry changes first: a volunteer registered in the same batch as their first hours is known by then.
         ordered = sorted(records, key=lambda record: record.topic != admin_topic)
         items = [check_key(decode_event(record.value or b""), record.key) for record in ordered]
         started = asyncio.get_running_loop().time()
         result = await _until_committed(lambda: processor.process(items), len(items))
-        await publish(result, ordered, items)
-        metrics.observe_batch(_logical_topic(ordered[-1].topic, config.topic_prefix), result, items,
-                              asyncio.get_running_loop().time() - started)
+
+        async def publish_results() -> None:
+            await publish(result, ordered, items)
+            metrics.observe_batch(_logical_topic(ordered[-1].topic, config.topic_prefix), result, items,
+                                  asyncio.get_running_loop().time() - started)
+
+        return publish_results()
 
     async def record_statistics(records: Records) -> None:
         """tc.ledger -> participation facts, idempotent by entry id."""

@@ -10,7 +10,7 @@ connection, so they are part of the caller's transaction.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -33,7 +33,7 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
     if not rows:
         return 0
     columns = _columns(table, rows)
-    text = "".join("\t".join(_copy_text(row[column]) for column in columns) + "\n" for row in rows)
+    text = "".join(["\t".join([_copy_text(row[column]) for column in columns]) + "\n" for row in rows])
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
     with _as_sqlalchemy_errors(conn, statement), conn.connection.cursor() as cursor:
         cursor.copy_expert(statement, io.StringIO(text))
@@ -75,9 +75,38 @@ def _columns(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _copy_text(value: Any) -> str:
-    """One value in COPY's text format."""
-    if value is None:
-        return "\\N"
+    """One value in COPY's text format: by exact type first (a dict lookup, where the isinstance chain below
+    cost a noticeable share of a worker's batch), then by isinstance for subclasses."""
+    convert = _COPY_TEXT_BY_TYPE.get(type(value))
+    if convert is not None:
+        return convert(value)
+    return _copy_text_of_subclass(value)
+
+
+def _aware_isoformat(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not written to the ledger")
+    return value.isoformat()
+
+
+def _bytes_text(value: bytes | memoryview) -> str:
+    return "\\\\x" + bytes(value).hex()
+
+
+_COPY_TEXT_BY_TYPE: dict[type, Callable[[Any], str]] = {
+    type(None): lambda _: "\\N",
+    str: lambda value: value.translate(_ESCAPES),
+    bool: lambda value: "t" if value else "f",
+    int: str,
+    UUID: str,
+    datetime: _aware_isoformat,
+    date: date.isoformat,
+    bytes: _bytes_text,
+    memoryview: _bytes_text,
+}
+
+
+def _copy_text_of_subclass(value: Any) -> str:
     if isinstance(value, str):
         return value.translate(_ESCAPES)
     if isinstance(value, bool):
@@ -85,11 +114,9 @@ def _copy_text(value: Any) -> str:
     if isinstance(value, int | UUID):
         return str(value)
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not written to the ledger")
-        return value.isoformat()
+        return _aware_isoformat(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bytes | memoryview):
-        return "\\\\x" + bytes(value).hex()
+        return _bytes_text(value)
     raise TypeError(f"no COPY text for {type(value).__name__}")

@@ -21,12 +21,15 @@ from ledger import schema
 from ledger.schema import any_of
 from ledger.bulk import insert_rows_ignoring_conflicts
 from ledger.domain import EntryKind
-from ledger.events import EntryCommitted
+from ledger.events import CommittedEntry, EntryCommitted
+
+#: Read back from tc.ledger (validated), or handed over by the ledger in the same process (tests, tools).
+LedgerEntry = EntryCommitted | CommittedEntry
 
 LONDON = ZoneInfo("Europe/London")
 
 
-def write_facts(engine: Engine, entries: Sequence[EntryCommitted]) -> int:
+def write_facts(engine: Engine, entries: Sequence[LedgerEntry]) -> int:
     """Record facts for `entries` in one transaction; returns how many were new."""
     if not entries:
         return 0
@@ -37,7 +40,7 @@ def write_facts(engine: Engine, entries: Sequence[EntryCommitted]) -> int:
         return insert_rows_ignoring_conflicts(conn, schema.stats_facts, rows)
 
 
-def facts_for(conn: Connection, entries: Sequence[EntryCommitted]) -> list[dict[str, Any]]:
+def facts_for(conn: Connection, entries: Sequence[LedgerEntry]) -> list[dict[str, Any]]:
     e, d, logs, op = schema.entries, schema.hours_decisions, schema.hours_logs, schema.opportunities
     by_event = {entry.event_id: entry for entry in entries}
     related_ids = {entry.related_event_id for entry in entries if entry.kind == EntryKind.ENTRY_REVERSED.value}
@@ -114,13 +117,13 @@ def _main_categories(conn: Connection, partner_ids: set[str | None]) -> dict[str
     return {partner: category for partner, (_, category) in best.items()}
 
 
-def _recipient(entry: EntryCommitted) -> str | None:
+def _recipient(entry: LedgerEntry) -> str | None:
     if entry.kind != EntryKind.CREDITS_GIFTED.value:
         return None
     return next(p.account.split(":", 1)[1] for p in entry.postings if p.amount > 0)
 
 
-def _recipient_of_postings(reversal: EntryCommitted, sender: str | None) -> str | None:
+def _recipient_of_postings(reversal: LedgerEntry, sender: str | None) -> str | None:
     """A reversed gift's recipient is the volunteer account the reversal takes credits back from."""
     taken = [p.account.split(":", 1)[1] for p in reversal.postings if p.amount < 0 and p.account.startswith("volunteer:")]
     return taken[0] if taken and taken[0] != sender else None

@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from ledger.domain import Posting
+
 from ledger.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -20,6 +22,7 @@ from ledger.events import (
     TOPIC_OF,
     BookingAttended,
     BookingCancelled,
+    CommittedEntry,
     CreditsGifted,
     CreditsRedeemed,
     DecodedEvent,
@@ -608,3 +611,36 @@ def test_fuzz_round_trip_times_and_ids(payload: BaseModel, event_id: UUID, occur
     # Compared in UTC: a wall-clock time that a DST change skips never equals anything in another zone (PEP 495).
     assert isinstance(envelope, Envelope) and envelope.occurred_at == occurred_at.astimezone(UTC)
     assert envelope.occurred_at.tzinfo == UTC
+
+
+@given(
+    entry_id=st.integers(min_value=1, max_value=2**62),
+    kind=st.sampled_from(["hours_approved", "credits_gifted", "entry_reversed"]),
+    occurred_at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    volunteer_id=st.one_of(st.none(), st.text(min_size=1, max_size=20)),
+    org_id=st.one_of(st.none(), st.text(min_size=1, max_size=20)),
+    related=st.one_of(st.none(), st.uuids()),
+    amount=st.integers(min_value=1, max_value=100_000_000),
+    account=st.text(min_size=1, max_size=40),
+)
+def test_a_committed_entry_is_published_as_entry_committed_would_be(
+    entry_id: int, kind: str, occurred_at: datetime, volunteer_id: str | None, org_id: str | None,
+    related: UUID | None, amount: int, account: str,
+) -> None:
+    """The worker's hand-built tc.ledger JSON is byte for byte pydantic's, and reads back as the same entry."""
+    postings = (Posting(account, -amount), Posting("volunteer:x", amount))
+    event_id = uuid4()
+    fast = CommittedEntry(entry_id, event_id, kind, occurred_at, volunteer_id, org_id, None, related, postings)
+    model = EntryCommitted(entry_id=entry_id, event_id=event_id, kind=kind, occurred_at=occurred_at,
+                           volunteer_id=volunteer_id, org_id=org_id, opportunity_id=None, related_event_id=related,
+                           postings=tuple(PostingOut(account=p.account, amount=p.amount) for p in postings))
+    assert fast.to_json() == model.model_dump_json().encode()
+    assert EntryCommitted.model_validate_json(fast.to_json()) == model
+    assert fast.partition_key == model.partition_key
+
+
+def test_a_committed_entry_in_another_offset_is_published_in_utc() -> None:
+    postings = (Posting("issuer:o", -100), Posting("volunteer:v", 100))
+    at = datetime(2026, 6, 1, 13, 30, tzinfo=timezone(timedelta(hours=1)))
+    fast = CommittedEntry(1, uuid4(), "hours_approved", at, "v", "o", None, None, postings)
+    assert b'"occurred_at":"2026-06-01T12:30:00Z"' in fast.to_json()
