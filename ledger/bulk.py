@@ -17,8 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg2
-from psycopg2.extras import execute_values
-from sqlalchemy import Connection, Table
+from sqlalchemy import ARRAY, Connection, Table
 from sqlalchemy.exc import DBAPIError
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -41,14 +40,54 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
 
 
 def insert_rows_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING in one statement (COPY cannot skip conflicts); returns rows inserted."""
+    """INSERT ... ON CONFLICT DO NOTHING in one statement (COPY cannot skip conflicts); returns rows inserted.
+
+    The rows travel as one array literal a column, unnested by the server: rendering them as a VALUES list
+    (psycopg2's execute_values) quoted every value in Python and showed in the statistics consumer's profile.
+    """
     if not rows:
         return 0
     columns = _columns(table, rows)
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES %s ON CONFLICT DO NOTHING"
+    arrays = ", ".join(f"CAST(%s AS {_array_type(conn, table, column)})" for column in columns)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
+    parameters = [_array_text([row[column] for row in rows]) for column in columns]
     with _as_sqlalchemy_errors(conn, sql), conn.connection.cursor() as cursor:
-        execute_values(cursor, sql, [tuple(row[column] for column in columns) for row in rows], page_size=len(rows))
+        cursor.execute(sql, parameters)
         return max(cursor.rowcount, 0)
+
+
+def _array_type(conn: Connection, table: Table, column: str) -> str:
+    column_type = table.c[column].type
+    if isinstance(column_type, ARRAY):
+        raise TypeError(f"{table.name}.{column} is an array: unnest would flatten it")
+    return f"{column_type.compile(dialect=conn.dialect)}[]"
+
+
+_ARRAY_ELEMENT_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def _array_text(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal: NULL for None, every other value quoted in its text form."""
+    return "{" + ",".join(
+        "NULL" if value is None else '"' + _element_text(value).translate(_ARRAY_ELEMENT_ESCAPES) + '"'
+        for value in values
+    ) + "}"
+
+
+def _element_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return _aware_isoformat(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes | memoryview):
+        return "\\x" + bytes(value).hex()
+    raise TypeError(f"no array element text for {type(value).__name__}")
 
 
 @contextmanager
