@@ -113,6 +113,8 @@ class BatchConsumer(Service):
                 await asyncio.wait_for(asyncio.shield(self._loop_task), self._settings.stop_grace_s)
             except (TimeoutError, asyncio.CancelledError):
                 self._loop_task.cancel()
+            except Exception:  # noqa: BLE001 - the loop had crashed, and on_crash was told
+                pass
         if self._consumer is not None:
             await self._consumer.stop()  # leaves the group, so its partitions move on at once
 
@@ -137,7 +139,12 @@ class BatchConsumer(Service):
                     in_flight = None
                     continue
                 follow_up = await self._handle(records)
-                await self._settle(consumer, in_flight)
+                try:
+                    await self._settle(consumer, in_flight)
+                except BaseException:
+                    if follow_up is not None:
+                        follow_up.close()  # never started: its batch is delivered again after the restart
+                    raise
                 in_flight = _InFlight(asyncio.ensure_future(follow_up) if follow_up is not None else None, taken)
         finally:
             if in_flight is not None:
