@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -130,8 +130,12 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
 
     ledger = BatchConsumer("ledger", [config.topic_prefix + TOPIC_ACTIVITY, admin_topic], settings(config.app_id),
                            apply_batch, on_crash=_die)
-    statistics = BatchConsumer("statistics", [ledger_topic], settings(f"{config.topic_prefix}timecredits-statistics"),
-                               record_statistics, on_crash=_die)
+    # The statistics may lag the ledger by half a second: their consumer waits at the broker for 256 KiB (about
+    # 1,000 entries) or 500 ms, so that it commits a few large transactions rather than one per small batch,
+    # and leaves the cores to the ledger, whose balances are what a volunteer is waiting to see.
+    statistics_settings = replace(settings(f"{config.topic_prefix}timecredits-statistics"),
+                                  fetch_max_wait_ms=500, fetch_min_bytes=256 * 1024)
+    statistics = BatchConsumer("statistics", [ledger_topic], statistics_settings, record_statistics, on_crash=_die)
     worker = faust.Worker(app, ledger, statistics, loglevel=config.loglevel, quiet=True)
     # No start-up spinner: to turn it on every log record, faust sets the root logger to DEBUG for the life of
     # the process, so each debug line of aiokafka (one a message sent) was formatted into a record and then
