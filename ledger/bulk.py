@@ -75,6 +75,7 @@ def _array_text(values: Sequence[Any]) -> str:
 
 
 def _element_text(value: Any) -> str:
+    """A value's text form, as PostgreSQL reads it for the column's type (unescaped)."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -87,7 +88,7 @@ def _element_text(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, bytes | memoryview):
         return "\\x" + bytes(value).hex()
-    raise TypeError(f"no array element text for {type(value).__name__}")
+    raise TypeError(f"no text form for {type(value).__name__}")
 
 
 @contextmanager
@@ -146,16 +147,4 @@ _COPY_TEXT_BY_TYPE: dict[type, Callable[[Any], str]] = {
 
 
 def _copy_text_of_subclass(value: Any) -> str:
-    if isinstance(value, str):
-        return value.translate(_ESCAPES)
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, int | UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return _aware_isoformat(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview):
-        return _bytes_text(value)
-    raise TypeError(f"no COPY text for {type(value).__name__}")
+    return _element_text(value).translate(_ESCAPES)
