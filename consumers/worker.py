@@ -50,6 +50,9 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+#: The consumers a worker process can run: the ledger (tc.activity, tc.admin) and the statistics (tc.ledger).
+CONSUMERS = ("ledger", "statistics")
+
 #: Exit status when a batch fails for a reason other than a database outage: the batch was not acked.
 EXIT_BATCH_FAILED = 70
 
@@ -64,6 +67,9 @@ class WorkerConfig:
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
     loglevel: str = "warn"
+    #: Which consumers this process runs: both by default; one each lets the statistics run in a process of
+    #: their own, beside rather than inside the ledger's GIL and event loop.
+    consumers: frozenset[str] = frozenset(CONSUMERS)
 
     @property
     def app_id(self) -> str:
@@ -85,8 +91,9 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
         producer_max_batch_size=1024 * 1024,
     )
     # hide_parameters: an outage's retry warnings would otherwise print a batch's thousands of values.
-    engine = create_engine(config.database_url, pool_pre_ping=True, pool_size=2, max_overflow=2,
-                           hide_parameters=True)
+    # No pre-ping (a round trip before every transaction): a connection the server dropped fails the batch with a
+    # disconnect, SQLAlchemy then discards the whole pool, and `_until_committed` retries the batch.
+    engine = create_engine(config.database_url, pool_size=2, max_overflow=2, hide_parameters=True)
     processor = EventProcessor(engine)
     ledger_topic = config.topic_prefix + TOPIC_LEDGER
     rejected_topic = config.topic_prefix + TOPIC_REJECTED
@@ -121,7 +128,7 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
 
     async def record_statistics(records: Records) -> None:
         """tc.ledger -> participation facts, idempotent by entry id."""
-        entries = [entry for entry in (_entry(record.value or b"") for record in records) if entry is not None]
+        entries = await asyncio.to_thread(_entries, records)  # beside the event loop, which the ledger shares
         await _until_committed(lambda: write_facts(engine, entries), len(entries))
 
     def settings(group_id: str) -> ConsumerSettings:
@@ -136,7 +143,12 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     statistics_settings = replace(settings(f"{config.topic_prefix}timecredits-statistics"),
                                   fetch_max_wait_ms=500, fetch_min_bytes=256 * 1024)
     statistics = BatchConsumer("statistics", [ledger_topic], statistics_settings, record_statistics, on_crash=_die)
-    worker = faust.Worker(app, ledger, statistics, loglevel=config.loglevel, quiet=True)
+    chosen = {"ledger": ledger, "statistics": statistics}
+    unknown = config.consumers - chosen.keys()
+    if unknown or not config.consumers:
+        raise ValueError(f"consumers must be among {CONSUMERS}, got {sorted(config.consumers)}")
+    services = [chosen[name] for name in CONSUMERS if name in config.consumers]
+    worker = faust.Worker(app, *services, loglevel=config.loglevel, quiet=True)
     # No start-up spinner: to turn it on every log record, faust sets the root logger to DEBUG for the life of
     # the process, so each debug line of aiokafka (one a message sent) was formatted into a record and then
     # dropped: 7 % of a busy worker's time in a profile, and terminal escapes in its log file.
@@ -146,6 +158,10 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
 
 def _logical_topic(topic: str, prefix: str) -> str:
     return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+
+
+def _entries(records: Records) -> list[EntryCommitted]:
+    return [entry for entry in (_entry(record.value or b"") for record in records) if entry is not None]
 
 
 def _entry(value: bytes) -> EntryCommitted | None:

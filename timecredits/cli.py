@@ -5,6 +5,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -105,16 +106,25 @@ def _require(value: str | None, name: str) -> str:
     return value
 
 
+class WorkerPart(StrEnum):
+    ledger = "ledger"
+    statistics = "statistics"
+
+
 @app.command()
 def worker(
     data_dir: DataDir = None,
     loglevel: Annotated[str, typer.Option(help="faust log level: debug, info, warn, error")] = "warn",
+    only: Annotated[WorkerPart | None, typer.Option(
+        help="run one consumer only: the ledger (tc.activity, tc.admin) or the statistics (tc.ledger); "
+             "default both")] = None,
 ) -> None:
     """Run a ledger worker (faust): apply tc.activity and tc.admin in batches, until Ctrl-C or SIGTERM.
 
     Needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS. Start as many as there are partitions to share them.
+    The same process records the statistics from tc.ledger, unless --only says otherwise.
     """
-    from consumers.worker import WorkerConfig, run_worker
+    from consumers.worker import CONSUMERS, WorkerConfig, run_worker
     from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
 
     settings = get_settings()
@@ -132,6 +142,7 @@ def worker(
             batch_within_s=settings.batch_within_s,
             session_timeout_s=settings.worker_session_timeout_s,
             loglevel=loglevel,
+            consumers=frozenset({only.value}) if only is not None else frozenset(CONSUMERS),
         )
     )
 

@@ -37,9 +37,9 @@ class Stack:
             "TIMECREDITS_BATCH_SIZE": "500",
         }
 
-    def start_worker(self, metrics: bool = False) -> WorkerProcess:
+    def start_worker(self, metrics: bool = False, only: str | None = None) -> WorkerProcess:
         port = free_port() if metrics else None
-        worker = WorkerProcess(self.env(), self.tmp / f"worker-{len(self.workers)}.log", port)
+        worker = WorkerProcess(self.env(), self.tmp / f"worker-{len(self.workers)}.log", port, only)
         self.workers.append(worker)
         return worker
 

@@ -17,10 +17,11 @@ from timecredits.processes import Child
 class WorkerProcess(Child):
     """`timecredits worker` as a child process with its own log file, stopped by its pid."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, metrics_port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, metrics_port: int | None = None,
+                 only: str | None = None) -> None:
         self.metrics_port = metrics_port
         extra = {"TIMECREDITS_WORKER_METRICS_PORT": str(metrics_port)} if metrics_port else {}
-        super().__init__("worker", ["worker"], {**env, **extra}, log_path)
+        super().__init__("worker", ["worker", *(["--only", only] if only else [])], {**env, **extra}, log_path)
 
     def stop(self, timeout: float = 60) -> int | None:
         return super().stop(timeout)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from datetime import date
 
@@ -193,3 +194,31 @@ def test_the_statistics_agent_records_a_fact_for_every_committed_entry(shared_st
     with stack.engine.connect() as conn:
         minutes = conn.execute(text("SELECT minutes FROM stats_facts WHERE volunteer_id = :v"), {"v": sam}).scalar()
     assert minutes == 45
+
+
+def test_the_statistics_run_in_a_process_of_their_own_with_only(stack: Stack) -> None:
+    """`worker --only ledger` applies events and publishes tc.ledger but records no statistics; a second process,
+    `worker --only statistics`, records a fact for every entry."""
+    stack.start_worker(only="ledger")
+    [ada] = _register(stack, "apart", 1)
+    with stack.producer() as producer:
+        logged = producer.publish(HoursLogged(volunteer_id=ada, org_id="apart-club", date=date(2026, 11, 1),
+                                              minutes=90, activity="Gardening"), actor=ACTOR)
+        approved = producer.publish(HoursApproved(log_event_id=logged.event_id, volunteer_id=ada,
+                                                  org_id="apart-club"), actor=ACTOR)
+    _wait_decided(stack, [logged.event_id, approved.event_id])
+    published = [EntryCommitted.model_validate_json(v) for v in _consume(stack, TOPIC_LEDGER, 1)]
+    assert [entry.kind for entry in published] == ["hours_approved"]
+
+    def facts() -> int:
+        with stack.engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM stats_facts")).scalar_one())
+
+    # A worker running both consumers records the fact within about a second of publishing the entry (its
+    # statistics consumer waits at most 500 ms at the broker); give it three before saying none came.
+    time.sleep(3)
+    assert facts() == 0, "the ledger-only worker recorded statistics"
+    stack.start_worker(only="statistics")
+    wait_until(lambda: facts() == 1, 60, "the statistics process to record the entry")
+    with stack.engine.connect() as conn:
+        assert conn.execute(text("SELECT minutes FROM stats_facts")).scalar_one() == 90

@@ -47,8 +47,11 @@ class Scenario:
         }
 
     def start_workers(self, count: int) -> list[Child]:
-        workers = [Child(f"worker-{n}", ["worker"], self.env(), self.directory / self.name / f"worker-{n}.log")
-                   for n in range(count)]
+        """`count` ledger workers, and the statistics in a process of their own (`timecredits worker --only`)."""
+        workers = [Child(f"worker-{n}", ["worker", "--only", "ledger"], self.env(),
+                         self.directory / self.name / f"worker-{n}.log") for n in range(count)]
+        workers.append(Child("statistics", ["worker", "--only", "statistics"], self.env(),
+                             self.directory / self.name / "statistics.log"))
         self.children.extend(workers)
         return workers
 
