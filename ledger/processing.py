@@ -202,9 +202,7 @@ def _decided(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, EventOut
     if not ids:
         return {}
     e, r, logs, d = schema.entries, schema.rejections, schema.hours_logs, schema.hours_decisions
-    def nothing(name: str, type_: type[BigInteger] | type[Text]) -> Label[Any]:
-        return null().cast(type_).label(name)
-
+    nothing = _null_as
     # Where one event id is in several tables, the later source wins: a rejection over an entry over a decision.
     sources = union_all(
         select(logs.c.event_id.label("event_id"), literal(0).label("source"), nothing("entry_id", BigInteger),
@@ -225,6 +223,11 @@ def _decided(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, EventOut
         else:
             found[event_id] = EventOutcome(event_id, None, "applied", entry_id=entry_id)
     return found
+
+
+def _null_as(name: str, type_: type[BigInteger] | type[Text]) -> Label[Any]:
+    """A typed NULL column, for the sources of a UNION that lack it."""
+    return null().cast(type_).label(name)
 
 
 def count_decided(engine: Engine, event_ids: Sequence[UUID]) -> int:
