@@ -10,7 +10,7 @@ connection, so they are part of the caller's transaction.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -50,7 +50,7 @@ def insert_rows_ignoring_conflicts(conn: Connection, table: Table, rows: Sequenc
     columns = _columns(table, rows)
     arrays = ", ".join(f"CAST(%s AS {_array_type(conn, table, column)})" for column in columns)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
-    parameters = [_array_text([row[column] for row in rows]) for column in columns]
+    parameters = [array_literal([row[column] for row in rows]) for column in columns]
     with _as_sqlalchemy_errors(conn, sql), conn.connection.cursor() as cursor:
         cursor.execute(sql, parameters)
         return max(cursor.rowcount, 0)
@@ -66,8 +66,10 @@ def _array_type(conn: Connection, table: Table, column: str) -> str:
 _ARRAY_ELEMENT_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
-def _array_text(values: Sequence[Any]) -> str:
-    """A PostgreSQL array literal: NULL for None, every other value quoted in its text form."""
+def array_literal(values: Iterable[Any]) -> str:
+    """A PostgreSQL array literal (`{"a","b",NULL}`): NULL for None, every other value quoted in its text form,
+    so commas, braces, spaces and the word NULL inside a value stay part of it. One parameter carries a whole
+    column or lookup list, where psycopg2 would adapt a Python list value by value."""
     return "{" + ",".join(
         "NULL" if value is None else '"' + _element_text(value).translate(_ARRAY_ELEMENT_ESCAPES) + '"'
         for value in values

@@ -202,16 +202,15 @@ def _decided(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, EventOut
     if not ids:
         return {}
     e, r, logs, d = schema.entries, schema.rejections, schema.hours_logs, schema.hours_decisions
-    nothing = _null_as
     # Where one event id is in several tables, the later source wins: a rejection over an entry over a decision.
     sources = union_all(
-        select(logs.c.event_id.label("event_id"), literal(0).label("source"), nothing("entry_id", BigInteger),
-               nothing("reason", Text), nothing("message", Text)).where(any_of(logs.c.event_id, ids)),
-        select(d.c.decision_event_id, literal(1), nothing("entry_id", BigInteger), nothing("reason", Text),
-               nothing("message", Text)).where(any_of(d.c.decision_event_id, ids)),
-        select(e.c.event_id, literal(2), e.c.id, nothing("reason", Text), nothing("message", Text))
+        select(logs.c.event_id.label("event_id"), literal(0).label("source"), _null_as("entry_id", BigInteger),
+               _null_as("reason", Text), _null_as("message", Text)).where(any_of(logs.c.event_id, ids)),
+        select(d.c.decision_event_id, literal(1), _null_as("entry_id", BigInteger), _null_as("reason", Text),
+               _null_as("message", Text)).where(any_of(d.c.decision_event_id, ids)),
+        select(e.c.event_id, literal(2), e.c.id, _null_as("reason", Text), _null_as("message", Text))
         .where(any_of(e.c.event_id, ids)),
-        select(r.c.event_id, literal(3), nothing("entry_id", BigInteger), r.c.reason, r.c.message)
+        select(r.c.event_id, literal(3), _null_as("entry_id", BigInteger), r.c.reason, r.c.message)
         .where(any_of(r.c.event_id, ids)),
     ).subquery()
     found: dict[UUID, EventOutcome] = {}

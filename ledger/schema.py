@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ColumnElement
 
+from ledger.bulk import array_literal
+
 metadata = MetaData()
 
 
@@ -38,20 +40,6 @@ def any_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[b
     """
     array = ARRAY(column.type)
     return column == any_(cast(literal(array_literal(values), Text), array))
-
-
-_ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
-
-
-def array_literal(values: Iterable[Any]) -> str:
-    """A PostgreSQL array literal of the values' text forms, each quoted (so commas, braces, spaces and the word
-    NULL inside a value stay part of it). None is not allowed: no lookup asks for NULL."""
-    items = []
-    for value in values:
-        if value is None:
-            raise ValueError("array_literal takes no None")
-        items.append('"' + str(value).translate(_ARRAY_ESCAPES) + '"')
-    return "{" + ",".join(items) + "}"
 
 
 accounts = Table(

@@ -70,7 +70,7 @@ def run_latency(run: Scenario, api_url: str, token: str, background: list[Record
     # Two producers: the background traffic is batched as any busy client's is (5 ms linger), while each probe
     # leaves at once on a producer of its own. One unbatched producer for both made a produce request per
     # background event, and that client and the broker then took a third of the two cores being measured.
-    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="probe-watch") as watchers, \
+    with client, ThreadPoolExecutor(max_workers=16, thread_name_prefix="probe-watch") as watchers, \
             run.producer(linger_ms=5) as producer, run.producer(linger_ms=0) as probe_producer:
         started = time.perf_counter()
         next_probe = 0
@@ -91,5 +91,4 @@ def run_latency(run: Scenario, api_url: str, token: str, background: list[Record
                 watchers.submit(watch, volunteer, sent_at)
                 next_probe += 1
         elapsed = time.perf_counter() - started
-    client.close()
     return LatencyResult(rate, sent / elapsed, len(latencies) + lost, latencies, lost)
