@@ -7,10 +7,11 @@ PostgreSQL transaction by `EventProcessor`; only after the commit are the commit
 (`consumers.batches`). A crash anywhere before that means the batch is delivered again, and the ledger's unique
 event ids turn the replay into duplicates.
 
-faust runs the process: its worker owns the event loop, signals, logging and the Kafka producer that publishes
-results; the two consumers are `BatchConsumer` services it starts and stops with the app (see that module for
-why they take batches from aiokafka rather than faust streams). A batch never fails half-way: a database outage
-is retried on the same batch; anything else ends the process without committing (a restart replays the batch).
+faust runs the process: its worker owns the event loop, signals and logging; the two consumers are
+`BatchConsumer` services it starts and stops with the app (see that module for why they take batches from
+aiokafka rather than faust streams), and so is the `BatchPublisher` that publishes results a record batch a
+partition at a time rather than a `send()` a record (see that module). A batch never fails half-way: a database
+outage is retried on the same batch; anything else ends the process without committing (a restart replays it).
 """
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ from typing import TypeVar
 
 import faust
 from aiokafka import ConsumerRecord
+from mode import Service
 from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from consumers import metrics
 from consumers.batches import BatchConsumer, ConsumerSettings, FollowUp, Records
+from consumers.publishing import BatchPublisher
 from ledger.events import (
     TOPIC_ACTIVITY,
     TOPIC_ADMIN,
@@ -86,9 +89,6 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
         datadir=str(config.data_dir / "faust"),
         web_enabled=False,
         topic_allow_declare=False,
-        producer_acks=-1,
-        producer_linger=0.005,
-        producer_max_batch_size=1024 * 1024,
     )
     # hide_parameters: an outage's retry warnings would otherwise print a batch's thousands of values.
     # No pre-ping (a round trip before every transaction): a connection the server dropped fails the batch with a
@@ -99,17 +99,14 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     rejected_topic = config.topic_prefix + TOPIC_REJECTED
     admin_topic = config.topic_prefix + TOPIC_ADMIN
 
+    publisher = BatchPublisher(config.bootstrap_servers, f"{config.app_id}-publisher", linger_ms=5)
+
     async def publish(result: BatchResult, records: Records, items: Sequence[DecodedEvent | Undecodable]) -> None:
-        producer = await app.maybe_start_producer()
-        sends = [
-            await producer.send(ledger_topic, entry.partition_key.encode(), entry.to_json(), None, None, None)
-            for entry in result.committed
-        ]
-        for record, item, outcome in zip(records, items, result.outcomes):
-            if outcome.status == "rejected":
-                value = dead_letter(record, item, outcome.reason, outcome.message)
-                sends.append(await producer.send(rejected_topic, record.key, value, None, None, None))
-        await asyncio.gather(*sends)
+        entries = [(entry.partition_key.encode(), entry.to_json()) for entry in result.committed]
+        dead_letters = [(record.key, dead_letter(record, item, outcome.reason, outcome.message))
+                        for record, item, outcome in zip(records, items, result.outcomes)
+                        if outcome.status == "rejected"]
+        await asyncio.gather(publisher.publish(ledger_topic, entries), publisher.publish(rejected_topic, dead_letters))
 
     async def apply_batch(records: Records) -> FollowUp:
         """Apply the batch in one transaction; publishing its results is the follow-up that overlaps the next."""
@@ -147,7 +144,10 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     unknown = config.consumers - chosen.keys()
     if unknown or not config.consumers:
         raise ValueError(f"consumers must be among {CONSUMERS}, got {sorted(config.consumers)}")
-    services = [chosen[name] for name in CONSUMERS if name in config.consumers]
+    # The publisher first: children start in order and stop in reverse, so it outlives the ledger's last batch.
+    services: list[Service] = [chosen[name] for name in CONSUMERS if name in config.consumers]
+    if "ledger" in config.consumers:
+        services.insert(0, publisher)
     worker = faust.Worker(app, *services, loglevel=config.loglevel, quiet=True)
     # No start-up spinner: to turn it on every log record, faust sets the root logger to DEBUG for the life of
     # the process, so each debug line of aiokafka (one a message sent) was formatted into a record and then
