@@ -8,6 +8,7 @@ and it is simple enough that the database computes the very same bytes in SQL (s
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from uuid import UUID
@@ -18,10 +19,13 @@ GENESIS_HASH = bytes(32)
 ENCODING_VERSION = "tc1"
 
 
+@lru_cache(maxsize=256)  # a batch's entries share one recorded_at
 def canonical_timestamp(moment: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, as the database's `to_char` writes it: the year always four digits
+    (`strftime("%Y")` writes 999 for 0999, and the database then refused such an entry's hash)."""
     if moment.tzinfo is None:
         raise ValueError("ledger timestamps must carry a time zone")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _netstring(text: str) -> str:

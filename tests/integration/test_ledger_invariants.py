@@ -1,6 +1,8 @@
 """Each ledger invariant of design.md §3, attacked directly against real PostgreSQL."""
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
@@ -17,6 +19,18 @@ from ledger.domain import (
 )
 from ledger.repository import Applied, LedgerRepository, Rejected
 from tests.ledger_helpers import NOW, insert_raw_entry, new_id, scalar
+
+
+@pytest.mark.parametrize("occurred_at", [
+    datetime(999, 3, 4, 5, 6, 7, 8, tzinfo=UTC),  # a three-digit year: the database writes it as 0999
+    datetime(1, 1, 1, tzinfo=UTC),
+    datetime(9999, 12, 30, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=-5))),  # 9999-12-31 in UTC
+])
+def test_python_and_sql_agree_on_timestamps_at_the_ends_of_the_calendar(engine: Engine, occurred_at: datetime) -> None:
+    outcomes = LedgerRepository(engine).apply_batch([EarnCredits(new_id(), occurred_at, "v1", "org1", 150)])
+    assert all(isinstance(o, Applied) for o in outcomes), outcomes
+    with engine.connect() as conn:
+        assert scalar(conn, "SELECT count(*) FROM entries e WHERE e.hash <> sha256(tc_entry_canonical(e))") == 0
 
 
 def _sqlstate(error: DBAPIError) -> str:
