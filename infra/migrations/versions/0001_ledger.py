@@ -240,7 +240,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         "DROP TABLE rejections, balances, postings, entries, accounts CASCADE;"
-        "DROP FUNCTION tc_refuse_change, tc_guard_balance, tc_open_balance, tc_apply_posting, tc_netstring, tc_timestamp,"
+        # IF EXISTS: tc_entry_canonical takes an `entries` row, so the CASCADE above has dropped it already.
+        "DROP FUNCTION IF EXISTS tc_refuse_change, tc_guard_balance, tc_open_balance, tc_apply_posting, tc_netstring, tc_timestamp,"
         " tc_entry_canonical, tc_link_entry, tc_chain_lock_key, tc_check_entry, tc_check_entry_trigger,"
         " tc_check_posting_trigger;"
     )

@@ -1,0 +1,61 @@
+"""The Alembic migrations (infra/migrations) against real PostgreSQL: every step down and up again, and the
+functions each step installs are the ones its migration holds."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
+
+from infra.migrate import alembic_config, upgrade_to_head
+
+pytestmark = pytest.mark.integration
+
+
+def _postings_check(database_url: str) -> str:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SELECT prosrc FROM pg_proc WHERE proname = 'tc_postings_inserted'")).scalar())
+    finally:
+        engine.dispose()
+
+
+def _migrate(database_url: str, direction: str, revision: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            config = alembic_config(database_url)
+            config.attributes["connection"] = conn
+            getattr(command, direction)(config, revision)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+def test_the_balance_check_goes_down_to_0006s_and_up_again(database_url: str) -> None:
+    head = importlib.import_module("infra.migrations.versions.0007_balance_check_without_limit")
+    assert "LIMIT 1" not in _postings_check(database_url)
+    assert _postings_check(database_url).strip() in head.POSTINGS_INSERTED
+    _migrate(database_url, "downgrade", "0006_scale_with_the_ledger")
+    restored = _postings_check(database_url)
+    assert "LIMIT 1" in restored and restored.strip() in head._function_of_0006()
+    upgrade_to_head(database_url)
+    assert "LIMIT 1" not in _postings_check(database_url)
+
+
+def test_every_migration_goes_down_to_nothing_and_up_again(database_url: str) -> None:
+    _migrate(database_url, "downgrade", "base")
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            tables = conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+                                       "AND tablename <> 'alembic_version'")).scalar()
+            functions = conn.execute(text("SELECT array_agg(proname) FROM pg_proc "
+                                          "WHERE pronamespace = 'public'::regnamespace")).scalar()
+        assert (tables, functions) == (0, None)
+    finally:
+        engine.dispose()
+    upgrade_to_head(database_url)
+    assert "LIMIT 1" not in _postings_check(database_url)
