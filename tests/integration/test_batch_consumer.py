@@ -9,10 +9,10 @@ from collections import defaultdict
 
 import pytest
 from aiokafka import ConsumerRecord
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.batches import BatchConsumer, ConsumerSettings, FollowUp
+from tests.broker_helpers import new_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]
 
@@ -20,12 +20,7 @@ PARTITIONS = 4
 
 
 def _topic_with(bootstrap: str, count: int) -> str:
-    topic = f"test-batches-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
-    finally:
-        admin.close()
+    topic = new_topic(bootstrap, "test-batches", PARTITIONS)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for n in range(count):
         producer.send(topic, key=f"k{n % 13}".encode(), value=str(n).encode())

@@ -4,17 +4,16 @@ also when a partition's records need several record batches."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import defaultdict
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer
 from kafka.partitioner.default import DefaultPartitioner
 
 from consumers.publishing import BatchPublisher, partition_of
+from tests.broker_helpers import new_topic
 
 PARTITIONS = 4
 
@@ -49,12 +48,7 @@ def test_a_key_gets_the_partition_kafka_pythons_default_partitioner_gives_it(key
 @pytest.mark.broker
 @pytest.mark.parametrize("max_batch_bytes", [1024 * 1024, 2048])
 def test_every_record_once_on_its_keys_partition_in_order(kafka_bootstrap: str, max_batch_bytes: int) -> None:
-    topic = f"test-publishing-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
-    finally:
-        admin.close()
+    topic = new_topic(kafka_bootstrap, "test-publishing", PARTITIONS)
     records = [(f"v{n % 37}".encode(), f"{n}:{'x' * (n % 200)}".encode()) for n in range(3_000)]
     records += [(None, b"unkeyed-1"), (None, b"unkeyed-2")]
 
