@@ -22,6 +22,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from mode import Service
 
+#: How long a published batch is retried before it fails (and the worker exits, to replay the batch).
+PUBLISH_TIMEOUT_MS = 20 * 60 * 1000
+
 #: (key, value); a record without a key goes to a partition chosen at random, as with the default partitioner.
 Record = tuple[bytes | None, bytes]
 
@@ -44,6 +47,10 @@ class BatchPublisher(Service):
             linger_ms=self._linger_ms,
             max_batch_size=self._max_batch_bytes,
             max_request_size=max(self._max_batch_bytes, 1024 * 1024),
+            # faust's producer default, which published these results before: while the broker is away a batch
+            # is retried for up to 20 minutes (the worker waits, as it waits for PostgreSQL) rather than expiring
+            # after aiokafka's 40 s and ending the worker.
+            request_timeout_ms=PUBLISH_TIMEOUT_MS,
         )
         await self._producer.start()
 
