@@ -287,11 +287,26 @@ _REGISTRY_TABLES = {
 
 
 def _upsert_registry(conn: Connection, upserts: list[RegistryUpsert]) -> None:
-    for upsert in upserts:  # in order: a later event about the same entity wins
-        table = _REGISTRY_TABLES[upsert.table]
-        statement = insert(table).values(**upsert.row)
-        changes = {name: statement.excluded[name] for name in upsert.row if name != "id"}
+    """In order, a later event about the same entity winning: one statement a run of consecutive upserts of the
+    same table and columns (one a row had made registering 20,000 volunteers take 17 s). Within a run only an
+    id's last row is written, as a statement may not update the same row twice; runs keep their order."""
+    for table_name, rows in _runs(upserts):
+        table = _REGISTRY_TABLES[table_name]
+        latest = list({row["id"]: row for row in rows}.values())
+        statement = insert(table).values(latest)
+        changes = {name: statement.excluded[name] for name in rows[0] if name != "id"}
         conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_={**changes, "updated_at": func.now()}))
+
+
+def _runs(upserts: list[RegistryUpsert]) -> list[tuple[str, list[dict[str, object]]]]:
+    """Consecutive upserts of one table with the same columns, grouped, in order."""
+    runs: list[tuple[str, list[dict[str, object]]]] = []
+    for upsert in upserts:
+        if runs and runs[-1][0] == upsert.table and runs[-1][1][0].keys() == upsert.row.keys():
+            runs[-1][1].append(upsert.row)
+        else:
+            runs.append((upsert.table, [upsert.row]))
+    return runs
 
 
 def _insert_hours_logs(conn: Connection, logs: list[HoursLog]) -> None:

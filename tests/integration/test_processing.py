@@ -186,3 +186,30 @@ def test_hours_decisions_are_append_only_and_once_only(processor: EventProcessor
                 text("INSERT INTO hours_decisions VALUES (:log, gen_random_uuid(), 'rejected', '', NULL, now())"),
                 {"log": logged.event_id},
             )
+
+
+def test_registry_events_of_one_batch_apply_in_order_the_last_about_an_entity_winning(
+        processor: EventProcessor, engine: Engine) -> None:
+    """Upserts are written a run of one table at a time: an id twice in a run, and runs interleaved, still end
+    as the events say, in order."""
+    batch = [
+        ev(VolunteerRegistered(volunteer_id="cai", area=AREA, consent_stats=False)),
+        ev(VolunteerRegistered(volunteer_id="ana", area="E09000025", consent_stats=False, age_band="35-44")),
+        ev(VolunteerRegistered(volunteer_id="cai", area="E09000012", consent_stats=True, seb="professional")),
+        ev(VolunteerRegistered(volunteer_id="cai", area=AREA, consent_stats=True, age_band="16-24")),
+        ev(OrganisationRegistered(org_id="pool", name="Pool", area=AREA, kinds=frozenset({"partner"}))),
+        ev(OpportunityListed(opportunity_id="lane", partner_id="pool", title="Lane", category="sport", cost=50,
+                             area=AREA)),
+        ev(OrganisationRegistered(org_id="pool", name="Pool and Gym", area=AREA, kinds=frozenset({"partner"}))),
+        ev(OpportunityListed(opportunity_id="lane", partner_id="pool", title="Lane, longer", category="sport",
+                             cost=75, area=AREA)),
+        ev(VolunteerRegistered(volunteer_id="ana", area="E09000028", consent_stats=True)),
+    ]
+    assert all(o.applied for o in processor.process(batch).outcomes)
+    with engine.connect() as conn:
+        volunteers = {row.id: (row.area, row.consent_stats, row.age_band, row.seb) for row in conn.execute(
+            text("SELECT id, area, consent_stats, age_band, seb FROM volunteers WHERE id IN ('ana', 'cai')"))}
+        organisation = conn.execute(text("SELECT name FROM organisations WHERE id = 'pool'")).scalar_one()
+        opportunity = conn.execute(text("SELECT title, cost FROM opportunities WHERE id = 'lane'")).one()
+    assert volunteers == {"ana": ("E09000028", True, None, None), "cai": (AREA, True, "16-24", None)}
+    assert (organisation, tuple(opportunity)) == ("Pool and Gym", ("Lane, longer", 75))
