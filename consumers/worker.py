@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import faust
+from faust.app.base import BootStrategy
 from aiokafka import ConsumerRecord
 from mode import Service
 from sqlalchemy import create_engine
@@ -85,12 +86,15 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     app = faust.App(
         config.app_id,
         broker=f"kafka://{config.bootstrap_servers}",
-        producer_only=True,
         store="memory://",
         datadir=str(config.data_dir / "faust"),
         web_enabled=False,
         topic_allow_declare=False,
     )
+    # faust's own Kafka clients stay off: the batch consumers and the publisher below are the worker's. (The
+    # `producer_only` setting does not do this: it is the attribute, set here, that picks what the app starts.)
+    app.producer_only = True
+    app.boot_strategy = _WithoutFaustsProducer(app)
     # hide_parameters: an outage's retry warnings would otherwise print a batch's thousands of values.
     # No pre-ping (a round trip before every transaction): a connection the server dropped fails the batch with a
     # disconnect, SQLAlchemy then discards the whole pool, and `_until_committed` retries the batch.
@@ -100,7 +104,7 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     rejected_topic = config.topic_prefix + TOPIC_REJECTED
     admin_topic = config.topic_prefix + TOPIC_ADMIN
 
-    publisher = BatchPublisher(config.bootstrap_servers, f"{config.app_id}-publisher", linger_ms=5)
+    publisher = BatchPublisher(config.bootstrap_servers, f"{config.app_id}-publisher")
 
     async def publish(result: BatchResult, records: Records, items: Sequence[DecodedEvent | Undecodable]) -> None:
         entries = [(entry.partition_key.encode(), entry.to_json()) for entry in result.committed]
@@ -155,6 +159,12 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     # dropped: 7 % of a busy worker's time in a profile, and terminal escapes in its log file.
     worker.spinner = None
     return worker
+
+
+class _WithoutFaustsProducer(BootStrategy):
+    """Results go out through the `BatchPublisher`: faust's own producer would be one more idle client a worker."""
+
+    enable_kafka_producer = False
 
 
 def _logical_topic(topic: str, prefix: str) -> str:

@@ -8,9 +8,9 @@ and it is simple enough that the database computes the very same bytes in SQL (s
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from uuid import UUID
 
 from ledger.domain import Posting
