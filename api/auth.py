@@ -15,7 +15,7 @@ from sqlalchemy import Engine, bindparam, insert, select
 from starlette.concurrency import run_in_threadpool
 
 from api.reads import FastReads
-from ledger import schema
+from ledger.pg import schema
 
 
 class Role(StrEnum):

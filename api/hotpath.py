@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import principal_for_async
 from api.routes.accounts import as_balance, may_read
-from ledger.repository import VolunteerBalance
+from ledger.pg.repository import VolunteerBalance
 
 ROUTE_PATH = "/v1/volunteers/{volunteer_id}/balance"
 _PATH = re.compile(r"/v1/volunteers/([A-Za-z0-9][A-Za-z0-9._-]{0,63})/balance")

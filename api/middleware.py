@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import principal_for
 from api.publishing import request_event_id
-from ledger import schema
+from ledger.pg import schema
 
 MAX_KEY_LENGTH = 200
 

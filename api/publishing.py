@@ -9,7 +9,7 @@ from sqlalchemy import Connection, insert
 from api.auth import Principal
 from api.deps import Services
 from api.errors import ApiError
-from ledger import schema
+from ledger.pg import schema
 from ledger.events import Envelope, EventPayload
 from producers.kafka import DeliveryError
 

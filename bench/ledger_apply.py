@@ -20,8 +20,8 @@ from sqlalchemy import create_engine
 from infra.embedded import EmbeddedPostgres
 from infra.migrate import upgrade_to_head
 from ledger.events import decode_event, encode_event
-from ledger.processing import EventProcessor
-from ledger.verify import verify_ledger
+from ledger.pg.processing import EventProcessor
+from ledger.pg.verify import verify_ledger
 from timecredits import demo
 
 

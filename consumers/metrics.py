@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from ledger.events import DecodedEvent, Undecodable
-from ledger.processing import BatchResult
+from ledger.pg.processing import BatchResult
 
 EVENTS_APPLIED = Counter("timecredits_events_applied_total", "Events applied", ["type"])
 EVENTS_REJECTED = Counter("timecredits_events_rejected_total", "Events rejected", ["type", "reason"])

@@ -47,7 +47,7 @@ from ledger.events import (
     check_key,
     decode_event,
 )
-from ledger.processing import BatchResult, EventProcessor
+from ledger.pg.processing import BatchResult, EventProcessor
 from stats.facts import write_facts
 from timecredits.heap import freeze_startup_heap
 
@@ -119,7 +119,9 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
         ordered = sorted(records, key=lambda record: record.topic != admin_topic)
         items = [check_key(decode_event(record.value or b""), record.key) for record in ordered]
         started = asyncio.get_running_loop().time()
-        result = await _until_committed(lambda: processor.process(items), len(items))
+        # Each partition is a hash chain of its own (docs/design.md §3): workers on other partitions never wait.
+        chains = [f"{_logical_topic(record.topic, config.topic_prefix)}/{record.partition}" for record in ordered]
+        result = await _until_committed(lambda: processor.process(items, chains), len(items))
 
         async def publish_results() -> None:
             await publish(result, ordered, items)

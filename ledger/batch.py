@@ -1,29 +1,18 @@
 """An in-memory `LedgerView` that sees the drafts accepted earlier in the same batch."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from uuid import UUID
 
-from ledger.accounts import holds_account, issuer_account, partner_account, volunteer_account
-from ledger.domain import (
-    AttendBooking,
-    BookOpportunity,
-    CancelBooking,
-    EarnCredits,
-    EntryDraft,
-    GiftCredits,
-    LedgerCommand,
-    RecordedEntry,
-    RedeemCredits,
-    ReverseEntry,
-)
+from ledger.domain import EntryDraft, RecordedEntry
 
 
 class BatchView:
     """State loaded from storage for one batch, advanced by every accepted draft, in order.
 
-    Balances the batch did not prefetch are fetched one at a time through `load_balance`.
+    A balance the state does not hold is asked of `load_balance`; the batch pipeline loads every balance its
+    rules may read up front, so there it raises instead (ledger/pipeline.py).
     """
 
     def __init__(
@@ -59,48 +48,3 @@ class BatchView:
         if draft.related_event_id is not None:
             related = self._entries[draft.related_event_id]
             self._entries[draft.related_event_id] = replace(related, closed=True)
-
-
-def referenced_event_ids(commands: Iterable[LedgerCommand]) -> set[UUID]:
-    """Event ids of the entries that commands in a batch settle or reverse."""
-    refs: set[UUID] = set()
-    for command in commands:
-        if isinstance(command, CancelBooking | AttendBooking):
-            refs.add(command.booking_event_id)
-        elif isinstance(command, ReverseEntry):
-            refs.add(command.target_event_id)
-    return refs
-
-
-def accounts_to_prefetch(commands: Iterable[LedgerCommand], referenced: Iterable[RecordedEntry]) -> set[str]:
-    """Accounts whose balances a batch will most likely read, so they can be loaded in one query."""
-    accounts: set[str] = set()
-    for command in commands:
-        try:
-            accounts |= _accounts_named_by(command)
-        except ValueError:
-            continue  # an invalid id: the command will be rejected when drafted
-    for entry in referenced:
-        accounts |= {posting.account for posting in entry.postings}
-        if entry.volunteer_id:
-            accounts.add(volunteer_account(entry.volunteer_id))
-        if entry.org_id:
-            accounts.add(partner_account(entry.org_id))
-    return accounts
-
-
-def _accounts_named_by(command: LedgerCommand) -> set[str]:
-    match command:
-        case EarnCredits():
-            return {issuer_account(command.org_id), volunteer_account(command.volunteer_id)}
-        case BookOpportunity():
-            return {
-                volunteer_account(command.volunteer_id),
-                holds_account(command.volunteer_id),
-                partner_account(command.partner_id),
-            }
-        case RedeemCredits():
-            return {volunteer_account(command.volunteer_id), partner_account(command.partner_id)}
-        case GiftCredits():
-            return {volunteer_account(command.from_volunteer_id), volunteer_account(command.to_volunteer_id)}
-    return set()

@@ -1,14 +1,21 @@
-"""The SHA-256 hash chain over entries (design.md §3, invariant 5).
+"""Tamper evidence: a SHA-256 hash of each entry, and a hash chain of batch links per chain (docs/design.md §3).
 
-Each entry's hash covers the previous entry's hash and a canonical encoding of the entry and its
-postings. The encoding is a sequence of netstrings (`len:text`), so no field can bleed into the next,
-and it is simple enough that the database computes the very same bytes in SQL (see the migration's
-`tc_entry_canonical`) and refuses an entry whose hash does not match.
+An entry's hash covers a canonical encoding of the entry and its postings. Entries are chained a committed batch
+at a time: each chain (one per Kafka partition the ledger consumes) is a sequence of links, each link covering
+the hashes of the entries one batch wrote on that chain and the link before it. Workers on different partitions
+extend different chains and never wait for each other.
+
+The encodings are sequences of netstrings (`len:text`), so no field can bleed into the next, and simple enough
+that the database computes the very same bytes in SQL (`tc_canonical` and `tc_link_canonical` in the
+migrations) and refuses an entry or a link whose hash does not match.
+
+Ledgers written before chains per partition form one chain of entries (`tc1`: each entry's hash also covers the
+previous entry's hash); they stay verifiable as the first segment of the ledger.
 """
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from uuid import UUID
@@ -16,13 +23,17 @@ from uuid import UUID
 from ledger.domain import Posting
 
 GENESIS_HASH = bytes(32)
-ENCODING_VERSION = "tc1"
+#: Entries that belong to a batch link: the hash covers the entry alone.
+ENCODING_VERSION = "tc2"
+#: Entries of the single chain written before chains per partition: the hash also covers the previous entry's.
+LEGACY_ENCODING_VERSION = "tc1"
+LINK_ENCODING_VERSION = "tcl1"
 
 
 @lru_cache(maxsize=256)  # a batch's entries share one recorded_at
 def canonical_timestamp(moment: datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, as the database's `to_char` writes it: the year always four digits
-    (`strftime("%Y")` writes 999 for 0999, and the database then refused such an entry's hash)."""
+    (`strftime("%Y")` writes 999 for 0999, where the database writes 0999)."""
     if moment.tzinfo is None:
         raise ValueError("ledger timestamps must carry a time zone")
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
@@ -39,7 +50,7 @@ def canonical_postings(postings: Iterable[Posting]) -> str:
 
 def canonical_entry(
     *,
-    prev_hash: bytes,
+    prev_hash: bytes | None,
     event_id: UUID,
     kind: str,
     occurred_at: datetime,
@@ -50,9 +61,10 @@ def canonical_entry(
     related_event_id: UUID | None,
     postings: Iterable[Posting],
 ) -> bytes:
+    """`prev_hash` None: an entry of a batch link (`tc2`); bytes: an entry of the legacy chain (`tc1`)."""
+    head = (ENCODING_VERSION,) if prev_hash is None else (LEGACY_ENCODING_VERSION, prev_hash.hex())
     fields = (
-        ENCODING_VERSION,
-        prev_hash.hex(),
+        *head,
         str(event_id),
         kind,
         canonical_timestamp(occurred_at),
@@ -63,8 +75,27 @@ def canonical_entry(
         str(related_event_id) if related_event_id else "",
         canonical_postings(postings),
     )
-    return "".join(_netstring(field) for field in fields).encode("utf-8")
+    return "".join([_netstring(field) for field in fields]).encode("utf-8")
 
 
 def entry_hash(**fields: object) -> bytes:
     return hashlib.sha256(canonical_entry(**fields)).digest()  # type: ignore[arg-type]
+
+
+def canonical_link(*, chain_key: str, seq: int, prev_link: bytes, entry_hashes: Sequence[bytes]) -> bytes:
+    """A batch link: its chain, its place in it, the link before it, and its entries' hashes in entry-id order."""
+    fields = (
+        LINK_ENCODING_VERSION,
+        chain_key,
+        str(seq),
+        prev_link.hex(),
+        str(len(entry_hashes)),
+        b"".join(entry_hashes).hex(),
+    )
+    return "".join([_netstring(field) for field in fields]).encode("utf-8")
+
+
+def link_hash(*, chain_key: str, seq: int, prev_link: bytes, entry_hashes: Sequence[bytes]) -> bytes:
+    return hashlib.sha256(
+        canonical_link(chain_key=chain_key, seq=seq, prev_link=prev_link, entry_hashes=entry_hashes)
+    ).digest()

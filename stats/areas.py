@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import Engine, literal_column, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
-from ledger import schema
+from ledger.pg import schema
 from producers.sheets import Header, RowProblem, SheetError, open_sheet
 
 __all__ = [

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, func, select
 
-from ledger import schema
-from ledger.schema import any_of
-from ledger.bulk import insert_rows_ignoring_conflicts
+from ledger.pg import schema
+from ledger.pg.schema import any_of
+from ledger.pg.bulk import insert_rows_ignoring_conflicts
 from ledger.domain import EntryKind
 from ledger.events import CommittedEntry, EntryCommitted
 

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import Engine, exists, func, select
 
-from ledger import schema
+from ledger.pg import schema
 from stats.model import GROUPINGS, SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation, Row
 
 SEB_LABELS = {

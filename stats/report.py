@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 
-from ledger import schema
+from ledger.pg import schema
 from stats.model import SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation
 from stats.queries import (
     MONTHS,

@@ -17,8 +17,8 @@ import stats
 from infra.migrate import upgrade_to_head
 from infra.services import running_services
 from ledger.amounts import format_credits
-from ledger.repository import LedgerRepository
-from ledger.verify import VerifyReport, verify_ledger
+from ledger.pg.repository import LedgerRepository
+from ledger.pg.verify import VerifyReport, verify_ledger
 from timecredits.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -59,24 +59,54 @@ def migrate(data_dir: DataDir = None) -> None:
 
 def _print_verify(report: VerifyReport) -> None:
     console.print(
-        f"checked {report.entries_checked} entries ({report.postings_checked} postings) along the hash chain, "
-        f"head {report.head_hash.hex()[:16]}…; {report.accounts_checked} account balances recomputed from postings"
+        f"checked {report.entries_checked} entries ({report.postings_checked} postings), {report.links_checked} batch "
+        f"links in {len(report.heads)} chains, {report.checkpoints_checked} checkpoints; "
+        f"{report.accounts_checked} account balances recomputed from postings"
     )
+    if report.legacy.entries:
+        console.print(f"  legacy chain: {report.legacy.entries} entries, head {report.legacy.head.hex()[:16]}…")
+    for chain_key, head in sorted(report.heads.items()):
+        console.print(f"  chain {chain_key}: seq {head.seq}, head {head.link.hex()[:16]}…")
     if report.ok:
-        console.print("[green]ledger verified: every hash, sum and balance matches[/green]")
+        console.print("[green]ledger verified: every hash, link, sum and balance matches[/green]")
     else:
         console.print(f"[red]MISMATCH[/red] {report.problem}")
 
 
 @app.command()
-def verify(data_dir: DataDir = None) -> None:
-    """Recompute the hash chain and every balance; exit 1 on the first mismatch."""
+def verify(
+    data_dir: DataDir = None,
+    heads: Annotated[Path | None, typer.Option(
+        "--heads", help="A heads file exported earlier: check that the ledger still holds every head in it.")] = None,
+    export_heads: Annotated[Path | None, typer.Option(
+        "--export-heads", help="Write the verified heads to this file, to keep outside the database.")] = None,
+) -> None:
+    """Recompute every entry hash, batch link and balance; exit 1 on the first mismatch.
+
+    A heads file kept outside the database catches what the database alone cannot: a chain whose whole tail
+    was rewritten or removed since the heads were exported.
+    """
+    from ledger.pg.verify import ExportedHeads, heads_of
+
+    expected = None
+    if heads is not None:
+        try:
+            expected = ExportedHeads.read(heads)
+        except (OSError, ValueError, KeyError) as exc:
+            console.print(f"[red]cannot read the heads file {heads}: {exc}[/red]")
+            raise typer.Exit(code=2) from exc
     settings = get_settings()
     with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
-        report = verify_ledger(engine, on_entries=lambda n: console.print(f"… {n} entries", style="dim"))
+        report = verify_ledger(engine, on_entries=lambda n: console.print(f"… {n} entries", style="dim"),
+                               expected=expected)
     _print_verify(report)
     if not report.ok:
         raise typer.Exit(code=1)
+    if heads is not None:
+        console.print(f"every head in {heads} is in the ledger")
+    if export_heads is not None:
+        export_heads.write_text(heads_of(report).to_json())
+        console.print(f"heads written to {export_heads}: keep the file outside the database")
 
 
 def _wait_ready(url: str, api_child: Child, timeout_s: float = 60.0) -> None:

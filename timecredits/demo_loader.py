@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, text
 
-from ledger.processing import count_decided
+from ledger.pg.processing import count_decided
 from producers.kafka import EventProducer
 from timecredits import demo
 

@@ -11,9 +11,9 @@ from api.auth import Principal, Role
 from api.deps import PrincipalDep, Services, ServicesDep, forbid
 from api.errors import ApiError, responses
 from api.models import Balance, Id, Statement, StatementLine, credits
-from ledger import schema
+from ledger.pg import schema
 from ledger.accounts import volunteer_account
-from ledger.repository import LedgerRepository, VolunteerBalance
+from ledger.pg.repository import LedgerRepository, VolunteerBalance
 
 router = APIRouter(prefix="/v1/volunteers", tags=["balances"])
 

@@ -26,7 +26,7 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
-from ledger import schema
+from ledger.pg import schema
 from ledger.domain import EntryKind
 from ledger.events import (
     BookingAttended,

@@ -25,7 +25,7 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
-from ledger import schema
+from ledger.pg import schema
 from ledger.events import OpportunityListed, OrganisationRegistered, VolunteerRegistered
 
 router = APIRouter(prefix="/v1", tags=["registry"])

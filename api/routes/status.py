@@ -13,8 +13,8 @@ from api.auth import Role
 from api.deps import PrincipalDep, ServicesDep
 from api.errors import ApiError, responses
 from api.models import EventStatus
-from ledger import schema
-from ledger.processing import event_status
+from ledger.pg import schema
+from ledger.pg.processing import event_status
 
 router = APIRouter(tags=["status"])
 

@@ -11,7 +11,7 @@ from api.auth import Principal, Role, create_token
 from api.deps import ServicesDep, require
 from api.errors import ApiError, responses
 from api.models import Id, OptionalText500, Request
-from ledger import schema
+from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
 

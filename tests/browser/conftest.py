@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, insert, select
 
 from api.auth import Role, create_token
-from ledger import schema
+from ledger.pg import schema
 from ledger.events import decode_event, encode_event
-from ledger.processing import EventProcessor
+from ledger.pg.processing import EventProcessor
 from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
 from stats.facts import write_facts
 from tests.browser.chromium import LAUNCH_ARGS, ChromiumUnavailable, ensure_chromium

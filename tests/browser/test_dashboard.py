@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from api.auth import Role, create_token
-from ledger import schema
+from ledger.pg import schema
 from tests.browser.conftest import DashboardStack
 
 DEMO_YEAR = ("2025-11-01", "2026-10-31")  # the whole demo programme, month by month

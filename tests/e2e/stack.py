@@ -10,7 +10,7 @@ from uuid import UUID
 
 from sqlalchemy import Engine, text
 
-from ledger.processing import count_decided
+from ledger.pg.processing import count_decided
 from timecredits.processes import Child
 
 

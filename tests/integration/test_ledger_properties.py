@@ -1,4 +1,5 @@
-"""Random sequences of ledger commands, applied in random batches, never break an invariant.
+"""Random sequences of ledger commands, sent as events through the worker's pipeline in random batches, never
+break an invariant.
 
 After every batch: each entry sums to zero over two or more postings, every stored balance equals the sum
 of its postings, no volunteer (or holds, or partner) balance is negative, and the outcomes equal those of
@@ -26,16 +27,17 @@ from ledger.domain import (
     ReverseEntry,
     draft_entry,
 )
-from ledger.repository import Applied, LedgerRepository, Rejected
-from tests.ledger_helpers import NOW
+from ledger.amounts import minutes_to_hundredths
+from tests.ledger_helpers import NOW, LedgerDriver
 
 VOLUNTEERS, PARTNERS, ORGS = 4, 2, 2
 
 amounts = st.integers(min_value=1, max_value=600)
 volunteer = st.integers(0, VOLUNTEERS - 1)
 earlier = st.integers(min_value=0, max_value=10_000)  # index of an earlier command, taken modulo
+minutes = st.integers(min_value=1, max_value=600)
 op = st.one_of(
-    st.tuples(st.just("earn"), volunteer, st.integers(0, ORGS - 1), amounts),
+    st.tuples(st.just("earn"), volunteer, st.integers(0, ORGS - 1), minutes),
     st.tuples(st.just("book"), volunteer, st.integers(0, PARTNERS - 1), amounts),
     st.tuples(st.just("cancel"), earlier),
     st.tuples(st.just("attend"), earlier),
@@ -57,13 +59,15 @@ def _commands(ops: list[tuple[Any, ...]]) -> list[LedgerCommand]:
         pick = (lambda i: commands[i % len(commands)]) if commands else None
         match kind:
             case "earn":
-                commands.append(EarnCredits(event_id, NOW, v(args[0]), f"{ns}-o{args[1]}", args[2]))
+                commands.append(EarnCredits(event_id, NOW, v(args[0]), f"{ns}-o{args[1]}", minutes_to_hundredths(args[2])))
             case "book":
                 commands.append(BookOpportunity(event_id, NOW, v(args[0]), f"{ns}-p{args[1]}", args[2]))
             case "spend":
                 commands.append(RedeemCredits(event_id, NOW, v(args[0]), f"{ns}-p{args[1]}", args[2]))
             case "gift":
-                commands.append(GiftCredits(event_id, NOW, v(args[0]), v(args[1]), args[2]))
+                # A gift to oneself is not an event at all (it cannot be encoded): the next volunteer instead.
+                to = args[1] if args[1] != args[0] else (args[0] + 1) % VOLUNTEERS
+                commands.append(GiftCredits(event_id, NOW, v(args[0]), v(to), args[2]))
             case "cancel" | "attend" if pick:
                 cls = CancelBooking if kind == "cancel" else AttendBooking
                 commands.append(cls(event_id, NOW, pick(args[0]).event_id))
@@ -132,19 +136,18 @@ def test_random_batches_keep_every_invariant_and_replay_changes_nothing(
     commands = _commands(ops)
     if not commands:
         return
-    repository = LedgerRepository(engine)
+    driver = LedgerDriver(engine)
     outcomes = []
     for batch in _batches(commands, cuts):
-        outcomes.extend(repository.apply_batch(batch))
+        outcomes.extend(driver.apply(batch))
         _assert_invariants(engine)
 
-    observed = ["applied" if isinstance(o, Applied) else o.reason for o in outcomes]
+    observed = ["applied" if o.applied else o.reason for o in outcomes]
     assert observed == _model_outcomes(commands)
 
     before = _snapshot(engine)
-    replayed = [o for batch in _batches(commands, cuts[::-1]) for o in repository.apply_batch(batch)]
+    replayed = [o for batch in _batches(commands, cuts[::-1]) for o in driver.apply(batch)]
     assert all(o.duplicate for o in replayed)
-    assert [type(o) for o in replayed] == [type(o) for o in outcomes]
+    assert [o.status for o in replayed] == [o.status for o in outcomes]
     assert _snapshot(engine) == before
     _assert_invariants(engine)
-    assert all(isinstance(o, Applied | Rejected) for o in outcomes)

@@ -34,15 +34,31 @@ def _migrate(database_url: str, direction: str, revision: str) -> None:
         engine.dispose()
 
 
-def test_the_balance_check_goes_down_to_0006s_and_up_again(database_url: str) -> None:
-    head = importlib.import_module("infra.migrations.versions.0007_balance_check_without_limit")
-    assert "LIMIT 1" not in _postings_check(database_url)
+def test_the_balance_check_goes_down_step_by_step_and_up_again(database_url: str) -> None:
+    head = importlib.import_module("infra.migrations.versions.0008_chain_per_partition")
+    seventh = importlib.import_module("infra.migrations.versions.0007_balance_check_without_limit")
     assert _postings_check(database_url).strip() in head.POSTINGS_INSERTED
+    assert "ORDER BY account_key FOR UPDATE" in _postings_check(database_url)
+    _migrate(database_url, "downgrade", "0007_balance_check_without_limit")
+    assert _postings_check(database_url).strip() in seventh.POSTINGS_INSERTED
     _migrate(database_url, "downgrade", "0006_scale_with_the_ledger")
     restored = _postings_check(database_url)
-    assert "LIMIT 1" in restored and restored.strip() in head._function_of_0006()
+    assert "LIMIT 1" in restored and restored.strip() in seventh._function_of_0006()
     upgrade_to_head(database_url)
-    assert "LIMIT 1" not in _postings_check(database_url)
+    assert _postings_check(database_url).strip() in head.POSTINGS_INSERTED
+
+
+def test_chains_per_partition_cannot_be_downgraded_once_used(database_url: str) -> None:
+    from ledger.domain import EarnCredits
+    from tests.ledger_helpers import NOW, LedgerDriver, new_id
+
+    engine = create_engine(database_url)
+    try:
+        LedgerDriver(engine).apply([EarnCredits(new_id(), NOW, "v1", "org1", 100)])
+    finally:
+        engine.dispose()
+    with pytest.raises(Exception, match="cannot be downgraded"):
+        _migrate(database_url, "downgrade", "0007_balance_check_without_limit")
 
 
 def test_every_migration_goes_down_to_nothing_and_up_again(database_url: str) -> None:

@@ -6,6 +6,7 @@ from uuid import UUID
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from ledger.events import (
     BookingAttended,
@@ -24,9 +25,9 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.processing import EventProcessor, event_status
-from ledger.repository import LedgerRepository
-from ledger.verify import verify_ledger
+from ledger.pg.processing import EventProcessor, event_status
+from ledger.pg.repository import LedgerRepository
+from ledger.pg.verify import verify_ledger
 
 WHEN = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 AREA = "E09000030"
@@ -213,3 +214,54 @@ def test_registry_events_of_one_batch_apply_in_order_the_last_about_an_entity_wi
         opportunity = conn.execute(text("SELECT title, cost FROM opportunities WHERE id = 'lane'")).one()
     assert volunteers == {"ana": ("E09000028", True, None, None), "cai": (AREA, True, "16-24", None)}
     assert (organisation, tuple(opportunity)) == ("Pool and Gym", ("Lane, longer", 75))
+
+
+def _count(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_a_refusal_by_a_constraint_the_code_does_not_know_decides_nothing(
+        processor: EventProcessor, engine: Engine) -> None:
+    """A schema migrated ahead of the code: a CHECK the code's rows all fail, named nowhere in the code (as a
+    CHECK on new rows is to workers of an older release still running). No event is the cause, so
+    none is recorded as rejected: the error is raised, the events stay undecided, and once the schema and the
+    code agree again the same batch, delivered again, applies as if nothing had happened."""
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE entries ADD CONSTRAINT entries_from_a_later_migration CHECK (false) NOT VALID"))
+    batch = [
+        ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x")),
+        ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=50)),
+        ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=30, activity="y")),
+    ]
+    with pytest.raises(IntegrityError, match="entries_from_a_later_migration"):
+        processor.process(batch)
+    assert [event_status(engine, item.event_id) for item in batch] == [None, None, None]
+    assert (_count(engine, "rejections"), _count(engine, "hours_logs"), _count(engine, "entries")) == (0, 0, 0)
+
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE entries DROP CONSTRAINT entries_from_a_later_migration"))
+    outcomes = processor.process(batch).outcomes
+    assert [(o.status, o.duplicate) for o in outcomes] == [("applied", False)] * 3
+    assert LedgerRepository(engine).volunteer_balance("ana").available == 50
+    assert _count(engine, "rejections") == 0
+
+
+def test_a_refusal_by_a_constraint_of_the_ledgers_rules_is_still_recorded(
+        processor: EventProcessor, engine: Engine) -> None:
+    """The other side of the rule above: a refusal the database names with one of the ledger's reasons is the
+    event's own, split out of its batch and recorded. (A trigger stands in for a concurrent spend that the rules,
+    deciding before it committed, could not see.)"""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "CREATE FUNCTION tc_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.volunteer_id = 'ben' THEN RAISE EXCEPTION 'balance_not_negative: entry % would take it below zero', "
+            "NEW.event_id USING ERRCODE = 'check_violation', CONSTRAINT = 'balance_not_negative'; END IF; "
+            "RETURN NEW; END $$"))
+        conn.execute(text("CREATE TRIGGER tc_test_refuse BEFORE INSERT ON entries FOR EACH ROW "
+                          "EXECUTE FUNCTION tc_test_refuse()"))
+    ana = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x"))
+    ben = ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x"))
+    outcomes = processor.process([ana, ben]).outcomes
+    assert [(o.status, o.reason) for o in outcomes] == [("applied", None), ("rejected", "insufficient_credits")]
+    assert event_status(engine, ben.event_id).reason == "insufficient_credits"  # type: ignore[union-attr]

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy import Engine, select
 
-from ledger import schema
+from ledger.pg import schema
 from ledger.events import (
     DecodedEvent,
     EventPayload,
@@ -25,7 +25,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.processing import EventProcessor
+from ledger.pg.processing import EventProcessor
 from stats.areas import AreaRejectCode, import_areas
 from stats.cli import import_areas_command, report_command
 from stats.facts import write_facts

@@ -24,7 +24,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.processing import EventProcessor
+from ledger.pg.processing import EventProcessor
 from stats.facts import write_facts
 from stats.queries import participation
 

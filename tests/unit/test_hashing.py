@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from ledger.domain import Posting
-from ledger.hashing import GENESIS_HASH, canonical_entry, canonical_timestamp, entry_hash
+from ledger.hashing import GENESIS_HASH, canonical_entry, canonical_link, canonical_timestamp, entry_hash, link_hash
 
 FIELDS = dict(
     prev_hash=GENESIS_HASH,
@@ -18,6 +18,26 @@ FIELDS = dict(
     related_event_id=None,
     postings=(Posting("volunteer:v1", 150), Posting("issuer:org1", -150)),
 )
+
+
+def test_a_linked_entry_is_encoded_without_a_previous_hash() -> None:
+    assert canonical_entry(**{**FIELDS, "prev_hash": None}) == (
+        b"3:tc236:12345678-1234-4234-8234-123456789abc14:hours_approved"
+        b"27:2026-11-02T10:30:00.000000Z27:2026-11-02T10:30:00.000005Z2:v14:org10:0:"
+        b"33:issuer:org1=-150;volunteer:v1=150"
+    )
+    assert entry_hash(**{**FIELDS, "prev_hash": None}) != entry_hash(**FIELDS)
+
+
+def test_a_link_covers_its_chain_place_predecessor_and_entries_in_order() -> None:
+    a, b = b"\xaa" * 32, b"\xbb" * 32
+    assert canonical_link(chain_key="tc.activity/3", seq=7, prev_link=GENESIS_HASH, entry_hashes=[a, b]) == (
+        b"4:tcl113:tc.activity/31:764:" + b"0" * 64 + b"1:2128:" + b"aa" * 32 + b"bb" * 32
+    )
+    base = dict(chain_key="tc.activity/3", seq=7, prev_link=GENESIS_HASH, entry_hashes=[a, b])
+    for change in ({"chain_key": "tc.activity/4"}, {"seq": 8}, {"prev_link": a}, {"entry_hashes": [b, a]},
+                   {"entry_hashes": [a]}):
+        assert link_hash(**{**base, **change}) != link_hash(**base), change
 
 
 def test_canonical_encoding_is_netstrings_in_a_fixed_order() -> None:

@@ -5,7 +5,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ledger.verify import verify_ledger
+from ledger.pg.verify import verify_ledger
 from timecredits.benchmark.stack import Scenario, wait_for
 from timecredits.benchmark.workload import Record
 

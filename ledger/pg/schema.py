@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ColumnElement
 
-from ledger.bulk import array_literal
+from ledger.pg.bulk import array_literal
 
 metadata = MetaData()
 
@@ -63,8 +63,30 @@ entries = Table(
     Column("org_id", Text),
     Column("opportunity_id", Text),
     Column("related_entry_id", BigInteger, ForeignKey("entries.id"), unique=True),
-    Column("prev_hash", LargeBinary, nullable=False),
+    Column("prev_hash", LargeBinary),  # entries of the legacy single chain only
     Column("hash", LargeBinary, nullable=False, unique=True),
+    Column("link_id", BigInteger),  # the batch link that covers the entry (None: the legacy chain)
+)
+
+chain_links = Table(
+    "chain_links",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("chain_key", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("prev_link", LargeBinary, nullable=False),
+    Column("link", LargeBinary, nullable=False),
+    Column("entry_count", Integer, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+chain_checkpoints = Table(
+    "chain_checkpoints",
+    metadata,
+    Column("chain_key", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("link", LargeBinary, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 postings = Table(
