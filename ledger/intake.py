@@ -31,6 +31,7 @@ from ledger.events import (
     CreditsRedeemed,
     DecodedEvent,
     EntryReversed,
+    EventPayload,
     HoursApproved,
     HoursLogged,
     HoursRejected,
@@ -38,6 +39,7 @@ from ledger.events import (
     OpportunityListed,
     OrganisationRegistered,
     VolunteerRegistered,
+    new_event,
 )
 
 
@@ -119,6 +121,13 @@ class RegistryView(Protocol):
     def hours_log(self, event_id: UUID) -> HoursLog | None: ...
 
     def is_decided(self, log_event_id: UUID) -> bool: ...
+
+
+def check_payload(payload: EventPayload, registry: RegistryView, *, actor: str) -> None:
+    """The intake rules for a payload about to be produced, so that a request is refused at once by the very rule
+    the worker would apply to its event (the API's pre-checks). Raises `Rejection`."""
+    envelope = new_event(payload, actor=actor)
+    plan_event(DecodedEvent(envelope, payload), registry)
 
 
 def plan_event(event: DecodedEvent, registry: RegistryView) -> Plan:

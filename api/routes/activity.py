@@ -1,7 +1,8 @@
 """Writes that touch credits: each becomes one event on tc.activity and is answered 202 with its event id.
 
-What can be judged at once (role, scope, the registry, a malformed body) is refused at once; what depends on
-the ledger (a balance, an hours log's state) is decided by the worker and told by `GET /v1/events/{id}`.
+What can be judged at once (role, scope, a malformed body, and the registry through the very intake rules the
+worker applies, `ledger.intake.check_payload`) is refused at once; what depends on the ledger (a balance) is
+decided by the worker and told by `GET /v1/events/{id}`.
 """
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends
 from pydantic import Field
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
 from api.auth import Principal, Role
 from api.deps import ServicesDep, forbid, require
 from api.errors import ApiError, responses
+from api.intake import refuse_what_the_worker_would
 from api.models import (
     Accepted,
     CreditAmount,
@@ -26,18 +28,19 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
-from ledger.pg import schema
 from ledger.domain import EntryKind
 from ledger.events import (
     BookingAttended,
     BookingCancelled,
     CreditsGifted,
     CreditsRedeemed,
+    EventPayload,
     HoursApproved,
     HoursLogged,
     HoursRejected,
     OpportunityBooked,
 )
+from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["activity"])
 WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
@@ -75,17 +78,11 @@ class Gift(Request):
     amount: CreditAmount
 
 
-def _volunteer_exists(conn: Connection, volunteer_id: str) -> None:
-    v = schema.volunteers
-    if conn.execute(select(v.c.id).where(v.c.id == volunteer_id)).first() is None:
-        raise ApiError(404, "unknown_volunteer", f"no volunteer {volunteer_id}")
-
-
-def _organisation_kinds(conn: Connection, org_id: str) -> list[str]:
-    kinds = conn.execute(select(schema.organisations.c.kinds).where(schema.organisations.c.id == org_id)).scalar()
-    if kinds is None:
-        raise ApiError(404, "unknown_organisation", f"no organisation {org_id}")
-    return list(kinds)
+def _publish_checked(services: ServicesDep, principal: Principal, payload: EventPayload) -> Accepted:
+    """Refuse at once what the worker's intake rules would refuse, then publish the event."""
+    with services.engine.connect() as conn:
+        refuse_what_the_worker_would(conn, principal, payload)
+    return Accepted(event_id=publish(services, principal, payload).event_id)
 
 
 def _positive(amount: str) -> int:
@@ -100,30 +97,22 @@ def log_hours(body: LogHours, services: ServicesDep, principal: OrgOrAdmin) -> A
     """Hours earn nothing until approved, unless the organisation approves automatically."""
     if principal.role is Role.ORG and body.org_id != principal.org_id:
         raise forbid("an organisation logs hours for itself only")
-    with services.engine.connect() as conn:
-        _volunteer_exists(conn, body.volunteer_id)
-        if "community" not in _organisation_kinds(conn, body.org_id):
-            raise ApiError(422, "not_a_community_organisation", f"{body.org_id} is not a community organisation")
-    event = publish(services, principal, HoursLogged(volunteer_id=body.volunteer_id, org_id=body.org_id,
-                                                     date=body.date, minutes=body.minutes, activity=body.activity))
-    return Accepted(event_id=event.event_id)
+    return _publish_checked(services, principal, HoursLogged(
+        volunteer_id=body.volunteer_id, org_id=body.org_id, date=body.date, minutes=body.minutes, activity=body.activity))
 
 
 def _decide(event_id: UUID, services: ServicesDep, principal: Principal, approve: bool, reason: str) -> Accepted:
-    logs, decisions = schema.hours_logs, schema.hours_decisions
+    logs = schema.hours_logs
     with services.engine.connect() as conn:
         log = conn.execute(select(logs.c.volunteer_id, logs.c.org_id).where(logs.c.event_id == event_id)).first()
-        decided = conn.execute(select(decisions.c.decision).where(decisions.c.log_event_id == event_id)).scalar()
     if log is None:
         raise ApiError(404, "unknown_log", f"no hours logged as {event_id} (if just logged, wait until "
                                            f"GET /v1/events/{event_id} says applied)")
     if principal.role is Role.ORG and log.org_id != principal.org_id:
         raise forbid("an organisation decides its own volunteers' hours only")
-    if decided is not None:
-        raise ApiError(409, "already_decided", f"these hours were already {decided}")
     payload = (HoursApproved(log_event_id=event_id, volunteer_id=log.volunteer_id, org_id=log.org_id) if approve
                else HoursRejected(log_event_id=event_id, volunteer_id=log.volunteer_id, org_id=log.org_id, reason=reason))
-    return Accepted(event_id=publish(services, principal, payload).event_id)
+    return _publish_checked(services, principal, payload)
 
 
 @router.post("/hours/{event_id}/approve", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
@@ -154,11 +143,10 @@ def book(body: Book, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> A
             if body.volunteer_id is None:
                 raise ApiError(422, "invalid_request", "volunteer_id is required")
             volunteer_id = body.volunteer_id
-        assert volunteer_id is not None
-        _volunteer_exists(conn, volunteer_id)
-    event = publish(services, principal, OpportunityBooked(volunteer_id=volunteer_id, opportunity_id=body.opportunity_id,
-                                                           partner_id=opportunity.partner_id, amount=opportunity.cost))
-    return Accepted(event_id=event.event_id)
+    assert volunteer_id is not None
+    return _publish_checked(services, principal, OpportunityBooked(
+        volunteer_id=volunteer_id, opportunity_id=body.opportunity_id, partner_id=opportunity.partner_id,
+        amount=opportunity.cost))
 
 
 def _booking(services: ServicesDep, event_id: UUID):  # type: ignore[no-untyped-def]
@@ -209,20 +197,8 @@ def redeem(body: Redeem, services: ServicesDep, principal: VolunteerOrgOrAdmin) 
     if volunteer_id is None or partner_id is None:
         raise ApiError(422, "invalid_request", "volunteer_id and partner_id are required")
     amount = _positive(body.amount)
-    with services.engine.connect() as conn:
-        _volunteer_exists(conn, volunteer_id)
-        if "partner" not in _organisation_kinds(conn, partner_id):
-            raise ApiError(422, "not_a_partner", f"{partner_id} is not a partner organisation")
-        if body.opportunity_id is not None:
-            op = schema.opportunities
-            offered_by = conn.execute(select(op.c.partner_id).where(op.c.id == body.opportunity_id)).scalar()
-            if offered_by is None:
-                raise ApiError(404, "unknown_opportunity", f"no opportunity {body.opportunity_id}")
-            if offered_by != partner_id:
-                raise ApiError(422, "opportunity_mismatch", f"{body.opportunity_id} is offered by {offered_by}")
-    event = publish(services, principal, CreditsRedeemed(volunteer_id=volunteer_id, partner_id=partner_id,
-                                                         amount=amount, opportunity_id=body.opportunity_id))
-    return Accepted(event_id=event.event_id)
+    return _publish_checked(services, principal, CreditsRedeemed(
+        volunteer_id=volunteer_id, partner_id=partner_id, amount=amount, opportunity_id=body.opportunity_id))
 
 
 @router.post("/gifts", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
@@ -233,8 +209,5 @@ def gift(body: Gift, services: ServicesDep,
     if body.to_volunteer_id == principal.volunteer_id:
         raise ApiError(422, "self_gift", "a volunteer cannot gift credits to themselves")
     amount = _positive(body.amount)
-    with services.engine.connect() as conn:
-        _volunteer_exists(conn, body.to_volunteer_id)
-    event = publish(services, principal, CreditsGifted(from_volunteer_id=principal.volunteer_id,
-                                                       to_volunteer_id=body.to_volunteer_id, amount=amount))
-    return Accepted(event_id=event.event_id)
+    return _publish_checked(services, principal, CreditsGifted(
+        from_volunteer_id=principal.volunteer_id, to_volunteer_id=body.to_volunteer_id, amount=amount))

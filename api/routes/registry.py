@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from api.auth import Principal, Role
 from api.deps import PrincipalDep, ServicesDep, forbid, require
 from api.errors import ApiError, responses
+from api.intake import refuse_what_the_worker_would
 from api.models import (
     AreaCode,
     CreditAmount,
@@ -25,8 +26,8 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
-from ledger.pg import schema
 from ledger.events import OpportunityListed, OrganisationRegistered, VolunteerRegistered
+from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 
@@ -152,21 +153,20 @@ def create_opportunity(body: NewOpportunity, services: ServicesDep,
     cost = hundredths(body.cost)
     if cost <= 0:
         raise ApiError(422, "invalid_amount", "the cost must be more than zero")
-    o = schema.organisations
+    values = dict(id=opportunity_id, partner_id=partner_id, title=body.title, category=body.category, cost=cost,
+                  capacity=body.capacity, area=body.area, starts_at=body.starts_at)
+    try:
+        event = OpportunityListed(opportunity_id=opportunity_id, partner_id=partner_id, title=body.title,
+                                  category=body.category, cost=cost, capacity=body.capacity, area=body.area,
+                                  starts_at=body.starts_at)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from exc
     with services.engine.begin() as conn:
-        kinds = conn.execute(select(o.c.kinds).where(o.c.id == partner_id)).scalar()
-        if kinds is None:
-            raise ApiError(404, "unknown_organisation", f"no organisation {partner_id}")
-        if "partner" not in kinds:
-            raise ApiError(422, "not_a_partner", f"{partner_id} is not a partner organisation")
+        refuse_what_the_worker_would(conn, principal, event)
         if _exists(conn, schema.opportunities, opportunity_id):
             raise ApiError(409, "opportunity_exists", f"an opportunity {opportunity_id} already exists")
-        values = dict(id=opportunity_id, partner_id=partner_id, title=body.title, category=body.category, cost=cost,
-                      capacity=body.capacity, area=body.area, starts_at=body.starts_at)
         conn.execute(insert(schema.opportunities).values(**values))
-        publish(services, principal, OpportunityListed(
-            opportunity_id=opportunity_id, partner_id=partner_id, title=body.title, category=body.category, cost=cost,
-            capacity=body.capacity, area=body.area, starts_at=body.starts_at), conn)
+        publish(services, principal, event, conn)
         row = conn.execute(select(schema.opportunities).where(schema.opportunities.c.id == opportunity_id)).one()
     return _opportunity(row)
 

@@ -31,6 +31,7 @@ from ledger.events import CommittedEntry
 from ledger.intake import BatchRegistry, HoursLog, Opportunity, Organisation, RegistryUpsert
 from ledger.pg import schema
 from ledger.pg.bulk import array_literal, copy_rows, insert_rows_ignoring_conflicts
+from ledger.pg.registry import upsert_registry
 from ledger.pg.repository import UNKNOWN_CONSTRAINT, database_reason, is_write_conflict
 from ledger.pg.schema import any_of
 from ledger.pipeline import (
@@ -243,7 +244,7 @@ def _outcome(event_id: UUID, tag: int, values: tuple[Any, Any, Any]) -> EventOut
 
 def write_decision(conn: Connection, decision: BatchDecision) -> BatchResult:
     """The batch's write set, a statement a table, in the caller's transaction."""
-    _upsert_registry(conn, decision.registry)
+    upsert_registry(conn, decision.registry)
     _insert_hours_logs(conn, decision.hours_logs)
     _write_refusals(conn, [(r.event_id, r.reason, r.message) for r in decision.refusals], decision.recorded_at)
     entry_ids = _write_entries(conn, decision)
@@ -404,36 +405,6 @@ def event_status(engine: Engine, event_id: UUID) -> EventOutcome | None:
     """What became of an event, or None while it is pending (not processed yet)."""
     with engine.connect() as conn:
         return _decided(conn, [event_id]).get(event_id)
-
-
-_REGISTRY_TABLES = {
-    "organisations": schema.organisations,
-    "volunteers": schema.volunteers,
-    "opportunities": schema.opportunities,
-}
-
-
-def _upsert_registry(conn: Connection, upserts: list[RegistryUpsert]) -> None:
-    """In order, a later event about the same entity winning: one statement a run of consecutive upserts of the
-    same table and columns (one a row had made registering 20,000 volunteers take 17 s). Within a run only an
-    id's last row is written, as a statement may not update the same row twice; runs keep their order."""
-    for table_name, rows in _runs(upserts):
-        table = _REGISTRY_TABLES[table_name]
-        latest = list({row["id"]: row for row in rows}.values())
-        statement = insert(table).values(latest)
-        changes = {name: statement.excluded[name] for name in rows[0] if name != "id"}
-        conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_={**changes, "updated_at": func.now()}))
-
-
-def _runs(upserts: list[RegistryUpsert]) -> list[tuple[str, list[dict[str, object]]]]:
-    """Consecutive upserts of one table with the same columns, grouped, in order."""
-    runs: list[tuple[str, list[dict[str, object]]]] = []
-    for upsert in upserts:
-        if runs and runs[-1][0] == upsert.table and runs[-1][1][0].keys() == upsert.row.keys():
-            runs[-1][1].append(upsert.row)
-        else:
-            runs.append((upsert.table, [upsert.row]))
-    return runs
 
 
 def load_committed(conn: Connection, entry_ids: Sequence[int]) -> list[CommittedEntry]:

@@ -1,0 +1,78 @@
+"""The registry on PostgreSQL: organisations, volunteers and opportunities as the intake rules read and write them.
+
+`StoredRegistry` answers the intake rules' questions (`ledger.intake.RegistryView`) straight from the tables, for
+the API's pre-checks, so that a request is refused at once by the very rule the worker would apply later
+(docs/design.md §2). `upsert_registry` writes a batch's registry changes.
+"""
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from ledger.intake import HoursLog, Opportunity, Organisation, RegistryUpsert
+from ledger.pg import schema
+
+
+class StoredRegistry:
+    """A `RegistryView` over the committed registry, one small query a question."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def volunteer_exists(self, volunteer_id: str) -> bool:
+        v = schema.volunteers
+        return self._conn.execute(select(v.c.id).where(v.c.id == volunteer_id)).first() is not None
+
+    def organisation(self, org_id: str) -> Organisation | None:
+        o = schema.organisations
+        row = self._conn.execute(select(o.c.id, o.c.kinds, o.c.auto_approve).where(o.c.id == org_id)).first()
+        return Organisation(row.id, frozenset(row.kinds), row.auto_approve) if row else None
+
+    def opportunity(self, opportunity_id: str) -> Opportunity | None:
+        op = schema.opportunities
+        row = self._conn.execute(select(op.c.id, op.c.partner_id, op.c.cost).where(op.c.id == opportunity_id)).first()
+        return Opportunity(row.id, row.partner_id, row.cost) if row else None
+
+    def hours_log(self, event_id: UUID) -> HoursLog | None:
+        logs = schema.hours_logs
+        row = self._conn.execute(select(logs).where(logs.c.event_id == event_id)).first()
+        if row is None:
+            return None
+        return HoursLog(row.event_id, row.volunteer_id, row.org_id, row.worked_on, row.minutes, row.activity,
+                        row.logged_at, row.actor)
+
+    def is_decided(self, log_event_id: UUID) -> bool:
+        d = schema.hours_decisions
+        return self._conn.execute(select(d.c.log_event_id).where(d.c.log_event_id == log_event_id)).first() is not None
+
+
+_REGISTRY_TABLES = {
+    "organisations": schema.organisations,
+    "volunteers": schema.volunteers,
+    "opportunities": schema.opportunities,
+}
+
+
+def upsert_registry(conn: Connection, upserts: list[RegistryUpsert]) -> None:
+    """In order, a later event about the same entity winning: one statement a run of consecutive upserts of the
+    same table and columns, rather than one a row. Within a run only an id's last row is written, as a statement
+    may not update the same row twice; runs keep their order."""
+    for table_name, rows in _runs(upserts):
+        table = _REGISTRY_TABLES[table_name]
+        latest = list({row["id"]: row for row in rows}.values())
+        statement = insert(table).values(latest)
+        changes = {name: statement.excluded[name] for name in rows[0] if name != "id"}
+        conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_={**changes, "updated_at": func.now()}))
+
+
+def _runs(upserts: list[RegistryUpsert]) -> list[tuple[str, list[dict[str, object]]]]:
+    """Consecutive upserts of one table with the same columns, grouped, in order."""
+    runs: list[tuple[str, list[dict[str, object]]]] = []
+    for upsert in upserts:
+        if runs and runs[-1][0] == upsert.table and runs[-1][1][0].keys() == upsert.row.keys():
+            runs[-1][1].append(upsert.row)
+        else:
+            runs.append((upsert.table, [upsert.row]))
+    return runs

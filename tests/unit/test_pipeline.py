@@ -1,0 +1,201 @@
+"""The decide step of the batch pipeline, on in-memory state: no PostgreSQL, no Kafka.
+
+`decide` is what every batch the worker applies goes through between loading its state and writing its result,
+so each rule of the intake, the hours flow and the ledger shows here as it will in the ledger.
+"""
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from uuid import UUID, uuid4
+
+from ledger.domain import EntryKind, Posting, RecordedEntry
+from ledger.events import (
+    BookingAttended,
+    CreditsGifted,
+    CreditsRedeemed,
+    DecodedEvent,
+    EntryReversed,
+    HoursApproved,
+    HoursLogged,
+    OpportunityBooked,
+    OrganisationRegistered,
+    Undecodable,
+    VolunteerRegistered,
+    decode_event,
+    encode_event,
+)
+from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
+from ledger.intake import BatchRegistry, HoursLog, Opportunity, Organisation
+from ledger.pipeline import CHECKPOINT_EVERY, BatchState, EventOutcome, decide, needs_of
+
+WHEN = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+AREA = "E09000030"
+
+
+def ev(payload, event_id: UUID | None = None) -> DecodedEvent:  # type: ignore[no-untyped-def]
+    _, raw = encode_event(payload, actor="test", event_id=event_id, occurred_at=WHEN)
+    decoded = decode_event(raw)
+    assert isinstance(decoded, DecodedEvent)
+    return decoded
+
+
+def state(*, balances: dict[str, int] | None = None, decided: dict[UUID, EventOutcome] | None = None,
+          entries: dict[UUID, RecordedEntry] | None = None, logs: dict[UUID, HoursLog] | None = None,
+          heads: dict[str, tuple[int, bytes]] | None = None) -> BatchState:
+    registry = BatchRegistry(
+        {"ana", "ben"},
+        {"garden": Organisation("garden", frozenset({"community"}), auto_approve=True),
+         "food": Organisation("food", frozenset({"community"}), auto_approve=False),
+         "lido": Organisation("lido", frozenset({"partner"}), auto_approve=False)},
+        {"swim": Opportunity("swim", "lido", 100)},
+        logs or {},
+        set(),
+    )
+    known = dict(balances or {})
+    for account in ("volunteer:ana", "holds:ana", "volunteer:ben", "holds:ben", "issuer:garden", "issuer:food",
+                    "partner:lido", "issuer:lido", "partner:garden", "partner:food"):
+        known.setdefault(account, 0)
+    return BatchState(decided or {}, registry, entries or {}, {}, known, set(balances or {}), heads or {})
+
+
+def run(items, s: BatchState | None = None, chains: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """As the loader would: every account the batch names is in the state, at 0 if it does not exist."""
+    s = s or state()
+    chains = chains or ["tc.activity/0"] * len(items)
+    for account in needs_of(items, chains).accounts:
+        s.balances.setdefault(account, 0)
+    return decide(items, chains, s, WHEN)
+
+
+def hours(volunteer: str = "ana", org: str = "garden", minutes: int = 90) -> DecodedEvent:
+    return ev(HoursLogged(volunteer_id=volunteer, org_id=org, date=date(2026, 11, 1), minutes=minutes, activity="x"))
+
+
+def test_each_event_sees_what_the_earlier_ones_of_its_batch_did() -> None:
+    decision = run([hours(), ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=150)),
+                    ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=1))])
+    outcomes = decision.outcomes({e.draft.event_id: n for n, e in enumerate(decision.entries, start=1)})
+    assert [(o.status, o.reason) for o in outcomes] == [("applied", None), ("applied", None),
+                                                         ("rejected", "insufficient_credits")]
+    assert [e.draft.kind for e in decision.entries] == [EntryKind.HOURS_APPROVED, EntryKind.CREDITS_REDEEMED]
+    assert [r.reason for r in decision.refusals] == ["insufficient_credits"]
+    assert len(decision.hours_logs) == 1 and decision.decisions[0][0].reason == "auto_approve"
+
+
+def test_hours_of_an_organisation_that_approves_later_earn_nothing_until_approved() -> None:
+    logged = hours(org="food")
+    first = run([logged])
+    assert first.entries == [] and len(first.hours_logs) == 1 and first.decisions == []
+    log = first.hours_logs[0]
+    approval = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="food"))
+    second = run([approval, ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="food"))],
+                 state(logs={log.event_id: log}))
+    outcomes = second.outcomes({second.entries[0].draft.event_id: 7})
+    assert (outcomes[0].status, outcomes[0].entry_id) == ("applied", 7)
+    assert (outcomes[1].status, outcomes[1].reason) == ("rejected", "already_decided")
+    assert second.entries[0].draft.postings == (Posting("issuer:food", -150), Posting("volunteer:ana", 150))
+
+
+def test_intake_refusals_are_decided_before_the_ledger_is_asked() -> None:
+    decision = run([hours(volunteer="nobody"), hours(org="lido"),
+                    ev(OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=99))])
+    assert [o.reason for o in decision.outcomes({})] == ["unknown_volunteer", "not_a_community_organisation",
+                                                       "opportunity_mismatch"]
+    assert decision.entries == [] and decision.hours_logs == []
+
+
+def test_registry_events_earlier_in_the_batch_are_known_to_later_ones() -> None:
+    decision = run([
+        ev(OrganisationRegistered(org_id="park", name="Park", area=AREA, kinds=frozenset({"community"}),
+                                  auto_approve=True)),
+        ev(VolunteerRegistered(volunteer_id="cai", area=AREA, consent_stats=False)),
+        hours(volunteer="cai", org="park"),
+    ], state(balances={}), chains=["tc.admin/0", "tc.admin/1", "tc.activity/0"])
+    assert all(o.applied for o in decision.outcomes({decision.entries[0].draft.event_id: 1}))
+    assert [u.table for u in decision.registry] == ["organisations", "volunteers"]
+    assert decision.new_accounts == ["issuer:park", "volunteer:cai"]
+
+
+def test_a_repeat_is_a_duplicate_of_its_first_outcome_in_the_batch_or_before() -> None:
+    earlier = uuid4()
+    again = ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=5), event_id=earlier)
+    logged = hours()
+    decision = run([again, logged, logged], state(decided={
+        earlier: EventOutcome(earlier, None, "rejected", reason="insufficient_credits", message="m")}))
+    outcomes = decision.outcomes({logged.event_id: 3})
+    assert (outcomes[0].reason, outcomes[0].duplicate, outcomes[0].type) == ("insufficient_credits", True,
+                                                                             "CreditsRedeemed")
+    assert (outcomes[1].entry_id, outcomes[1].duplicate) == (3, False)
+    assert (outcomes[2].entry_id, outcomes[2].duplicate) == (3, True)
+    assert len(decision.entries) == 1 and decision.refusals == []
+
+
+def test_an_event_decided_before_with_an_entry_is_published_again() -> None:
+    earlier = uuid4()
+    decision = run([hours()], state(decided={earlier: EventOutcome(earlier, None, "applied", entry_id=41)}))
+    assert decision.repeated_entry_ids == []
+    decision = run([ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=5), event_id=earlier)],
+                   state(decided={earlier: EventOutcome(earlier, None, "applied", entry_id=41)}))
+    assert decision.repeated_entry_ids == [41] and decision.entries == []
+
+
+def test_undecodable_items_are_refused_with_their_reason_and_recorded_when_they_have_an_id() -> None:
+    with_id, without = uuid4(), Undecodable("invalid_json", "not JSON")
+    decision = run([Undecodable("invalid_payload", "amount: must be positive", with_id, "CreditsRedeemed"), without])
+    assert [(o.status, o.reason) for o in decision.outcomes({})] == [("rejected", "invalid_payload"),
+                                                                    ("rejected", "invalid_json")]
+    assert [r.event_id for r in decision.refusals] == [with_id]
+
+
+def test_settling_and_reversing_use_the_entries_the_state_holds() -> None:
+    booking = uuid4()
+    stored = {booking: RecordedEntry(booking, EntryKind.OPPORTUNITY_BOOKED,
+                                     (Posting("volunteer:ana", -100), Posting("holds:ana", 100)), "ana", "lido", "swim",
+                                     closed=False)}
+    decision = run([ev(BookingAttended(booking_event_id=booking, volunteer_id="ana")),
+                    ev(EntryReversed(target_event_id=booking, volunteer_id="ana", reason="x"))],
+                   state(balances={"holds:ana": 100}, entries=stored))
+    assert [o.reason for o in decision.outcomes({decision.entries[0].draft.event_id: 1})] == [None, "booking_closed"]
+    assert decision.entries[0].draft.postings == (Posting("holds:ana", -100), Posting("partner:lido", 100))
+
+
+def test_entries_are_hashed_alone_and_linked_per_chain_after_each_chains_head() -> None:
+    head = b"\x01" * 32
+    items = [hours(), hours(volunteer="ben"), ev(CreditsGifted(from_volunteer_id="ana", to_volunteer_id="ben", amount=50))]
+    decision = run(items, state(heads={"tc.activity/1": (CHECKPOINT_EVERY - 1, head)}),
+                   chains=["tc.activity/0", "tc.activity/1", "tc.activity/0"])
+    hashes = [e.hash for e in decision.entries]
+    first = decision.entries[0].draft
+    assert hashes[0] == entry_hash(prev_hash=None, event_id=first.event_id, kind=first.kind.value,
+                                   occurred_at=first.occurred_at, recorded_at=WHEN, volunteer_id=first.volunteer_id,
+                                   org_id=first.org_id, opportunity_id=first.opportunity_id,
+                                   related_event_id=None, postings=first.postings)
+    a, b = decision.links
+    assert (a.chain_key, a.seq, a.prev_link, a.entry_count) == ("tc.activity/0", 1, GENESIS_HASH, 2)
+    assert a.link == link_hash(chain_key="tc.activity/0", seq=1, prev_link=GENESIS_HASH,
+                               entry_hashes=[hashes[0], hashes[2]])
+    assert (b.chain_key, b.seq, b.prev_link, b.entry_count) == ("tc.activity/1", CHECKPOINT_EVERY, head, 1)
+    assert [e.link_index for e in decision.entries] == [0, 1, 0]
+    assert (a.checkpoint, b.checkpoint) == (False, True)
+
+
+def test_a_batch_names_everything_its_rules_may_read() -> None:
+    booking = uuid4()
+    log = uuid4()
+    needs = needs_of([hours(), ev(BookingAttended(booking_event_id=booking, volunteer_id="ben")),
+                      ev(HoursApproved(log_event_id=log, volunteer_id="ana", org_id="food")),
+                      Undecodable("invalid_json", "x")], ["a", "b", "a", "a"])
+    assert needs.volunteer_ids == {"ana", "ben"} and needs.org_ids == {"garden", "food"}
+    assert needs.referenced == {booking} and needs.log_ids == {log} and needs.chains == {"a", "b"}
+    assert {"volunteer:ana", "holds:ben", "issuer:garden", "partner:food"} <= needs.accounts
+
+
+def test_a_balance_the_state_does_not_hold_is_a_bug_not_a_zero() -> None:
+    s = state()
+    del s.balances["volunteer:ana"]
+    try:
+        decide([ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=5))], ["a"], s, WHEN)
+    except LookupError as error:
+        assert "volunteer:ana" in str(error)
+    else:
+        raise AssertionError("a missing balance must not be read as 0")
