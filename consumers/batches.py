@@ -61,7 +61,7 @@ class BatchConsumer(Service):
     """One consumer-group member on `topics`: take up to `batch_size` records, `handle` them, commit.
 
     Records of one partition reach the handler in offset order; a batch may mix partitions.
-    Settings suit Apache Kafka and Tansu alike (design.md §6): a short session timeout, because a
+    Settings suit Apache Kafka and Tansu alike (docs/design.md §6): a short session timeout, because a
     group join on Tansu waits about one of them, and a max poll interval near 30 s.
     """
 

@@ -1,7 +1,7 @@
 """The ledger worker: a faust worker that applies `tc.activity` and `tc.admin` to PostgreSQL in batches, and
 records participation facts from `tc.ledger` for the statistics.
 
-Exactly-once effect from at-least-once delivery (design.md §2): each batch taken from Kafka is applied in one
+Exactly-once effect from at-least-once delivery (docs/design.md §2): each batch taken from Kafka is applied in one
 PostgreSQL transaction by `EventProcessor`; only after the commit are the committed entries published to
 `tc.ledger` and the rejections to `tc.rejected`, and only then are the batch's offsets committed
 (`consumers.batches`). A crash anywhere before that means the batch is delivered again, and the ledger's unique

@@ -1,9 +1,9 @@
-"""The SHA-256 hash chain over entries (design.md §3, invariant 5).
+"""The SHA-256 hash chain over entries (docs/design.md §3, invariant 5).
 
 Each entry's hash covers the previous entry's hash and a canonical encoding of the entry and its
 postings. The encoding is a sequence of netstrings (`len:text`), so no field can bleed into the next,
-and it is simple enough that the database computes the very same bytes in SQL (see the migration's
-`tc_entry_canonical`) and refuses an entry whose hash does not match.
+and it is simple enough that the database computes the very same bytes in SQL (`tc_canonical`, migration
+0005) and refuses an entry whose hash does not match.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recompute the hash chain and every balance from the postings (design.md §3, invariant 5).
+"""Recompute the hash chain and every balance from the postings (docs/design.md §3, invariant 5).
 
 Reads the whole ledger once, in entry order, as a stream; stops at the first mismatch and names it.
 """

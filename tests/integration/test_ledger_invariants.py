@@ -1,4 +1,4 @@
-"""Each ledger invariant of design.md §3, attacked directly against real PostgreSQL."""
+"""Each ledger invariant of docs/design.md §3, attacked directly against real PostgreSQL."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
