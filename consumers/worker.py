@@ -155,8 +155,8 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
         services.insert(0, publisher)
     worker = faust.Worker(app, *services, loglevel=config.loglevel, quiet=True)
     # No start-up spinner: to turn it on every log record, faust sets the root logger to DEBUG for the life of
-    # the process, so each debug line of aiokafka (one a message sent) was formatted into a record and then
-    # dropped: 7 % of a busy worker's time in a profile, and terminal escapes in its log file.
+    # the process, so each debug line of aiokafka (one a message sent) would be formatted into a record and then
+    # dropped, costing a busy worker CPU for nothing and writing terminal escapes into its log file.
     worker.spinner = None
     return worker
 
@@ -228,7 +228,7 @@ def run_worker(config: WorkerConfig) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     worker = create_worker(config)
     metrics.start_server_from_env()
-    # Every module, model and client is made by now: a full collection no longer walks them all (a busy worker's
-    # batches promote enough objects to trigger one every few batches; frozen, its Python time an event fell 16 %).
+    # Every module, model and client is made by now: once frozen, a full collection no longer walks them all (a
+    # busy worker's batches promote enough objects to trigger one every few batches; see timecredits/heap.py).
     freeze_startup_heap()
     worker.execute_from_commandline()

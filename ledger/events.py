@@ -340,8 +340,8 @@ class CommittedEntry:
     """An entry the ledger has just committed, as the worker publishes it on `tc.ledger`.
 
     The fields and the JSON of `EntryCommitted`, without a pydantic model per entry: every value comes from a
-    draft the ledger rules made from a validated event and PostgreSQL has just accepted, and building and
-    validating a thousand models a batch (then serialising them) cost about a tenth of a worker's time. The
+    draft the ledger rules made from a validated event and PostgreSQL has just accepted, so building and
+    validating a thousand models a batch (then serialising them) would check again what is known. The
     statistics consumer reads the JSON back through `EntryCommitted`, which validates it.
     """
 

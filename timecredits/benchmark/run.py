@@ -1,4 +1,4 @@
-"""`timecredits bench`: start the stack, run the four figures of issue 6 side by side, print them."""
+"""`timecredits bench`: start the stack, run the four figures of docs/performance.md side by side, print them."""
 from __future__ import annotations
 
 import os
