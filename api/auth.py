@@ -1,4 +1,4 @@
-"""Bearer tokens, stored as SHA-256 digests, and the roles and scopes they carry (design.md §5)."""
+"""Bearer tokens, stored as SHA-256 digests, and the roles and scopes they carry (docs/design.md §5)."""
 from __future__ import annotations
 
 import hashlib

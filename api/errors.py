@@ -1,4 +1,4 @@
-"""Errors as `{"error": {"code", "message"}}` with a fitting status (design.md §5)."""
+"""Errors as `{"error": {"code", "message"}}` with a fitting status (docs/design.md §5)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""Turning an accepted request into one event on Kafka (design.md §2: writes are events)."""
+"""Turning an accepted request into one event on Kafka (docs/design.md §2: writes are events)."""
 from __future__ import annotations
 
 import uuid

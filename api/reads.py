@@ -1,10 +1,10 @@
 """The API's hottest reads (who a token belongs to, a volunteer's balance) straight on asyncpg.
 
 Why not SQLAlchemy here: through its asyncio engine each read made four round trips (pre-ping, BEGIN, the
-query, ROLLBACK) plus greenlet switches, and a sync endpoint costs a thread hop and GIL hand-offs; profiled
-balance reads stopped near 250/s (sync) and 500/s (SQLAlchemy asyncio). A bare asyncpg pool makes one round
-trip a read. These two statements are the only SQL the API writes by hand; they read tables that
-`ledger.pg.schema` describes and the tests check them against the SQLAlchemy path.
+query, ROLLBACK) plus greenlet switches, and a sync endpoint costs a thread hop and GIL hand-offs, for a read
+that is a single indexed row. A bare asyncpg pool makes one round trip a read. These two statements are the
+only SQL the API writes by hand; they read tables that `ledger.pg.schema` describes and the tests check them
+against the SQLAlchemy path.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Run the API on N processes, each accepting on a listening socket of its own (SO_REUSEPORT).
 
 Why not uvicorn's `--workers`: its processes share one listening socket, and whichever is idle in `accept`
-first takes the next connection. Keep-alive clients stay on the process they landed on, so 64 connections
-split 20/44 in a measured run, and the process with 44 answered at twice the latency of the other. With one
+first takes the next connection. Keep-alive clients stay on the process they landed on, so connections split
+unevenly and the busier process answers slower while the other idles. With one
 socket a process and SO_REUSEPORT, the kernel spreads connections over the sockets by their address hash.
 
 The supervisor binds every socket itself (so a port in use fails at once, and port 0 picks one port for all),

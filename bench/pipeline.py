@@ -1,4 +1,4 @@
-"""The end-to-end benchmarks; the same as `timecredits bench`.
+"""The end-to-end benchmarks (docs/performance.md); the same as `timecredits bench`.
 
     python bench/pipeline.py [--events 200000] [--rate 2000] [--latency-seconds 30] [--read-seconds 15]
 """

@@ -1,10 +1,10 @@
 """Records taken from Kafka a batch at a time, handed to a handler, and their offsets committed after it.
 
 Why not a faust stream: faust delivers one event at a time through its conductor, channels and stream
-iterator, and that machinery alone capped a no-op agent at about 4,800 events/s on the 2-core machine,
-where aiokafka's `getmany` (the client faust itself runs on) took 200,000 records/s from the same topic.
-The ledger applies whole batches in one transaction anyway, so the hot topics are consumed here, by a
-`mode.Service` that the faust worker starts and stops with the app.
+iterator, and that machinery alone costs more per event than the ledger's own work, where aiokafka's
+`getmany` (the client faust itself runs on) hands over a whole batch at once. The ledger applies whole
+batches in one transaction anyway, so the hot topics are consumed here, by a `mode.Service` that the faust
+worker starts and stops with the app.
 
 Exactly-once effect: offsets are committed only after the handler returned, that is after the batch's
 transaction committed, and after the follow-up it may return (publishing the batch's results) finished.
@@ -46,9 +46,8 @@ class ConsumerSettings:
     batch_within_s: float = 0.2
     session_timeout_s: float = 10.0
     #: How long a fetch may wait at the broker for records. Apache Kafka answers as soon as records arrive, so
-    #: there this only sets how often an idle consumer asks again; Tansu keeps the fetch for the whole wait
-    #: (measured: aiokafka's default 500 ms delivered a record after 124 ms at the median, 250 ms at worst;
-    #: 50 ms after 5 ms and 15 ms).
+    #: there this only sets how often an idle consumer asks again; Tansu keeps the fetch for the whole wait, so
+    #: with aiokafka's default of 500 ms a record produced meanwhile waits up to that long to be delivered.
     fetch_max_wait_ms: int = 50
     #: How much a fetch waits for at the broker (up to `fetch_max_wait_ms`): 1 byte answers at once; more lets
     #: a consumer that need not be prompt take fewer, larger batches.
@@ -61,7 +60,7 @@ class BatchConsumer(Service):
     """One consumer-group member on `topics`: take up to `batch_size` records, `handle` them, commit.
 
     Records of one partition reach the handler in offset order; a batch may mix partitions.
-    Settings suit Apache Kafka and Tansu alike (design.md §6): a short session timeout, because a
+    Settings suit Apache Kafka and Tansu alike (docs/design.md §6): a short session timeout, because a
     group join on Tansu waits about one of them, and a max poll interval near 30 s.
     """
 

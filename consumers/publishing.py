@@ -2,8 +2,8 @@
 partition's records in one Kafka record batch.
 
 Why not one `send()` a record: for each record aiokafka's `send` (and faust's wrapper around it) looks up the
-metadata, hashes the key with its pure-Python murmur2 and makes a future, and the accumulator makes another:
-in a profile of a busy worker that was about a tenth of its CPU. Here the records of a call are grouped by
+metadata, hashes the key with its pure-Python murmur2 and makes a future, and the accumulator makes another,
+work a busy worker repeated for every entry it published. Here the records of a call are grouped by
 partition, appended to a batch builder each and handed over one future a batch. Keys are partitioned exactly
 as the default partitioners of aiokafka and kafka-python do it (murmur2 of the key, modulo the partition count),
 with the hash cached per key, so a volunteer's entries land where any other client would put them, in order.

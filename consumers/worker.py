@@ -1,7 +1,7 @@
 """The ledger worker: a faust worker that applies `tc.activity` and `tc.admin` to PostgreSQL in batches, and
 records participation facts from `tc.ledger` for the statistics.
 
-Exactly-once effect from at-least-once delivery (design.md §2): each batch taken from Kafka is applied in one
+Exactly-once effect from at-least-once delivery (docs/design.md §2): each batch taken from Kafka is applied in one
 PostgreSQL transaction by `EventProcessor`; only after the commit are the committed entries published to
 `tc.ledger` and the rejections to `tc.rejected`, and only then are the batch's offsets committed
 (`consumers.batches`). A crash anywhere before that means the batch is delivered again, and the ledger's unique
@@ -157,8 +157,8 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
         services.insert(0, publisher)
     worker = faust.Worker(app, *services, loglevel=config.loglevel, quiet=True)
     # No start-up spinner: to turn it on every log record, faust sets the root logger to DEBUG for the life of
-    # the process, so each debug line of aiokafka (one a message sent) was formatted into a record and then
-    # dropped: 7 % of a busy worker's time in a profile, and terminal escapes in its log file.
+    # the process, so each debug line of aiokafka (one a message sent) would be formatted into a record and then
+    # dropped, costing a busy worker CPU for nothing and writing terminal escapes into its log file.
     worker.spinner = None
     return worker
 
@@ -230,7 +230,7 @@ def run_worker(config: WorkerConfig) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     worker = create_worker(config)
     metrics.start_server_from_env()
-    # Every module, model and client is made by now: a full collection no longer walks them all (a busy worker's
-    # batches promote enough objects to trigger one every few batches; frozen, its Python time an event fell 16 %).
+    # Every module, model and client is made by now: once frozen, a full collection no longer walks them all (a
+    # busy worker's batches promote enough objects to trigger one every few batches; see timecredits/heap.py).
     freeze_startup_heap()
     worker.execute_from_commandline()

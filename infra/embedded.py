@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL and Kafka-compatible broker for development, tests and demos (design.md §6).
+"""Embedded PostgreSQL and Kafka-compatible broker for development, tests and demos (docs/design.md §6).
 
 Both services listen on 127.0.0.1 only, on a free port, with their files under a data directory
 of their own. Production points ``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS`` at real services

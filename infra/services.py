@@ -1,4 +1,4 @@
-"""Configured or embedded: resolve where PostgreSQL and the broker are (design.md §6)."""
+"""Configured or embedded: resolve where PostgreSQL and the broker are (docs/design.md §6)."""
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,4 +1,4 @@
-"""Account keys: `kind:owner_id` strings (design.md §3)."""
+"""Account keys: `kind:owner_id` strings (docs/design.md §3)."""
 from __future__ import annotations
 
 from enum import StrEnum

@@ -1,4 +1,4 @@
-"""The ledger's rules, free of any framework (design.md §3).
+"""The ledger's rules, free of any framework (docs/design.md §3).
 
 A *command* is what an event asks of the ledger. `draft_entry` turns a command into an `EntryDraft`
 (balanced postings) against a read-only `LedgerView`, or raises `Rejection` with a machine-readable

@@ -1,11 +1,11 @@
-"""Events on Kafka: the versioned envelope, every payload schema, and how bytes become an event (design.md §4).
+"""Events on Kafka: the versioned envelope, every payload schema, and how bytes become an event (docs/design.md §4).
 
 Pure: pydantic and the standard library only. A worker hands whatever bytes it consumed to `decode_event`,
 which never raises: it answers a `DecodedEvent`, or an `Undecodable` whose `reason` is one of the
 machine-readable codes in `RejectReason` (the rejection then goes to `tc.rejected`).
 
 Payloads carry pseudonymous ids and statistical attributes only, never personal data: topics cannot be erased
-(design.md §3). Free text (an activity, a reason, a title) is checked for characters PostgreSQL or UTF-8
+(docs/design.md §3). Free text (an activity, a reason, a title) is checked for characters PostgreSQL or UTF-8
 cannot store, so that an accepted event can always be written down.
 """
 from __future__ import annotations
@@ -263,7 +263,7 @@ class OrganisationRegistered(AdminPayload):
 
 
 class VolunteerRegistered(AdminPayload):
-    """Statistical attributes only: names and contact details stay in the API's database (design.md §3)."""
+    """Statistical attributes only: names and contact details stay in the API's database (docs/design.md §3)."""
 
     volunteer_id: Id
     area: AreaCode
@@ -340,8 +340,8 @@ class CommittedEntry:
     """An entry the ledger has just committed, as the worker publishes it on `tc.ledger`.
 
     The fields and the JSON of `EntryCommitted`, without a pydantic model per entry: every value comes from a
-    draft the ledger rules made from a validated event and PostgreSQL has just accepted, and building and
-    validating a thousand models a batch (then serialising them) cost about a tenth of a worker's time. The
+    draft the ledger rules made from a validated event and PostgreSQL has just accepted, so building and
+    validating a thousand models a batch (then serialising them) would check again what is known. The
     statistics consumer reads the JSON back through `EntryCommitted`, which validates it.
     """
 
@@ -525,7 +525,7 @@ def decode_event(raw: bytes) -> DecodedEvent | Undecodable:
 def check_key(item: DecodedEvent | Undecodable, key: bytes | None) -> DecodedEvent | Undecodable:
     """The event, if its record was keyed by its partition key; else why not (`wrong_key`). Never raises.
 
-    A volunteer's events are applied in order only because they share a key, hence a partition (design.md §4).
+    A volunteer's events are applied in order only because they share a key, hence a partition (docs/design.md §4).
     An event on another key, or on none, may sit on another partition and overtake the events before it.
     """
     if isinstance(item, Undecodable) or key == item.partition_key.encode("utf-8"):

@@ -33,7 +33,7 @@ LINK_ENCODING_VERSION = "tcl1"
 @lru_cache(maxsize=256)  # a batch's entries share one recorded_at
 def canonical_timestamp(moment: datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, as the database's `to_char` writes it: the year always four digits
-    (`strftime("%Y")` writes 999 for 0999, where the database writes 0999)."""
+    (`strftime("%Y")` would write 999 for 0999, and the database would refuse such an entry's hash)."""
     if moment.tzinfo is None:
         raise ValueError("ledger timestamps must carry a time zone")
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

@@ -1,4 +1,4 @@
-"""What each event asks of the ledger and the registry: pure translation, no storage (design.md §2, §4).
+"""What each event asks of the ledger and the registry: pure translation, no storage (docs/design.md §2, §4).
 
 `plan_event` turns a decoded event into a `Plan` (a ledger command, an hours log or decision to record, a
 registry row to upsert) against a read-only `RegistryView`, or raises `Rejection` with a reason code.

@@ -1,4 +1,4 @@
-"""Producing events to Kafka with kafka-python (design.md §2, §4): topic creation and an idempotent producer.
+"""Producing events to Kafka with kafka-python (docs/design.md §2, §4): topic creation and an idempotent producer.
 
 Delivery is at least once; the ledger's unique `event_id` turns that into an exactly-once effect. What this
 module adds is that no failure is silent: a record the broker did not acknowledge surfaces as `DeliveryError`
@@ -71,7 +71,7 @@ def ensure_topics(
     lists each with a leader for every partition. Idempotent.
 
     A topic that already exists keeps its partition count, even when it differs from `partitions`: adding
-    partitions would move keys to other partitions and break the per-volunteer order (design.md §4).
+    partitions would move keys to other partitions and break the per-volunteer order (docs/design.md §4).
     The difference is logged as a warning.
     """
     if partitions < 1:

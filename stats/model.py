@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-#: A cell describing fewer volunteers than this shows no figures (design.md §5, as UK official statistics do).
+#: A cell describing fewer volunteers than this shows no figures (docs/design.md §5, as UK official statistics do).
 SUPPRESSION_THRESHOLD = 5
 GROUPINGS = ("month", "quarter", "org", "area", "age_band", "seb", "category")
 #: The figures of a row, in the order CSV exports and reports show them.

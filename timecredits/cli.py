@@ -278,7 +278,7 @@ def import_hours(
 
 @app.command()
 def bench(
-    events: Annotated[int, typer.Option(help="Activity events for the ingest figure (issue 6 asks for 200,000).")] = 200_000,
+    events: Annotated[int, typer.Option(help="Activity events for the ingest figure.")] = 200_000,
     rate: Annotated[float, typer.Option(help="Steady events/s behind the latency figure.")] = 2_000.0,
     latency_seconds: Annotated[float, typer.Option(help="How long the latency figure runs.")] = 30.0,
     read_seconds: Annotated[float, typer.Option(help="How long each balance-read figure runs.")] = 15.0,

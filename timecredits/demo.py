@@ -1,9 +1,13 @@
-"""A synthetic but realistic programme for `timecredits up --demo`, as events: seeded, so every run is the same.
+"""A synthetic but realistic programme for `timecredits up --demo`, as events: the same on every run.
 
 Twenty organisations across seven London boroughs (fourteen community organisations, six partners), 500
 volunteers with areas and demographics, opportunities, and a year of hours logged and approved (a few left
-pending or rejected), bookings attended or cancelled, redemptions and gifts. Event ids come from the seed, so
-loading the demo twice into the same data directory changes nothing the second time.
+pending or rejected), bookings attended or cancelled, redemptions and gifts.
+
+Nothing depends on the machine or the day: the figures come from a `random.Random` with a fixed seed, the dates
+from a fixed start (`START`), and each event id is a UUID 5 of the seed and the event's place in the sequence
+(`demo_event_id`), never of the clock or of `uuid4`. So `docs/api.md` can show the demo's balances and counts,
+and loading the demo twice into the same data directory changes nothing the second time.
 """
 from __future__ import annotations
 
@@ -78,19 +82,34 @@ class DemoEvent:
     payload: EventPayload
 
 
+#: The first day of the demo's year of activity, and when its organisations and volunteers were registered.
+START = date(2025, 11, 1)
+REGISTERED_AT = datetime(2025, 10, 1, 9, 0, tzinfo=UTC)
+#: The namespace of the demo's event ids (a UUID 5 of the URL namespace and the project's name).
+DEMO_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "timecredits:demo")
+
+
+def demo_event_id(seed: int, stream: str, n: int) -> uuid.UUID:
+    """The id of the `n`th event of a stream ("registry" or "activity") of the demo made from `seed`."""
+    return uuid.uuid5(DEMO_NAMESPACE, f"{seed}/{stream}/{n}")
+
+
 class _Ids:
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
+    """Event ids in sequence: the same for the same seed and stream, and drawing none of the figures' randomness."""
+
+    def __init__(self, seed: int, stream: str) -> None:
+        self._seed, self._stream, self._next = seed, stream, 0
 
     def __call__(self) -> uuid.UUID:
-        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+        self._next += 1
+        return demo_event_id(self._seed, self._stream, self._next)
 
 
 def registry(seed: int = 2026, volunteers: int = 500) -> list[DemoEvent]:
     """Organisations, opportunities and volunteers (tc.admin)."""
     rng = random.Random(seed)
-    new_id = _Ids(rng)
-    at = datetime(2025, 10, 1, 9, 0, tzinfo=UTC)
+    new_id = _Ids(seed, "registry")
+    at = REGISTERED_AT
     events = [
         DemoEvent(new_id(), at, OrganisationRegistered(org_id=org, name=name, area=area, kinds=frozenset({"community"}),
                                                        auto_approve=auto))
@@ -119,10 +138,10 @@ def registry(seed: int = 2026, volunteers: int = 500) -> list[DemoEvent]:
 
 
 def activity(seed: int = 2026, volunteers: int = 500, days: int = 365,
-             start: date = date(2025, 11, 1)) -> Iterator[DemoEvent]:
+             start: date = START) -> Iterator[DemoEvent]:
     """A year of activity (tc.activity), in time order."""
     rng = random.Random(seed + 1)
-    new_id = _Ids(rng)
+    new_id = _Ids(seed, "activity")
     volunteer_ids = [f"v{n:04d}" for n in range(1, volunteers + 1)]
     regulars = set(rng.sample(volunteer_ids, k=volunteers // 3))
     home_org = {v: rng.choice(COMMUNITY)[0] for v in volunteer_ids}

@@ -1,4 +1,4 @@
-"""Settings from the environment (design.md §6), read once per process."""
+"""Settings from the environment (docs/design.md §6), read once per process."""
 from __future__ import annotations
 
 from functools import lru_cache

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/volunteers", tags=["balances"])
 
 
 def may_read(principal: Principal, volunteer_id: str) -> bool:
-    """That volunteer, any organisation, a lead or an admin (design.md §5); never another volunteer."""
+    """That volunteer, any organisation, a lead or an admin (docs/design.md §5); never another volunteer."""
     return principal.role is not Role.VOLUNTEER or principal.volunteer_id == volunteer_id
 
 

@@ -1,4 +1,4 @@
-"""Participation statistics for programme leads, with small-number suppression (design.md §5)."""
+"""Participation statistics for programme leads, with small-number suppression (docs/design.md §5)."""
 from __future__ import annotations
 
 import csv

@@ -1,9 +1,9 @@
 """Many rows into a table in one statement, their values rendered in bulk rather than bound one by one.
 
 A worker's batch writes thousands of rows a transaction. Through SQLAlchemy's executemany each value passes
-through Python-level bind processing, and PostgreSQL then parses a VALUES list of thousands of literals;
-profiling showed that costing more than storing the rows. `COPY ... FROM STDIN` takes the rows as text with
-no parsing or planning per value (about three times faster than a 1,000-row INSERT here). It fires the same
+through Python-level bind processing, and PostgreSQL then parses a VALUES list of thousands of literals,
+which costs more than storing the rows. `COPY ... FROM STDIN` takes the rows as text with no parsing or
+planning per value. It fires the same
 constraints and statement-level triggers as an INSERT. Both helpers run on the Connection's own DBAPI
 connection, so they are part of the caller's transaction.
 """
@@ -43,7 +43,7 @@ def insert_rows_ignoring_conflicts(conn: Connection, table: Table, rows: Sequenc
     """INSERT ... ON CONFLICT DO NOTHING in one statement (COPY cannot skip conflicts); returns rows inserted.
 
     The rows travel as one array literal a column, unnested by the server: rendering them as a VALUES list
-    (psycopg2's execute_values) quoted every value in Python and showed in the statistics consumer's profile.
+    (psycopg2's execute_values) would quote every value in Python, once a value for thousands of rows a batch.
     """
     if not rows:
         return 0

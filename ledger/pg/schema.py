@@ -36,7 +36,7 @@ def any_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[b
     `IN` binds one parameter a value, each through SQLAlchemy's Python-level processing, and a worker's batch
     asks about thousands at a time. The array travels as one PostgreSQL array literal (`{"a","b"}`) rather
     than as a Python list, which psycopg2 would adapt value by value into `ARRAY['a'::uuid, ...]` for the
-    server to parse cast by cast: that adaptation showed in a worker's profile.
+    server to parse cast by cast, a cost paid for every value of every batch.
     """
     array = ARRAY(column.type)
     return column == any_(cast(literal(array_literal(values), Text), array))

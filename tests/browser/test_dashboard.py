@@ -22,7 +22,7 @@ from tests.browser.conftest import DashboardStack
 
 DEMO_YEAR = ("2025-11-01", "2026-10-31")  # the whole demo programme, month by month
 FIRST_QUARTER = ("2026-01-01", "2026-03-31")
-ONE_DAY = ("2026-01-05", "2026-01-05")  # about a dozen volunteers: most organisations and areas are suppressed
+ONE_DAY = ("2026-01-05", "2026-01-05")  # a handful of volunteers: most organisations and areas are suppressed
 CHARTS = {"org": "chart-orgs", "area": "chart-areas", "age_band": "chart-age", "seb": "chart-seb"}
 
 

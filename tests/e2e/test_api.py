@@ -1,5 +1,5 @@
 """The HTTP API over real HTTP: a `timecredits api` process and a `timecredits worker` process on a fresh database,
-a real broker and topics of their own (design.md §2, §5). No TestClient, no mocks.
+a real broker and topics of their own (docs/design.md §2, §5). No TestClient, no mocks.
 
 One API and one worker serve the module; each test uses ids of its own. The last test checks that every path of
 the OpenAPI document was answered with a success by the API process during the module (from its own metrics),

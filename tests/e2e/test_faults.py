@@ -114,7 +114,7 @@ def _verify_cli(database_url: str) -> subprocess.CompletedProcess[str]:
 def test_worker_killed_mid_backlog_and_restarted_ends_with_the_clean_ledger(
     stack: Stack, embedded_postgres: str, primary_template: str
 ) -> None:
-    EventProcessor(stack.engine).process(_registry())  # registry writes are synchronous (design.md §2)
+    EventProcessor(stack.engine).process(_registry())  # registry writes are synchronous (docs/design.md §2)
     records = _backlog(20_000)
     ids = _event_ids(records)
     _produce(stack, records)

@@ -1,4 +1,4 @@
-"""The API under load (issue 6): 64 concurrent clients for 60 seconds keep getting answers, and none is a 5xx.
+"""The API under load: 64 concurrent clients for 60 seconds keep getting answers, and none is a 5xx.
 
 A real stack (PostgreSQL, broker, one worker, one `timecredits api` process) and a realistic world: organisations,
 300 volunteers who have earned credits, tokens of every role. Then 64 keep-alive connections send a mix of balance,

@@ -1,4 +1,4 @@
-"""Outages and abuse under load (issue 6): PostgreSQL restarted under a running worker, the broker frozen under a
+"""Outages and abuse under load: PostgreSQL restarted under a running worker, the broker frozen under a
 running API and worker, a worker killed again and again, a flood of malformed records.
 
 No timed assertions: each test asserts what happened (nothing lost, nothing doubled, the right answers), then

@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's `prometheus` package) with the scrape jobs of infra/prometheus/prometheus.yml, pointed
-at a local stack: a `timecredits api` process and two `timecredits worker` processes with metrics ports (design.md §6).
+at a local stack: a `timecredits api` process and two `timecredits worker` processes with metrics ports
+(docs/design.md §6).
 
 Every target must be up, the ledger metrics must reach Prometheus with the values the workers export, and every
 query of the Grafana dashboard must be valid PromQL to that Prometheus and, for the panels the traffic here feeds,

@@ -1,4 +1,4 @@
-"""Event schemas and decoding (design.md §4): what goes on Kafka, and what a worker makes of any bytes."""
+"""Event schemas and decoding (docs/design.md §4): what goes on Kafka, and what a worker makes of any bytes."""
 from __future__ import annotations
 
 import json

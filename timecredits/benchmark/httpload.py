@@ -1,8 +1,8 @@
 """A lean HTTP/1.1 load generator: N keep-alive connections on asyncio streams, each sending GETs back to back.
 
 Why not httpx: on the 2-core machine the load generator shares the cores with the server it measures, and
-httpx spends several hundred microseconds of CPU a request; a raw keep-alive loop spends a tenth of that,
-so the figure is the API's, not the client's.
+httpx spends much more CPU a request than a raw keep-alive loop, so the figure would be partly the client's
+rather than the API's.
 """
 from __future__ import annotations
 

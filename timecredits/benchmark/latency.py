@@ -23,7 +23,8 @@ from timecredits.benchmark.workload import CLUBS, Record, probe
 #: 20 ms: fine enough against a 250 ms target, and 64 outstanding probes polled every 5 ms would themselves be
 #: thousands of requests a second on the 2 cores the pipeline runs on.
 POLL_INTERVAL_S = 0.02
-#: The background's pacing: a sleep for each of 2,000 events a second cost the load generator more than sending.
+#: The background's pacing: a sleep for each of thousands of events a second would cost the load generator more
+#: than sending them.
 PACING_TICK_S = 0.002
 
 
@@ -50,8 +51,8 @@ def run_latency(run: Scenario, api_url: str, token: str, background: list[Record
     lost = 0
     lock = threading.Lock()
 
-    # One client for every watcher (httpx's Client is thread-safe): a client a probe built an SSL context each
-    # time, even for plain HTTP, and that took a third of the load generator's CPU from the cores measured.
+    # One client for every watcher (httpx's Client is thread-safe): a client a probe would build an SSL context
+    # each time, even for plain HTTP, taking CPU from the cores being measured.
     client = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
     def watch(volunteer: str, sent_at: float) -> None:
@@ -68,8 +69,8 @@ def run_latency(run: Scenario, api_url: str, token: str, background: list[Record
 
     sent = 0
     # Two producers: the background traffic is batched as any busy client's is (5 ms linger), while each probe
-    # leaves at once on a producer of its own. One unbatched producer for both made a produce request per
-    # background event, and that client and the broker then took a third of the two cores being measured.
+    # leaves at once on a producer of its own. One unbatched producer for both would make a produce request per
+    # background event, and that client and the broker would take CPU from the cores being measured.
     with client, ThreadPoolExecutor(max_workers=16, thread_name_prefix="probe-watch") as watchers, \
             run.producer(linger_ms=5) as producer, run.producer(linger_ms=0) as probe_producer:
         started = time.perf_counter()

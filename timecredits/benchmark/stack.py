@@ -85,8 +85,8 @@ class Scenario:
         """Entries plus rejections: each activity event of the workload ends as exactly one of the two.
 
         Entries are counted incrementally, only those above the highest id seen before: the benchmark asks
-        twenty times a second, and a full count(*) of a ledger of 200,000 entries took a fifth of a core from
-        the PostgreSQL it measures. That is exact because entry ids are drawn under the chain lock, which a
+        twenty times a second, and a full count(*) of a large ledger would take CPU from the PostgreSQL it
+        measures. That is exact because entry ids are drawn under the chain lock, which a
         writer holds until it commits, so the committed entries are always a prefix of the ids drawn.
         Rejections are a few per cent of the events, cheap to count whole.
         """

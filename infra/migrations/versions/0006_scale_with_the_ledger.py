@@ -4,9 +4,9 @@ Revision ID: 0006_scale_with_the_ledger
 Revises: 0005_set_based_checks
 Create Date: 2026-12-01
 
-Measured on a ledger of 20,000 entries, the entry check of 0005 read every posting from the first (a merge
-join over the whole primary key) and hashed every entry (a sequential scan) to check the 1,000 a batch had
-written: 14 ms a batch there, and growing with the ledger without bound. The planner cannot know how few
+The entry check of 0005 could be planned to read every posting from the first (a merge join over the whole
+primary key) and hash every entry (a sequential scan) to check the thousand a batch had written: a cost that
+grows with the ledger without bound. The planner cannot know how few
 rows a transition table holds, so here the rows a statement touched are gathered into arrays first and every
 lookup is an index probe by `= ANY(array)`: the same rules, checked at a cost that depends on the batch alone.
 
