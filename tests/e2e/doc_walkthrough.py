@@ -8,7 +8,8 @@ The page is a sequence of fenced blocks:
   other line is a line `up` prints.
 
 An expected value may hold placeholders for what is new on every run: `<uuid>`, `<token>`, `<volunteer-id>`,
-`<timestamp>`, `<port>`, `<pid>`, `<path>`, `<hex>`, `<elapsed>`. A named one, `<uuid:log>`, must stand for the
+`<timestamp>`, `<port>`, `<pid>`, `<path>`, `<hex>`, `<elapsed>`, `<count>` (a number that depends on
+how the events fell into batches). A named one, `<uuid:log>`, must stand for the
 same value wherever that name appears on the page. Everything else must match exactly.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ PLACEHOLDER_SHAPES = {
     "path": r"\S+",
     "hex": r"[0-9a-f]+",
     "elapsed": r"[0-9]+:[0-9]{2}:[0-9]{2}",
+    "count": r"[0-9]+",
 }
 _PLACEHOLDER = re.compile(r"<([a-z-]+)(?::([a-z0-9_-]+))?>")
 _FENCE = re.compile(r"^```([a-z]*)\s*$")
