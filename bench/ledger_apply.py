@@ -1,6 +1,10 @@
-"""How fast a worker's transaction applies batches of events (decoding, rules, ledger, hours flow), no Kafka.
+"""How fast a worker's transaction applies batches of events (decoding, rules, ledger, hours flow), no Kafka,
+and what writing the statistics facts of each batch would add to it.
 
     python bench/ledger_apply.py [--events 100000] [--batch 1000]
+
+The facts are timed in a transaction of their own right after each batch: what they would add to the ledger's
+transaction were they written in it (docs/design.md §5.2 says why they are not).
 
 Uses DATABASE_URL when set (the database must be empty and migrated, or migratable), else an embedded
 PostgreSQL with durable settings (fsync on), in a temporary directory.
@@ -22,6 +26,7 @@ from infra.migrate import upgrade_to_head
 from ledger.events import decode_event, encode_event
 from ledger.pg.processing import EventProcessor
 from ledger.pg.verify import verify_ledger
+from stats.facts import write_facts
 from timecredits import demo
 
 
@@ -52,11 +57,15 @@ def main() -> None:
             commands = [_decoded(e) for e in islice(demo.activity(volunteers=5000, days=3650), args.events)]
             started = time.perf_counter()
             latencies = []
+            facts_s = 0.0
             for start in range(0, len(commands), args.batch):
                 t0 = time.perf_counter()
-                processor.process(commands[start : start + args.batch])
-                latencies.append(time.perf_counter() - t0)
-            elapsed = time.perf_counter() - started
+                result = processor.process(commands[start : start + args.batch])
+                t1 = time.perf_counter()
+                latencies.append(t1 - t0)
+                write_facts(engine, result.committed)
+                facts_s += time.perf_counter() - t1
+            elapsed = time.perf_counter() - started - facts_s
             t0 = time.perf_counter()
             report = verify_ledger(engine)
             verify_s = time.perf_counter() - t0
@@ -66,6 +75,8 @@ def main() -> None:
                   f"{len(commands) / elapsed:,.0f} events/s")
             print(f"batch latency p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, "
                   f"max {latencies[-1] * 1000:.0f} ms")
+            print(f"statistics facts of the same batches: {facts_s:.2f} s, {facts_s / elapsed * 100:.0f} % "
+                  "on top of the ledger's transactions")
             print(f"verify: {report.entries_checked} entries in {verify_s:.2f} s "
                   f"({report.entries_checked / verify_s:,.0f} entries/s), ok={report.ok}")
             engine.dispose()

@@ -44,8 +44,9 @@ def _netstring(text: str) -> str:
 
 
 def canonical_postings(postings: Iterable[Posting]) -> str:
-    ordered = sorted(postings, key=lambda p: (p.account, p.amount))
-    return ";".join(f"{p.account}={p.amount}" for p in ordered)
+    """`account=amount` joined by `;`, in (account, amount) order: the order the database's string_agg uses."""
+    pairs = sorted([(p.account, p.amount) for p in postings])
+    return ";".join([f"{account}={amount}" for account, amount in pairs])
 
 
 def canonical_entry(
@@ -62,20 +63,15 @@ def canonical_entry(
     postings: Iterable[Posting],
 ) -> bytes:
     """`prev_hash` None: an entry of a batch link (`tc2`); bytes: an entry of the legacy chain (`tc1`)."""
-    head = (ENCODING_VERSION,) if prev_hash is None else (LEGACY_ENCODING_VERSION, prev_hash.hex())
-    fields = (
-        *head,
-        str(event_id),
-        kind,
-        canonical_timestamp(occurred_at),
-        canonical_timestamp(recorded_at),
-        volunteer_id or "",
-        org_id or "",
-        opportunity_id or "",
-        str(related_event_id) if related_event_id else "",
-        canonical_postings(postings),
-    )
-    return "".join([_netstring(field) for field in fields]).encode("utf-8")
+    head = (f"3:{ENCODING_VERSION}" if prev_hash is None else f"3:{LEGACY_ENCODING_VERSION}64:{prev_hash.hex()}")
+    occurred, recorded = canonical_timestamp(occurred_at), canonical_timestamp(recorded_at)
+    volunteer, org, opportunity = volunteer_id or "", org_id or "", opportunity_id or ""
+    related = f"36:{related_event_id}" if related_event_id else "0:"
+    body = canonical_postings(postings)
+    # One format a field, as netstrings (`len:text`); an event id is always 36 characters.
+    return (f"{head}36:{event_id}{len(kind)}:{kind}{len(occurred)}:{occurred}{len(recorded)}:{recorded}"
+            f"{len(volunteer)}:{volunteer}{len(org)}:{org}{len(opportunity)}:{opportunity}{related}"
+            f"{len(body)}:{body}").encode("utf-8")
 
 
 def entry_hash(**fields: object) -> bytes:
