@@ -269,7 +269,8 @@ def _write_entries(conn: Connection, decision: BatchDecision) -> dict[UUID, int]
     ids = {sealed.draft.event_id: entry_id for sealed, entry_id in zip(decision.entries, entry_ids)}
     related = {**decision.referenced_entry_ids, **ids}
     recorded_at = decision.recorded_at
-    entry_rows, posting_rows = [], []
+    entry_rows: list[dict[str, Any]] = []
+    posting_rows: list[dict[str, Any]] = []
     for sealed, entry_id in zip(decision.entries, entry_ids):
         draft = sealed.draft
         entry_rows.append({

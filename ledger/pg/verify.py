@@ -151,9 +151,9 @@ def _check_chains(conn: Connection, report: VerifyReport, count: Callable[[_Stor
                                 .order_by(l.c.chain_key, l.c.seq))
     }
     # The chains first: each link follows the one before it, from seq 1, without a gap.
-    for chain_key, members in groupby(links.values(), key=lambda link: link.chain_key):
+    for chain_key, chain in groupby(links.values(), key=lambda link: link.chain_key):
         prev_link, seq = GENESIS_HASH, 0
-        for link in members:
+        for link in chain:
             if link.seq != seq + 1:
                 return f"chain {chain_key}: link seq {seq + 1} is missing (a batch was deleted) before {link.name}"
             if link.prev_link != prev_link:
@@ -164,10 +164,11 @@ def _check_chains(conn: Connection, report: VerifyReport, count: Callable[[_Stor
     # Then each link's entries, in link and id order: their hashes, and the link over them.
     seen: set[int] = set()
     for link_id, group in groupby(_entries(conn, linked=True), key=lambda entry: entry.link_id):
-        link = links.get(link_id)  # type: ignore[arg-type]
+        found = links.get(link_id) if link_id is not None else None
         members = list(group)
-        if link is None:
+        if found is None:
             return f"entry {members[0].id} (event {members[0].event_id}): names link {link_id}, which does not exist"
+        link = found
         hashes = []
         for entry in members:
             problem = _entry_problem(entry, f"entry {entry.id} (event {entry.event_id})", prev_hash=None)
@@ -267,7 +268,8 @@ def _entries(conn: Connection, *, linked: bool) -> Iterator[_StoredEntry]:
         members = list(group)
         first = members[0]
         postings = tuple(Posting(row[12], row[13]) for row in members if row[12] is not None)
-        yield _StoredEntry(*first[:12], postings=postings)
+        yield _StoredEntry(first[0], first[1], first[2], first[3], first[4], first[5], first[6], first[7], first[8],
+                           first[9], first[10], first[11], postings)
 
 
 def _entry_problem(entry: _StoredEntry, name: str, *, prev_hash: bytes | None) -> str | None:
