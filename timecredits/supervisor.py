@@ -257,7 +257,8 @@ class LagProbe:
                                        request_timeout_ms=timeout_ms)
         try:
             self._consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="timecredits-drain",
-                                           group_id=None, enable_auto_commit=False, request_timeout_ms=timeout_ms)
+                                           group_id=None, enable_auto_commit=False, request_timeout_ms=timeout_ms,
+                                           fetch_max_wait_ms=100)
         except BaseException:
             self._admin.close()
             raise
@@ -269,8 +270,8 @@ class LagProbe:
                       for partition in sorted(self._consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             return 0
-        ends = self._consumer.end_offsets(partitions)
         starts = self._consumer.beginning_offsets(partitions)
+        ends = self._last_offsets(partitions, starts)
         committed = self._admin.list_group_offsets({group_id: partitions}).get(group_id, {})
         total = 0
         for tp in partitions:
@@ -278,6 +279,36 @@ class LagProbe:
             position = done.offset if done is not None and done.offset >= 0 else starts[tp]
             total += max(0, ends[tp] - position)
         return total
+
+    def _last_offsets(self, partitions: list[TopicPartition], starts: Mapping[TopicPartition, int],
+                      timeout_s: float = 5.0) -> dict[TopicPartition, int]:
+        """The offset after each partition's last record.
+
+        Not `end_offsets` alone: Tansu 0.6 answers ListOffsets(latest) with the offset after the *first* record
+        of a partition's last record batch (a batch of 100 records at offsets 0-99 gives 1), so a group that had
+        consumed only the start of that batch would look drained. The answer is where that batch starts, so the
+        batch is fetched from there and the position after it taken; on a broker that answers right, the fetch
+        returns the last record alone and changes nothing.
+        """
+        reported = self._consumer.end_offsets(partitions)
+        ends = dict(reported)
+        pending = {tp for tp in partitions if reported[tp] > starts[tp]}
+        if not pending:
+            return ends
+        self._consumer.assign(sorted(pending))
+        for tp in pending:
+            self._consumer.seek(tp, reported[tp] - 1)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            fetched = self._consumer.poll(timeout_ms=200, max_records=1_000_000, update_offsets=True)
+            pending -= {tp for tp, records in fetched.items() if records}
+        self._consumer.poll(timeout_ms=0, max_records=1_000_000)  # the rest of a batch split over two fetches
+        for tp in partitions:
+            if reported[tp] > starts[tp]:
+                ends[tp] = max(reported[tp], self._consumer.position(tp))
+        if pending:
+            raise TimeoutError(f"no records fetched from {sorted(pending)} within {timeout_s:.0f} s")
+        return ends
 
     def close(self) -> None:
         self._consumer.close()
