@@ -313,3 +313,64 @@ def test_killed_workers_are_restarted_and_nothing_accepted_is_lost(tmp_path: Pat
           f"when the statistics were; {len(writer.accepted)} API writes "
           f"accepted, {len(writer.refused)} refused; up's console:\n" + "\n".join(lines))
     assert time.monotonic() - started_at < 240
+
+
+def _read_start(running: UpProcess) -> tuple[str, str]:
+    """(database URL, bootstrap servers) once `up` says it is running."""
+    database_url = running.read_until(re.compile(r"PostgreSQL: (\S+)"), START_TIMEOUT_S)[1]
+    bootstrap = running.read_until(re.compile(r"Kafka bootstrap servers: (127\.0\.0\.1:\d+)"), 60)[1]
+    running.read_until(re.compile(r"running; press Ctrl-C to stop"), START_TIMEOUT_S)
+    return database_url, bootstrap
+
+
+@pytest.mark.parametrize("how", ["second Ctrl-C", "drain timeout"])
+def test_a_drain_that_cannot_finish_says_what_is_left(tmp_path: Path, how: str) -> None:
+    """The ledger paused with 200 events on tc.activity: a second SIGINT (or --drain-timeout) ends the wait."""
+    data_dir, port = tmp_path / "data", free_port()
+    sheet = tmp_path / "hours.csv"
+    _sheet(sheet, 100)  # unknown volunteers: rejected when applied, which is never here
+    extra = ("--drain-timeout", "3") if how == "drain timeout" else ()
+    with running_up(data_dir, port, *extra) as running:
+        _, bootstrap = _read_start(running)
+        up_pid = running.process.pid
+        paused = _child(up_pid, "worker --only ledger")
+        paused.suspend()
+        try:
+            importer = _import(sheet, bootstrap)
+            out, _ = importer.communicate(timeout=60)
+            assert importer.returncode == 0, out
+            everything = process_tree(up_pid, data_dir, int(bootstrap.rsplit(":", 1)[1]))
+            os.killpg(up_pid, signal.SIGINT)
+            running.read_until(re.compile(r"draining: the ledger has 200 event\(s\) to apply"), 30)
+            if how == "second Ctrl-C":
+                asked = time.monotonic()
+                os.killpg(up_pid, signal.SIGINT)
+            running.read_until(re.compile(
+                r"not drained: 200 event\(s\) not yet applied \(the ledger: 200\); the embedded broker keeps them "
+                r"in memory only, so they are lost when it stops now"), 30)
+            if how == "second Ctrl-C":
+                assert time.monotonic() - asked < 5
+        finally:
+            paused.resume()
+        code = running.process.wait(timeout=STOP_TIMEOUT_S)
+        output = running.read_to_end(10)
+        assert code == 0, output
+        assert running.lines[-1].strip() == "stopped", output
+        assert not wait_all_gone(everything)
+
+
+def test_the_death_of_the_embedded_broker_stops_up_with_an_error(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    with running_up(data_dir, port) as running:
+        _, bootstrap = _read_start(running)
+        up_pid = running.process.pid
+        everything = process_tree(up_pid, data_dir, int(bootstrap.rsplit(":", 1)[1]))
+        broker = next(p for p in everything.values() if f"tcp://{bootstrap}" in " ".join(p.cmdline()))
+        broker.kill()
+        running.read_until(re.compile(r"the embedded broker died; stopping everything"), 30)
+        code = running.process.wait(timeout=STOP_TIMEOUT_S)
+        output = running.read_to_end(10)
+        assert code == 1, output
+        assert running.lines[-1].strip() == "stopped: the embedded broker died", output
+        left = wait_all_gone(everything)
+        assert not left, "\n".join(describe(proc) for proc in left)
