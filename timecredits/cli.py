@@ -291,7 +291,7 @@ def up(
     from api.auth import Role, create_token, new_token
     from producers.kafka import ALL_TOPICS, EventProducer, ensure_topics, prefixed
     from timecredits.demo_loader import LoadInterrupted, load_demo
-    from timecredits.supervisor import Supervisor
+    from timecredits.supervisor import Supervisor, drain_groups, shut_down
 
     settings = get_settings()
     directory = _data_dir(settings, data_dir)
@@ -362,48 +362,13 @@ def up(
                 console.print(f"[yellow]{exc}[/yellow]")
         finally:
             engine.dispose()
-            _shut_down(supervisor, api_child, endpoints.kafka_bootstrap_servers, settings.topic_prefix,
-                       embedded_broker="broker" in endpoints.embedded, drain_timeout_s=drain_timeout,
-                       hurry=hurry.is_set)
+            shut_down(supervisor, api_child, endpoints.kafka_bootstrap_servers, drain_groups(settings.topic_prefix),
+                      embedded_broker="broker" in endpoints.embedded, drain_timeout_s=drain_timeout,
+                      hurry=hurry.is_set)
     if supervisor.failure is not None:
         console.print(f"[red]stopped: {supervisor.failure}[/red]")
         raise typer.Exit(code=1)
     console.print("stopped")
-
-
-def _shut_down(supervisor: Supervisor, api_child: Supervised, bootstrap: str, prefix: str, *,
-               embedded_broker: bool, drain_timeout_s: float, hurry: Callable[[], bool]) -> None:
-    """The API first (no new writes), then drain the consumer groups, then the workers; the caller then stops
-    the broker and PostgreSQL. After a give-up or a second Ctrl-C nothing is waited for."""
-    from consumers.worker import ledger_group, statistics_group
-    from ledger.events import TOPIC_ACTIVITY, TOPIC_ADMIN, TOPIC_LEDGER
-    from timecredits.supervisor import GroupTopics, LagProbe, drain
-
-    console.print("stopping…")
-    api_child.stop()
-    groups = [
-        GroupTopics("the ledger", ledger_group(prefix), (prefix + TOPIC_ACTIVITY, prefix + TOPIC_ADMIN)),
-        GroupTopics("the statistics", statistics_group(prefix), (prefix + TOPIC_LEDGER,)),
-    ]
-    waiting = supervisor.failure is None and not hurry()
-    left: dict[str, int] = {}
-    if waiting:
-        console.print(f"draining: waiting up to {drain_timeout_s:.0f} s for the workers to apply what the broker "
-                      "holds (Ctrl-C again to stop at once)")
-    try:
-        if waiting or (supervisor.failure is not None and "broker" not in supervisor.failure):
-            with LagProbe(bootstrap) as probe:
-                left = drain(supervisor, probe, groups, drain_timeout_s if waiting else 0.0, hurry)
-    except Exception as exc:  # noqa: BLE001 - the broker is unreachable: nothing more to wait for
-        console.print(f"[red]could not read the consumer groups' offsets: {exc!r}[/red]")
-    if left:
-        where = ("the embedded broker keeps them in memory only, so they are lost when it stops now"
-                 if embedded_broker else "they stay in the broker and are applied when a worker runs again")
-        console.print(f"[red]not drained: {sum(left.values())} event(s) not yet applied "
-                      f"({', '.join(f'{label}: {n}' for label, n in left.items())}); {where}[/red]")
-    elif waiting and supervisor.failure is None and not hurry():
-        console.print("drained: the workers have applied and committed everything on the broker")
-    supervisor.stop_all()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ __all__ = [
     "Supervisor",
     "describe_exit",
     "drain",
+    "drain_groups",
     "group_lag",
+    "shut_down",
 ]
 
 Clock = Callable[[], float]
@@ -351,3 +353,46 @@ def drain(supervisor: Supervisor, probe: LagProbe, groups: Sequence[GroupTopics]
             console.print("draining: " + ", ".join(f"{label} has {n} event(s) to apply" for label, n in left.items()))
             next_report = now + report_every_s
         time.sleep(interval_s)
+
+
+def drain_groups(topic_prefix: str) -> list[GroupTopics]:
+    """What a clean stop of `up` waits for, in order: the ledger, then the statistics fed by it."""
+    from consumers.worker import ledger_group, statistics_group
+    from ledger.events import TOPIC_ACTIVITY, TOPIC_ADMIN, TOPIC_LEDGER
+
+    prefix = topic_prefix
+    return [
+        GroupTopics("the ledger", ledger_group(prefix), (prefix + TOPIC_ACTIVITY, prefix + TOPIC_ADMIN)),
+        GroupTopics("the statistics", statistics_group(prefix), (prefix + TOPIC_LEDGER,)),
+    ]
+
+
+def shut_down(supervisor: Supervisor, first: Supervised, bootstrap_servers: str, groups: Sequence[GroupTopics], *,
+              embedded_broker: bool, drain_timeout_s: float, hurry: Callable[[], bool]) -> dict[str, int]:
+    """Stop `first` (the API: no new writes), drain `groups`, then stop the other children; the caller stops the
+    broker and PostgreSQL after. After a give-up or with `hurry()` true nothing is waited for, but what is left
+    is still counted and said (unless the broker itself is what died). Returns what was left, by group label."""
+    console = supervisor.console
+    console.print("stopping…")
+    first.stop()
+    waiting = supervisor.failure is None and not hurry()
+    broker_gone = supervisor.failure is not None and "broker" in supervisor.failure
+    left: dict[str, int] = {}
+    if waiting:
+        console.print(f"draining: waiting up to {drain_timeout_s:.0f} s for the workers to apply what the broker "
+                      "holds (Ctrl-C again to stop at once)")
+    try:
+        if not broker_gone:
+            with LagProbe(bootstrap_servers) as probe:
+                left = drain(supervisor, probe, groups, drain_timeout_s if waiting else 0.0, hurry)
+    except Exception as exc:  # noqa: BLE001 - the broker does not answer: nothing more to wait for
+        console.print(f"[red]could not read the consumer groups' offsets: {exc!r}[/red]")
+    if left:
+        where = ("the embedded broker keeps them in memory only, so they are lost when it stops now"
+                 if embedded_broker else "they stay in the broker and are applied when a worker runs again")
+        console.print(f"[red]not drained: {sum(left.values())} event(s) not yet applied "
+                      f"({', '.join(f'{label}: {n}' for label, n in left.items())}); {where}[/red]")
+    elif waiting and supervisor.failure is None and not hurry():
+        console.print("drained: the workers have applied and committed everything on the broker")
+    supervisor.stop_all()
+    return left
