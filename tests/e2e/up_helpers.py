@@ -152,12 +152,12 @@ def describe(proc: psutil.Process) -> str:
 def markers_alive(data_dir: Path, broker_port: int) -> list[str]:
     """Processes started after the snapshot that still name the data dir or the broker (there must be none)."""
     markers = (str(data_dir), f"127.0.0.1:{broker_port}")
-    alive = []
+    found: list[str] = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or ())
         if any(marker in cmdline for marker in markers) and alive(proc):
-            alive.append(describe(proc))
-    return alive
+            found.append(describe(proc))
+    return found
 
 
 @contextmanager
