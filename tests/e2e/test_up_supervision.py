@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def _child(up_pid: int, args: str) -> psutil.Process:
     raise AssertionError(f"no live child of up runs {args!r}")
 
 
-def _until(what: str, check, timeout: float, running: UpProcess) -> None:  # noqa: ANN001
+def _until(what: str, check: Callable[[], bool], timeout: float, running: UpProcess) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -105,7 +106,9 @@ class ApiWriter(threading.Thread):
 
     def __init__(self, api: Api) -> None:
         super().__init__(daemon=True)
-        self.api, self.accepted, self.refused = api, [], []
+        self.api = api
+        self.accepted: list[str] = []
+        self.refused: list[str] = []
         self.halt = threading.Event()
 
     def run(self) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from timecredits.supervisor import Backoff, RestartPolicy, Supervisor, describe_exit
+from timecredits.supervisor import Backoff, RestartPolicy, Supervised, Supervisor, describe_exit
 
 POLICY = RestartPolicy()  # 1 s doubling to 30 s, healthy after 60 s, give up at 5 failures within 300 s
 
@@ -82,6 +82,12 @@ class FakeProcess:
         return "Traceback: boom"
 
 
+def fake(child: Supervised) -> FakeProcess:
+    process = child.process
+    assert isinstance(process, FakeProcess)
+    return process
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -94,7 +100,7 @@ def test_supervisor_restarts_when_the_delay_is_over_and_gives_up_on_a_crash_loop
     out, clock = io.StringIO(), Clock()
     supervisor = Supervisor(Console(file=out, width=200), spawn=FakeProcess, clock=clock)
     child = supervisor.start("ledger worker", ["worker", "--only", "ledger"], {}, Path("ledger.log"))
-    first = child.process
+    first = fake(child)
     assert supervisor.poll() and child.restarts == 0
 
     first.returncode = -9
@@ -110,12 +116,12 @@ def test_supervisor_restarts_when_the_delay_is_over_and_gives_up_on_a_crash_loop
     assert f"ledger worker restarted: pid {child.pid} (restart 1)" in out.getvalue()
 
     for _ in range(3):  # failures 2, 3 and 4, each right after its start
-        child.process.returncode = 70
+        fake(child).returncode = 70
         assert supervisor.poll()
         clock.now += 60
         assert supervisor.poll()
     assert child.restarts == 4 and "failure 4 of 5" in out.getvalue()
-    child.process.returncode = 70
+    fake(child).returncode = 70
     assert not supervisor.poll()
     assert supervisor.failure == "ledger worker kept failing" and child.gave_up
     assert "giving up after 5 failures within 300 s" in out.getvalue()
@@ -138,4 +144,4 @@ def test_a_stopped_child_is_not_restarted_and_a_dead_service_is_fatal() -> None:
     assert not supervisor.poll()
     assert supervisor.failure == "the embedded broker died"
     supervisor.stop_all()
-    assert worker.process.stopped and worker.stopped
+    assert fake(worker).stopped and worker.stopped
