@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from rich.console import Console
 from rich.markup import escape
 
@@ -330,7 +331,11 @@ def group_lag(bootstrap_servers: str, group_id: str, topics: Sequence[str]) -> i
         return probe.lag(group_id, topics)
 
 
-def drain(supervisor: Supervisor, probe: LagProbe, groups: Sequence[GroupTopics], timeout_s: float,
+class LagReader(Protocol):
+    def lag(self, group_id: str, topics: Iterable[str]) -> int: ...
+
+
+def drain(supervisor: Supervisor, probe: LagReader, groups: Sequence[GroupTopics], timeout_s: float,
           hurry: Callable[[], bool], *, interval_s: float = 0.5, report_every_s: float = 2.0) -> dict[str, int]:
     """Until every group has committed everything on its topics, `timeout_s` has passed, `hurry()` is true, or a
     child gave up; meanwhile children that die are restarted as usual. Returns what is left, by group label.
@@ -341,15 +346,24 @@ def drain(supervisor: Supervisor, probe: LagProbe, groups: Sequence[GroupTopics]
     console = supervisor.console
     deadline = time.monotonic() + timeout_s
     next_report = time.monotonic()
+    left: dict[str, int] | None = None
     while True:
-        lags = {group.label: probe.lag(group.group_id, group.topics) for group in groups}  # in order
-        left = {label: n for label, n in lags.items() if n}
-        if not left:
-            return {}
+        try:
+            lags = {group.label: probe.lag(group.group_id, group.topics) for group in groups}  # in order
+        except (KafkaError, OSError, TimeoutError) as exc:  # a slow or briefly unreachable broker: ask again
+            error: BaseException | None = exc
+            console.print(f"[yellow]draining: could not read the offsets ({exc!r})[/yellow]")
+        else:
+            error = None
+            left = {label: n for label, n in lags.items() if n}
+            if not left:
+                return {}
         now = time.monotonic()
         if now >= deadline or hurry() or not supervisor.poll():
-            return left
-        if now >= next_report:
+            if left is None:
+                raise TimeoutError("the consumer groups' offsets could not be read") from error
+            return left  # the last count read
+        if now >= next_report and left:
             console.print("draining: " + ", ".join(f"{label} has {n} event(s) to apply" for label, n in left.items()))
             next_report = now + report_every_s
         time.sleep(interval_s)

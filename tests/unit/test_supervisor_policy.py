@@ -1,12 +1,24 @@
-"""The restart policy of `timecredits up`, without processes: a clock and a fake child we move by hand."""
+"""The restart policy and the drain of `timecredits up`, without processes: a clock, fake children and scripted
+consumer-group lags."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
+from kafka.errors import KafkaTimeoutError
 from rich.console import Console
 
-from timecredits.supervisor import Backoff, RestartPolicy, Supervised, Supervisor, describe_exit
+from timecredits.supervisor import (
+    Backoff,
+    GroupTopics,
+    RestartPolicy,
+    Supervised,
+    Supervisor,
+    describe_exit,
+    drain,
+)
 
 POLICY = RestartPolicy()  # 1 s doubling to 30 s, healthy after 60 s, give up at 5 failures within 300 s
 
@@ -145,3 +157,52 @@ def test_a_stopped_child_is_not_restarted_and_a_dead_service_is_fatal() -> None:
     assert supervisor.failure == "the embedded broker died"
     supervisor.stop_all()
     assert fake(worker).stopped and worker.stopped
+
+
+class ScriptedLag:
+    """Lags read in turn from a script a group; an exception in the script is raised instead."""
+
+    def __init__(self, script: dict[str, list[int | Exception]]) -> None:
+        self.script = script
+        self.reads: list[str] = []
+
+    def lag(self, group_id: str, topics: Iterable[str]) -> int:
+        self.reads.append(group_id)
+        steps = self.script[group_id]
+        value = steps.pop(0) if len(steps) > 1 else steps[0]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+GROUPS = [GroupTopics("the ledger", "ledger", ("tc.activity", "tc.admin")),
+          GroupTopics("the statistics", "statistics", ("tc.ledger",))]
+
+
+def _supervisor(out: io.StringIO) -> Supervisor:
+    return Supervisor(Console(file=out, width=200), spawn=FakeProcess)
+
+
+def test_drain_waits_until_every_group_has_committed_everything() -> None:
+    out = io.StringIO()
+    probe = ScriptedLag({"ledger": [300, 100, 0], "statistics": [50, 80, 20, 0]})
+    left = drain(_supervisor(out), probe, GROUPS, 10, lambda: False, interval_s=0.001, report_every_s=0)
+    assert left == {}
+    assert probe.reads[:2] == ["ledger", "statistics"]  # the ledger first: it feeds the statistics
+    assert "draining: the ledger has 300 event(s) to apply, the statistics has 50 event(s) to apply" in out.getvalue()
+
+
+def test_drain_gives_back_what_is_left_on_timeout_or_a_second_interrupt() -> None:
+    probe = ScriptedLag({"ledger": [7], "statistics": [0]})
+    assert drain(_supervisor(io.StringIO()), probe, GROUPS, 0.05, lambda: False, interval_s=0.01) == {"the ledger": 7}
+    assert drain(_supervisor(io.StringIO()), probe, GROUPS, 60, lambda: True) == {"the ledger": 7}
+
+
+def test_drain_asks_again_when_the_offsets_cannot_be_read() -> None:
+    out = io.StringIO()
+    probe = ScriptedLag({"ledger": [KafkaTimeoutError("slow"), 5, 0], "statistics": [0]})
+    assert drain(_supervisor(out), probe, GROUPS, 10, lambda: False, interval_s=0.001) == {}
+    assert "could not read the offsets" in out.getvalue()
+    never = ScriptedLag({"ledger": [KafkaTimeoutError("down")], "statistics": [0]})
+    with pytest.raises(TimeoutError):
+        drain(_supervisor(io.StringIO()), never, GROUPS, 0.02, lambda: False, interval_s=0.005)
