@@ -200,8 +200,10 @@ def test_killed_workers_are_restarted_and_nothing_accepted_is_lost(tmp_path: Pat
                 assert any(re.search(rf"ledger worker \(pid {ledger.pid}\) exited: killed by SIGKILL; restarting",
                                      line) for line in running.lines), running.output()
 
-                # The statistics next, once they have recorded something and while the ledger still has work.
-                _until("statistics facts", lambda: count("SELECT count(*) FROM stats_facts") > 0, 90, running)
+                # The statistics next, while they have entries to record (the restarted ledger publishes them).
+                _until("statistics with entries to record",
+                       lambda: count("SELECT count(*) FROM stats_facts") > 0
+                       and group_lag(bootstrap, statistics_group(""), [TOPIC_LEDGER]) > 0, 90, running)
                 statistics.kill()
                 statistics.wait(10)
                 unrecorded_at_kill = group_lag(bootstrap, statistics_group(""), [TOPIC_LEDGER])
@@ -223,6 +225,7 @@ def test_killed_workers_are_restarted_and_nothing_accepted_is_lost(tmp_path: Pat
             writer.join(30)
             assert writer.accepted, writer.refused
             assert unapplied_at_kill > 0, "the ledger had applied everything before it was killed: no fault tested"
+            assert unrecorded_at_kill > 0, "the statistics had recorded everything before they were killed"
 
             _until("every hours log of the sheet approved",
                    lambda: count(f"""SELECT count(*) FROM hours_decisions d JOIN hours_logs l ON l.event_id = d.log_event_id
