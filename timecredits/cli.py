@@ -291,7 +291,8 @@ def up(
     from api.auth import Role, create_token, new_token
     from producers.kafka import ALL_TOPICS, EventProducer, ensure_topics, prefixed
     from timecredits.demo_loader import LoadInterrupted, load_demo
-    from timecredits.supervisor import Supervisor, drain_groups, shut_down
+    from timecredits.drain import drain_groups, shut_down
+    from timecredits.supervisor import Supervisor
 
     settings = get_settings()
     directory = _data_dir(settings, data_dir)

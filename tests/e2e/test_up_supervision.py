@@ -47,7 +47,7 @@ from tests.e2e.up_helpers import (
     running_up,
     wait_all_gone,
 )
-from timecredits.supervisor import group_lag
+from timecredits.drain import group_lag
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.fault]
 

@@ -10,15 +10,8 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from rich.console import Console
 
-from timecredits.supervisor import (
-    Backoff,
-    GroupTopics,
-    RestartPolicy,
-    Supervised,
-    Supervisor,
-    describe_exit,
-    drain,
-)
+from timecredits.drain import GroupTopics, drain
+from timecredits.supervisor import Backoff, RestartPolicy, Supervised, Supervisor, describe_exit
 
 POLICY = RestartPolicy()  # 1 s doubling to 30 s, healthy after 60 s, give up at 5 failures within 300 s
 
