@@ -78,7 +78,17 @@ class WorkerConfig:
 
     @property
     def app_id(self) -> str:
-        return f"{self.topic_prefix}timecredits-ledger"
+        return ledger_group(self.topic_prefix)
+
+
+def ledger_group(topic_prefix: str) -> str:
+    """The consumer group of the ledger (tc.activity, tc.admin); also the faust app id."""
+    return f"{topic_prefix}timecredits-ledger"
+
+
+def statistics_group(topic_prefix: str) -> str:
+    """The consumer group of the statistics (tc.ledger)."""
+    return f"{topic_prefix}timecredits-statistics"
 
 
 def create_worker(config: WorkerConfig) -> faust.Worker:
@@ -144,7 +154,7 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     # The statistics may lag the ledger by half a second: their consumer waits at the broker for 256 KiB (about
     # 1,000 entries) or 500 ms, so that it commits a few large transactions rather than one per small batch,
     # and leaves the cores to the ledger, whose balances are what a volunteer is waiting to see.
-    statistics_settings = replace(settings(f"{config.topic_prefix}timecredits-statistics"),
+    statistics_settings = replace(settings(statistics_group(config.topic_prefix)),
                                   fetch_max_wait_ms=500, fetch_min_bytes=256 * 1024)
     statistics = BatchConsumer("statistics", [ledger_topic], statistics_settings, record_statistics, on_crash=_die)
     chosen = {"ledger": ledger, "statistics": statistics}

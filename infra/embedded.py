@@ -145,6 +145,11 @@ class EmbeddedPostgres:
         return self._pid
 
     @property
+    def alive(self) -> bool:
+        """Whether the postmaster this object started (or attached to) still runs."""
+        return self._pid is not None and not _is_gone(self._pid)
+
+    @property
     def url(self) -> str:
         return f"postgresql+psycopg2://{self.SUPERUSER}@{HOST}:{self.port}/{self.DATABASE}"
 
@@ -392,6 +397,10 @@ class EmbeddedBroker:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

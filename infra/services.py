@@ -1,9 +1,9 @@
 """Configured or embedded: resolve where PostgreSQL and the broker are (docs/design.md §6)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -18,6 +18,8 @@ class ServiceEndpoints:
 
     database_url: str | None
     kafka_bootstrap_servers: str | None
+    #: The embedded services started for the occasion, by name, with a check that their process still runs.
+    embedded: dict[str, Callable[[], bool]] = field(default_factory=dict, compare=False)
 
 
 @contextmanager
@@ -37,9 +39,14 @@ def running_services(
     """
     database_url = settings.database_url or None
     bootstrap_servers = settings.kafka_bootstrap_servers or None
+    embedded: dict[str, Callable[[], bool]] = {}
     with ExitStack() as stack:
         if database_url is None and need_database:
-            database_url = stack.enter_context(EmbeddedPostgres(data_dir, durable=durable)).url
+            postgres = stack.enter_context(EmbeddedPostgres(data_dir, durable=durable))
+            database_url = postgres.url
+            embedded["PostgreSQL"] = lambda: postgres.alive
         if bootstrap_servers is None and need_broker:
-            bootstrap_servers = stack.enter_context(EmbeddedBroker(data_dir)).bootstrap_servers
-        yield ServiceEndpoints(database_url=database_url, kafka_bootstrap_servers=bootstrap_servers)
+            broker = stack.enter_context(EmbeddedBroker(data_dir))
+            bootstrap_servers = broker.bootstrap_servers
+            embedded["broker"] = lambda: broker.alive
+        yield ServiceEndpoints(database_url=database_url, kafka_bootstrap_servers=bootstrap_servers, embedded=embedded)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -22,7 +22,7 @@ from ledger.pg.verify import VerifyReport, verify_ledger
 from timecredits.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from timecredits.processes import Child
+    from timecredits.supervisor import Supervised
 
 app = typer.Typer(help="timecredits: a volunteering and time-credits ledger.", no_args_is_help=True)
 console = Console()
@@ -109,23 +109,27 @@ def verify(
         console.print(f"heads written to {export_heads}: keep the file outside the database")
 
 
-def _wait_ready(url: str, api_child: Child, timeout_s: float = 60.0) -> None:
-    """Until the API's /readyz answers 200 (database and broker reachable)."""
+def _wait_ready(url: str, api: Supervised, keep_going: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Until the API's /readyz answers 200 (database and broker reachable); `keep_going` supervises meanwhile."""
     import time
 
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not api_child.alive:
-            raise RuntimeError(f"the API exited:\n{api_child.log_tail()}")
+        if not keep_going():
+            raise _Interrupted
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise TimeoutError(f"the API at {url} was not ready within {timeout_s:.0f} s:\n{api_child.log_tail()}")
+    raise TimeoutError(f"the API at {url} was not ready within {timeout_s:.0f} s:\n{api.process.log_tail()}")
+
+
+class _Interrupted(Exception):
+    """`up` was asked to stop, or a child kept failing, before it was fully up."""
 
 
 def _require(value: str | None, name: str) -> str:
@@ -303,24 +307,41 @@ def up(
     demo: Annotated[bool, typer.Option(help="Load a synthetic programme through the event pipeline.")] = False,
     data_dir: DataDir = None,
     port: Annotated[int | None, typer.Option(help="API port (default TIMECREDITS_API_PORT, 8000).")] = None,
+    drain_timeout: Annotated[float, typer.Option(
+        help="On Ctrl-C or SIGTERM, how long to wait for the workers to apply what the broker holds.")] = 120.0,
 ) -> None:
     """Run everything in one process tree: PostgreSQL and broker (embedded unless configured), migrations,
-    topics, a ledger worker and the API; optionally the demo programme. Stops every child on Ctrl-C or SIGTERM.
+    topics, the ledger worker, the statistics worker and the API; optionally the demo programme.
+
+    A child that dies is restarted (backoff 1 s doubling to 30 s); `up` gives up, exiting 1, only on a child that
+    keeps failing. Ctrl-C or SIGTERM drains: the API stops first, then `up` waits (at most --drain-timeout)
+    until the workers have applied everything on the broker, then stops them, the broker and PostgreSQL.
+    A second Ctrl-C stops at once.
     """
     from api.auth import Role, create_token, new_token
     from producers.kafka import ALL_TOPICS, EventProducer, ensure_topics, prefixed
-    from timecredits.demo_loader import load_demo
-    from timecredits.processes import Child
+    from timecredits.demo_loader import LoadInterrupted, load_demo
+    from timecredits.drain import drain_groups, shut_down
+    from timecredits.supervisor import Supervisor
 
     settings = get_settings()
     directory = _data_dir(settings, data_dir)
-    stop = threading.Event()
+    stop, hurry = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if stop.is_set():
+            hurry.set()
+            console.print("[yellow]second interrupt: stopping at once[/yellow]")
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
+    supervisor = Supervisor(console)
     with running_services(settings, directory) as endpoints:
         assert endpoints.database_url and endpoints.kafka_bootstrap_servers
         console.print(f"PostgreSQL: {endpoints.database_url}")
         console.print(f"Kafka bootstrap servers: {endpoints.kafka_bootstrap_servers}")
+        supervisor.services.update(endpoints.embedded)
         upgrade_to_head(endpoints.database_url)
         ensure_topics(endpoints.kafka_bootstrap_servers, settings.topic_partitions,
                       prefixed(ALL_TOPICS, settings.topic_prefix))
@@ -332,22 +353,24 @@ def up(
         admin_token = settings.admin_token or new_token()
         api_port = port or settings.api_port
         url = f"http://{settings.api_host}:{api_port}"
-        children = [
-            Child("worker", ["worker"], env, directory / "logs" / "worker.log"),
-            Child("api", ["api", "--port", str(api_port)], {**env, "TIMECREDITS_ADMIN_TOKEN": admin_token},
-                  directory / "logs" / "api.log"),
-        ]
-        for child in children:
-            console.print(f"{child.name}: pid {child.pid}, log {child.log_path}")
+        logs = directory / "logs"
+        supervisor.start("ledger worker", ["worker", "--only", "ledger"], env, logs / "ledger-worker.log")
+        supervisor.start("statistics worker", ["worker", "--only", "statistics"], env, logs / "statistics-worker.log")
+        api_child = supervisor.start("api", ["api", "--port", str(api_port)],
+                                     {**env, "TIMECREDITS_ADMIN_TOKEN": admin_token}, logs / "api.log")
+
+        def keep_going() -> bool:
+            return supervisor.poll() and not stop.is_set()
+
         engine = create_engine(endpoints.database_url)
         try:
-            _wait_ready(url, children[1])
+            _wait_ready(url, api_child, keep_going)
             if demo:
                 from stats.areas import import_areas as load_areas
 
                 load_areas(engine, DEMO_AREAS)
                 with EventProducer(endpoints.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix) as producer:
-                    loaded = load_demo(producer, engine, console, lambda: children[0].alive)
+                    loaded = load_demo(producer, engine, console, keep_going)
                 console.print(f"demo programme loaded through the event pipeline: {loaded} events")
                 repository = LedgerRepository(engine)
                 for volunteer in ("v0001", "v0002", "v0003"):
@@ -361,16 +384,21 @@ def up(
                 lead_token, _ = create_token(engine, Role.LEAD, label="demo dashboard")
                 console.print(f"[bold]lead token (sign in to the dashboard at {url}/): {lead_token}[/bold]")
             console.print("running; press Ctrl-C to stop")
-            while not stop.wait(1.0):
-                for child in children:
-                    if not child.alive:
-                        console.print(f"[red]{child.name} exited[/red] ({child.process.returncode}):\n{child.log_tail()}")
-                        stop.set()
+            while keep_going():
+                stop.wait(0.5)
+        except (_Interrupted, LoadInterrupted) as exc:
+            if supervisor.failure is None and not stop.is_set():
+                raise
+            if isinstance(exc, LoadInterrupted):
+                console.print(f"[yellow]{exc}[/yellow]")
         finally:
             engine.dispose()
-            console.print("stopping…")
-            for child in reversed(children):
-                child.stop()
+            shut_down(supervisor, api_child, endpoints.kafka_bootstrap_servers, drain_groups(settings.topic_prefix),
+                      embedded_broker="broker" in endpoints.embedded, drain_timeout_s=drain_timeout,
+                      hurry=hurry.is_set)
+    if supervisor.failure is not None:
+        console.print(f"[red]stopped: {supervisor.failure}[/red]")
+        raise typer.Exit(code=1)
     console.print("stopped")
 
 

@@ -26,14 +26,18 @@ def _produce(producer: EventProducer, events: Sequence[demo.DemoEvent], progress
     producer.flush()
 
 
+class LoadInterrupted(RuntimeError):
+    """The demo load stopped before the worker had applied it: `up` was asked to stop, or a child kept failing."""
+
+
 def _await(count: Callable[[], int], total: int, progress: Progress, label: str, timeout_s: float,
-           alive: Callable[[], bool]) -> None:
+           keep_going: Callable[[], bool]) -> None:
     task = progress.add_task(label, total=total)
     deadline = time.monotonic() + timeout_s
     while (done := count()) < total:
         progress.update(task, completed=done)
-        if not alive():
-            raise RuntimeError("the worker stopped while the demo was loading; see its log")
+        if not keep_going():
+            raise LoadInterrupted(f"the demo load stopped at {done} of {total} {label}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {done} of {total} demo events were processed in {timeout_s:.0f} s")
         time.sleep(0.5)
@@ -54,19 +58,23 @@ def _count(engine: Engine, table: str) -> int:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - fixed names
 
 
-def load_demo(producer: EventProducer, engine: Engine, console: Console, worker_alive: Callable[[], bool]) -> int:
-    """Produce the registry, wait for the worker to apply it, then a year of activity; returns events loaded."""
+def load_demo(producer: EventProducer, engine: Engine, console: Console, keep_going: Callable[[], bool]) -> int:
+    """Produce the registry, wait for the worker to apply it, then a year of activity; returns events loaded.
+
+    `keep_going` is called every half second while waiting: `up` supervises its children in it (a worker that
+    died is restarted meanwhile, and the wait goes on); when it returns False, `LoadInterrupted` is raised.
+    """
     registry, activity = demo.registry(), list(demo.activity())
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         _produce(producer, registry, progress, "registry events produced")
         _await(lambda: _registry_rows(engine), len(registry), progress, "registry applied by the worker", 180,
-               worker_alive)
+               keep_going)
         _produce(producer, activity, progress, "activity events produced")
         ids = [e.event_id for e in activity]
         _await(lambda: count_decided(engine, ids), len(ids), progress, "activity applied by the worker", 600,
-               worker_alive)
+               keep_going)
         # One statistics fact an entry; the statistics consumer trails the ledger (docs/design.md §5).
         _await(lambda: _count(engine, "stats_facts"), _count(engine, "entries"), progress,
-               "statistics recorded by the worker", 180, worker_alive)
+               "statistics recorded by the statistics worker", 180, keep_going)
     return len(registry) + len(activity)

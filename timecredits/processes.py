@@ -18,6 +18,7 @@ class Child:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_start = self._log.tell()  # a restarted child appends to the same log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "timecredits.cli", *args],
             env={**os.environ, **env},
@@ -30,6 +31,10 @@ class Child:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
 
     @property
     def alive(self) -> bool:
@@ -54,4 +59,8 @@ class Child:
         return self.process.returncode
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        """The last `lines` lines this process wrote (not those of an earlier process with the same log)."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            text = log.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
