@@ -27,7 +27,8 @@ import pytest
 from tests.conftest import service_missing
 from tests.e2e.conftest import free_port
 from tests.e2e.doc_walkthrough import Matcher, check_output, console_blocks, steps
-from tests.e2e.test_up import START_TIMEOUT_S, STOP_TIMEOUT_S, UpProcess, _fresh_clone_env
+from tests.e2e.test_up import START_TIMEOUT_S
+from tests.e2e.up_helpers import STOP_TIMEOUT_S, UpProcess, fresh_clone_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
@@ -54,7 +55,7 @@ def walkthrough(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walkthroug
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "timecredits.cli", "up", "--demo", "--data-dir", str(data_dir), "--port", str(port)],
-        env=_fresh_clone_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=fresh_clone_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )
     up = UpProcess(process)
