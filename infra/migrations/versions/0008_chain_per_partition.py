@@ -4,9 +4,9 @@ Revision ID: 0008_chain_per_partition
 Revises: 0007_balance_check_without_limit
 Create Date: 2026-12-02
 
-Until now every entry named the hash of the entry before it, so every writer of the ledger took one advisory
-lock from numbering its entries to its commit, and no number of workers could write faster than one. Here
-(docs/design.md §3, "The hash chain"):
+Under revision 0007 every entry named the hash of the entry before it, so every writer of the ledger took one
+advisory lock from numbering its entries to its commit, and no number of workers could write faster than one.
+Here (docs/design.md §3.3, "The hash chain"):
 
 - `chain_links`: each chain (the ledger consumes one per Kafka partition) is a sequence of links; a committed
   batch adds one link to each chain it wrote, covering the hashes of that batch's entries on the chain (in
