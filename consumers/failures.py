@@ -222,6 +222,7 @@ class BatchGuard:
         delay = 0.5
         unknown_failures = 0
         waiting_since: float | None = None
+        waiting_for = ""
         reported_at = 0.0
         while True:
             try:
@@ -230,7 +231,7 @@ class BatchGuard:
                 error = raised.error if isinstance(raised, _Raised) else raised
             else:
                 if waiting_since is not None:
-                    self._resumed(waiting_since)
+                    self._resumed(waiting_since, waiting_for)
                 outcome.results.append((records, result))
                 return
             failure = classify(error)
@@ -243,8 +244,11 @@ class BatchGuard:
                 delay = min(delay * 2, self.retry_max_s)
             elif failure.verdict is Verdict.WAIT_AND_REPORT:
                 now = time.monotonic()
-                if waiting_since is None:
-                    waiting_since = now
+                if waiting_since is None or failure.reason != waiting_for:
+                    if waiting_since is not None:
+                        metrics.DATABASE_BLOCKED.labels(self.consumer, waiting_for).set(0)
+                    waiting_since = waiting_since or now
+                    waiting_for = failure.reason
                     metrics.DATABASE_BLOCKED.labels(self.consumer, failure.reason).set(1)
                 if now - reported_at >= self.report_every_s:
                     reported_at = now
@@ -256,7 +260,7 @@ class BatchGuard:
                 await self._sleep(self.wait_s)
             elif failure.verdict is Verdict.ISOLATE:
                 if waiting_since is not None:
-                    self._resumed(waiting_since)
+                    self._resumed(waiting_since, waiting_for)
                 if len(records) == 1:
                     outcome.poisoned.append(Poisoned(records[0], failure))
                     metrics.DEAD_LETTERED.labels(self.consumer, failure.reason).inc()
@@ -279,7 +283,7 @@ class BatchGuard:
                     delay = min(delay * 2, self.retry_max_s)
                     continue
                 if waiting_since is not None:
-                    self._resumed(waiting_since)
+                    self._resumed(waiting_since, waiting_for)
                 partitions = _by_partition(records)
                 if split_by_partition and len(partitions) > 1:
                     for part in partitions.values():  # each partition on its own: only the failing ones stop
@@ -295,10 +299,8 @@ class BatchGuard:
                                  failure.detail)
                 return
 
-    def _resumed(self, since: float) -> None:
-        for sample in list(metrics.DATABASE_BLOCKED.collect()[0].samples):
-            if sample.labels.get("consumer") == self.consumer:
-                metrics.DATABASE_BLOCKED.labels(self.consumer, sample.labels["reason"]).set(0)
+    def _resumed(self, since: float, reason: str) -> None:
+        metrics.DATABASE_BLOCKED.labels(self.consumer, reason).set(0)
         log.warning("%s: database takes writes again after %.0f s; resuming", self.consumer, time.monotonic() - since)
 
 
