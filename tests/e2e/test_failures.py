@@ -255,7 +255,7 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
     time.sleep(2)
     assert worker.alive, worker.log_tail()
     log = worker.log_tail(2_000)
-    waiting = [line for line in log.splitlines() if "database refuses writes (read_only)" in line and "ledger" in line]
+    waiting = [line for line in log.splitlines() if "ledger: database refuses writes (read_only)" in line]
     assert len(waiting) == 1, log
     assert "Traceback" not in log, log
     assert "takes writes again" in log
