@@ -13,9 +13,9 @@ ids turn the replay into duplicates.
 
 Stopping a partition: a handler that cannot apply a partition's records (its batch failed again and again for a
 reason nobody knows how to handle, consumers.failures) calls `stop_partitions`: once the handler returns, the
-partition is paused in this consumer (not the process: the other partitions go on), and none of the batch's
-offsets of that partition are committed, so it stays committed up to its first record not applied. A restart, or a rebalance
-that hands the partition to another member, starts it again from there.
+partition is paused in this consumer (not the process: the other partitions go on), and its offset is committed
+up to its first record not applied and no further. A restart, or a rebalance that hands the partition to another
+member, starts it again from there.
 
 Pipelining: a batch's follow-up runs while the next batch is taken and applied, so its broker round trips
 are not paid between two transactions. Follow-ups run one at a time, in batch order, and offsets are

@@ -140,7 +140,8 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
             committed.extend(part_result.committed)
         for poisoned in guarded.poisoned:
             item = decoded[id(poisoned.record)]
-            outcomes[id(poisoned.record)] = await _reject_poison(engine, item, poisoned.failure, config.thread_timeout_s)
+            outcomes[id(poisoned.record)] = await _reject_poison(engine, item, poisoned.failure,
+                                                                 config.thread_timeout_s)
         if guarded.stopped:
             ledger.stop_partitions(guarded.stopped)
         applied = [record for record in ordered if id(record) in outcomes]
