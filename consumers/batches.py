@@ -11,6 +11,12 @@ transaction committed, and after the follow-up it may return (publishing the bat
 A crash, a rebalance or a failed commit means the batch is delivered again, and the ledger's unique event
 ids turn the replay into duplicates.
 
+Stopping a partition: a handler that cannot apply a partition's records (its batch failed again and again for a
+reason nobody knows how to handle, consumers.failures) calls `stop_partitions`: once the handler returns, the
+partition is paused in this consumer (not the process: the other partitions go on), and its offset is committed
+up to its first record not applied and no further. A restart, or a rebalance that hands the partition to another
+member, starts it again from there.
+
 Pipelining: a batch's follow-up runs while the next batch is taken and applied, so its broker round trips
 are not paid between two transactions. Follow-ups run one at a time, in batch order, and offsets are
 committed in the same order, so a crash at any point leaves nothing committed that was not published.
@@ -75,6 +81,9 @@ class BatchConsumer(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._to_stop: dict[TopicPartition, int] = {}
+        #: Partitions paused after repeated failures, with the offset of the first record of each not applied.
+        self.stopped: dict[TopicPartition, int] = {}
         super().__init__()
 
     @property
@@ -100,10 +109,34 @@ class BatchConsumer(Service):
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             fetch_min_bytes=s.fetch_min_bytes,
         )
-        self._consumer.subscribe(self._topics, listener=_ForgetLagOfLostPartitions())
+        self._consumer.subscribe(self._topics, listener=_ForgetLagOfLostPartitions(self))
         await self._consumer.start()
         self._loop_task = asyncio.create_task(self._run(), name=self.label)
         self._loop_task.add_done_callback(self._on_loop_done)
+
+    def stop_partitions(self, offsets: dict[TopicPartition, int]) -> None:
+        """Stop consuming these partitions, each from the offset given (its first record not applied), once the
+        handler in hand returns; called by the handler, its batch's offsets of them are not committed."""
+        self._to_stop.update(offsets)
+
+    def _apply_stops(self, consumer: AIOKafkaConsumer,
+                     taken: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, list[ConsumerRecord]]:
+        if not self._to_stop:
+            return taken
+        to_stop, self._to_stop = self._to_stop, {}
+        assigned = consumer.assignment()
+        for given, offset in to_stop.items():
+            tp = TopicPartition(given.topic, given.partition)  # aiokafka's own type, which pause() insists on
+            if tp in assigned:
+                # No seek back: nothing of it is committed from `offset` on, and whoever takes it up next (this
+                # process after a restart, or another member after a rebalance) starts at its committed offset.
+                consumer.pause(tp)
+            self.stopped[tp] = offset
+        # The records of a stopped partition before its offset were applied: they are committed with the batch.
+        stops = {(tp.topic, tp.partition): offset for tp, offset in to_stop.items()}
+        kept = {tp: [record for record in batch if record.offset < stops.get((tp.topic, tp.partition), 1 << 62)]
+                for tp, batch in taken.items()}
+        return {tp: batch for tp, batch in kept.items() if batch}
 
     def _on_loop_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and self._on_crash is not None:
@@ -126,6 +159,7 @@ class BatchConsumer(Service):
         assert consumer is not None
         s = self._settings
         in_flight: _InFlight | None = None
+        self._to_stop.clear()
         try:
             while not self._stopping:
                 try:
@@ -136,12 +170,15 @@ class BatchConsumer(Service):
                     log.warning("%s: %s; trying again in 1 s", self.label, exc)
                     await asyncio.sleep(1.0)
                     continue
+                if self.stopped:  # fetched before the pause took effect: they wait with their partition
+                    taken = {tp: batch for tp, batch in taken.items() if tp not in self.stopped}
                 records = [record for batch in taken.values() for record in batch]
                 if not records:
                     await self._settle(consumer, in_flight)
                     in_flight = None
                     continue
                 follow_up = await self._handle(records)
+                taken = self._apply_stops(consumer, taken)
                 try:
                     await self._settle(consumer, in_flight)
                 except BaseException:
@@ -166,6 +203,8 @@ class BatchConsumer(Service):
         _record_lag(consumer, in_flight.taken)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:  # every record of the batch was of a partition stopped meanwhile
+            return
         try:
             await consumer.commit(offsets)
         except KafkaError as exc:
@@ -183,7 +222,11 @@ class _InFlight:
 
 
 class _ForgetLagOfLostPartitions(ConsumerRebalanceListener):  # type: ignore[misc]
-    """A partition handed to another worker is that worker's to report: drop its lag series here."""
+    """A partition handed to another worker is that worker's to report: drop its lag series here, and forget it
+    was stopped (whoever owns it next starts it from its committed offset, and stops it again should it fail)."""
+
+    def __init__(self, owner: BatchConsumer) -> None:
+        self._owner = owner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
@@ -191,6 +234,11 @@ class _ForgetLagOfLostPartitions(ConsumerRebalanceListener):  # type: ignore[mis
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass
+            if self._owner.stopped.pop(tp, None) is not None:
+                try:
+                    metrics.PARTITION_STOPPED.remove(self._owner.consumer_name, tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         pass

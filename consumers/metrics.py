@@ -18,6 +18,16 @@ BATCH_SIZE = Histogram(
 BATCH_SECONDS = Histogram("timecredits_batch_seconds", "Time to apply and commit a batch", ["topic"])
 CONSUMER_LAG = Gauge("timecredits_consumer_lag", "Messages behind the partition's high-water mark", ["topic", "partition"])
 DATABASE_RETRIES = Counter("timecredits_database_retries_total", "Batches retried because PostgreSQL was unavailable")
+#: 1 while a consumer waits for PostgreSQL to take writes again (reason: read_only, disk_full, insufficient_resources).
+DATABASE_BLOCKED = Gauge("timecredits_database_blocked", "1 while the database refuses the consumer's writes",
+                         ["consumer", "reason"])
+BATCH_FAILURES = Counter("timecredits_batch_failures_total", "Failed attempts to apply a batch or part of one",
+                         ["consumer", "verdict", "reason"])
+DEAD_LETTERED = Counter("timecredits_records_dead_lettered_total",
+                        "Records that failed on their own and were sent to tc.rejected", ["consumer", "reason"])
+#: 1 for a partition a consumer stopped because its batch failed again and again for an unknown reason.
+PARTITION_STOPPED = Gauge("timecredits_partition_stopped", "1 while a partition is stopped after repeated failures",
+                          ["consumer", "topic", "partition"])
 
 
 def observe_batch(topic: str, result: BatchResult, items: Sequence[DecodedEvent | Undecodable], seconds: float) -> None:

@@ -175,6 +175,7 @@ def worker(
             batch_size=settings.ledger_batch_size,
             batch_within_s=settings.batch_within_s,
             session_timeout_s=settings.worker_session_timeout_s,
+            thread_timeout_s=settings.worker_thread_timeout_s,
             loglevel=loglevel,
             consumers=frozenset({only.value}) if only is not None else frozenset(CONSUMERS),
         )

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, alias="TIMECREDITS_TOPIC_PARTITIONS")
     topic_prefix: str = Field(default="", alias="TIMECREDITS_TOPIC_PREFIX")
     worker_session_timeout_s: float = Field(default=10.0, gt=0, alias="TIMECREDITS_WORKER_SESSION_TIMEOUT")
+    #: How long a batch's work in a thread may take before the batch counts as failed (consumers.failures).
+    worker_thread_timeout_s: float = Field(default=120.0, gt=0, alias="TIMECREDITS_WORKER_THREAD_TIMEOUT")
     batch_within_s: float = Field(default=0.2, gt=0, alias="TIMECREDITS_BATCH_WITHIN")
     publish_timeout_s: float = Field(default=5.0, gt=0, alias="TIMECREDITS_PUBLISH_TIMEOUT")
     ledger_batch_size: int = Field(default=1000, ge=1, alias="TIMECREDITS_BATCH_SIZE")

@@ -45,7 +45,8 @@ from ledger.pipeline import (
     needs_of,
 )
 
-__all__ = ["BatchResult", "EventOutcome", "EventProcessor", "count_decided", "event_status", "load_committed"]
+__all__ = ["BatchResult", "EventOutcome", "EventProcessor", "count_decided", "event_status", "load_committed",
+           "record_rejection", "run_batch"]
 
 #: How often a batch is decided again when a concurrent writer got in its way (`is_write_conflict`).
 CONFLICT_ATTEMPTS = 5
@@ -103,6 +104,18 @@ class EventProcessor:
             if item.event_id is not None:
                 _write_refusals(conn, [(item.event_id, reason, message)], _now())
         return EventOutcome(item.event_id, item.type, "rejected", reason=reason, message=message)
+
+
+def record_rejection(engine: Engine, item: Item, reason: str, message: str) -> EventOutcome:
+    """Record `item` as rejected, for a failure the consumer found it alone causes; an item decided meanwhile
+    keeps its first outcome (returned, marked duplicate)."""
+    with engine.begin() as conn:
+        if item.event_id is not None:
+            seen = _decided(conn, [item.event_id])
+            if item.event_id in seen:
+                return seen[item.event_id].as_duplicate(item.type)
+            _write_refusals(conn, [(item.event_id, reason, message)], _now())
+    return EventOutcome(item.event_id, item.type, "rejected", reason=reason, message=message)
 
 
 def run_batch(conn: Connection, items: Sequence[Item], chains: Sequence[str]) -> BatchResult:

@@ -12,6 +12,7 @@ from aiokafka import ConsumerRecord
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.batches import BatchConsumer, ConsumerSettings, FollowUp
+from consumers.publishing import partition_of
 from tests.broker_helpers import new_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]
@@ -117,3 +118,70 @@ def test_a_failed_follow_up_commits_nothing_of_its_batch_and_stops_the_loop(kafk
         first[record.partition] = max(first[record.partition], record.offset + 1)
     # The first batch's follow-up succeeded, so its offsets were committed; nothing after it was.
     assert _committed(kafka_bootstrap, group, topic) == first
+
+
+def test_a_stopped_partition_is_paused_from_its_offset_and_the_others_go_on(kafka_bootstrap: str) -> None:
+    """A handler stops a partition at a record it cannot apply: nothing of that partition from there on is handed
+    over or committed, the other partitions are consumed to the end, and a new member starts it from there."""
+    total = 800
+    topic = _topic_with(kafka_bootstrap, total)
+    counts = {p: 0 for p in range(PARTITIONS)}  # where the default partitioner put each key
+    for n in range(total):
+        counts[partition_of(f"k{n % 13}".encode(), list(range(PARTITIONS)))] += 1
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    seen: list[ConsumerRecord] = []
+    stop_at = 7
+    victim = max(counts, key=counts.__getitem__)
+    assert counts[victim] > stop_at, counts
+    consumer: BatchConsumer | None = None
+
+    async def handle(records: list[ConsumerRecord]) -> None:
+        assert consumer is not None
+        for record in records:
+            if record.partition == victim and record.offset >= stop_at:
+                consumer.stop_partitions({TopicPartition(topic, victim): stop_at})
+                continue
+            seen.append(record)
+
+    async def run() -> None:
+        nonlocal consumer
+        consumer = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=30), handle)
+        await consumer.start()
+        try:
+            for _ in range(600):
+                if len(seen) >= total - (counts[victim] - stop_at):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # a record of the stopped partition handed over late would show up now
+            stopped.update(consumer.stopped)
+        finally:
+            await consumer.stop()  # leaving the group, it forgets the stop: the next owner starts it again
+
+    stopped: dict[TopicPartition, int] = {}
+    asyncio.run(run())
+    assert stopped == {TopicPartition(topic, victim): stop_at}
+    assert sorted(r.offset for r in seen if r.partition == victim) == list(range(stop_at))
+    assert len(seen) == len({(r.partition, r.offset) for r in seen}), "each record once"
+    committed = _committed(kafka_bootstrap, group, topic)
+    assert committed == {**counts, victim: stop_at}
+
+    # A new member of the group takes the stopped partition up at its offset.
+    again: list[ConsumerRecord] = []
+
+    async def handle_again(records: list[ConsumerRecord]) -> None:
+        again.extend(records)
+
+    async def resume() -> None:
+        member = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=30), handle_again)
+        await member.start()
+        try:
+            for _ in range(600):
+                if len(again) >= counts[victim] - stop_at:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await member.stop()
+
+    asyncio.run(resume())
+    assert sorted((r.partition, r.offset) for r in again) == [
+        (victim, offset) for offset in range(stop_at, counts[victim])]
