@@ -32,7 +32,7 @@ from ledger.events import (
     VolunteerRegistered,
     encode_event,
 )
-from ledger.processing import EventProcessor, event_status
+from ledger.pg.processing import EventProcessor, event_status
 from consumers.publishing import partition_of
 from tests.e2e.conftest import PARTITIONS, Stack
 from tests.e2e.faults import counter
