@@ -129,6 +129,41 @@ def test_postings_added_to_a_sealed_entry_are_refused(engine: Engine) -> None:
     assert available_and_held(engine, "v1") == (500, 0)
 
 
+def test_a_posting_must_name_an_entry_and_an_account_that_exist(engine: Engine) -> None:
+    """Once a statement rather than a foreign key a row: the same refusal, SQLSTATE 23503."""
+    [applied] = LedgerDriver(engine).apply([_earn()])
+    for sql, code in (
+        ("INSERT INTO postings (entry_id, account_key, amount) VALUES (999999, 'volunteer:v1', 5), "
+         "(999999, 'issuer:org1', -5)", "missing_entry"),
+        ("INSERT INTO postings (entry_id, account_key, amount) VALUES (:e, 'volunteer:nobody', 5), "
+         "(:e, 'issuer:nobody', -5)", "missing_account"),
+    ):
+        with pytest.raises(DBAPIError, match=code) as caught:
+            with engine.begin() as conn:
+                conn.execute(text(sql), {"e": applied.entry_id})
+        assert _sqlstate(caught.value) == "23503"
+    assert available_and_held(engine, "v1") == (500, 0)
+
+
+def test_an_hours_decision_must_name_hours_logged_and_an_entry_that_exist(engine: Engine) -> None:
+    [applied] = LedgerDriver(engine).apply([_earn()])
+    with engine.connect() as conn:
+        log = scalar(conn, "SELECT log_event_id FROM hours_decisions")
+    for params, code in (({"log": new_id(), "entry": None, "decision": "rejected"}, "missing_log"),
+                         ({"log": log, "entry": 999999, "decision": "approved"}, "missing_entry")):
+        with pytest.raises(DBAPIError, match=code) as caught:
+            with engine.begin() as conn:
+                if params["log"] == log:
+                    conn.execute(text("SET LOCAL session_replication_role = replica"))  # past the append-only rule
+                    conn.execute(text("DELETE FROM hours_decisions"))
+                    conn.execute(text("SET LOCAL session_replication_role = origin"))
+                conn.execute(text(
+                    "INSERT INTO hours_decisions (log_event_id, decision_event_id, decision, reason, entry_id, decided_at) "
+                    "VALUES (:log, gen_random_uuid(), :decision, '', :entry, now())"), params)
+        assert _sqlstate(caught.value) == "23503"
+    assert applied.applied
+
+
 # --- 2. no UPDATE or DELETE on ledger rows ------------------------------------------------------
 
 

@@ -21,6 +21,10 @@ Here (docs/design.md §3.3, "The hash chain"):
 - The balance update locks the balances it moves in key order first: without the global lock, two batches
   moving the same accounts (an organisation's issuer account, say) would otherwise lock them in whatever order
   each UPDATE met them, and could deadlock.
+- The foreign keys of `postings` (to `entries` and `accounts`) and of `hours_decisions` (to `hours_logs` and
+  `entries`) become checks once a statement: a foreign key is checked a row at a time, by a query each, and all
+  four tables are append-only, so a foreign key's other duty (refusing the deletion of what a row names) is done
+  by the append-only triggers already.
 
 Entries written before this migration keep their chain (`tc1`, prev_hash) and stay verifiable as the first
 segment of the ledger; a CHECK added NOT VALID makes every new entry a linked one without touching them.
@@ -64,6 +68,10 @@ ALTER TABLE entries ALTER COLUMN prev_hash DROP NOT NULL;
 ALTER TABLE entries ADD COLUMN link_id bigint;
 ALTER TABLE entries ADD CONSTRAINT entries_linked CHECK (link_id IS NOT NULL AND prev_hash IS NULL) NOT VALID;
 CREATE INDEX entries_link_idx ON entries (link_id, id) WHERE link_id IS NOT NULL;
+
+ALTER TABLE postings DROP CONSTRAINT postings_entry_id_fkey, DROP CONSTRAINT postings_account_key_fkey;
+ALTER TABLE hours_decisions DROP CONSTRAINT hours_decisions_entry_id_fkey,
+    DROP CONSTRAINT hours_decisions_log_event_id_fkey;
 
 CREATE TRIGGER chain_links_append_only BEFORE UPDATE OR DELETE ON chain_links
     FOR EACH ROW EXECUTE FUNCTION tc_refuse_change();
@@ -203,21 +211,127 @@ CREATE TRIGGER chain_checkpoints_inserted AFTER INSERT ON chain_checkpoints
     FOR EACH ROW EXECUTE FUNCTION tc_checkpoint_inserted();
 """
 
-_BALANCE_UPDATE = """    WITH moved AS (
-        UPDATE balances b SET balance = b.balance + d.delta, updated_at = now()"""
-_LOCKED_BALANCE_UPDATE = """    -- Lock the balances in key order before moving them: concurrent batches never deadlock on them.
-    PERFORM 1 FROM balances WHERE account_key = ANY (moved_keys) ORDER BY account_key FOR UPDATE;
+POSTINGS_INSERTED = r"""
+CREATE OR REPLACE FUNCTION tc_postings_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+    touched bigint[];
+    moved_keys text[];
+    moved_deltas bigint[];
+    offender uuid;
+    found_rows bigint;
+BEGIN
+    SELECT array_agg(DISTINCT entry_id) INTO touched FROM new_postings;
+    SELECT array_agg(account_key ORDER BY account_key), array_agg(delta ORDER BY account_key)
+    INTO moved_keys, moved_deltas
+    FROM (SELECT account_key, sum(amount)::bigint AS delta FROM new_postings GROUP BY account_key) d;
 
-""" + _BALANCE_UPDATE
+    -- What the foreign keys checked a row at a time: every posting names an entry and an account that exist.
+    SELECT count(*) INTO found_rows FROM entries WHERE id = ANY (touched);
+    IF found_rows <> cardinality(touched) THEN
+        RAISE EXCEPTION 'missing_entry: postings name an entry that does not exist'
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    -- Every account has its balance row from its opening. Locked in key order before they move, so concurrent
+    -- batches moving the same accounts wait for each other rather than deadlock.
+    SELECT count(*) INTO found_rows
+    FROM (SELECT 1 FROM balances WHERE account_key = ANY (moved_keys) ORDER BY account_key FOR UPDATE) locked;
+    IF found_rows <> cardinality(moved_keys) THEN
+        RAISE EXCEPTION 'missing_account: postings name an account that does not exist'
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+
+    -- Invariant 4 at every entry, not only at the end: the balance before the statement plus the running sum.
+    WITH moved AS (
+        UPDATE balances b SET balance = b.balance + d.delta, updated_at = now()
+        FROM unnest(moved_keys, moved_deltas) AS d(account_key, delta)
+        WHERE b.account_key = d.account_key AND b.account_key = ANY (moved_keys)
+        RETURNING b.account_key, b.kind, b.balance - d.delta AS opening
+    )
+    SELECT r.account_key, r.entry_id INTO bad
+    FROM (SELECT p.account_key, p.entry_id,
+                 sum(p.amount) OVER (PARTITION BY p.account_key ORDER BY p.entry_id) AS running
+          FROM new_postings p) r
+    JOIN moved m ON m.account_key = r.account_key
+    WHERE m.kind <> 'issuer' AND m.opening + r.running < 0;
+    IF FOUND THEN
+        SELECT event_id INTO offender FROM entries WHERE id = bad.entry_id;
+        RAISE EXCEPTION 'balance_not_negative: entry % would take % below zero', offender, bad.account_key
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'balance_not_negative';
+    END IF;
+
+    -- Invariants 1 and 5 for every entry the statement touched, with all of its postings.
+    FOR bad IN
+        WITH sums AS (
+            SELECT p.entry_id, count(*) AS n, sum(p.amount) AS total,
+                   string_agg(p.account_key || '=' || p.amount, ';' ORDER BY p.account_key COLLATE "C", p.amount) AS body
+            FROM postings p
+            WHERE p.entry_id = ANY (touched)
+            GROUP BY p.entry_id
+        ),
+        checked AS MATERIALIZED (  -- each hash computed once
+            SELECT e.id, e.event_id, e.kind, s.n, s.total, r.event_id AS related_event_id, r.kind AS related_kind,
+                   e.hash <> sha256(tc_canonical(e.prev_hash, e.event_id, e.kind, e.occurred_at, e.recorded_at,
+                                                 e.volunteer_id, e.org_id, e.opportunity_id, r.event_id, s.body)) AS forged
+            FROM sums s
+            JOIN entries e ON e.id = s.entry_id AND e.id = ANY (touched)
+            LEFT JOIN entries r ON r.id = e.related_entry_id
+        )
+        SELECT * FROM checked c
+        WHERE c.n < 2 OR c.total <> 0 OR c.forged OR c.kind = 'entry_reversed'
+           OR (c.kind IN ('booking_cancelled', 'booking_attended') AND c.related_kind <> 'opportunity_booked')
+    LOOP
+        IF bad.n < 2 OR bad.total <> 0 THEN
+            RAISE EXCEPTION 'unbalanced_entry: entry % has % postings summing to %', bad.event_id, bad.n, bad.total
+                USING ERRCODE = 'check_violation';
+        END IF;
+        IF bad.kind IN ('booking_cancelled', 'booking_attended') AND bad.related_kind <> 'opportunity_booked' THEN
+            RAISE EXCEPTION 'not_a_booking: entry % settles % which is a %', bad.event_id, bad.related_event_id,
+                bad.related_kind USING ERRCODE = 'check_violation';
+        END IF;
+        IF bad.kind = 'entry_reversed' THEN
+            PERFORM tc_check_reversal(bad.id);
+        END IF;
+        IF bad.forged THEN
+            RAISE EXCEPTION 'bad_hash: entry % does not carry the hash of its contents', bad.event_id
+                USING ERRCODE = 'check_violation';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+"""
+
+#: What the foreign keys of hours_decisions checked a row at a time, once a statement.
+DECISIONS_INSERTED = r"""
+CREATE FUNCTION tc_decisions_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    logs uuid[];
+    entry_ids bigint[];
+    found_rows bigint;
+BEGIN
+    SELECT array_agg(DISTINCT log_event_id), array_agg(DISTINCT entry_id) FILTER (WHERE entry_id IS NOT NULL)
+    INTO logs, entry_ids FROM new_decisions;
+    SELECT count(*) INTO found_rows FROM hours_logs WHERE event_id = ANY (logs);
+    IF found_rows <> cardinality(logs) THEN
+        RAISE EXCEPTION 'missing_log: a decision names hours that were never logged'
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    SELECT count(*) INTO found_rows FROM entries WHERE id = ANY (entry_ids);
+    IF found_rows <> coalesce(cardinality(entry_ids), 0) THEN
+        RAISE EXCEPTION 'missing_entry: a decision names an entry that does not exist'
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER hours_decisions_inserted AFTER INSERT ON hours_decisions REFERENCING NEW TABLE AS new_decisions
+    FOR EACH STATEMENT EXECUTE FUNCTION tc_decisions_inserted();
+"""
 
 
 def _postings_inserted_of_0007() -> str:
     text: str = importlib.import_module("infra.migrations.versions.0007_balance_check_without_limit").POSTINGS_INSERTED
-    assert text.count(_BALANCE_UPDATE) == 1, "0007's balance update is not where this migration expects it"
     return text
 
-
-POSTINGS_INSERTED = _postings_inserted_of_0007().replace(_BALANCE_UPDATE, _LOCKED_BALANCE_UPDATE)
 
 _PREVIOUS = importlib.import_module("infra.migrations.versions.0005_set_based_checks").UPGRADE
 
@@ -260,6 +374,7 @@ def upgrade() -> None:
     op.execute(FUNCTIONS)
     op.execute(TRIGGERS)
     op.execute(POSTINGS_INSERTED)
+    op.execute(DECISIONS_INSERTED)
 
 
 def downgrade() -> None:
@@ -272,6 +387,12 @@ def downgrade() -> None:
     END $$;
     """)
     op.execute(_postings_inserted_of_0007())
+    op.execute("DROP TRIGGER hours_decisions_inserted ON hours_decisions; DROP FUNCTION tc_decisions_inserted;")
+    op.execute("ALTER TABLE postings ADD CONSTRAINT postings_entry_id_fkey FOREIGN KEY (entry_id) REFERENCES entries (id), "
+               "ADD CONSTRAINT postings_account_key_fkey FOREIGN KEY (account_key) REFERENCES accounts (key); "
+               "ALTER TABLE hours_decisions ADD CONSTRAINT hours_decisions_entry_id_fkey FOREIGN KEY (entry_id) "
+               "REFERENCES entries (id), ADD CONSTRAINT hours_decisions_log_event_id_fkey FOREIGN KEY (log_event_id) "
+               "REFERENCES hours_logs (event_id);")
     op.execute("DROP TRIGGER chain_links_inserted ON chain_links; "
                "DROP TRIGGER chain_checkpoints_inserted ON chain_checkpoints;")
     op.execute(_function_of_0005("tc_entries_inserted"))
