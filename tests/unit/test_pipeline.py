@@ -21,22 +21,18 @@ from ledger.events import (
     OrganisationRegistered,
     Undecodable,
     VolunteerRegistered,
-    decode_event,
-    encode_event,
 )
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
 from ledger.intake import BatchRegistry, HoursLog, Opportunity, Organisation
 from ledger.pipeline import CHECKPOINT_EVERY, BatchState, EventOutcome, decide, needs_of
+from tests.ledger_helpers import as_event
 
 WHEN = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 AREA = "E09000030"
 
 
 def ev(payload, event_id: UUID | None = None) -> DecodedEvent:  # type: ignore[no-untyped-def]
-    _, raw = encode_event(payload, actor="test", event_id=event_id, occurred_at=WHEN)
-    decoded = decode_event(raw)
-    assert isinstance(decoded, DecodedEvent)
-    return decoded
+    return as_event(payload, event_id, WHEN)
 
 
 def state(*, balances: dict[str, int] | None = None, decided: dict[UUID, EventOutcome] | None = None,

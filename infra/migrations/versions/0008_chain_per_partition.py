@@ -348,25 +348,12 @@ def _canonical_of_0005() -> str:
     return _PREVIOUS[start:end].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
-_ENTRY_CANONICAL_OF_0001 = r"""
-CREATE OR REPLACE FUNCTION tc_entry_canonical(e entries) RETURNS bytea LANGUAGE sql STABLE AS $$
-    SELECT convert_to(
-        tc_netstring('tc1')
-        || tc_netstring(encode(e.prev_hash, 'hex'))
-        || tc_netstring(e.event_id::text)
-        || tc_netstring(e.kind)
-        || tc_netstring(tc_timestamp(e.occurred_at))
-        || tc_netstring(tc_timestamp(e.recorded_at))
-        || tc_netstring(e.volunteer_id)
-        || tc_netstring(e.org_id)
-        || tc_netstring(e.opportunity_id)
-        || tc_netstring((SELECT r.event_id::text FROM entries r WHERE r.id = e.related_entry_id))
-        || tc_netstring((SELECT string_agg(p.account_key || '=' || p.amount, ';'
-                                           ORDER BY p.account_key COLLATE "C", p.amount)
-                         FROM postings p WHERE p.entry_id = e.id)),
-        'UTF8')
-$$;
-"""
+def _entry_canonical_of_0001() -> str:
+    """0001's `tc_entry_canonical`, taken from that migration so that a downgrade restores it exactly."""
+    functions: str = importlib.import_module("infra.migrations.versions.0001_ledger").FUNCTIONS
+    start = functions.index("CREATE FUNCTION tc_entry_canonical(")
+    end = functions.index("$$;", functions.index("AS $$", start) + 5) + len("$$;")
+    return functions[start:end].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
 def upgrade() -> None:
@@ -398,7 +385,7 @@ def downgrade() -> None:
     op.execute(_function_of_0005("tc_entries_inserted"))
     op.execute(_function_of_0005("tc_entry_has_postings"))
     op.execute(_canonical_of_0005())
-    op.execute(_ENTRY_CANONICAL_OF_0001)
+    op.execute(_entry_canonical_of_0001())
     op.execute("DROP FUNCTION tc_links_inserted, tc_checkpoint_inserted, tc_link_canonical;")
     op.execute("DROP INDEX entries_link_idx; ALTER TABLE entries DROP CONSTRAINT entries_linked; "
                "ALTER TABLE entries DROP COLUMN link_id; ALTER TABLE entries ALTER COLUMN prev_hash SET NOT NULL;")
