@@ -133,14 +133,15 @@ def _now() -> datetime:
 
 #: One statement for everything a batch's rules may read. Each branch of the UNION is one kind of row, told
 #: apart by `tag`, in shared typed columns (NULL where a kind has no such value): one round trip a batch, and
-#: every lookup an index probe by `= ANY(array)`, so its cost follows the batch, not the ledger.
+#: every lookup an index probe by `= ANY(array)` (a subquery's rows too, gathered by ARRAY(...) first, so that
+#: the planner cannot choose to hash a whole table to join them), so its cost follows the batch, not the ledger.
 _LOAD_STATE = text("""
 WITH refs AS (
     SELECT e.id, e.event_id, e.kind, e.volunteer_id, e.org_id, e.opportunity_id,
            EXISTS (SELECT 1 FROM entries r WHERE r.related_entry_id = e.id) AS closed
     FROM entries e WHERE e.event_id = ANY (CAST(:referenced AS uuid[]))
 ), ref_postings AS (
-    SELECT p.entry_id, p.account_key, p.amount FROM postings p WHERE p.entry_id IN (SELECT id FROM refs)
+    SELECT p.entry_id, p.account_key, p.amount FROM postings p WHERE p.entry_id = ANY (ARRAY(SELECT id FROM refs))
 ), wanted AS (
     SELECT unnest(CAST(:accounts AS text[])) AS account_key
     UNION SELECT account_key FROM ref_postings
@@ -174,10 +175,11 @@ UNION ALL SELECT 9, r.event_id, r.kind, r.volunteer_id, r.org_id, r.opportunity_
 UNION ALL SELECT 10, NULL, p.account_key, NULL, NULL, NULL, p.entry_id, p.amount, NULL, NULL, NULL, NULL, NULL
     FROM ref_postings p
 UNION ALL SELECT 11, NULL, b.account_key, NULL, NULL, NULL, b.balance, NULL, NULL, NULL, NULL, NULL, NULL
-    FROM balances b WHERE b.account_key IN (SELECT account_key FROM wanted)
-UNION ALL SELECT 12, NULL, h.chain_key, NULL, NULL, NULL, h.seq, NULL, NULL, NULL, NULL, NULL, h.link
-    FROM (SELECT DISTINCT ON (chain_key) chain_key, seq, link FROM chain_links
-          WHERE chain_key = ANY (CAST(:chains AS text[])) ORDER BY chain_key, seq DESC) h
+    FROM balances b WHERE b.account_key = ANY (ARRAY(SELECT account_key FROM wanted))
+UNION ALL SELECT 12, NULL, k.chain_key, NULL, NULL, NULL, h.seq, NULL, NULL, NULL, NULL, NULL, h.link
+    FROM unnest(CAST(:chains AS text[])) AS k(chain_key)
+    CROSS JOIN LATERAL (SELECT l.seq, l.link FROM chain_links l WHERE l.chain_key = k.chain_key
+                        ORDER BY l.seq DESC LIMIT 1) h
 """)
 
 
