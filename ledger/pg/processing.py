@@ -20,15 +20,14 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Connection, Engine, Text, func, literal, null, select, text, union_all
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, Connection, Engine, Text, literal, null, select, text, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import Label
 
 from ledger.accounts import split_account_key
 from ledger.domain import EntryKind, Posting, RecordedEntry
 from ledger.events import CommittedEntry
-from ledger.intake import BatchRegistry, HoursLog, Opportunity, Organisation, RegistryUpsert
+from ledger.intake import BatchRegistry, HoursLog, Opportunity, Organisation
 from ledger.pg import schema
 from ledger.pg.bulk import array_literal, copy_rows, insert_rows_ignoring_conflicts
 from ledger.pg.registry import upsert_registry

@@ -8,29 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import (
-    Engine,
-    Select,
-    Text,
-    bindparam,
-    literal,
-    select,
-)
+from sqlalchemy import Engine, Select, Text, bindparam, literal, select
 from sqlalchemy.exc import DBAPIError
 
-from ledger.pg import schema
 from ledger.accounts import holds_account, volunteer_account
-from ledger.domain import (
-    EntryKind,
-    Reason,
-)
+from ledger.domain import EntryKind, Reason
+from ledger.pg import schema
 from ledger.pg.schema import any_of
-
-#: The chain of entries written without a partition to name one (the CLI, tests).
-DEFAULT_CHAIN = "default"
-#: Every so many links of a chain, its head is copied to `chain_checkpoints`.
-CHECKPOINT_EVERY = 100
-
 
 @dataclass(frozen=True, slots=True)
 class StatementLine:
