@@ -90,19 +90,14 @@ class EventProcessor:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _record_refusal(self, item: Item, reason: str, error: DBAPIError) -> EventOutcome:
-        message = str(error.orig).strip()
-        with self._engine.begin() as conn:
-            if item.event_id is not None:
-                seen = _decided(conn, [item.event_id])
-                if item.event_id in seen:
-                    return seen[item.event_id].as_duplicate(item.type)
-            if reason == UNKNOWN_CONSTRAINT:
-                # Not this event's fault (see UNKNOWN_CONSTRAINT): it stays undecided, and the worker stops without
-                # committing the batch's offsets, so the batch is delivered again once the cause is fixed.
+        if reason == UNKNOWN_CONSTRAINT:
+            # Not this event's fault (see UNKNOWN_CONSTRAINT): it stays undecided, and the worker stops without
+            # committing the batch's offsets, so the batch is delivered again once the cause is fixed.
+            decided = event_status(self._engine, item.event_id) if item.event_id is not None else None
+            if decided is None:
                 raise error
-            if item.event_id is not None:
-                _write_refusals(conn, [(item.event_id, reason, message)], _now())
-        return EventOutcome(item.event_id, item.type, "rejected", reason=reason, message=message)
+            return decided.as_duplicate(item.type)
+        return record_rejection(self._engine, item, reason, str(error.orig).strip())
 
 
 def record_rejection(engine: Engine, item: Item, reason: str, message: str) -> EventOutcome:
@@ -245,6 +240,8 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
 
 
 def _outcome(event_id: UUID, tag: int, values: tuple[Any, Any, Any]) -> EventOutcome:
+    """The outcome an event's row tells, by its source: 0 an hours log, 1 an hours decision, 2 an entry, 3 a
+    rejection (`_LOAD_STATE`'s tags and `_decided`'s sources alike)."""
     entry_id, reason, message = values
     if tag == 0:
         return EventOutcome(event_id, "HoursLogged", "applied")
@@ -396,12 +393,7 @@ def _decided(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, EventOut
     ).subquery()
     found: dict[UUID, EventOutcome] = {}
     for event_id, source, entry_id, reason, message in conn.execute(select(sources).order_by(sources.c.source)):
-        if source == 0:
-            found[event_id] = EventOutcome(event_id, "HoursLogged", "applied")
-        elif source == 3:
-            found[event_id] = EventOutcome(event_id, None, "rejected", reason=reason, message=message)
-        else:
-            found[event_id] = EventOutcome(event_id, None, "applied", entry_id=entry_id)
+        found[event_id] = _outcome(event_id, source, (entry_id, reason, message))
     return found
 
 
