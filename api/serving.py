@@ -31,6 +31,21 @@ def can_reuse_port() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on `host:port` now.
+
+    Bound without SO_REUSEPORT, which would let a second API share the port of one already running.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` sockets listening on the same address; port 0 is resolved once, by the first of them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -53,10 +53,14 @@ class EmbeddedServiceError(RuntimeError):
     """An embedded service could not be started (the message carries the tail of its log)."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+def _free_port(avoid: frozenset[int] = frozenset()) -> int:
+    """A port free now and not among `avoid` (ports the caller will bind later itself, such as the API's)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
@@ -120,8 +124,9 @@ class EmbeddedPostgres:
     SUPERUSER = "postgres"
     SYSTEM_USER = "embedded_postgres"
 
-    def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, durable: bool = True, avoid_ports: frozenset[int] = frozenset()) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.avoid_ports = avoid_ports
         self.pgdata = self.data_dir / "postgres"
         self.log_path = self.pgdata / "log"
         self.durable = durable
@@ -168,7 +173,7 @@ class EmbeddedPostgres:
             )
         socket_dir = self._socket_dir()
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            port = _free_port()
+            port = _free_port(self.avoid_ports)
             try:
                 self._run("pg_ctl", ["start", "-w", "-t", str(int(_PROCESS_TIMEOUT_S)),
                                      "-D", str(self.pgdata), "-l", str(self.log_path),
@@ -378,8 +383,9 @@ class EmbeddedBroker:
     on first use: callers create them with the admin client.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, avoid_ports: frozenset[int] = frozenset()) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.avoid_ports = avoid_ports
         self.log_path = self.data_dir / "broker.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
@@ -408,7 +414,7 @@ class EmbeddedBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         binary = _broker_binary()
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            port = _free_port()
+            port = _free_port(self.avoid_ports)
             listener = f"tcp://{HOST}:{port}"
             with open(self.log_path, "ab") as log:
                 # Own session: a Ctrl-C in the terminal must not kill the broker before the

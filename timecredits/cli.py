@@ -320,6 +320,7 @@ def up(
     A second Ctrl-C stops at once.
     """
     from api.auth import Role, create_token, new_token
+    from api.serving import port_is_free
     from producers.kafka import ALL_TOPICS, EventProducer, ensure_topics, prefixed
     from timecredits.demo_loader import LoadInterrupted, load_demo
     from timecredits.drain import drain_groups, shut_down
@@ -338,7 +339,12 @@ def up(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     supervisor = Supervisor(console)
-    with running_services(settings, directory) as endpoints:
+    api_port = port or settings.api_port
+    if not port_is_free(settings.api_host, api_port):
+        console.print(f"[red]Port {api_port} on {settings.api_host} is already in use.[/red] Stop what is using it, "
+                      "or choose another port with --port or TIMECREDITS_API_PORT.")
+        raise typer.Exit(1)
+    with running_services(settings, directory, reserved_ports=frozenset({api_port})) as endpoints:
         assert endpoints.database_url and endpoints.kafka_bootstrap_servers
         console.print(f"PostgreSQL: {endpoints.database_url}")
         console.print(f"Kafka bootstrap servers: {endpoints.kafka_bootstrap_servers}")
@@ -352,7 +358,6 @@ def up(
             "TIMECREDITS_DATA_DIR": str(directory),
         }
         admin_token = settings.admin_token or new_token()
-        api_port = port or settings.api_port
         url = f"http://{settings.api_host}:{api_port}"
         logs = directory / "logs"
         supervisor.start("ledger worker", ["worker", "--only", "ledger"], env, logs / "ledger-worker.log")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -380,3 +381,18 @@ def test_the_death_of_the_embedded_broker_stops_up_with_an_error(tmp_path: Path)
         assert running.lines[-1].strip() == "stopped: the embedded broker died", output
         left = wait_all_gone(everything)
         assert not left, "\n".join(describe(proc) for proc in left)
+
+
+def test_up_refuses_an_api_port_in_use_before_starting_anything(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with running_up(data_dir, port) as running:
+            code = running.process.wait(timeout=60)
+            output = running.read_to_end(10)
+    assert code == 1, output
+    assert f"Port {port} on 127.0.0.1 is already in use." in output
+    assert "PostgreSQL:" not in output
+    assert not (data_dir / "postgres").exists()
