@@ -57,6 +57,26 @@ def is_current_member(conn: Connection, org_id: str, volunteer_id: str) -> bool:
                                              m.c.ended_at.is_(None))).first() is not None
 
 
+class VolunteerDirectory:
+    """Who a spreadsheet's `volunteer` cell names for one organisation: that organisation's own reference for a
+    volunteer first, else a volunteer id (docs/design.md §5.4). One query for the references, one a distinct id."""
+
+    def __init__(self, conn: Connection, org_id: str) -> None:
+        r = schema.volunteer_references
+        self._conn = conn
+        self._references: dict[str, str] = dict(
+            conn.execute(select(r.c.reference, r.c.volunteer_id).where(r.c.org_id == org_id)).all())
+        self._ids: dict[str, bool] = {}
+
+    def resolve(self, cell: str) -> str | None:
+        if cell in self._references:
+            return self._references[cell]
+        if cell not in self._ids:
+            v = schema.volunteers
+            self._ids[cell] = self._conn.execute(select(v.c.id).where(v.c.id == cell)).first() is not None
+        return cell if self._ids[cell] else None
+
+
 _REGISTRY_TABLES = {
     "organisations": schema.organisations,
     "volunteers": schema.volunteers,
