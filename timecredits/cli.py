@@ -381,10 +381,13 @@ def up(
                     loaded = load_demo(producer, engine, console, keep_going)
                 console.print(f"demo programme loaded through the event pipeline: {loaded} events")
                 repository = LedgerRepository(engine)
-                for volunteer in ("v0001", "v0002", "v0003"):
+                from timecredits.demo import volunteering
+
+                who = volunteering()
+                for volunteer in who.ids[:3]:
                     balance = repository.volunteer_balance(volunteer)
                     console.print(f"  {volunteer}: {format_credits(balance.available)} available, "
-                                  f"{format_credits(balance.held)} held")
+                                  f"{format_credits(balance.held)} held; member of {', '.join(who.orgs[volunteer])}")
             _print_verify(verify_ledger(engine), heads=False)
             console.print(f"[bold]API: {url}[/bold]  (OpenAPI: {url}/docs)")
             console.print(f"[bold]admin token: {admin_token}[/bold]")

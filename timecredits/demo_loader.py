@@ -49,7 +49,7 @@ def _registry_rows(engine: Engine) -> int:
     with engine.connect() as conn:
         return sum(
             conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608 - fixed table names
-            for table in ("organisations", "volunteers", "opportunities")
+            for table in ("organisations", "volunteers", "opportunities", "memberships")
         )
 
 
