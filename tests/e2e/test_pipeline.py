@@ -21,6 +21,7 @@ from ledger.events import (
     EntryCommitted,
     HoursApproved,
     HoursLogged,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
@@ -49,10 +50,12 @@ def _register(stack: Stack, tag: str, volunteers: int) -> list[str]:
                                            category="sport", cost=100, area=AREA), actor=ACTOR)
         for volunteer in ids:
             producer.publish(VolunteerRegistered(volunteer_id=volunteer, area=AREA, consent_stats=True), actor=ACTOR)
+            producer.publish(MembershipStarted(membership_id=uuid.uuid4(), org_id=f"{tag}-club", volunteer_id=volunteer),
+                             actor=ACTOR)
 
     def registered() -> bool:
         with stack.engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM volunteers WHERE id LIKE :t || '-%'"), {"t": tag}).scalar() == volunteers and \
+            return conn.execute(text("SELECT count(*) FROM memberships WHERE org_id = :c"), {"c": f"{tag}-club"}).scalar() == volunteers and \
                 conn.execute(text("SELECT count(*) FROM opportunities WHERE id = :o"), {"o": f"{tag}-swim"}).scalar() == 1
 
     wait_until(registered, 90, "the registry events to be applied")
