@@ -169,7 +169,6 @@ membership_requests = Table(
     metadata,
     Column("org_id", Text, ForeignKey("organisations.id"), primary_key=True),
     Column("volunteer_id", Text, ForeignKey("volunteers.id"), primary_key=True),
-    Column("reference", Text),
     Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

@@ -46,7 +46,6 @@ def upgrade() -> None:
         "membership_requests",
         sa.Column("org_id", sa.Text, sa.ForeignKey("organisations.id"), primary_key=True),
         sa.Column("volunteer_id", sa.Text, sa.ForeignKey("volunteers.id"), primary_key=True),
-        sa.Column("reference", sa.Text),
         sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
     op.create_table(
