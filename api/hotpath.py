@@ -4,7 +4,8 @@ dependency solving when everything is in order.
 Why: for a read that is one asyncpg round trip, route matching, dependency solving and response validation
 cost more CPU in the API process than the read itself. This path
 answers only the plain success: a well-formed id, a bearer token that resolves, a caller allowed to read that
-balance, a registered volunteer. Anything else (no or bad token, another volunteer's balance, an unknown
+balance without a lookup (an admin or that volunteer; an organisation's membership is checked by the
+route, docs/design.md §5.4), a registered volunteer. Anything else (no or bad token, another volunteer's balance, an unknown
 volunteer, an error) is passed on untouched to the FastAPI route, which gives the documented answer. The
 route stays the single description of the endpoint in the OpenAPI document, and the tests hold both paths to
 the same answers.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import principal_for_async
-from api.routes.accounts import as_balance, may_read
+from api.routes.accounts import as_balance, may_read_without_lookup
 from ledger.pg.repository import VolunteerBalance
 
 ROUTE_PATH = "/v1/volunteers/{volunteer_id}/balance"
@@ -67,7 +68,7 @@ class BalanceReadFastPath:
         try:
             principal = await principal_for_async(services.reads, services.engine, token, services.admin_token,
                                                   services.principals)
-            if principal is None or not may_read(principal, volunteer_id):
+            if principal is None or not may_read_without_lookup(principal, volunteer_id):
                 return None
             row = await services.reads.balance(volunteer_id)
         except Exception:  # noqa: BLE001 - the route reads again and answers the error as documented

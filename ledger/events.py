@@ -293,6 +293,30 @@ class OpportunityListed(AdminPayload):
         return self.partner_id  # after the partner's registration, on the same partition
 
 
+class MembershipStarted(AdminPayload):
+    """A volunteer joins an organisation: ids only, nothing personal (docs/design.md §4, §5.4)."""
+
+    membership_id: UUID
+    org_id: Id
+    volunteer_id: Id
+
+    @property
+    def partition_key(self) -> str:
+        return self.volunteer_id  # after the volunteer's registration, before the membership ends
+
+
+class MembershipEnded(AdminPayload):
+    """A membership ends; its start stays in the history (docs/design.md §5.4)."""
+
+    membership_id: UUID
+    org_id: Id
+    volunteer_id: Id
+
+    @property
+    def partition_key(self) -> str:
+        return self.volunteer_id
+
+
 class PostingOut(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -396,6 +420,8 @@ _PAYLOAD_CLASSES: tuple[type[EventPayload], ...] = (
     OrganisationRegistered,
     VolunteerRegistered,
     OpportunityListed,
+    MembershipStarted,
+    MembershipEnded,
     EntryCommitted,
 )
 
@@ -417,6 +443,8 @@ Payload = (
     | OrganisationRegistered
     | VolunteerRegistered
     | OpportunityListed
+    | MembershipStarted
+    | MembershipEnded
     | EntryCommitted
 )
 

@@ -35,6 +35,8 @@ from ledger.events import (
     HoursApproved,
     HoursLogged,
     HoursRejected,
+    MembershipEnded,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
@@ -57,6 +59,7 @@ class IntakeReason(StrEnum):
     UNKNOWN_OPPORTUNITY = "unknown_opportunity"
     OPPORTUNITY_MISMATCH = "opportunity_mismatch"
     UNSUPPORTED_EVENT = "unsupported_event"
+    NOT_A_MEMBER = "not_a_member"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,7 @@ class HoursDecision:
 
 @dataclass(frozen=True, slots=True)
 class RegistryUpsert:
-    table: str  # "organisations" | "volunteers" | "opportunities"
+    table: str  # "organisations" | "volunteers" | "opportunities" | "memberships"
     row: dict[str, object]
 
 
@@ -121,6 +124,10 @@ class RegistryView(Protocol):
     def hours_log(self, event_id: UUID) -> HoursLog | None: ...
 
     def is_decided(self, log_event_id: UUID) -> bool: ...
+
+    def is_member(self, org_id: str, volunteer_id: str) -> bool:
+        """Whether the volunteer is a current member of the organisation (docs/design.md §5.4)."""
+        ...
 
 
 def check_payload(payload: EventPayload, registry: RegistryView, *, actor: str) -> None:
@@ -153,6 +160,13 @@ def _organisation(registry: RegistryView, org_id: str, kind: str) -> Organisatio
     return organisation
 
 
+def _member(registry: RegistryView, org_id: str, volunteer_id: str) -> None:
+    """An organisation logs hours only for its current members (docs/design.md §5.4)."""
+    if not registry.is_member(org_id, volunteer_id):
+        raise Rejection(IntakeReason.NOT_A_MEMBER,
+                        f"volunteer {volunteer_id} is not a member of {org_id}: add them as a member first")
+
+
 def _undecided_log(registry: RegistryView, log_event_id: UUID, org_id: str, volunteer_id: str) -> HoursLog:
     log = registry.hours_log(log_event_id)
     if log is None:
@@ -173,6 +187,7 @@ def _earn_for(log: HoursLog, event_id: UUID, occurred_at: datetime) -> EarnCredi
 def _hours_logged(event: DecodedEvent, p: HoursLogged, registry: RegistryView) -> Plan:
     _volunteer(registry, p.volunteer_id)
     organisation = _organisation(registry, p.org_id, "community")
+    _member(registry, p.org_id, p.volunteer_id)
     occurred_at = event.envelope.occurred_at
     log = HoursLog(event.event_id, p.volunteer_id, p.org_id, p.date, p.minutes, p.activity, occurred_at,
                    event.envelope.actor)
@@ -280,6 +295,26 @@ def _opportunity_listed(event: DecodedEvent, p: OpportunityListed, registry: Reg
     return Plan(event, registry=[RegistryUpsert("opportunities", row)])
 
 
+def _membership_started(event: DecodedEvent, p: MembershipStarted, registry: RegistryView) -> Plan:
+    _volunteer(registry, p.volunteer_id)
+    if registry.organisation(p.org_id) is None:
+        raise Rejection(IntakeReason.UNKNOWN_ORGANISATION, f"no organisation {p.org_id}")
+    row = {"id": p.membership_id, "org_id": p.org_id, "volunteer_id": p.volunteer_id,
+           "started_at": event.envelope.occurred_at}
+    return Plan(event, registry=[RegistryUpsert(MEMBERSHIPS, row)])
+
+
+def _membership_ended(event: DecodedEvent, p: MembershipEnded, _: RegistryView) -> Plan:
+    """Not refused when the registry shows it ended already: the API ends it in PostgreSQL before the worker
+    hears of it (docs/design.md §2, registry writes are synchronous)."""
+    row = {"id": p.membership_id, "org_id": p.org_id, "volunteer_id": p.volunteer_id,
+           "ended_at": event.envelope.occurred_at}
+    return Plan(event, registry=[RegistryUpsert(MEMBERSHIPS, row)])
+
+
+#: The registry table of memberships; an upsert of it with `ended_at` ends a membership.
+MEMBERSHIPS = "memberships"
+
 _PLANNERS = {
     HoursLogged: _hours_logged,
     HoursApproved: _hours_approved,
@@ -293,6 +328,8 @@ _PLANNERS = {
     OrganisationRegistered: _organisation_registered,
     VolunteerRegistered: _volunteer_registered,
     OpportunityListed: _opportunity_listed,
+    MembershipStarted: _membership_started,
+    MembershipEnded: _membership_ended,
 }
 
 
@@ -306,12 +343,15 @@ class BatchRegistry:
         opportunities: dict[str, Opportunity],
         logs: dict[UUID, HoursLog],
         decided: set[UUID],
+        members: set[tuple[str, str]] | None = None,
     ) -> None:
         self._volunteers = set(volunteers)
         self._organisations = dict(organisations)
         self._opportunities = dict(opportunities)
         self._logs = dict(logs)
         self._decided = set(decided)
+        #: Current memberships as (org_id, volunteer_id).
+        self._members = set(members or ())
 
     def volunteer_exists(self, volunteer_id: str) -> bool:
         return volunteer_id in self._volunteers
@@ -328,6 +368,9 @@ class BatchRegistry:
     def is_decided(self, log_event_id: UUID) -> bool:
         return log_event_id in self._decided
 
+    def is_member(self, org_id: str, volunteer_id: str) -> bool:
+        return (org_id, volunteer_id) in self._members
+
     def accept(self, plan: Plan) -> None:
         if plan.hours_log is not None:
             self._logs[plan.hours_log.event_id] = plan.hours_log
@@ -341,6 +384,12 @@ class BatchRegistry:
                 self._organisations[str(row["id"])] = Organisation(
                     str(row["id"]), frozenset(row["kinds"]), bool(row["auto_approve"])  # type: ignore[arg-type]
                 )
+            elif upsert.table == MEMBERSHIPS:
+                pair = (str(row["org_id"]), str(row["volunteer_id"]))
+                if "ended_at" in row:
+                    self._members.discard(pair)
+                else:
+                    self._members.add(pair)
             elif upsert.table == "opportunities":
                 self._opportunities[str(row["id"])] = Opportunity(
                     str(row["id"]), str(row["partner_id"]), int(row["cost"])  # type: ignore[call-overload]

@@ -4,12 +4,17 @@
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 from kafka.errors import KafkaError
 from rich.console import Console
 
-from producers.hours_csv import SheetError
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from ledger.pg.registry import VolunteerDirectory
+from producers.hours_csv import Resolver, SheetError
 from producers.import_hours import import_hours
 from producers.kafka import ALL_TOPICS, DeliveryError, EventProducer, ensure_topics, prefixed
 
@@ -35,10 +40,13 @@ def import_hours_command(
     *,
     topic_prefix: str = "",
     console: Console | None = None,
+    database_url: str | None = None,
 ) -> int:
     """Create the topics if needed, import the sheet as organisation `org`, print a summary; the exit code.
 
-    The events' actor is `org:{org}`: the organisation whose sheet it is.
+    The events' actor is `org:{org}`: the organisation whose sheet it is. With `database_url`, each row's volunteer
+    is found by the organisation's own reference or by volunteer id (docs/design.md §5.4); a row naming no one is
+    refused in the report.
     """
     out = console or Console()
     err = console or Console(stderr=True)
@@ -47,15 +55,25 @@ def import_hours_command(
         err.print(f"[red]No such file:[/] {file}")
         return EXIT_BAD_FILE
     try:
-        ensure_topics(bootstrap_servers, partitions, prefixed(ALL_TOPICS, topic_prefix))
-        with EventProducer.from_settings(bootstrap_servers, topic_prefix=topic_prefix) as producer:
-            summary = import_hours(
-                file, org, producer, approve=approve, report_path=report_path, actor=f"org:{org}", progress=True
-            )
+        with ExitStack() as stack:
+            resolve: Resolver | None = None
+            if database_url is not None:
+                engine = create_engine(database_url)
+                stack.callback(engine.dispose)
+                resolve = VolunteerDirectory(stack.enter_context(engine.connect()), org).resolve
+            ensure_topics(bootstrap_servers, partitions, prefixed(ALL_TOPICS, topic_prefix))
+            with EventProducer.from_settings(bootstrap_servers, topic_prefix=topic_prefix) as producer:
+                summary = import_hours(
+                    file, org, producer, approve=approve, report_path=report_path, actor=f"org:{org}",
+                    progress=True, resolve=resolve,
+                )
     except (DeliveryError, KafkaError) as exc:
         err.print(f"[red]The broker at {bootstrap_servers} did not take every event:[/] {exc}")
         err.print("Running the same command again is safe: each row keeps its event id.")
         return EXIT_BROKER
+    except SQLAlchemyError as exc:
+        err.print(f"[red]Cannot read the organisation's volunteers from the database:[/] {exc}")
+        return EXIT_BAD_FILE
     except (SheetError, ValueError, OSError) as exc:  # ValueError: an invalid organisation id
         err.print(f"[red]Cannot import {file}:[/] {exc}")
         return EXIT_BAD_FILE
@@ -69,3 +87,4 @@ def import_hours_command(
     if summary.skipped:
         out.print(f"Skipped {summary.skipped} totals row(s) (listed in the report).")
     return EXIT_OK
+

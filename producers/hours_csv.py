@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -74,6 +75,7 @@ class RejectCode(StrEnum):
     FUTURE_DATE = "future_date"
     BAD_HOURS = "bad_hours"
     INVALID_VOLUNTEER = "invalid_volunteer"
+    UNKNOWN_VOLUNTEER = "unknown_volunteer"
     INVALID_ACTIVITY = "invalid_activity"
     INVALID_ROW = "invalid_row"
 
@@ -242,13 +244,23 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 _TOTALS = re.compile(r"(?:sub[\s-]?|grand\s+)?totals?\b", re.IGNORECASE)
 
 
-def read_sheet(path: Path | str, org_id: str, *, today: date | None = None) -> ParsedSheet:
+#: The volunteer a sheet's `volunteer` cell names (the organisation's own reference, or a volunteer id), or None.
+Resolver = Callable[[str], str | None]
+
+
+def read_sheet(path: Path | str, org_id: str, *, today: date | None = None,
+               resolve: Resolver | None = None) -> ParsedSheet:
     """Read and parse the CSV file at `path` (see `parse_sheet`)."""
-    return parse_sheet(Path(path).read_bytes(), org_id, today=today)
+    return parse_sheet(Path(path).read_bytes(), org_id, today=today, resolve=resolve)
 
 
-def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None) -> ParsedSheet:
+def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None,
+                resolve: Resolver | None = None) -> ParsedSheet:
     """Parse a sheet for organisation `org_id`. `today` (default: today in London) bounds the dates.
+
+    With `resolve`, each row's `volunteer` cell is looked up (the organisation's own reference for a volunteer,
+    or a volunteer id, docs/design.md §5.4) and the row carries the volunteer's id; a cell naming no one is a
+    refused row (`unknown_volunteer`). Without it, the cell is taken as the volunteer id.
 
     Raises `SheetError` when the file as a whole is unusable; row problems end up in `rejected`.
     """
@@ -263,7 +275,7 @@ def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None) ->
             sheet.skipped.append(SkippedRow(line, TOTALS_ROW, f"totals row ({first!r}) skipped", raw))
             continue
         try:
-            hours = _row(raw, table.header, org_id, today)
+            hours = _row(raw, table.header, org_id, today, resolve)
         except RowProblem as problem:
             sheet.rejected.append(RejectedRow(line, problem.code, problem.message, raw))
             continue
@@ -274,7 +286,7 @@ def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None) ->
     return sheet
 
 
-def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date) -> HoursLogged:
+def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date, resolve: Resolver | None) -> HoursLogged:
     if any(cell.strip() for cell in raw[header.width :]):
         raise RowProblem(
             RejectCode.INVALID_ROW,
@@ -287,6 +299,15 @@ def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date) -> Hour
         raise RowProblem(RejectCode.MISSING_VALUE, f"no {', no '.join(missing)}")
     day = parse_uk_date(values["date"], today=today)
     minutes = parse_duration(values["hours"])
+    if resolve is not None:
+        volunteer_id = resolve(values["volunteer"])
+        if volunteer_id is None:
+            raise RowProblem(
+                RejectCode.UNKNOWN_VOLUNTEER,
+                f"no volunteer has the reference {values['volunteer']!r} at {org_id}, nor that volunteer id: give "
+                "the volunteer this reference (or use their volunteer id) and import the sheet again",
+            )
+        values["volunteer"] = volunteer_id
     try:
         return HoursLogged(
             volunteer_id=values["volunteer"], org_id=org_id, date=day, minutes=minutes, activity=values["activity"]

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from producers.hours_csv import ParsedSheet, read_sheet
+from producers.hours_csv import ParsedSheet, Resolver, read_sheet
 from producers.kafka import EventProducer
 
 __all__ = ["REPORT_COLUMNS", "ImportSummary", "import_hours", "write_report"]
@@ -40,15 +40,17 @@ def import_hours(
     actor: str,
     progress: bool = True,
     today: date | None = None,
+    resolve: Resolver | None = None,
 ) -> ImportSummary:
     """Parse the sheet at `path` for `org_id`, write the report, produce every good row's events and flush.
 
     The report (`line,reason,message,raw`: rejected rows, then skipped totals rows, by line) is written
     before anything is produced, so it exists even when the broker fails. Raises `SheetError` for an
     unusable file and `DeliveryError` when the broker does not acknowledge every event; running the same
-    file again is then safe (deterministic event ids).
+    file again is then safe (deterministic event ids). `resolve` names each row's volunteer (the organisation's
+    own reference, or a volunteer id; see `producers.hours_csv.parse_sheet`).
     """
-    sheet = read_sheet(path, org_id, today=today)
+    sheet = read_sheet(path, org_id, today=today, resolve=resolve)
     write_report(sheet, report_path)
     events = sheet.events(approve=approve)
     occurred_at = datetime.now(UTC)

@@ -33,6 +33,7 @@ from ledger.events import (
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
+    MembershipStarted,
     VolunteerRegistered,
     decode_event,
     encode_event,
@@ -215,6 +216,8 @@ class LedgerDriver:
             for name in ("org_id", "partner_id"):
                 if getattr(command, name, None):
                     wanted.append(("org", getattr(command, name)))
+            if isinstance(command, EarnCredits):
+                wanted.append(("member", f"{command.org_id}|{command.volunteer_id}"))
             if isinstance(command, BookOpportunity):
                 wanted.append(("opportunity", f"{command.partner_id}|{self._opportunity(command)}|{command.amount}"))
         events: list[DecodedEvent] = []
@@ -228,12 +231,16 @@ class LedgerDriver:
                 events.append(as_event(OrganisationRegistered(
                     org_id=name, name=name, area=self.AREA, kinds=frozenset({"community", "partner"}),
                     auto_approve=True)))
+            elif kind == "member":
+                org, volunteer = name.split("|")
+                events.append(as_event(MembershipStarted(membership_id=uuid.uuid4(), org_id=org,
+                                                         volunteer_id=volunteer)))
             else:
                 partner, opportunity, cost = name.split("|")
                 events.append(as_event(OpportunityListed(opportunity_id=opportunity, partner_id=partner, title="test",
                                                          category="sport", cost=int(cost), area=self.AREA)))
-        # Organisations before the opportunities they list.
-        return sorted(events, key=lambda event: event.type == "OpportunityListed")
+        # Organisations and volunteers before the opportunities they list and the memberships they hold.
+        return sorted(events, key=lambda event: event.type in ("OpportunityListed", "MembershipStarted"))
 
 
 def as_event(payload: EventPayload, event_id: uuid.UUID | None = None, occurred_at: datetime | None = None) -> DecodedEvent:

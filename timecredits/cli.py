@@ -271,13 +271,15 @@ def import_hours(
     approve: Annotated[bool, typer.Option(help="The organisation approves the rows as it submits them.")] = False,
     report: Annotated[Path | None, typer.Option(help="Where to write rejected rows (default: FILE.report.csv).")] = None,
 ) -> None:
-    """Validate a spreadsheet of hours and produce one event per good row; re-running it adds nothing."""
+    """Validate a spreadsheet of hours and produce one event per good row; re-running it adds nothing. Each row's
+    volunteer is the organisation's own reference for them, or their volunteer id."""
     from producers.cli import import_hours_command
 
     settings = get_settings()
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    database_url = _require(settings.database_url, "DATABASE_URL")  # the organisation's references live there
     code = import_hours_command(file, org, approve, report, bootstrap, settings.topic_partitions,
-                                topic_prefix=settings.topic_prefix, console=console)
+                                topic_prefix=settings.topic_prefix, console=console, database_url=database_url)
     raise typer.Exit(code=code)
 
 
@@ -379,10 +381,13 @@ def up(
                     loaded = load_demo(producer, engine, console, keep_going)
                 console.print(f"demo programme loaded through the event pipeline: {loaded} events")
                 repository = LedgerRepository(engine)
-                for volunteer in ("v0001", "v0002", "v0003"):
+                from timecredits.demo import volunteering
+
+                who = volunteering()
+                for volunteer in who.ids[:3]:
                     balance = repository.volunteer_balance(volunteer)
                     console.print(f"  {volunteer}: {format_credits(balance.available)} available, "
-                                  f"{format_credits(balance.held)} held")
+                                  f"{format_credits(balance.held)} held; member of {', '.join(who.orgs[volunteer])}")
             _print_verify(verify_ledger(engine), heads=False)
             console.print(f"[bold]API: {url}[/bold]  (OpenAPI: {url}/docs)")
             console.print(f"[bold]admin token: {admin_token}[/bold]")

@@ -1,8 +1,10 @@
 """A synthetic but realistic programme for `timecredits up --demo`, as events: the same on every run.
 
 Twenty organisations across seven London boroughs (fourteen community organisations, six partners), 500
-volunteers with areas and demographics, opportunities, and a year of hours logged and approved (a few left
-pending or rejected), bookings attended or cancelled, redemptions and gifts.
+volunteers with areas and demographics, each a member of a home organisation and of one to three others, with
+server-style ids (`ledger.volunteer_ids.new_volunteer_id` fed by a generator seeded from the demo's seed),
+opportunities, and a year of hours logged with those organisations and approved (a few left pending or
+rejected), bookings attended or cancelled, redemptions and gifts.
 
 Nothing depends on the machine or the day: the figures come from a `random.Random` with a fixed seed, the dates
 from a fixed start (`START`), and each event id is a UUID 5 of the seed and the event's place in the sequence
@@ -27,11 +29,13 @@ from ledger.events import (
     HoursApproved,
     HoursLogged,
     HoursRejected,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
     VolunteerRegistered,
 )
+from ledger.volunteer_ids import new_volunteer_id
 
 BOROUGHS = {
     "E09000030": "Tower Hamlets",
@@ -105,8 +109,34 @@ class _Ids:
         return demo_event_id(self._seed, self._stream, self._next)
 
 
+@dataclass(frozen=True)
+class Volunteering:
+    """Who the demo's volunteers are and where they volunteer: the same for the registry and the activity."""
+
+    ids: list[str]
+    #: Each volunteer's organisations, their home organisation first.
+    orgs: dict[str, tuple[str, ...]]
+
+
+def volunteering(seed: int = 2026, volunteers: int = 500) -> Volunteering:
+    """Volunteer ids made as the server makes them, from a generator seeded by `seed`, and their memberships."""
+    rng = random.Random(f"{seed}/volunteers")
+    community = [org for org, *_ in COMMUNITY]
+    ids: list[str] = []
+    while len(ids) < volunteers:
+        volunteer_id = new_volunteer_id(rng)
+        if volunteer_id not in ids:
+            ids.append(volunteer_id)
+    orgs: dict[str, tuple[str, ...]] = {}
+    for volunteer_id in ids:
+        home = rng.choice(community)
+        others = rng.sample([org for org in community if org != home], k=rng.choice([1, 1, 2, 3]))
+        orgs[volunteer_id] = (home, *others)
+    return Volunteering(ids, orgs)
+
+
 def registry(seed: int = 2026, volunteers: int = 500) -> list[DemoEvent]:
-    """Organisations, opportunities and volunteers (tc.admin)."""
+    """Organisations, opportunities, volunteers and their memberships (tc.admin)."""
     rng = random.Random(seed)
     new_id = _Ids(seed, "registry")
     at = REGISTERED_AT
@@ -125,15 +155,21 @@ def registry(seed: int = 2026, volunteers: int = 500) -> list[DemoEvent]:
                 opportunity_id=f"{org}-{n + 1}", partner_id=org, title=f"{name}: session {n + 1}", category=category,
                 cost=100 * (n + 1), capacity=rng.choice([10, 20, 40]), area=area)))
     boroughs = list(BOROUGHS)
-    for n in range(1, volunteers + 1):
+    who = volunteering(seed, volunteers)
+    for volunteer_id in who.ids:
         events.append(DemoEvent(new_id(), at, VolunteerRegistered(
-            volunteer_id=f"v{n:04d}",
+            volunteer_id=volunteer_id,
             area=rng.choices(boroughs, weights=[22, 18, 16, 14, 14, 8, 8])[0],
             age_band=rng.choices(AGE_BANDS, weights=AGE_WEIGHTS)[0],
             seb=rng.choices(SEB, weights=SEB_WEIGHTS)[0],
             first_time_volunteer=rng.random() < 0.35,
             consent_stats=rng.random() < 0.9,
         )))
+    for volunteer_id in who.ids:
+        for org in who.orgs[volunteer_id]:
+            membership_id = uuid.uuid5(DEMO_NAMESPACE, f"{seed}/membership/{org}/{volunteer_id}")
+            events.append(DemoEvent(new_id(), at, MembershipStarted(membership_id=membership_id, org_id=org,
+                                                                    volunteer_id=volunteer_id)))
     return events
 
 
@@ -142,9 +178,9 @@ def activity(seed: int = 2026, volunteers: int = 500, days: int = 365,
     """A year of activity (tc.activity), in time order."""
     rng = random.Random(seed + 1)
     new_id = _Ids(seed, "activity")
-    volunteer_ids = [f"v{n:04d}" for n in range(1, volunteers + 1)]
+    who = volunteering(seed, volunteers)
+    volunteer_ids = who.ids
     regulars = set(rng.sample(volunteer_ids, k=volunteers // 3))
-    home_org = {v: rng.choice(COMMUNITY)[0] for v in volunteer_ids}
     auto = {org for org, _, _, a in COMMUNITY if a}
     opportunities = [(f"{org}-{n + 1}", org) for org, *_ in PARTNERS for n in range(3)]
     costs = {opp: 100 * (1 + (i % 3)) for i, (opp, _) in enumerate(opportunities)}  # as listed by registry()
@@ -156,7 +192,8 @@ def activity(seed: int = 2026, volunteers: int = 500, days: int = 365,
         season = 1.0 + 0.4 * (today.month in (4, 5, 6, 7, 9))
         active = [v for v in volunteer_ids if rng.random() < (0.05 if v in regulars else 0.01) * season]
         for volunteer in active[: 40 * scale]:
-            org = home_org[volunteer] if rng.random() < 0.8 else rng.choice(COMMUNITY)[0]
+            home, *others = who.orgs[volunteer]
+            org = home if rng.random() < 0.8 else rng.choice(others)  # only where they are a member
             minutes = rng.choice([60, 90, 120, 180, 240])
             log_id = new_id()
             yield DemoEvent(log_id, at, HoursLogged(volunteer_id=volunteer, org_id=org, date=today, minutes=minutes,

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, text
 
+from ledger.events import MembershipStarted
 from ledger.pg.processing import count_decided
 from producers.kafka import EventProducer
 from timecredits import demo
@@ -65,11 +66,18 @@ def load_demo(producer: EventProducer, engine: Engine, console: Console, keep_go
     died is restarted meanwhile, and the wait goes on); when it returns False, `LoadInterrupted` is raised.
     """
     registry, activity = demo.registry(), list(demo.activity())
+    # Memberships are keyed by the volunteer, organisations by themselves: on other partitions, a membership could
+    # reach the worker before its organisation, so the organisations go first (the API writes them at once).
+    memberships = [e for e in registry if isinstance(e.payload, MembershipStarted)]
+    entities = [e for e in registry if not isinstance(e.payload, MembershipStarted)]
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        _produce(producer, registry, progress, "registry events produced")
-        _await(lambda: _registry_rows(engine), len(registry), progress, "registry applied by the worker", 180,
+        _produce(producer, entities, progress, "registry events produced")
+        _await(lambda: _registry_rows(engine), len(entities), progress, "registry applied by the worker", 180,
                keep_going)
+        _produce(producer, memberships, progress, "memberships produced")
+        _await(lambda: _count(engine, "memberships"), len(memberships), progress, "memberships applied by the worker",
+               180, keep_going)
         _produce(producer, activity, progress, "activity events produced")
         ids = [e.event_id for e in activity]
         _await(lambda: count_decided(engine, ids), len(ids), progress, "activity applied by the worker", 600,

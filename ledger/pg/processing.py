@@ -174,6 +174,10 @@ UNION ALL SELECT 12, NULL, k.chain_key, NULL, NULL, NULL, h.seq, NULL, NULL, NUL
     FROM unnest(CAST(:chains AS text[])) AS k(chain_key)
     CROSS JOIN LATERAL (SELECT l.seq, l.link FROM chain_links l WHERE l.chain_key = k.chain_key
                         ORDER BY l.seq DESC LIMIT 1) h
+UNION ALL SELECT 13, NULL, m.org_id, m.volunteer_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM memberships m
+    WHERE m.volunteer_id = ANY (CAST(:volunteers AS text[])) AND m.ended_at IS NULL
+      AND m.org_id = ANY (CAST(:orgs AS text[]))
 """)
 
 
@@ -200,6 +204,7 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     postings: dict[int, list[Posting]] = {}
     balances: dict[str, int] = {}
     heads: dict[str, tuple[int, bytes]] = {}
+    members: set[tuple[str, str]] = set()
     for tag, u, t1, t2, t3, t4, n1, n2, d, ts, flag, arr, binary in rows:
         if tag <= 3:
             if u not in sources or sources[u][0] < tag:
@@ -220,8 +225,10 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
             postings.setdefault(n1, []).append(Posting(t1, n2))
         elif tag == 11:
             balances[t1] = n1
-        else:
+        elif tag == 12:
             heads[t1] = (n1, bytes(binary))
+        elif tag == 13:
+            members.add((t1, t2))
     decided = {event_id: _outcome(event_id, tag, values) for event_id, (tag, values) in sources.items()}
     entries = {
         event_id: RecordedEntry(event_id, EntryKind(kind), tuple(postings.get(entry_id, ())), volunteer_id, org_id,
@@ -235,7 +242,7 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     wanted |= {f"volunteer:{v[2]}" for v in referenced.values() if v[2]}
     for account in wanted:
         balances.setdefault(account, 0)
-    registry = BatchRegistry(volunteers, organisations, opportunities, logs, decided_logs)
+    registry = BatchRegistry(volunteers, organisations, opportunities, logs, decided_logs, members)
     return BatchState(decided, registry, entries, entry_ids, balances, existing, heads)
 
 

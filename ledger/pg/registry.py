@@ -11,7 +11,7 @@ from uuid import UUID
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from ledger.intake import HoursLog, Opportunity, Organisation, RegistryUpsert
+from ledger.intake import MEMBERSHIPS, HoursLog, Opportunity, Organisation, RegistryUpsert
 from ledger.pg import schema
 
 
@@ -47,6 +47,35 @@ class StoredRegistry:
         d = schema.hours_decisions
         return self._conn.execute(select(d.c.log_event_id).where(d.c.log_event_id == log_event_id)).first() is not None
 
+    def is_member(self, org_id: str, volunteer_id: str) -> bool:
+        return is_current_member(self._conn, org_id, volunteer_id)
+
+
+def is_current_member(conn: Connection, org_id: str, volunteer_id: str) -> bool:
+    m = schema.memberships
+    return conn.execute(select(m.c.id).where(m.c.org_id == org_id, m.c.volunteer_id == volunteer_id,
+                                             m.c.ended_at.is_(None))).first() is not None
+
+
+class VolunteerDirectory:
+    """Who a spreadsheet's `volunteer` cell names for one organisation: that organisation's own reference for a
+    volunteer first, else a volunteer id (docs/design.md §5.4). One query for the references, one a distinct id."""
+
+    def __init__(self, conn: Connection, org_id: str) -> None:
+        r = schema.volunteer_references
+        self._conn = conn
+        self._references: dict[str, str] = dict(
+            conn.execute(select(r.c.reference, r.c.volunteer_id).where(r.c.org_id == org_id)).all())
+        self._ids: dict[str, bool] = {}
+
+    def resolve(self, cell: str) -> str | None:
+        if cell in self._references:
+            return self._references[cell]
+        if cell not in self._ids:
+            v = schema.volunteers
+            self._ids[cell] = self._conn.execute(select(v.c.id).where(v.c.id == cell)).first() is not None
+        return cell if self._ids[cell] else None
+
 
 _REGISTRY_TABLES = {
     "organisations": schema.organisations,
@@ -60,11 +89,28 @@ def upsert_registry(conn: Connection, upserts: list[RegistryUpsert]) -> None:
     same table and columns, rather than one a row. Within a run only an id's last row is written, as a statement
     may not update the same row twice; runs keep their order."""
     for table_name, rows in _runs(upserts):
+        if table_name == MEMBERSHIPS:
+            write_memberships(conn, rows)
+            continue
         table = _REGISTRY_TABLES[table_name]
         latest = list({row["id"]: row for row in rows}.values())
         statement = insert(table).values(latest)
         changes = {name: statement.excluded[name] for name in rows[0] if name != "id"}
         conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_={**changes, "updated_at": func.now()}))
+
+
+def write_memberships(conn: Connection, rows: list[dict[str, object]]) -> None:
+    """A run of membership starts or of ends (`_runs` keeps the two apart). A start already written (by the API,
+    or by this event before) changes nothing; an end sets `ended_at` once (docs/design.md §5.4)."""
+    m = schema.memberships
+    if "ended_at" not in rows[0]:
+        conn.execute(insert(m).values(rows).on_conflict_do_nothing())
+        return
+    ends = [{**row, "started_at": row["ended_at"]} for row in {row["id"]: row for row in rows}.values()]
+    statement = insert(m).values(ends)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"ended_at": func.coalesce(m.c.ended_at, statement.excluded.ended_at), "updated_at": func.now()}))
 
 
 def _runs(upserts: list[RegistryUpsert]) -> list[tuple[str, list[dict[str, object]]]]:

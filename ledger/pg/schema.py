@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     any_,
     cast,
@@ -148,6 +149,37 @@ volunteer_profiles = Table(
     Column("display_name", Text),
     Column("email", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+memberships = Table(
+    # Who belongs to which organisation, with history: a row a spell of membership (docs/design.md §5.4).
+    "memberships",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("org_id", Text, ForeignKey("organisations.id"), nullable=False),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id"), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+membership_requests = Table(
+    # An organisation's request to add a volunteer, until the volunteer agrees (docs/design.md §5.4).
+    "membership_requests",
+    metadata,
+    Column("org_id", Text, ForeignKey("organisations.id"), primary_key=True),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id"), primary_key=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+volunteer_references = Table(
+    # An organisation's own reference for a volunteer (its spreadsheet's number): erasable, never on Kafka.
+    "volunteer_references",
+    metadata,
+    Column("org_id", Text, ForeignKey("organisations.id"), primary_key=True),
+    Column("reference", Text, primary_key=True),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id"), nullable=False),
+    UniqueConstraint("org_id", "volunteer_id", name="volunteer_references_one_per_org"),
 )
 
 opportunities = Table(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,19 @@ class Api:
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
 
-    def volunteer(self, volunteer_id: str, area: str) -> str:
-        response = self.post("/v1/volunteers", self.admin, {"id": volunteer_id, "display_name": f"Vol {volunteer_id}",
-                                                            "area": area, "consent_stats": True})
+    def volunteer(self, name: str, area: str, *, member_of: Sequence[str] = (), reference: str | None = None) -> str:
+        """A new volunteer's id (made by the server), a member at once of the organisations `member_of` (with
+        `reference` as each one's own reference for them)."""
+        response = self.post("/v1/volunteers", self.admin, {"display_name": f"Vol {name}", "area": area,
+                                                            "consent_stats": True})
         assert response.status_code == 201, response.text
-        return response.json()["id"]  # type: ignore[no-any-return]
+        volunteer_id: str = response.json()["id"]
+        for org_id in member_of:
+            body = {"volunteer_id": volunteer_id} if reference is None else {"volunteer_id": volunteer_id,
+                                                                             "reference": reference}
+            added = self.post(f"/v1/organisations/{org_id}/members", self.admin, body)
+            assert added.status_code == 201, added.text
+        return volunteer_id
 
     def token(self, role: str, *, org_id: str | None = None, volunteer_id: str | None = None) -> str:
         body: dict[str, Any] = {"role": role}

@@ -27,6 +27,7 @@ from ledger.events import (
     CreditsGifted,
     CreditsRedeemed,
     HoursLogged,
+    MembershipStarted,
     OpportunityListed,
     OrganisationRegistered,
     VolunteerRegistered,
@@ -133,6 +134,16 @@ def test_poison_of_every_kind_on_every_topic_gets_one_dead_letter_and_its_partit
                           .scalars())
 
     wait_until(lambda: registered() == ["pclub", "plido", "pv-late", v0, v1], 60, "the registry events around it")
+    # The membership once its club is in: keyed by the volunteer, it could otherwise overtake the club's event.
+    with stack.producer() as producer:
+        producer.send_raw(admin, v0.encode(), _raw(MembershipStarted(membership_id=uuid.uuid4(), org_id="pclub",
+                                                                     volunteer_id=v0))[1])
+
+    def members() -> int:
+        with stack.engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM memberships WHERE org_id = 'pclub'")).scalar_one())
+
+    wait_until(lambda: members() == 1, 60, "the membership to be applied")
 
     day = date(2026, 11, 1)
     before_id, before = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=60, activity="shift"))

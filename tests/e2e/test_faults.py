@@ -19,6 +19,7 @@ from ledger.events import (
     CreditsRedeemed,
     DecodedEvent,
     HoursLogged,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
@@ -43,6 +44,7 @@ def _registry() -> list[DecodedEvent]:
         OrganisationRegistered(org_id="lido", name="Lido", area=AREA, kinds=frozenset({"partner"})),
         OpportunityListed(opportunity_id="swim", partner_id="lido", title="Swim", category="sport", cost=150, area=AREA),
         *(VolunteerRegistered(volunteer_id=v, area=AREA, consent_stats=True) for v in VOLUNTEERS),
+        *(MembershipStarted(membership_id=uuid.uuid4(), org_id="club", volunteer_id=v) for v in VOLUNTEERS),
     ]
     return [decode_event(encode_event(p, actor="test")[1]) for p in payloads]  # type: ignore[misc]
 

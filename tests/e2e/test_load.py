@@ -46,6 +46,7 @@ TODAY = datetime.now(UTC).date()
 
 CLUB, AUTO, GARDEN = "ld-club", "ld-auto", "ld-garden"  # community: approved by hand, automatically, automatically
 LIDO, ARTS, HUB = "ld-lido", "ld-arts", "ld-hub"  # partners; the hub is community and partner, auto-approving
+COMMUNITY = (CLUB, AUTO, GARDEN, HUB)  # every volunteer is a member of each
 ORGANISATIONS = {
     CLUB: (["community"], AREAS[0], False),
     AUTO: (["community"], AREAS[0], True),
@@ -168,14 +169,13 @@ class World:
         return rng.choice(self.orgs[org_id])
 
     def reader(self, rng: random.Random, volunteer_id: str) -> str:
-        """Who reads a volunteer's balance or statement: mostly themselves, else an organisation, a lead, an admin."""
+        """Who reads a volunteer's balance or statement: mostly themselves, else an organisation they are a member
+        of, or an admin (a lead reads statistics, not balances)."""
         roll = rng.random()
-        if roll < 0.7:
+        if roll < 0.75:
             return self.volunteers[volunteer_id]
-        if roll < 0.85:
-            return self.org(rng, rng.choice(list(self.orgs)))
         if roll < 0.95:
-            return rng.choice(self.leads)
+            return self.org(rng, rng.choice(COMMUNITY))
         return rng.choice(self.admins)
 
     def remember(self, kind: str, token: str) -> Callable[[httpx.Response], None]:
@@ -220,11 +220,15 @@ def _create_world(api: ApiProcess) -> World:
     setup([("organisation", Call("POST", "/v1/organisations", {201}, admin, {
         "id": org_id, "name": f"Load {org_id}", "area": area, "kinds": kinds, "auto_approve": auto}))
         for org_id, (kinds, area, auto) in ORGANISATIONS.items()], concurrency=4)
-    volunteer_ids = [f"ld-v{n:03d}" for n in range(VOLUNTEERS)]
+    made: dict[int, str] = {}
     setup([("volunteer", Call("POST", "/v1/volunteers", {201}, admin, {
-        "id": volunteer_id, "display_name": f"Volunteer {n}", "area": AREAS[n % len(AREAS)],
-        "age_band": rng.choice(AGE_BANDS), "seb": rng.choice(SEBS), "consent_stats": rng.random() < 0.9}))
-        for n, volunteer_id in enumerate(volunteer_ids)])
+        "display_name": f"Volunteer {n}", "area": AREAS[n % len(AREAS)], "org_id": CLUB, "reference": f"ld-v{n:03d}",
+        "age_band": rng.choice(AGE_BANDS), "seb": rng.choice(SEBS), "consent_stats": rng.random() < 0.9},
+        on_response=lambda r, n=n: made.__setitem__(n, r.json()["id"]) if r.status_code == 201 else None))
+        for n in range(VOLUNTEERS)])
+    volunteer_ids = [made[n] for n in range(VOLUNTEERS)]
+    setup([("member", Call("POST", f"/v1/organisations/{org_id}/members", {201}, admin, {"volunteer_id": v}))
+           for v in volunteer_ids for org_id in COMMUNITY if org_id != CLUB])
 
     def token(body: dict[str, Any], into: Callable[[str], None]) -> tuple[str, Call]:
         return "token", Call("POST", "/v1/tokens", {201}, admin, body,

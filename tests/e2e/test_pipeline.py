@@ -21,6 +21,7 @@ from ledger.events import (
     EntryCommitted,
     HoursApproved,
     HoursLogged,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
@@ -53,9 +54,21 @@ def _register(stack: Stack, tag: str, volunteers: int) -> list[str]:
     def registered() -> bool:
         with stack.engine.connect() as conn:
             return conn.execute(text("SELECT count(*) FROM volunteers WHERE id LIKE :t || '-%'"), {"t": tag}).scalar() == volunteers and \
-                conn.execute(text("SELECT count(*) FROM opportunities WHERE id = :o"), {"o": f"{tag}-swim"}).scalar() == 1
+                conn.execute(text("SELECT count(*) FROM opportunities WHERE id = :o"), {"o": f"{tag}-swim"}).scalar() == 1 and \
+                conn.execute(text("SELECT count(*) FROM organisations WHERE id = :c"), {"c": f"{tag}-club"}).scalar() == 1
 
     wait_until(registered, 90, "the registry events to be applied")
+    # Memberships once the club is in: keyed by the volunteer, one could otherwise overtake the club's event.
+    with stack.producer() as producer:
+        for volunteer in ids:
+            producer.publish(MembershipStarted(membership_id=uuid.uuid4(), org_id=f"{tag}-club", volunteer_id=volunteer),
+                             actor=ACTOR)
+
+    def members() -> bool:
+        with stack.engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM memberships WHERE org_id = :c"), {"c": f"{tag}-club"}).scalar() == volunteers
+
+    wait_until(members, 90, "the memberships to be applied")
     return ids
 
 

@@ -236,7 +236,8 @@ def test_prometheus_scrapes_the_api_and_both_workers_with_the_production_jobs(
             org = f"prom-org-{suffix}"
             api.organisation(org, ["community"], AREA, auto_approve=True)
             org_token = api.token("org", org_id=org)
-            giver, taker = api.volunteer(f"prom-a-{suffix}", AREA), api.volunteer(f"prom-b-{suffix}", AREA)
+            giver = api.volunteer(f"prom-a-{suffix}", AREA, member_of=(org,))
+            taker = api.volunteer(f"prom-b-{suffix}", AREA)
             yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
             for minutes in (60, 90):
                 api.applied(api.accepted(api.post("/v1/hours", org_token, {

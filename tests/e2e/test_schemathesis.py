@@ -107,23 +107,24 @@ def _seed(url: str) -> Seeded:
     post("/v1/organisations", {"id": "st-lido", "name": "Schemathesis Lido", "area": AREA, "kinds": ["partner"]})
     post("/v1/organisations", {"id": "st-hub", "name": "Both kinds", "area": AREA, "kinds": ["community", "partner"],
                                "auto_approve": True})
-    volunteers = ["st-v1", "st-v2"]
+    volunteers = [post("/v1/volunteers", {"display_name": f"Volunteer {n}", "area": AREA, "age_band": "25-34",
+                                          "consent_stats": True, "org_id": "st-club", "reference": f"ST-{n}"})["id"]
+                  for n in (1, 2)]
     for volunteer in volunteers:
-        post("/v1/volunteers", {"id": volunteer, "display_name": f"Volunteer {volunteer}", "area": AREA,
-                                "age_band": "25-34", "consent_stats": True})
+        post("/v1/organisations/st-hub/members", {"volunteer_id": volunteer})
     post("/v1/opportunities", {"id": "st-swim", "partner_id": "st-lido", "title": "Swim", "category": "sport",
                                "cost": "1.00", "area": AREA})
     yesterday = (date.today() - timedelta(days=1)).isoformat()
-    logs = [post("/v1/hours", {"volunteer_id": "st-v1", "org_id": "st-club", "date": yesterday, "minutes": 60 * n,
+    logs = [post("/v1/hours", {"volunteer_id": volunteers[0], "org_id": "st-club", "date": yesterday, "minutes": 60 * n,
                                "activity": f"shift {n}"}, 202)["event_id"] for n in (3, 2, 1)]
     for log in logs:
         applied(log)
     applied(post(f"/v1/hours/{logs[0]}/approve", None, 202)["event_id"])  # st-v1 earns 3.00; the others stay pending
-    booking = post("/v1/bookings", {"opportunity_id": "st-swim", "volunteer_id": "st-v1"}, 202)["event_id"]
+    booking = post("/v1/bookings", {"opportunity_id": "st-swim", "volunteer_id": volunteers[0]}, 202)["event_id"]
     applied(booking)
     for role, scope in (("org", {"org_id": "st-club"}), ("org", {"org_id": "st-lido"}), ("lead", {})):
         post("/v1/tokens", {"role": role, **scope})
-    volunteer_token = post("/v1/tokens", {"role": "volunteer", "volunteer_id": "st-v1"})["token"]
+    volunteer_token = post("/v1/tokens", {"role": "volunteer", "volunteer_id": volunteers[0]})["token"]
     admin.close()
     return Seeded(
         ids={
@@ -238,7 +239,7 @@ def test_text_the_ledger_cannot_store_is_refused_with_422(running_api: RunningAp
         ("/v1/volunteers", {"display_name": "Ann\x00", "area": AREA, "consent_stats": True}),
         ("/v1/opportunities", {"partner_id": "st-lido", "title": "Swim\x1f", "category": "sport", "cost": "1.00",
                                "area": AREA}),
-        ("/v1/hours", {"volunteer_id": "st-v1", "org_id": "st-club", "date": yesterday, "minutes": 30,
+        ("/v1/hours", {"volunteer_id": running_api.seeded.ids["volunteer_id"][0], "org_id": "st-club", "date": yesterday, "minutes": 30,
                        "activity": "shift\x08"}),
         (f"/v1/hours/{running_api.seeded.pending_log}/reject", {"reason": "no\x07"}),
     ]
@@ -251,9 +252,11 @@ def test_amounts_beyond_the_event_limit_are_refused_with_422(running_api: Runnin
     volunteer = {"Authorization": f"Bearer {running_api.seeded.volunteer_token}"}
     with running_api.admin() as admin:
         statuses = {
-            "gift": admin.post("/v1/gifts", json={"to_volunteer_id": "st-v2", "amount": "1000000.01"},
+            "gift": admin.post("/v1/gifts", json={"to_volunteer_id": running_api.seeded.ids["volunteer_id"][1],
+                                                        "amount": "1000000.01"},
                                headers=volunteer).status_code,
-            "redemption": admin.post("/v1/redemptions", json={"volunteer_id": "st-v1", "partner_id": "st-lido",
+            "redemption": admin.post("/v1/redemptions", json={"volunteer_id": running_api.seeded.ids["volunteer_id"][0],
+                                                              "partner_id": "st-lido",
                                                               "amount": "2000000"}).status_code,
             "opportunity": admin.post("/v1/opportunities", json={"partner_id": "st-lido", "title": "Dear",
                                                                  "category": "sport", "cost": "5000000",

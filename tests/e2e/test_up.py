@@ -32,6 +32,7 @@ from tests.e2e.up_helpers import (
     running_up,
     wait_all_gone,
 )
+from timecredits.demo import volunteering
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
@@ -58,11 +59,12 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
     ready = httpx.get(f"{url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready", "database": True, "broker": True}
-    response = httpx.get(f"{url}/v1/volunteers/v0001/balance", headers={"Authorization": f"Bearer {token}"},
+    first = volunteering().ids[0]
+    response = httpx.get(f"{url}/v1/volunteers/{first}/balance", headers={"Authorization": f"Bearer {token}"},
                          timeout=10)
     assert response.status_code == 200, response.text
     balance = response.json()
-    assert balance["volunteer_id"] == "v0001"
+    assert balance["volunteer_id"] == first
     for name in ("balance", "held", "available"):
         assert DECIMAL_CREDITS.match(balance[name]), balance
     assert Decimal(balance["balance"]) > 0, balance

@@ -72,11 +72,18 @@ def _sheet(path: Path, rows: int, activity: str = "Shift") -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _import(sheet: Path, bootstrap: str) -> subprocess.Popen[str]:
-    """`timecredits import-hours SHEET --org ORG --approve` to up's broker."""
+def _members(api: Api, orgs: tuple[str, ...]) -> list[str]:
+    """VOLUNTEERS volunteers, members of `orgs`, each organisation's reference for the nth being `vsNNN` (the
+    sheets' volunteer column); their ids, in that order."""
+    return [api.volunteer(f"vs{n:03d}", AREA, member_of=orgs, reference=f"vs{n:03d}") for n in range(VOLUNTEERS)]
+
+
+def _import(sheet: Path, bootstrap: str, database_url: str) -> subprocess.Popen[str]:
+    """`timecredits import-hours SHEET --org ORG --approve` to up's broker, references read from up's database."""
     return subprocess.Popen(
         [sys.executable, "-m", "timecredits.cli", "import-hours", str(sheet), "--org", ORG, "--approve"],
-        env={**fresh_clone_env(), "KAFKA_BOOTSTRAP_SERVERS": bootstrap}, stdin=subprocess.DEVNULL,
+        env={**fresh_clone_env(), "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url},
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -105,9 +112,11 @@ def _until(what: str, check: Callable[[], bool], timeout: float, running: UpProc
 class ApiWriter(threading.Thread):
     """POST /v1/hours in a loop until stopped; keeps the event id of every 202."""
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, volunteers: list[str]) -> None:
+        """`volunteers`: the ids it logs hours for, set before it starts."""
         super().__init__(daemon=True)
         self.api = api
+        self.volunteers = volunteers
         self.accepted: list[str] = []
         self.refused: list[str] = []
         self.halt = threading.Event()
@@ -115,7 +124,7 @@ class ApiWriter(threading.Thread):
     def run(self) -> None:
         n = 0
         while not self.halt.is_set():
-            body = {"volunteer_id": f"vs{n % VOLUNTEERS:03d}", "org_id": AUTO_ORG,
+            body = {"volunteer_id": self.volunteers[n % VOLUNTEERS], "org_id": AUTO_ORG,
                     "date": str(date.today() - timedelta(days=1)), "minutes": 15 + n % 30, "activity": f"API {n}"}
             try:
                 response = self.api.post("/v1/hours", self.api.admin, body)
@@ -179,14 +188,13 @@ def test_killed_workers_are_restarted_and_nothing_accepted_is_lost(tmp_path: Pat
                 return int(conn.execute(text(sql)).scalar_one())
 
         api = Api(url, token)
-        writer = ApiWriter(api)
+        writer = ApiWriter(api, [])
         try:
             api.organisation(ORG, ["community"], AREA)
             api.organisation(AUTO_ORG, ["community"], AREA, auto_approve=True)
-            for n in range(VOLUNTEERS):
-                api.volunteer(f"vs{n:03d}", AREA)
+            writer.volunteers = _members(api, (ORG, AUTO_ORG))
 
-            importer = _import(sheet, bootstrap)
+            importer = _import(sheet, bootstrap, database_url)
             writer.start()
             try:
                 # Kill the ledger as soon as it has begun applying the sheet: most of it is then unapplied.
@@ -278,7 +286,7 @@ def test_killed_workers_are_restarted_and_nothing_accepted_is_lost(tmp_path: Pat
         paused = _child(up_pid, "worker --only ledger")
         paused.suspend()
         try:
-            late = _import(last_sheet, bootstrap)
+            late = _import(last_sheet, bootstrap, database_url)
             out, _ = late.communicate(timeout=60)
             assert late.returncode == 0, out
             assert group_lag(bootstrap, ledger_group(""), [TOPIC_ACTIVITY]) == 2 * LATE_ROWS
@@ -335,15 +343,23 @@ def test_a_drain_that_cannot_finish_says_what_is_left(tmp_path: Path, how: str) 
     """The ledger paused with 200 events on tc.activity: a second SIGINT (or --drain-timeout) ends the wait."""
     data_dir, port = tmp_path / "data", free_port()
     sheet = tmp_path / "hours.csv"
-    _sheet(sheet, 100)  # unknown volunteers: rejected when applied, which is never here
+    _sheet(sheet, 100)
     extra = ("--drain-timeout", "3") if how == "drain timeout" else ()
     with running_up(data_dir, port, *extra) as running:
-        _, bootstrap = _read_start(running)
+        database_url, bootstrap = _read_start(running)
+        url = next(m[1] for line in running.lines if (m := re.search(r"API: (http://\S+)", line)))
+        token = next(m[1] for line in running.lines if (m := re.search(r"admin token: (\S+)", line)))
+        api = Api(url, token)
+        try:
+            api.organisation(ORG, ["community"], AREA)
+            _members(api, (ORG,))
+        finally:
+            api.close()
         up_pid = running.process.pid
         paused = _child(up_pid, "worker --only ledger")
         paused.suspend()
         try:
-            importer = _import(sheet, bootstrap)
+            importer = _import(sheet, bootstrap, database_url)
             out, _ = importer.communicate(timeout=60)
             assert importer.returncode == 0, out
             everything = process_tree(up_pid, data_dir, int(bootstrap.rsplit(":", 1)[1]))

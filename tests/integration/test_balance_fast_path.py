@@ -43,19 +43,22 @@ def test_the_fast_path_and_the_route_give_the_same_answers(engine: Engine) -> No
         EarnCredits(new_id(), NOW, "ben", "org1", 5),
     ])
     lead, _ = create_token(engine, Role.LEAD)
+    org, _ = create_token(engine, Role.ORG, org_id="org1")  # ana and ben are its members, idle is not
     ana, _ = create_token(engine, Role.VOLUNTEER, volunteer_id="ana")
     cases = [
-        ("/v1/volunteers/ana/balance", f"Bearer {lead}"),
+        ("/v1/volunteers/ana/balance", f"Bearer {org}"),
         ("/v1/volunteers/ana/balance", f"bearer {ana}"),  # the scheme is case-insensitive
         ("/v1/volunteers/idle/balance", f"Bearer {ADMIN}"),
-        ("/v1/volunteers/ben/balance?unused=1", f"Bearer {lead}"),
+        ("/v1/volunteers/ben/balance?unused=1", f"Bearer {org}"),
         ("/v1/volunteers/ben/balance", f"Bearer {ana}"),  # another volunteer's: 403
-        ("/v1/volunteers/nobody/balance", f"Bearer {lead}"),  # unknown: 404
+        ("/v1/volunteers/ana/balance", f"Bearer {lead}"),  # a lead reads statistics: 403
+        ("/v1/volunteers/idle/balance", f"Bearer {org}"),  # not its member: 403
+        ("/v1/volunteers/nobody/balance", f"Bearer {ADMIN}"),  # unknown: 404
         ("/v1/volunteers/ana/balance", None),  # 401
         ("/v1/volunteers/ana/balance", "Bearer tc_unknown"),  # 401
         ("/v1/volunteers/ana/balance", "Basic YW5hOng="),  # 401
-        ("/v1/volunteers/-ana/balance", f"Bearer {lead}"),  # not an id: 422
-        (f"/v1/volunteers/{'a' * 65}/balance", f"Bearer {lead}"),  # too long: 422
+        ("/v1/volunteers/-ana/balance", f"Bearer {ADMIN}"),  # not an id: 422
+        (f"/v1/volunteers/{'a' * 65}/balance", f"Bearer {ADMIN}"),  # too long: 422
     ]
     url = engine.url.render_as_string(hide_password=False)
 
@@ -77,7 +80,8 @@ def test_the_fast_path_and_the_route_give_the_same_answers(engine: Engine) -> No
 
     fast, routed = asyncio.run(answers(True)), asyncio.run(answers(False))
     assert fast == routed
-    assert [status for status, _, _ in fast] == [200, 200, 200, 200, 403, 404, 401, 401, 401, 422, 422]
+    assert [status for status, _, _ in fast] == [200, 200, 200, 200, 403, 403, 403, 404, 401, 401, 401, 422, 422]
+    assert b'"not_a_member"' in fast[6][2] and b'"forbidden"' in fast[5][2]
     assert fast[0][2] == b'{"volunteer_id":"ana","balance":"5.25","held":"1.50","available":"3.75"}'
     assert fast[2][2] == b'{"volunteer_id":"idle","balance":"0.00","held":"0.00","available":"0.00"}'
 
@@ -85,6 +89,7 @@ def test_the_fast_path_and_the_route_give_the_same_answers(engine: Engine) -> No
 def test_only_the_plain_success_is_answered_without_the_route(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO volunteers (id, area, consent_stats) VALUES ('ana', 'E09000025', true)"))
+    admin, _ = create_token(engine, Role.ADMIN)
     lead, _ = create_token(engine, Role.LEAD)
     url = engine.url.render_as_string(hide_password=False)
     routed: list[str] = []
@@ -105,11 +110,12 @@ def test_only_the_plain_success_is_answered_without_the_route(engine: Engine) ->
         fast_path = BalanceReadFastPath(route)
         statuses = []
         try:
-            for method, path, token in [("GET", "/v1/volunteers/ana/balance", lead),
-                                        ("GET", "/v1/volunteers/nobody/balance", lead),
+            for method, path, token in [("GET", "/v1/volunteers/ana/balance", admin),
+                                        ("GET", "/v1/volunteers/nobody/balance", admin),
                                         ("GET", "/v1/volunteers/ana/balance", "tc_unknown"),
-                                        ("POST", "/v1/volunteers/ana/balance", lead),
-                                        ("GET", "/v1/volunteers/ana/statement", lead)]:
+                                        ("POST", "/v1/volunteers/ana/balance", admin),
+                                        ("GET", "/v1/volunteers/ana/statement", admin),
+                                        ("GET", "/v1/volunteers/ana/balance", lead)]:
                 sent: list[dict[str, Any]] = []
 
                 async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
@@ -123,6 +129,6 @@ def test_only_the_plain_success_is_answered_without_the_route(engine: Engine) ->
             await reads.close()
         return statuses
 
-    assert asyncio.run(run()) == [200, 599, 599, 599, 599]
+    assert asyncio.run(run()) == [200, 599, 599, 599, 599, 599]
     assert routed == ["/v1/volunteers/nobody/balance", "/v1/volunteers/ana/balance", "/v1/volunteers/ana/balance",
-                      "/v1/volunteers/ana/statement"]
+                      "/v1/volunteers/ana/statement", "/v1/volunteers/ana/balance"]

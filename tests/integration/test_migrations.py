@@ -75,3 +75,28 @@ def test_every_migration_goes_down_to_nothing_and_up_again(database_url: str) ->
         engine.dispose()
     upgrade_to_head(database_url)
     assert "LIMIT 1" not in _postings_check(database_url)
+
+
+def test_memberships_are_backfilled_from_the_hours_organisations_logged(database_url: str) -> None:
+    from ledger.domain import EarnCredits
+    from tests.ledger_helpers import NOW, LedgerDriver, new_id
+
+    engine = create_engine(database_url)
+    try:
+        driver = LedgerDriver(engine)
+        driver.apply([EarnCredits(new_id(), NOW, "v1", "org1", 100), EarnCredits(new_id(), NOW, "v1", "org2", 100),
+                      EarnCredits(new_id(), NOW, "v1", "org1", 50), EarnCredits(new_id(), NOW, "v2", "org2", 100)])
+        _migrate(database_url, "downgrade", "0008_chain_per_partition")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT to_regclass('memberships')")).scalar() is None
+        upgrade_to_head(database_url)
+        with engine.connect() as conn:
+            head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            spells = conn.execute(text("SELECT org_id, volunteer_id FROM memberships WHERE ended_at IS NULL "
+                                       "ORDER BY org_id, volunteer_id")).all()
+        assert head == "0010_memberships"
+        assert [tuple(row) for row in spells] == [("org1", "v1"), ("org2", "v1"), ("org2", "v2")]
+        # The hours flow keeps working for the members the backfill made.
+        assert driver.apply([EarnCredits(new_id(), NOW, "v2", "org2", 100)])[0].applied
+    finally:
+        engine.dispose()

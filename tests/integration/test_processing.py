@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy import Engine, text
@@ -18,6 +18,7 @@ from ledger.events import (
     HoursApproved,
     HoursLogged,
     HoursRejected,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
@@ -50,6 +51,8 @@ def registry() -> list[DecodedEvent]:
         ev(VolunteerRegistered(volunteer_id="ben", area=AREA, consent_stats=False)),
         ev(OpportunityListed(opportunity_id="swim", partner_id="lido", title="Swim", category="sport", cost=100,
                              area=AREA)),
+        *[ev(MembershipStarted(membership_id=uuid4(), org_id=org, volunteer_id=volunteer))
+          for org in ("food-bank", "garden") for volunteer in ("ana", "ben")],
     ]
 
 

@@ -471,3 +471,33 @@ def test_import_hours_command_reports_an_unreachable_broker(tmp_path: Path) -> N
                                 console=Console(file=buffer, width=200))
     assert code == EXIT_BROKER
     assert "again is safe" in buffer.getvalue()
+
+
+def test_import_hours_command_names_volunteers_by_the_organisations_own_reference(
+        topics: str, tail: Tail, tmp_path: Path, tag: str, database_url: str) -> None:
+    from sqlalchemy import create_engine, insert
+
+    from ledger.pg import schema
+
+    org, volunteer, other = f"org-{tag}", "v-00000000a11c", "v-00000000b0b0"
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(schema.organisations).values(id=org, name="Org", area="E09000030",
+                                                             kinds=["community"], auto_approve=False))
+            conn.execute(insert(schema.volunteers).values([{"id": v, "area": "E09000030", "consent_stats": True}
+                                                           for v in (volunteer, other)]))
+            conn.execute(insert(schema.volunteer_references).values(org_id=org, reference="FB-0042",
+                                                                    volunteer_id=volunteer))
+    finally:
+        engine.dispose()
+    sheet = _write_sheet(tmp_path, "Volunteer,Date,Hours,Activity\r\nFB-0042,01/10/2025,1.5,Food bank\r\n"
+                                   f"{other},01/10/2025,1,Food bank\r\nFB-0999,01/10/2025,1,Food bank\r\n")
+    buffer = io.StringIO()
+    code = import_hours_command(sheet, org, False, None, topics, PARTITIONS, console=Console(file=buffer, width=200),
+                                database_url=database_url)
+    assert code == EXIT_OK, buffer.getvalue()
+    produced = sorted(_decoded(r).payload.volunteer_id for r in tail.read(2, of_org(org)))  # type: ignore[attr-defined]
+    assert produced == sorted([volunteer, other])
+    report = (tmp_path / "hours.report.csv").read_text(encoding="utf-8-sig")
+    assert "4,unknown_volunteer,\"no volunteer has the reference 'FB-0999'" in report

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from rich.console import Console
@@ -21,6 +22,7 @@ from ledger.events import (
     DecodedEvent,
     EventPayload,
     HoursLogged,
+    MembershipStarted,
     VolunteerRegistered,
     decode_event,
     encode_event,
@@ -145,6 +147,8 @@ def programme(engine: Engine, tmp_path: Path) -> Engine:
     registry = [_decoded(e.payload, e.event_id, e.occurred_at) for e in demo.registry()]
     registry += [_decoded(VolunteerRegistered(volunteer_id=v, area=WESTMINSTER, age_band="25-34", seb="lower",
                                               consent_stats=True), None, registered) for v in FEW]
+    registry += [_decoded(MembershipStarted(membership_id=uuid4(), org_id="bike-buddies", volunteer_id=v), None,
+                          registered) for v in FEW]
     _apply(engine, registry)
     _apply(engine, [_decoded(e.payload, e.event_id, e.occurred_at)
                     for e in demo.activity(days=122, start=date(2026, 3, 1))])

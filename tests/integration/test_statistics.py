@@ -17,6 +17,7 @@ from ledger.events import (
     EventPayload,
     HoursApproved,
     HoursLogged,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
@@ -50,6 +51,7 @@ def _registry(volunteers: list[tuple[str, str, str, bool]]) -> list[DecodedEvent
     for volunteer, area, age, consent in volunteers:
         events.append(_ev(VolunteerRegistered(volunteer_id=volunteer, area=area, age_band=age, seb="lower",
                                               consent_stats=consent), at))
+        events.append(_ev(MembershipStarted(membership_id=uuid.uuid4(), org_id="club", volunteer_id=volunteer), at))
     return events
 
 

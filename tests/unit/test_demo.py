@@ -47,3 +47,19 @@ def test_the_demo_is_dated_from_fixed_anchors_not_from_today() -> None:
     assert {e.occurred_at for e in demo.registry()} == {demo.REGISTERED_AT}
     assert min(e.occurred_at.date() for e in activity) == demo.START
     assert max(e.occurred_at.date() for e in activity) < demo.START.replace(year=demo.START.year + 1)
+
+
+def test_volunteers_have_server_style_ids_and_log_hours_only_where_they_are_members() -> None:
+    from ledger.events import HoursLogged, MembershipStarted, VolunteerRegistered
+    from ledger.volunteer_ids import VOLUNTEER_ID
+
+    registry = demo.registry()
+    volunteers = [e.payload.volunteer_id for e in registry if isinstance(e.payload, VolunteerRegistered)]
+    assert len(volunteers) == len(set(volunteers)) == 500
+    assert all(VOLUNTEER_ID.fullmatch(v) for v in volunteers)
+    assert volunteers == demo.volunteering().ids == demo.volunteering().ids  # the same on every call
+    members = {(e.payload.org_id, e.payload.volunteer_id) for e in registry if isinstance(e.payload, MembershipStarted)}
+    assert {v for _, v in members} == set(volunteers)
+    logged = {(e.payload.org_id, e.payload.volunteer_id) for e in demo.activity() if isinstance(e.payload, HoursLogged)}
+    assert logged and logged <= members
+    assert len({org for org, _ in logged}) == len(demo.COMMUNITY)

@@ -32,6 +32,8 @@ from ledger.events import (
     HoursApproved,
     HoursLogged,
     HoursRejected,
+    MembershipEnded,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
@@ -82,6 +84,8 @@ def samples() -> list[BaseModel]:
             area="E09000025",
             starts_at=datetime(2026, 4, 1, 18, 0, tzinfo=timezone(timedelta(hours=1))),
         ),
+        MembershipStarted(membership_id=uuid4(), org_id="garden", volunteer_id="v-0123456789ab"),
+        MembershipEnded(membership_id=uuid4(), org_id="garden", volunteer_id="v-0123456789ab"),
         EntryCommitted(
             entry_id=7,
             event_id=uuid4(),
@@ -137,7 +141,7 @@ def test_topics() -> None:
                 "BookingAttended", "CreditsRedeemed", "CreditsGifted", "EntryReversed"}
     assert {n for n, t in TOPIC_OF.items() if t == TOPIC_ACTIVITY} == activity
     assert {n for n, t in TOPIC_OF.items() if t == TOPIC_ADMIN} == {
-        "OrganisationRegistered", "VolunteerRegistered", "OpportunityListed"}
+        "OrganisationRegistered", "VolunteerRegistered", "OpportunityListed", "MembershipStarted", "MembershipEnded"}
     assert {n for n, t in TOPIC_OF.items() if t == TOPIC_LEDGER} == {"EntryCommitted"}
 
 

@@ -394,3 +394,17 @@ def test_report_cells_cannot_become_spreadsheet_formulas(tmp_path: Path) -> None
     (row,) = csv.DictReader(io.StringIO(report.read_text(encoding="utf-8-sig")))
     assert row["reason"] == "invalid_volunteer"
     assert row["raw"].startswith("'=")
+
+
+def test_a_rows_volunteer_is_resolved_by_the_organisations_reference_and_an_unknown_one_is_a_row_error() -> None:
+    directory = {"ASH-0042": "v-0123456789ab", "v-0123456789ab": "v-0123456789ab", "v-ba9876543210": "v-ba9876543210"}
+    data = ("volunteer,date,hours,activity\r\nASH-0042,02/10/2026,1.5,Food bank\r\n"
+            "v-ba9876543210,02/10/2026,1,Food bank\r\nASH-9999,02/10/2026,1,Food bank\r\n").encode()
+    sheet = parse_sheet(data, "ash", today=TODAY, resolve=directory.get)
+    assert [row.hours.volunteer_id for row in sheet.rows] == ["v-0123456789ab", "v-ba9876543210"]
+    assert [(row.line, row.reason) for row in sheet.rejected] == [(4, RejectCode.UNKNOWN_VOLUNTEER)]
+    assert "no volunteer has the reference 'ASH-9999' at ash" in sheet.rejected[0].message
+    # The event id follows the volunteer, not the cell: the same work imported by id or by reference is one log.
+    by_id = parse_sheet(b"volunteer,date,hours,activity\r\nv-0123456789ab,02/10/2026,1.5,Food bank\r\n", "ash",
+                        today=TODAY, resolve=directory.get)
+    assert by_id.rows[0].event_id == sheet.rows[0].event_id

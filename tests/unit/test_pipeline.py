@@ -18,6 +18,8 @@ from ledger.events import (
     HoursApproved,
     HoursLogged,
     OpportunityBooked,
+    MembershipEnded,
+    MembershipStarted,
     OrganisationRegistered,
     Undecodable,
     VolunteerRegistered,
@@ -37,7 +39,8 @@ def ev(payload, event_id: UUID | None = None) -> DecodedEvent:  # type: ignore[n
 
 def state(*, balances: dict[str, int] | None = None, decided: dict[UUID, EventOutcome] | None = None,
           entries: dict[UUID, RecordedEntry] | None = None, logs: dict[UUID, HoursLog] | None = None,
-          heads: dict[str, tuple[int, bytes]] | None = None) -> BatchState:
+          heads: dict[str, tuple[int, bytes]] | None = None,
+          members: set[tuple[str, str]] | None = None) -> BatchState:
     registry = BatchRegistry(
         {"ana", "ben"},
         {"garden": Organisation("garden", frozenset({"community"}), auto_approve=True),
@@ -46,6 +49,7 @@ def state(*, balances: dict[str, int] | None = None, decided: dict[UUID, EventOu
         {"swim": Opportunity("swim", "lido", 100)},
         logs or {},
         set(),
+        {(org, volunteer) for org in ("garden", "food") for volunteer in ("ana", "ben")} if members is None else members,
     )
     known = dict(balances or {})
     for account in ("volunteer:ana", "holds:ana", "volunteer:ben", "holds:ben", "issuer:garden", "issuer:food",
@@ -105,10 +109,11 @@ def test_registry_events_earlier_in_the_batch_are_known_to_later_ones() -> None:
         ev(OrganisationRegistered(org_id="park", name="Park", area=AREA, kinds=frozenset({"community"}),
                                   auto_approve=True)),
         ev(VolunteerRegistered(volunteer_id="cai", area=AREA, consent_stats=False)),
+        ev(MembershipStarted(membership_id=uuid4(), org_id="park", volunteer_id="cai")),
         hours(volunteer="cai", org="park"),
-    ], state(balances={}), chains=["tc.admin/0", "tc.admin/1", "tc.activity/0"])
+    ], state(balances={}), chains=["tc.admin/0", "tc.admin/1", "tc.admin/1", "tc.activity/0"])
     assert all(o.applied for o in decision.outcomes({decision.entries[0].draft.event_id: 1}))
-    assert [u.table for u in decision.registry] == ["organisations", "volunteers"]
+    assert [u.table for u in decision.registry] == ["organisations", "volunteers", "memberships"]
     assert decision.new_accounts == ["issuer:park", "volunteer:cai"]
 
 
@@ -195,3 +200,45 @@ def test_a_balance_the_state_does_not_hold_is_a_bug_not_a_zero() -> None:
         assert "volunteer:ana" in str(error)
     else:
         raise AssertionError("a missing balance must not be read as 0")
+
+
+def test_an_organisation_logs_hours_only_for_its_current_members() -> None:
+    decision = run([hours("ana", "garden"), hours("ben", "garden")], state(members={("garden", "ana")}))
+    outcomes = decision.outcomes({e.draft.event_id: n for n, e in enumerate(decision.entries, start=1)})
+    assert [(o.status, o.reason) for o in outcomes] == [("applied", None), ("rejected", "not_a_member")]
+    assert [log.volunteer_id for log in decision.hours_logs] == ["ana"]
+    assert [e.draft.volunteer_id for e in decision.entries] == ["ana"]
+
+
+def test_a_membership_started_or_ended_earlier_in_the_batch_decides_the_hours_after_it() -> None:
+    membership = uuid4()
+    decision = run([
+        hours("ben", "garden"),
+        ev(MembershipStarted(membership_id=membership, org_id="garden", volunteer_id="ben")),
+        hours("ben", "garden"),
+        ev(MembershipEnded(membership_id=membership, org_id="garden", volunteer_id="ben")),
+        hours("ben", "garden"),
+    ], state(members=set()))
+    outcomes = decision.outcomes({e.draft.event_id: n for n, e in enumerate(decision.entries, start=1)})
+    assert [(o.status, o.reason) for o in outcomes] == [
+        ("rejected", "not_a_member"), ("applied", None), ("applied", None), ("applied", None),
+        ("rejected", "not_a_member")]
+    assert [(u.table, "ended_at" in u.row) for u in decision.registry] == [("memberships", False),
+                                                                           ("memberships", True)]
+
+
+def test_hours_logged_while_a_member_are_approved_after_the_membership_ended() -> None:
+    log_id = uuid4()
+    log = HoursLog(log_id, "ana", "food", date(2026, 11, 1), 60, "x", WHEN, "org:food")
+    decision = run([ev(HoursApproved(log_event_id=log_id, volunteer_id="ana", org_id="food"))],
+                   state(logs={log_id: log}, members=set()))
+    outcomes = decision.outcomes({e.draft.event_id: n for n, e in enumerate(decision.entries, start=1)})
+    assert [(o.status, o.reason) for o in outcomes] == [("applied", None)]
+    assert decision.entries[0].draft.postings[-1] == Posting("volunteer:ana", 100)
+
+
+def test_a_membership_of_an_unknown_volunteer_or_organisation_is_refused() -> None:
+    decision = run([ev(MembershipStarted(membership_id=uuid4(), org_id="garden", volunteer_id="zed")),
+                    ev(MembershipStarted(membership_id=uuid4(), org_id="nowhere", volunteer_id="ana"))])
+    assert [r.reason for r in decision.refusals] == ["unknown_volunteer", "unknown_organisation"]
+    assert decision.registry == []

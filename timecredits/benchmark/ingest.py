@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ledger.pg.verify import verify_ledger
 from timecredits.benchmark.stack import Scenario, wait_for
+from timecredits.benchmark import workload
 from timecredits.benchmark.workload import Record
 
 
@@ -32,6 +33,12 @@ def run_ingest(run: Scenario, workers: int, registry: list[Record], activity: li
         producer.flush()
     volunteers = sum(1 for r in registry if b'"VolunteerRegistered"' in r.value)
     wait_for(lambda: run.volunteers() >= volunteers, 180, "the registry to be applied", children)
+    members = workload.memberships([workload.volunteer_id(n) for n in range(volunteers)])
+    with run.producer() as producer:
+        for record in members:
+            run.send(producer, record)
+        producer.flush()
+    wait_for(lambda: run.members() >= len(members), 180, "the memberships to be applied", children)
     baseline = run.decided()
 
     produced_at: list[float] = []

@@ -17,7 +17,7 @@ from timecredits.benchmark import workload
 from timecredits.benchmark.ceiling import CeilingResult, run_ceiling, run_plain_ceiling
 from timecredits.benchmark.httpload import LoadResult
 from timecredits.benchmark.ingest import IngestResult, run_ingest
-from timecredits.benchmark.latency import LatencyResult, run_latency
+from timecredits.benchmark.latency import LatencyResult, probe_volunteer, run_latency
 from timecredits.benchmark.reads import run_reads
 from timecredits.benchmark.stack import Scenario, scenario, wait_for
 from timecredits.settings import Settings
@@ -82,6 +82,12 @@ def _api_figures(run: Scenario, registry: list[workload.Record], rate: float, la
         for record in [*registry, *workload.probe_registry(2 * probes)]:
             run.send(producer, record)
     wait_for(lambda: run.volunteers() >= VOLUNTEERS + 2 * probes, 180, "the registry to be applied", workers)
+    members = workload.memberships([workload.volunteer_id(n) for n in range(VOLUNTEERS)]
+                                   + [probe_volunteer(n) for n in range(2 * probes)])
+    with run.producer() as producer:
+        for record in members:
+            run.send(producer, record)
+    wait_for(lambda: run.members() >= len(members), 180, "the memberships to be applied", workers)
     admin = new_token()
     url = run.start_api(admin, workers=2)  # one uvicorn process a core
     token, _ = create_token(run.engine, Role.LEAD, label="bench")

@@ -92,6 +92,10 @@ class Scenario:
             rejections = int(conn.execute(text("SELECT count(*) FROM rejections")).scalar_one())
         return entries + rejections
 
+    def members(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM memberships")).scalar_one())
+
     def volunteers(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(text("SELECT count(*) FROM volunteers")).scalar_one())

@@ -18,6 +18,7 @@ from ledger.events import (
     CreditsGifted,
     CreditsRedeemed,
     HoursLogged,
+    MembershipStarted,
     OpportunityBooked,
     OpportunityListed,
     OrganisationRegistered,
@@ -63,6 +64,14 @@ def probe_registry(probes: int, seed: int = 7) -> list[Record]:
     rng = random.Random(seed)
     return [_record("tc.admin", VolunteerRegistered(volunteer_id=f"probe{n:05d}", area=AREAS[0], consent_stats=False),
                     rng) for n in range(probes)]
+
+
+def memberships(volunteers: list[str], seed: int = 9) -> list[Record]:
+    """Each volunteer a member of every club (an organisation logs hours only for its members). Sent once the
+    clubs are applied: keyed by the volunteer, a membership could otherwise reach the worker before its club."""
+    rng = random.Random(seed)
+    return [_record("tc.admin", MembershipStarted(membership_id=_id(rng), org_id=club, volunteer_id=volunteer), rng)
+            for volunteer in volunteers for club in CLUBS]
 
 
 def activity(events: int, volunteers: int, seed: int = 6, start: datetime | None = None) -> Iterator[Record]:
