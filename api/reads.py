@@ -8,6 +8,7 @@ against the SQLAlchemy path.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,11 @@ from sqlalchemy.engine import make_url
 from ledger.accounts import holds_account, volunteer_account
 
 TOKEN_SQL = (
-    "SELECT id, role, org_id, volunteer_id FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL"
+    "SELECT id, role, org_id, volunteer_id, revoked_at, expires_at, last_used_at FROM api_tokens"
+    " WHERE token_sha256 = $1"
+)
+TOUCH_TOKEN_SQL = (
+    "UPDATE api_tokens SET last_used_at = now() WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - $2::interval)"
 )
 BALANCE_SQL = (
     "SELECT available.balance, held.balance FROM volunteers v"
@@ -46,9 +51,14 @@ class FastReads:
             await self._pool.close()
 
     async def token(self, digest: bytes) -> Any:
-        """The token's row (id, role, org_id, volunteer_id), or None when unknown or revoked."""
+        """The token's row (id, role, scope, revoked_at, expires_at, last_used_at), or None when unknown."""
         assert self._pool is not None
         return await self._pool.fetchrow(TOKEN_SQL, digest)
+
+    async def touch_token(self, token_id: Any, every: timedelta) -> None:
+        """Record the token's use, unless it was recorded less than `every` ago (docs/design.md §5.1)."""
+        assert self._pool is not None
+        await self._pool.execute(TOUCH_TOKEN_SQL, token_id, every)
 
     async def balance(self, volunteer_id: str) -> tuple[int, int] | None:
         """(available, held) in hundredths for a registered volunteer, None for an unknown one."""
