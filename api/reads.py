@@ -37,13 +37,14 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 class FastReads:
     def __init__(self, database_url: str, size: int = 20) -> None:
-        self._dsn = asyncpg_dsn(database_url)
+        self._dsn, self._ssl = asyncpg_connect_args(database_url)
         self._size = size
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
         # min_size 0: the API starts (and answers /healthz) while PostgreSQL is still coming up.
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=self._size, reset=_keep_session,
+        self._pool = await asyncpg.create_pool(self._dsn, ssl=self._ssl, min_size=0, max_size=self._size,
+                                               reset=_keep_session,
                                                max_inactive_connection_lifetime=60)
 
     async def close(self) -> None:
@@ -70,6 +71,21 @@ class FastReads:
         return row[0] or 0, row[1] or 0
 
 
-def asyncpg_dsn(database_url: str) -> str:
-    """A libpq-style URL for asyncpg, from a SQLAlchemy one (`postgresql+psycopg2://…`)."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+#: libpq's `sslmode` values, which asyncpg's `ssl` takes by the same names.
+SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
+def asyncpg_connect_args(database_url: str) -> tuple[str, str | None]:
+    """A libpq-style URL for asyncpg and its `ssl` argument, from the SQLAlchemy URL (docs/design.md §6).
+
+    `sslmode` (as managed providers write it, `?sslmode=require`) leaves the URL and becomes asyncpg's `ssl`;
+    without it, `ssl` is None and asyncpg does as libpq does by default (`prefer`).
+    """
+    url = make_url(database_url).set(drivername="postgresql")
+    query = dict(url.query)
+    mode = query.pop("sslmode", None)
+    if isinstance(mode, tuple):
+        mode = mode[-1]
+    if mode is not None and mode not in SSL_MODES:
+        raise ValueError(f"sslmode must be one of {', '.join(sorted(SSL_MODES))}, not {mode!r}")
+    return url.set(query=query).render_as_string(hide_password=False), mode

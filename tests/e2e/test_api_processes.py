@@ -33,7 +33,7 @@ def _listeners(supervisor: int, port: int) -> set[int]:
 
 @pytest.fixture()
 def api(shared_stack: Stack) -> Iterator[ApiProcess]:
-    process = ApiProcess({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": "tc_admin-for-processes"},
+    process = ApiProcess({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": PROCESSES_ADMIN},
                          shared_stack.tmp / "api-processes.log", workers=2)
     try:
         process.wait_answering("/healthz", 200, timeout=60)
