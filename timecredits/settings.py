@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     #: The largest request body the API reads (docs/design.md §5.4); there is no upload endpoint.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="TIMECREDITS_MAX_BODY_BYTES")
     #: Writes (POST, PUT, PATCH, DELETE) a second, and the burst, per credential and per client address.
-    rate_writes_per_s: float = Field(default=2000.0, gt=0, alias="TIMECREDITS_RATE_WRITES_PER_S")
-    rate_writes_burst: int = Field(default=4000, ge=1, alias="TIMECREDITS_RATE_WRITES_BURST")
+    rate_writes_per_s: float = Field(default=5000.0, gt=0, alias="TIMECREDITS_RATE_WRITES_PER_S")
+    rate_writes_burst: int = Field(default=10_000, ge=1, alias="TIMECREDITS_RATE_WRITES_BURST")
     #: Refused authentications (401s) a minute, and the burst, per client address.
     rate_auth_failures_per_min: float = Field(default=600.0, gt=0, alias="TIMECREDITS_RATE_AUTH_FAILURES_PER_MIN")
     rate_auth_failures_burst: int = Field(default=100, ge=1, alias="TIMECREDITS_RATE_AUTH_FAILURES_BURST")

@@ -64,7 +64,7 @@ def check_scope(role: Role, org_id: str | None, volunteer_id: str | None) -> Non
 
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated,
-             responses=responses(400, 401, 403, 404, 413, 422, 429))
+             responses=responses(400, 401, 403, 404, 422))
 def create(body: NewToken, services: ServicesDep,
            _: Annotated[Principal, Depends(require(Role.ADMIN))]) -> TokenCreated:
     check_scope(body.role, body.org_id, body.volunteer_id)
@@ -117,13 +117,13 @@ def revoke_token(engine: Engine, principal: Principal, token_id: uuid.UUID) -> b
     return True
 
 
-@router.get("/tokens", response_model=TokenList, responses=responses(401, 429))
+@router.get("/tokens", response_model=TokenList, responses=responses(401))
 def list_(principal: PrincipalDep, services: ServicesDep) -> TokenList:
     return TokenList(tokens=list_tokens(services.engine, principal))
 
 
 @router.delete("/tokens/{token_id}", status_code=204, response_class=Response,
-               responses=responses(401, 404, 429))
+               responses=responses(401, 404))
 async def revoke(token_id: str, principal: PrincipalDep, services: ServicesDep) -> Response:
     try:
         parsed = uuid.UUID(token_id)
