@@ -75,3 +75,21 @@ def test_every_migration_goes_down_to_nothing_and_up_again(database_url: str) ->
         engine.dispose()
     upgrade_to_head(database_url)
     assert "LIMIT 1" not in _postings_check(database_url)
+
+
+def test_tokens_made_before_lifetimes_get_a_year_from_the_migration(database_url: str) -> None:
+    _migrate(database_url, "downgrade", "0008_chain_per_partition")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO api_tokens (id, token_sha256, role) "
+                              "VALUES ('00000000-0000-0000-0000-000000000009', sha256('t'::bytea), 'lead')"))
+        upgrade_to_head(database_url)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT expires_at - now() AS left, last_used_at FROM api_tokens")).one()
+            nullable = conn.execute(text("SELECT is_nullable FROM information_schema.columns "
+                                         "WHERE table_name = 'api_tokens' AND column_name = 'expires_at'")).scalar()
+        assert 364 <= row.left.days <= 365 and row.last_used_at is None
+        assert nullable == "NO"  # every token made from now on has an expiry
+    finally:
+        engine.dispose()
