@@ -13,6 +13,7 @@ from api.broker import BrokerLink
 from api.deps import Services
 from api.errors import error_json, install_error_handlers
 from api.hotpath import BalanceReadFastPath
+from api.limits import BodyLimitMiddleware, RateLimitMiddleware, RateLimits
 from api.middleware import IdempotencyMiddleware, MetricsMiddleware
 from api.reads import FastReads
 from api.routes import (
@@ -38,9 +39,15 @@ Every write accepts an `Idempotency-Key` header: the same key and body get the f
 """
 
 
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+#: The defaults of `TIMECREDITS_RATE_...` (timecredits.settings), for apps made without settings.
+GENEROUS = RateLimits(writes_per_s=5000.0, writes_burst=10_000, auth_failures_per_min=600.0, auth_failures_burst=100)
+
+
 def create_app(services: Services | None = None, *, database_url: str | None = None,
                bootstrap_servers: str | None = None, admin_token: str | None = None, topic_prefix: str = "",
-               publish_timeout_s: float = 5.0) -> FastAPI:
+               publish_timeout_s: float = 5.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               rate_limits: RateLimits = GENEROUS) -> FastAPI:
     """The app, for `services` already made (tests) or for the given endpoints (created at start-up)."""
 
     @asynccontextmanager
@@ -88,5 +95,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app.add_middleware(BalanceReadFastPath)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(MetricsMiddleware)
+    # Outermost: a request over its rate or with too large a body is refused before anything else runs.
+    app.add_middleware(RateLimitMiddleware, limits=rate_limits)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     return app
 

@@ -8,10 +8,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select
+from sqlalchemy import Engine, bindparam, insert, select, text
 from starlette.concurrency import run_in_threadpool
 
 from api.reads import FastReads
@@ -51,26 +52,49 @@ def new_token() -> str:
     return "tc_" + secrets.token_urlsafe(32)
 
 
+DEFAULT_LIFETIME_DAYS = 365
+MAX_LIFETIME_DAYS = 3650
+#: How long a resolved token is kept in each API process: a revoked token is refused everywhere within it.
+CACHE_TTL_S = 1.0
+#: `last_used_at` is written at most this often a token (docs/design.md §5.1).
+LAST_USED_EVERY = timedelta(minutes=1)
+
+
+class Refusal(StrEnum):
+    """Why a bearer token was refused (the 401's code)."""
+    UNKNOWN = "invalid_token"
+    REVOKED = "token_revoked"
+    EXPIRED = "token_expired"
+
+
+def expiry_after(days: int = DEFAULT_LIFETIME_DAYS) -> datetime:
+    """When a token created now for `days` days expires (1 to `MAX_LIFETIME_DAYS`)."""
+    if not 1 <= days <= MAX_LIFETIME_DAYS:
+        raise ValueError(f"a token lasts 1 to {MAX_LIFETIME_DAYS} days, not {days}")
+    return (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0)
+
+
 def create_token(engine: Engine, role: Role, org_id: str | None = None, volunteer_id: str | None = None,
-                 label: str = "") -> tuple[str, uuid.UUID]:
+                 label: str = "", expires_at: datetime | None = None) -> tuple[str, uuid.UUID]:
     """Store a new token's digest; the token itself is returned once and never stored."""
     token, token_id = new_token(), uuid.uuid4()
     with engine.begin() as conn:
         conn.execute(insert(schema.api_tokens).values(
             id=token_id, token_sha256=hash_token(token), role=role.value, org_id=org_id, volunteer_id=volunteer_id,
-            label=label))
+            label=label, expires_at=expires_at or expiry_after()))
     return token, token_id
 
 
 class PrincipalCache:
-    """Tokens resolved in the last `ttl_s` seconds, so that a read costs no token lookup.
+    """Tokens resolved in the last `ttl_s` seconds, so that a burst of requests costs one token lookup.
 
-    Only known tokens are kept (an unknown one is looked up every time, so guessing cannot fill the cache),
-    at most `max_entries` of them. The price: a token revoked in the database keeps working for up to
-    `ttl_s` seconds in each API process that used it just before.
+    Only valid tokens are kept (an unknown, revoked or expired one is looked up every time, so guessing cannot
+    fill the cache), at most `max_entries` of them, and never past the token's expiry. The price: a token
+    revoked in the database keeps working for up to `ttl_s` seconds in each API process that used it just
+    before (docs/design.md §5.1 says why one second and not LISTEN/NOTIFY).
     """
 
-    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl_s: float = CACHE_TTL_S, max_entries: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self._max_entries = max_entries
         self._entries: dict[bytes, tuple[float, Principal]] = {}
@@ -82,32 +106,45 @@ class PrincipalCache:
             return None
         return found[1]
 
-    def put(self, digest: bytes, principal: Principal) -> None:
+    def put(self, digest: bytes, principal: Principal, expires_at: datetime) -> None:
+        until = time.monotonic() + min(self.ttl_s, (expires_at - datetime.now(UTC)).total_seconds())
         with self._lock:
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()
-            self._entries[digest] = (time.monotonic() + self.ttl_s, principal)
+            self._entries[digest] = (until, principal)
+
+
+Resolved = Principal | Refusal
+"""Who a token belongs to, or why it is refused."""
 
 
 def principal_for(engine: Engine, token: str, admin_token: str | None,
-                  cache: PrincipalCache | None = None) -> Principal | None:
+                  cache: PrincipalCache | None = None) -> Resolved:
     known, digest = _without_lookup(token, admin_token, cache)
     if known is not None:
         return known
     with engine.connect() as conn:
         row = conn.execute(_TOKEN_QUERY, {"digest": digest}).mappings().first()
-    return _remember(cache, digest, row)
+        resolved = _remember(cache, digest, row)
+        if _due_for_last_used(row, resolved):
+            conn.execute(_TOUCH, {"id": row["id"], "every": LAST_USED_EVERY})
+            conn.commit()
+    return resolved
 
 
 async def principal_for_async(reads: FastReads | None, engine: Engine, token: str, admin_token: str | None,
-                              cache: PrincipalCache | None = None) -> Principal | None:
+                              cache: PrincipalCache | None = None) -> Resolved:
     """`principal_for` on the event loop: from the cache, else through `reads` (or a thread without it)."""
     known, digest = _without_lookup(token, admin_token, cache)
     if known is not None:
         return known
     if reads is None:
         return await run_in_threadpool(principal_for, engine, token, admin_token, cache)
-    return _remember(cache, digest, await reads.token(digest))
+    row = await reads.token(digest)
+    resolved = _remember(cache, digest, row)
+    if _due_for_last_used(row, resolved):
+        await reads.touch_token(row["id"], LAST_USED_EVERY)
+    return resolved
 
 
 def _without_lookup(token: str, admin_token: str | None, cache: PrincipalCache | None) -> tuple[Principal | None, bytes]:
@@ -120,15 +157,30 @@ def _without_lookup(token: str, admin_token: str | None, cache: PrincipalCache |
 
 _TOKEN_QUERY = (
     select(schema.api_tokens.c.id, schema.api_tokens.c.role, schema.api_tokens.c.org_id,
-           schema.api_tokens.c.volunteer_id)
-    .where(schema.api_tokens.c.token_sha256 == bindparam("digest"), schema.api_tokens.c.revoked_at.is_(None))
+           schema.api_tokens.c.volunteer_id, schema.api_tokens.c.revoked_at, schema.api_tokens.c.expires_at,
+           schema.api_tokens.c.last_used_at)
+    .where(schema.api_tokens.c.token_sha256 == bindparam("digest"))
 )
+#: The one write a token's use makes, at most once a minute: the WHERE keeps processes racing to one write.
+_TOUCH = text("UPDATE api_tokens SET last_used_at = now() WHERE id = :id "
+              "AND (last_used_at IS NULL OR last_used_at < now() - CAST(:every AS interval))")
 
 
-def _remember(cache: PrincipalCache | None, digest: bytes, row: Any) -> Principal | None:
+def _remember(cache: PrincipalCache | None, digest: bytes, row: Any) -> Resolved:
     if row is None:
-        return None
+        return Refusal.UNKNOWN
+    if row["revoked_at"] is not None:
+        return Refusal.REVOKED
+    if row["expires_at"] <= datetime.now(UTC):
+        return Refusal.EXPIRED
     principal = Principal(Role(row["role"]), row["org_id"], row["volunteer_id"], str(row["id"]))
     if cache is not None:
-        cache.put(digest, principal)
+        cache.put(digest, principal, row["expires_at"])
     return principal
+
+
+def _due_for_last_used(row: Any, resolved: Resolved) -> bool:
+    if not isinstance(resolved, Principal):
+        return False
+    last = row["last_used_at"]
+    return last is None or last < datetime.now(UTC) - LAST_USED_EVERY

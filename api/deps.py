@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from api.auth import Principal, PrincipalCache, Role, principal_for_async
+from api.auth import Principal, PrincipalCache, Refusal, Role, principal_for_async
 from api.broker import BrokerLink
 from api.errors import ApiError
 from api.reads import FastReads
@@ -45,9 +45,16 @@ async def current_principal(
     services: Services = request.app.state.services
     principal = await principal_for_async(services.reads, services.engine, credentials.credentials,
                                           services.admin_token, services.principals)
-    if principal is None:
-        raise ApiError(401, "invalid_token", "the token is unknown or revoked")
+    if isinstance(principal, Refusal):
+        raise ApiError(401, principal.value, _REFUSALS[principal])
     return principal
+
+
+_REFUSALS = {
+    Refusal.UNKNOWN: "this token is not known: check it was copied whole",
+    Refusal.REVOKED: "this token was revoked: ask for a new one",
+    Refusal.EXPIRED: "this token has expired: ask for a new one",
+}
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

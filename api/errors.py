@@ -33,7 +33,8 @@ def error_json(status: int, code: str, message: str, headers: dict[str, str] | N
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request", 503: "unavailable",
+    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+    429: "rate_limited", 503: "unavailable",
 }
 
 
@@ -69,6 +70,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_json(exc.status_code, code, message, getattr(exc, "headers", None))
 
 
+#: What the limits at the edge (api/limits.py) may answer on any route: a body too large, too many requests.
+EDGE_STATUSES = (413, 429)
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can answer."""
-    return {status: {"model": ErrorResponse, "description": _HTTP_CODES.get(status, "error")} for status in statuses}
+    """OpenAPI entries for the error statuses a route can answer, and those of the limits at the edge."""
+    return {status: {"model": ErrorResponse, "description": _HTTP_CODES.get(status, "error")}
+            for status in sorted({*statuses, *EDGE_STATUSES})}

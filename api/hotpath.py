@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.auth import principal_for_async
+from api.auth import Principal, principal_for_async
 from api.routes.accounts import as_balance, may_read_without_lookup
 from ledger.pg.repository import VolunteerBalance
 
@@ -68,7 +68,7 @@ class BalanceReadFastPath:
         try:
             principal = await principal_for_async(services.reads, services.engine, token, services.admin_token,
                                                   services.principals)
-            if principal is None or not may_read_without_lookup(principal, volunteer_id):
+            if not isinstance(principal, Principal) or not may_read_without_lookup(principal, volunteer_id):
                 return None
             row = await services.reads.balance(volunteer_id)
         except Exception:  # noqa: BLE001 - the route reads again and answers the error as documented

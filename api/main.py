@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from api.app import create_app
+from api.limits import RateLimits
 from timecredits.settings import get_settings
 
 _settings = get_settings()
@@ -11,4 +12,7 @@ app = create_app(
     admin_token=_settings.admin_token,
     topic_prefix=_settings.topic_prefix,
     publish_timeout_s=_settings.publish_timeout_s,
+    max_body_bytes=_settings.max_body_bytes,
+    rate_limits=RateLimits(_settings.rate_writes_per_s, _settings.rate_writes_burst,
+                           _settings.rate_auth_failures_per_min, _settings.rate_auth_failures_burst),
 )

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import principal_for
+from api.auth import Principal, principal_for
 from api.publishing import request_event_id
 from ledger.pg import schema
 
@@ -66,8 +66,8 @@ class IdempotencyMiddleware:
         services = scope["app"].state.services
         engine: Engine = services.engine
         token = authorization.partition(" ")[2].strip() if authorization.lower().startswith("bearer ") else ""
-        if not token or await run_in_threadpool(principal_for, engine, token, services.admin_token,
-                                                  services.principals) is None:
+        if not token or not isinstance(await run_in_threadpool(principal_for, engine, token, services.admin_token,
+                                                                 services.principals), Principal):
             await self.app(scope, _replay(body), send)  # no key is claimed for a caller the API will refuse
             return
         ident = (hashlib.sha256(authorization.encode()).digest(), scope["path"], key)

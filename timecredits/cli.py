@@ -210,16 +210,18 @@ def tokens_create(
     org: Annotated[str | None, typer.Option(help="the organisation of an org token")] = None,
     volunteer: Annotated[str | None, typer.Option(help="the volunteer of a volunteer token")] = None,
     label: Annotated[str, typer.Option(help="a note to recognise the token by")] = "",
+    expires_in_days: Annotated[int, typer.Option(help="how many days the token works for, 1 to 3650")] = 365,
     data_dir: DataDir = None,
 ) -> None:
     """Create a token and print it (once: only its digest is stored)."""
-    from api.auth import Role, create_token
+    from api.auth import Role, create_token, expiry_after
     from api.errors import ApiError
     from api.routes.tokens import check_scope
 
     try:
         chosen = Role(role)
         check_scope(chosen, org, volunteer)
+        expires_at = expiry_after(expires_in_days)
     except (ValueError, ApiError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(code=2) from exc
@@ -227,11 +229,51 @@ def tokens_create(
     with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
         upgrade_to_head(engine.url.render_as_string(hide_password=False))
         try:
-            token, token_id = create_token(engine, chosen, org, volunteer, label)
+            token, token_id = create_token(engine, chosen, org, volunteer, label, expires_at)
         except Exception as exc:  # noqa: BLE001 - an unknown organisation or volunteer
             console.print(f"[red]could not create the token: {str(exc).splitlines()[0]}[/red]")
             raise typer.Exit(code=1) from exc
     print(token)
+
+
+@tokens_app.command("list")
+def tokens_list(data_dir: DataDir = None) -> None:
+    """List every token: id, role, scope, label and dates (never the secret)."""
+    from api.auth import Principal, Role
+    from api.routes.tokens import list_tokens
+
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
+        listed = list_tokens(engine, Principal(Role.ADMIN))
+    for t in listed:
+        scope = t.org_id or t.volunteer_id or "-"
+        state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else f"expires {t.expires_at:%Y-%m-%d}"
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
+        print(f"{t.id}\t{t.role.value}\t{scope}\t{state}\t{used}\t{t.label}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[str, typer.Argument(help="the token's id (from `tokens list`)")],
+                  data_dir: DataDir = None) -> None:
+    """Revoke a token: every API process refuses it within a second."""
+    import uuid
+
+    from api.auth import Principal, Role
+    from api.routes.tokens import revoke_token
+
+    try:
+        parsed = uuid.UUID(token_id)
+    except ValueError as exc:
+        console.print(f"[red]{token_id} is not a token id[/red]")
+        raise typer.Exit(code=2) from exc
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
+        if not revoke_token(engine, Principal(Role.ADMIN), parsed):
+            console.print(f"[red]no token {token_id}[/red]")
+            raise typer.Exit(code=1)
+    console.print(f"token {token_id} revoked")
 
 
 @app.command("import-areas")

@@ -4,8 +4,27 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+#: The shortest `TIMECREDITS_ADMIN_TOKEN` accepted: 32 characters, as a generated token is 46.
+MIN_ADMIN_TOKEN_LENGTH = 32
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg2"}
+
+
+def sqlalchemy_database_url(url: str) -> str:
+    """`DATABASE_URL` as SQLAlchemy's psycopg2 URL, whichever way it was written (docs/design.md §6).
+
+    Managed providers hand out `postgres://…` or `postgresql://…`, often with `?sslmode=require`; SQLAlchemy
+    wants `postgresql+psycopg2://…`. Query parameters (`sslmode` among them) pass through to libpq as given.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in _POSTGRES_SCHEMES:
+        raise ValueError(f"DATABASE_URL must be a postgresql:// (or postgres://) URL, not {scheme or url!r}://")
+    normalised = f"postgresql+psycopg2://{rest}"
+    make_url(normalised)  # refuses a URL SQLAlchemy cannot read, here rather than at the first connection
+    return normalised
 
 
 class Settings(BaseSettings):
@@ -27,6 +46,29 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(default=0.2, gt=0, alias="TIMECREDITS_BATCH_WITHIN")
     publish_timeout_s: float = Field(default=5.0, gt=0, alias="TIMECREDITS_PUBLISH_TIMEOUT")
     ledger_batch_size: int = Field(default=1000, ge=1, alias="TIMECREDITS_BATCH_SIZE")
+    #: The largest request body the API reads (docs/design.md §5.5); there is no upload endpoint.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="TIMECREDITS_MAX_BODY_BYTES")
+    #: Writes (POST, PUT, PATCH, DELETE) a second, and the burst, per credential and per client address.
+    rate_writes_per_s: float = Field(default=5000.0, gt=0, alias="TIMECREDITS_RATE_WRITES_PER_S")
+    rate_writes_burst: int = Field(default=10_000, ge=1, alias="TIMECREDITS_RATE_WRITES_BURST")
+    #: Refused authentications (401s) a minute, and the burst, per client address.
+    rate_auth_failures_per_min: float = Field(default=600.0, gt=0, alias="TIMECREDITS_RATE_AUTH_FAILURES_PER_MIN")
+    rate_auth_failures_burst: int = Field(default=100, ge=1, alias="TIMECREDITS_RATE_AUTH_FAILURES_BURST")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        return sqlalchemy_database_url(value) if value else None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # unset, or set empty (as compose does by default): no bootstrap admin
+        if len(value) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(f"TIMECREDITS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters "
+                             f"(this one has {len(value)}); `timecredits tokens create --role admin` makes one")
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -1,19 +1,25 @@
-"""Tokens for the four roles; shown once, stored as digests."""
+"""Tokens for the four roles: created (shown once, stored as digests), listed without secrets, revoked
+(docs/design.md §5.1)."""
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.sql import ColumnElement
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, Role, create_token
-from api.deps import ServicesDep, require
+from api.auth import DEFAULT_LIFETIME_DAYS, MAX_LIFETIME_DAYS, Principal, Role, create_token, expiry_after
+from api.deps import PrincipalDep, ServicesDep, require
 from api.errors import ApiError, responses
 from api.models import Id, OptionalText500, Request
 from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
+_tokens = schema.api_tokens
 
 
 class NewToken(Request):
@@ -21,6 +27,8 @@ class NewToken(Request):
     org_id: Id | None = None
     volunteer_id: Id | None = None
     label: OptionalText500 = ""
+    expires_in_days: int = Field(default=DEFAULT_LIFETIME_DAYS, ge=1, le=MAX_LIFETIME_DAYS,
+                                 description="how many days the token works for")
 
 
 class TokenCreated(BaseModel):
@@ -29,6 +37,24 @@ class TokenCreated(BaseModel):
     role: Role
     org_id: str | None = None
     volunteer_id: str | None = None
+    expires_at: datetime
+
+
+class TokenListed(BaseModel):
+    """A token as listed: who it is for and its dates, never the secret."""
+    id: str
+    role: Role
+    org_id: str | None
+    volunteer_id: str | None
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="to the minute: recorded at most once a minute")
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenListed]
 
 
 def check_scope(role: Role, org_id: str | None, volunteer_id: str | None) -> None:
@@ -37,7 +63,8 @@ def check_scope(role: Role, org_id: str | None, volunteer_id: str | None) -> Non
                                              "admin and lead tokens neither")
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreated, responses=responses(400, 401, 403, 404, 422))
+@router.post("/tokens", status_code=201, response_model=TokenCreated,
+             responses=responses(400, 401, 403, 404, 422))
 def create(body: NewToken, services: ServicesDep,
            _: Annotated[Principal, Depends(require(Role.ADMIN))]) -> TokenCreated:
     check_scope(body.role, body.org_id, body.volunteer_id)
@@ -48,5 +75,60 @@ def create(body: NewToken, services: ServicesDep,
         if body.volunteer_id and conn.execute(select(schema.volunteers.c.id).where(
                 schema.volunteers.c.id == body.volunteer_id)).first() is None:
             raise ApiError(404, "unknown_volunteer", f"no volunteer {body.volunteer_id}")
-    token, token_id = create_token(services.engine, body.role, body.org_id, body.volunteer_id, body.label)
-    return TokenCreated(token=token, id=str(token_id), role=body.role, org_id=body.org_id, volunteer_id=body.volunteer_id)
+    expires_at = expiry_after(body.expires_in_days)
+    token, token_id = create_token(services.engine, body.role, body.org_id, body.volunteer_id, body.label, expires_at)
+    return TokenCreated(token=token, id=str(token_id), role=body.role, org_id=body.org_id,
+                        volunteer_id=body.volunteer_id, expires_at=expires_at)
+
+
+def visible_to(principal: Principal) -> ColumnElement[bool]:
+    """The tokens `principal` may list and revoke: all for admin, its organisation's for an organisation, its
+    own for a volunteer or a lead; the bootstrap admin token has no row and sees all."""
+    if principal.role is Role.ADMIN:
+        return _tokens.c.id.is_not(None)
+    if principal.role is Role.ORG:
+        return _tokens.c.org_id == principal.org_id
+    if principal.role is Role.VOLUNTEER:
+        return _tokens.c.volunteer_id == principal.volunteer_id
+    return _tokens.c.id == uuid.UUID(principal.token_id) if principal.token_id else _tokens.c.id.is_(None)
+
+
+def list_tokens(engine: Engine, principal: Principal) -> list[TokenListed]:
+    columns = [_tokens.c.id, _tokens.c.role, _tokens.c.org_id, _tokens.c.volunteer_id, _tokens.c.label,
+               _tokens.c.created_at, _tokens.c.last_used_at, _tokens.c.expires_at, _tokens.c.revoked_at]
+    with engine.connect() as conn:
+        rows = conn.execute(select(*columns).where(visible_to(principal)).order_by(_tokens.c.created_at,
+                                                                                  _tokens.c.id)).mappings().all()
+    return [TokenListed(**{**row, "id": str(row["id"])}) for row in rows]
+
+
+def revoke_token(engine: Engine, principal: Principal, token_id: uuid.UUID) -> bool:
+    """Revoke a token `principal` may see; False if there is none (unknown, or another's: the same answer).
+
+    Revoking a revoked token keeps its first `revoked_at` and still succeeds.
+    """
+    with engine.begin() as conn:
+        found = conn.execute(select(_tokens.c.revoked_at).where(_tokens.c.id == token_id,
+                                                                visible_to(principal))).first()
+        if found is None:
+            return False
+        if found.revoked_at is None:
+            conn.execute(update(_tokens).where(_tokens.c.id == token_id).values(revoked_at=func.now()))
+    return True
+
+
+@router.get("/tokens", response_model=TokenList, responses=responses(401))
+def list_(principal: PrincipalDep, services: ServicesDep) -> TokenList:
+    return TokenList(tokens=list_tokens(services.engine, principal))
+
+
+@router.delete("/tokens/{token_id}", status_code=204, response_class=Response,
+               responses=responses(401, 404))
+async def revoke(token_id: str, principal: PrincipalDep, services: ServicesDep) -> Response:
+    try:
+        parsed = uuid.UUID(token_id)
+    except ValueError:
+        parsed = None
+    if parsed is None or not await run_in_threadpool(revoke_token, services.engine, principal, parsed):
+        raise ApiError(404, "unknown_token", f"no token {token_id} that you may revoke")
+    return Response(status_code=204)

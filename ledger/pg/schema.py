@@ -232,6 +232,9 @@ api_tokens = Table(
     Column("label", Text, nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    #: Written at most once a minute a token (docs/design.md §5.1), not on every request.
+    Column("last_used_at", DateTime(timezone=True)),
 )
 
 idempotency_keys = Table(

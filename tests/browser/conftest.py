@@ -33,7 +33,7 @@ from tests.conftest import service_missing
 from tests.postgres import fresh_database
 from timecredits import demo
 
-ADMIN_TOKEN = "browser-test-admin-token"
+ADMIN_TOKEN = "browser-test-admin-token-" + "0" * 16
 BATCH = 1000
 #: The demo's boroughs as the areas table holds them: need decile (1 = most deprived tenth of English local
 #: authorities, IMD 2019, rounded) and usual residents (Census 2021, rounded). Used when no area import exists.

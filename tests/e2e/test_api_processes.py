@@ -16,6 +16,8 @@ from tests.e2e.api_stack import ApiProcess
 from tests.e2e.conftest import Stack
 from tests.e2e.stack import wait_until
 
+PROCESSES_ADMIN = "tc_admin-for-processes-" + "0" * 16
+
 pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")]
 
 
@@ -33,7 +35,7 @@ def _listeners(supervisor: int, port: int) -> set[int]:
 
 @pytest.fixture()
 def api(shared_stack: Stack) -> Iterator[ApiProcess]:
-    process = ApiProcess({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": "tc_admin-for-processes"},
+    process = ApiProcess({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": PROCESSES_ADMIN},
                          shared_stack.tmp / "api-processes.log", workers=2)
     try:
         process.wait_answering("/healthz", 200, timeout=60)
@@ -84,6 +86,42 @@ def _listening_children(supervisor: int, port: int, exclude: int) -> set[int]:
             if client.get("/healthz").status_code == 200:
                 answered |= _listeners(supervisor, port) & children
     return answered
+
+
+def test_a_revoked_token_is_refused_by_every_process_soon_after(api: ApiProcess) -> None:
+    """Each process caches a token it resolved for at most a second (docs/design.md §5.1): once revoked, the
+    token is refused by both, on every connection, without waiting for anything else."""
+    admin = httpx.Client(base_url=api.url, timeout=10, headers={"Authorization": f"Bearer {PROCESSES_ADMIN}"})
+    created = admin.post("/v1/tokens", json={"role": "lead", "label": "revoked across processes"})
+    assert created.status_code == 201, created.text
+    token, token_id = created.json()["token"], created.json()["id"]
+    clients = [httpx.Client(base_url=api.url, timeout=10, headers={"Authorization": f"Bearer {token}"})
+               for _ in range(32)]
+    try:
+        for client in clients:  # every process resolves (and caches) the token on some connection
+            assert client.get("/v1/tokens").status_code == 200
+        serving = _listeners(api.pid, api.port)
+        assert len(serving) == 2, serving
+        assert admin.delete(f"/v1/tokens/{token_id}").status_code == 204
+        revoked_at = time.monotonic()
+        refused: set[int] = set()
+        while len(refused) < len(clients):
+            assert time.monotonic() - revoked_at < 30, "a process kept accepting a revoked token"  # a hang guard
+            for number, client in enumerate(clients):
+                if number not in refused:
+                    response = client.get("/v1/tokens")
+                    if response.status_code == 401:
+                        assert response.json()["error"]["code"] == "token_revoked"
+                        refused.add(number)
+            time.sleep(0.05)
+        for client in clients:  # and it stays refused
+            assert client.get("/v1/tokens").status_code == 401
+        print(f"revoked token refused on all {len(clients)} connections after "
+              f"{time.monotonic() - revoked_at:.2f} s")
+    finally:
+        admin.close()
+        for client in clients:
+            client.close()
 
 
 def test_sigterm_stops_the_supervisor_and_every_api_process(api: ApiProcess) -> None:

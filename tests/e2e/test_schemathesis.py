@@ -46,7 +46,7 @@ from tests.e2e.stack import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
-ADMIN_TOKEN = "tc_schemathesis_admin_token"
+ADMIN_TOKEN = "tc_schemathesis_admin_token_of_32_characters"
 AREA = "E09000030"
 MAX_EXAMPLES = 25
 SEED = 20_260_401

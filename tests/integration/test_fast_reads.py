@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, text
 
-from api.auth import Principal, PrincipalCache, Role, create_token, principal_for, principal_for_async
+from api.auth import Principal, PrincipalCache, Refusal, Role, create_token, principal_for, principal_for_async
 from api.reads import FastReads
 from ledger.domain import BookOpportunity, EarnCredits
 from ledger.pg.repository import LedgerRepository, VolunteerBalance
@@ -71,12 +71,59 @@ def test_token_lookups_agree_and_a_revoked_token_is_refused(engine: Engine) -> N
     slow = [principal_for(engine, t, None) for t in (token, revoked, "nope")]
     assert fast == slow
     assert fast[0] is not None and fast[0].volunteer_id == "v1" and fast[0].token_id == str(token_id)
-    assert fast[1] is None and fast[2] is None
+    assert fast[1:] == [Refusal.REVOKED, Refusal.UNKNOWN]
 
 
 def test_a_cached_principal_expires_after_its_time_to_live() -> None:
     cache = PrincipalCache(ttl_s=0.05)
-    cache.put(b"d", Principal(Role.LEAD))
+    cache.put(b"d", Principal(Role.LEAD), datetime.now(UTC) + timedelta(days=1))
     assert cache.get(b"d") == Principal(Role.LEAD)
     time.sleep(0.06)
     assert cache.get(b"d") is None
+
+
+def test_a_principal_is_never_cached_past_its_token_expiry() -> None:
+    cache = PrincipalCache(ttl_s=60)
+    cache.put(b"d", Principal(Role.LEAD), datetime.now(UTC) + timedelta(seconds=0.05))
+    assert cache.get(b"d") == Principal(Role.LEAD)
+    time.sleep(0.06)
+    assert cache.get(b"d") is None
+
+
+def test_an_expired_token_is_refused_as_expired_by_both_lookups(engine: Engine) -> None:
+    token, token_id = create_token(engine, Role.LEAD)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = :id"),
+                     {"id": token_id})
+
+    async def look_up(reads: FastReads) -> object:
+        return await principal_for_async(reads, engine, token, None, PrincipalCache())
+
+    assert asyncio.run(_fast(engine.url.render_as_string(hide_password=False), look_up)) == Refusal.EXPIRED
+    assert principal_for(engine, token, None) == Refusal.EXPIRED
+
+
+def test_last_used_is_written_once_a_minute_not_on_every_lookup(engine: Engine) -> None:
+    token, token_id = create_token(engine, Role.LEAD)
+
+    def last_used() -> object:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT last_used_at FROM api_tokens WHERE id = :id"), {"id": token_id}).scalar()
+
+    assert last_used() is None
+    url = engine.url.render_as_string(hide_password=False)
+
+    async def look_up(reads: FastReads) -> object:
+        return await principal_for_async(reads, engine, token, None, PrincipalCache())
+
+    asyncio.run(_fast(url, look_up))
+    first = last_used()
+    assert first is not None
+    asyncio.run(_fast(url, look_up))
+    principal_for(engine, token, None)
+    assert last_used() == first  # a second lookup within the minute writes nothing
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE api_tokens SET last_used_at = now() - interval '2 minutes' WHERE id = :id"),
+                     {"id": token_id})
+    principal_for(engine, token, None)
+    assert last_used() > first  # type: ignore[operator]

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_memberships"
-down_revision = "0008_chain_per_partition"
+down_revision = "0009_token_lifetimes"
 branch_labels = None
 depends_on = None
 

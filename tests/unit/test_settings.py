@@ -1,0 +1,63 @@
+"""Settings validation: managed-provider database URLs, and a bootstrap admin token long enough to be a secret."""
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from api.reads import asyncpg_connect_args
+from timecredits.settings import Settings, sqlalchemy_database_url
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("postgres://u:p@db.example.com:5432/tc", "postgresql+psycopg2://u:p@db.example.com:5432/tc"),
+    ("postgresql://u:p@db.example.com:5432/tc?sslmode=require",
+     "postgresql+psycopg2://u:p@db.example.com:5432/tc?sslmode=require"),
+    ("postgresql+psycopg2://u@localhost/tc", "postgresql+psycopg2://u@localhost/tc"),
+    ("POSTGRES://u@localhost/tc", "postgresql+psycopg2://u@localhost/tc"),
+])
+def test_a_managed_provider_url_becomes_the_psycopg2_url(given: str, expected: str) -> None:
+    assert sqlalchemy_database_url(given) == expected
+
+
+@pytest.mark.parametrize("given", ["mysql://u@h/db", "localhost:5432/tc", "sqlite:///x.db"])
+def test_a_url_that_is_not_postgresql_is_refused(given: str) -> None:
+    with pytest.raises(ValueError, match="postgresql://"):
+        sqlalchemy_database_url(given)
+
+
+def test_settings_normalise_database_url_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p%40ss@db:6543/tc?sslmode=require")
+    assert Settings().database_url == "postgresql+psycopg2://u:p%40ss@db:6543/tc?sslmode=require"
+
+
+@pytest.mark.parametrize(("mode", "ssl"), [
+    ("disable", "disable"), ("allow", "allow"), ("prefer", "prefer"), ("require", "require"),
+    ("verify-ca", "verify-ca"), ("verify-full", "verify-full"),
+])
+def test_sslmode_becomes_asyncpgs_ssl_and_leaves_the_url(mode: str, ssl: str) -> None:
+    dsn, chosen = asyncpg_connect_args(f"postgresql+psycopg2://u:p%40ss@db:6543/tc?sslmode={mode}&application_name=x")
+    assert chosen == ssl
+    assert dsn == "postgresql://u:p%40ss@db:6543/tc?application_name=x"
+
+
+def test_without_sslmode_asyncpg_keeps_its_default() -> None:
+    assert asyncpg_connect_args("postgresql+psycopg2://u@db/tc") == ("postgresql://u@db/tc", None)
+
+
+def test_an_unknown_sslmode_is_refused() -> None:
+    with pytest.raises(ValueError, match="sslmode must be one of"):
+        asyncpg_connect_args("postgresql+psycopg2://u@db/tc?sslmode=sometimes")
+
+
+def test_a_short_admin_token_is_refused_with_a_plain_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIMECREDITS_ADMIN_TOKEN", "x" * 31)
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings()
+
+
+def test_an_admin_token_of_32_characters_is_accepted_and_an_empty_one_means_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIMECREDITS_ADMIN_TOKEN", "x" * 32)
+    assert Settings().admin_token == "x" * 32
+    monkeypatch.setenv("TIMECREDITS_ADMIN_TOKEN", "")
+    assert Settings().admin_token is None
