@@ -60,11 +60,10 @@ def _create(api: Api, body: dict[str, object]) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def holders(api: Api) -> Holders:
     suffix = uuid.uuid4().hex[:6]
-    org_a, org_b, ana, ben = f"tk-a-{suffix}", f"tk-b-{suffix}", f"tk-ana-{suffix}", f"tk-ben-{suffix}"
+    org_a, org_b = f"tk-a-{suffix}", f"tk-b-{suffix}"
     api.organisation(org_a, ["community"], AREA)
     api.organisation(org_b, ["community"], AREA)
-    api.volunteer(ana, AREA)
-    api.volunteer(ben, AREA)
+    ana, ben = api.volunteer("Ana", AREA), api.volunteer("Ben", AREA)
     return Holders(
         org_a=_create(api, {"role": "org", "org_id": org_a, "label": "front desk"}),
         org_a2=_create(api, {"role": "org", "org_id": org_a, "label": "coordinator"}),
