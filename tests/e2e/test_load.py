@@ -422,7 +422,10 @@ def _templates(world: World) -> list[Template]:  # noqa: C901 - one small functi
             ("POST", "/v1/hours", club, hours, 400, "invalid_idempotency_key", {"Idempotency-Key": "k" * 201}),
             ("GET", f"/v1/volunteers/{other}/balance", vtoken, None, 403, "forbidden", {}),
             ("GET", f"/v1/volunteers/{other}/statement", vtoken, None, 403, "forbidden", {}),
-            ("GET", "/v1/volunteers/ld-nobody/balance", club, None, 404, "unknown_volunteer", {}),
+            # An organisation learns nothing of volunteers outside it, not even whether they exist.
+            ("GET", "/v1/volunteers/ld-nobody/balance", club, None, 403, "not_a_member", {}),
+            ("GET", f"/v1/volunteers/{v}/balance", world.org(rng, LIDO), None, 403, "not_a_member", {}),
+            ("GET", f"/v1/volunteers/{v}/statement", rng.choice(world.leads), None, 403, "forbidden", {}),
             ("GET", "/v1/stats/participation", vtoken, None, 403, "forbidden", {}),
             ("GET", f"/v1/events/{uuid.uuid4()}", vtoken, None, 404, "unknown_event", {}),
             ("GET", f"/v1/volunteers/{v}/balance", None, None, 401, "unauthenticated", {}),
