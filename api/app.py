@@ -27,6 +27,7 @@ from api.routes import (
     tokens,
 )
 from timecredits.heap import freeze_startup_heap
+from timecredits.settings import Settings
 
 DESCRIPTION = """
 Time credits for community organisations, volunteers and programme leads.
@@ -39,15 +40,14 @@ Every write accepts an `Idempotency-Key` header: the same key and body get the f
 """
 
 
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-#: The defaults of `TIMECREDITS_RATE_...` (timecredits.settings), for apps made without settings.
-GENEROUS = RateLimits(writes_per_s=5000.0, writes_burst=10_000, auth_failures_per_min=600.0, auth_failures_burst=100)
+#: The settings' defaults (timecredits.settings), for apps made without settings (tests).
+_DEFAULTS = Settings.model_construct()
 
 
 def create_app(services: Services | None = None, *, database_url: str | None = None,
                bootstrap_servers: str | None = None, admin_token: str | None = None, topic_prefix: str = "",
-               publish_timeout_s: float = 5.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               rate_limits: RateLimits = GENEROUS) -> FastAPI:
+               publish_timeout_s: float = 5.0, max_body_bytes: int = _DEFAULTS.max_body_bytes,
+               rate_limits: RateLimits | None = None) -> FastAPI:
     """The app, for `services` already made (tests) or for the given endpoints (created at start-up)."""
 
     @asynccontextmanager
@@ -96,7 +96,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(MetricsMiddleware)
     # Outermost: a request over its rate or with too large a body is refused before anything else runs.
-    app.add_middleware(RateLimitMiddleware, limits=rate_limits)
+    app.add_middleware(RateLimitMiddleware, limits=rate_limits or RateLimits.of(_DEFAULTS))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     return app
 

@@ -6,9 +6,14 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from timecredits.settings import Settings
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -94,7 +99,9 @@ class TokenBuckets:
     and if none is full, all of them, so that many addresses cannot grow the table without bound.
     """
 
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self.rate = rate
         self.burst = float(burst)
         self._max_keys = max_keys
@@ -106,12 +113,12 @@ class TokenBuckets:
 
     def wait(self, key: str) -> float:
         """Seconds until `key` may go again (0: now), without taking anything."""
-        level = self._level(key, time.monotonic())
+        level = self._level(key, self._clock())
         return 0.0 if level >= 1 else (1 - level) / self.rate
 
     def take(self, key: str) -> float:
         """Take one for `key` if there is one (answers 0), else the seconds until there will be."""
-        now = time.monotonic()
+        now = self._clock()
         level = self._level(key, now)
         if level < 1:
             self._buckets[key] = (level, now)
@@ -135,6 +142,11 @@ class RateLimits:
     writes_burst: int
     auth_failures_per_min: float
     auth_failures_burst: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> RateLimits:
+        return cls(settings.rate_writes_per_s, settings.rate_writes_burst, settings.rate_auth_failures_per_min,
+                   settings.rate_auth_failures_burst)
 
 
 class RateLimitMiddleware:

@@ -13,6 +13,5 @@ app = create_app(
     topic_prefix=_settings.topic_prefix,
     publish_timeout_s=_settings.publish_timeout_s,
     max_body_bytes=_settings.max_body_bytes,
-    rate_limits=RateLimits(_settings.rate_writes_per_s, _settings.rate_writes_burst,
-                           _settings.rate_auth_failures_per_min, _settings.rate_auth_failures_burst),
+    rate_limits=RateLimits.of(_settings),
 )

@@ -21,7 +21,8 @@ def sqlalchemy_database_url(url: str) -> str:
     """
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in _POSTGRES_SCHEMES:
-        raise ValueError(f"DATABASE_URL must be a postgresql:// (or postgres://) URL, not {scheme or url!r}://")
+        given = f", not {scheme}://" if sep else " (it names no scheme)"  # never the rest: it may hold a password
+        raise ValueError(f"DATABASE_URL must be a postgresql:// (or postgres://) URL{given}")
     normalised = f"postgresql+psycopg2://{rest}"
     make_url(normalised)  # refuses a URL SQLAlchemy cannot read, here rather than at the first connection
     return normalised
@@ -30,7 +31,8 @@ def sqlalchemy_database_url(url: str) -> str:
 class Settings(BaseSettings):
     """Every knob an operator may turn; unset services mean 'start the embedded one'."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+    # Errors never echo a value: it may be a secret (an admin token, a database password).
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     kafka_bootstrap_servers: str | None = Field(default=None, alias="KAFKA_BOOTSTRAP_SERVERS")

@@ -1070,6 +1070,16 @@ def test_an_api_started_without_a_broker_answers_503_not_a_hang(api: Api, world:
     assert elapsed < 12, f"503 after {elapsed:.1f} s"
 
 
+def test_a_holder_lists_and_revokes_their_own_token(api: Api) -> None:
+    """The full matrix of who may list and revoke is tests/e2e/test_tokens.py; here each route answers 2xx."""
+    lead = api.token("lead")
+    listed = api.get("/v1/tokens", lead)
+    assert listed.status_code == 200, listed.text
+    (row,) = listed.json()["tokens"]
+    assert row["role"] == "lead" and row["revoked_at"] is None and "token" not in row
+    assert api.request("DELETE", f"/v1/tokens/{row['id']}", lead).status_code == 204
+
+
 # --- every documented endpoint was exercised (keep this test last) ------------------------------------------------
 
 
