@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,17 @@ class ApiProcess(Child):
             time.sleep(0.2)
         raise AssertionError(f"GET {path} did not answer {status} within {timeout} s (last: {last}):\n"
                              f"{self.log_tail()}")
+
+
+@contextmanager
+def ready_api(env: Mapping[str, str], log_path: Path) -> Iterator[ApiProcess]:
+    """`timecredits api` with `env`, once it answers `/readyz` (database and broker reachable); stopped after."""
+    process = ApiProcess(env, log_path)
+    try:
+        process.wait_answering("/readyz", 200, timeout=60)
+        yield process
+    finally:
+        process.stop()
 
 
 class Api:

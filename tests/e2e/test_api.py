@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from infra.embedded import EmbeddedBroker
 from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
-from tests.e2e.api_stack import AMOUNT, Api, ApiProcess, error_code
+from tests.e2e.api_stack import AMOUNT, Api, ApiProcess, error_code, ready_api
 from tests.e2e.conftest import PARTITIONS, Stack, free_port
 from tests.e2e.stack import wait_until
 
@@ -45,13 +45,9 @@ YESTERDAY = (TODAY - timedelta(days=1)).isoformat()
 @pytest.fixture(scope="module")
 def api_process(shared_stack: Stack) -> Iterator[ApiProcess]:
     """`timecredits api` next to the module's worker, ready (database and broker reachable)."""
-    process = ApiProcess({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN},
-                         shared_stack.tmp / "api.log")
-    try:
-        process.wait_answering("/readyz", 200, timeout=60)
+    with ready_api({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN},
+                   shared_stack.tmp / "api.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @dataclass

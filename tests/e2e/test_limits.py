@@ -9,7 +9,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.api_stack import Api, ApiProcess, error_code
+from tests.e2e.api_stack import Api, ApiProcess, error_code, ready_api
 from tests.e2e.conftest import Stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
@@ -21,27 +21,19 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 def generous(shared_stack: Stack) -> Iterator[ApiProcess]:
     """An API with the default limits."""
-    process = ApiProcess({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN},
-                         shared_stack.tmp / "api-generous.log")
-    try:
-        process.wait_answering("/readyz", 200, timeout=60)
+    with ready_api({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN},
+                   shared_stack.tmp / "api-generous.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture()
 def strict(shared_stack: Stack) -> Iterator[ApiProcess]:
     """An API allowing 3 writes at once per credential and address and 2 failed authentications, refilling slowly."""
-    process = ApiProcess({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN,
-                          "TIMECREDITS_RATE_WRITES_PER_S": "0.05", "TIMECREDITS_RATE_WRITES_BURST": "3",
-                          "TIMECREDITS_RATE_AUTH_FAILURES_PER_MIN": "1", "TIMECREDITS_RATE_AUTH_FAILURES_BURST": "2"},
-                         shared_stack.tmp / f"api-strict-{uuid.uuid4().hex[:6]}.log")
-    try:
-        process.wait_answering("/readyz", 200, timeout=60)
+    with ready_api({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN,
+                   "TIMECREDITS_RATE_WRITES_PER_S": "0.05", "TIMECREDITS_RATE_WRITES_BURST": "3",
+                   "TIMECREDITS_RATE_AUTH_FAILURES_PER_MIN": "1", "TIMECREDITS_RATE_AUTH_FAILURES_BURST": "2"},
+                   shared_stack.tmp / f"api-strict-{uuid.uuid4().hex[:6]}.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def _rss(process: ApiProcess) -> int:

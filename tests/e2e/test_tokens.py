@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from tests.e2e.api_stack import Api, ApiProcess, error_code
+from tests.e2e.api_stack import Api, error_code, ready_api
 from tests.e2e.conftest import Stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
@@ -25,17 +25,13 @@ SECRET_FIELDS = {"token", "token_sha256", "digest"}
 
 @pytest.fixture(scope="module")
 def api(shared_stack: Stack) -> Iterator[Api]:
-    process = ApiProcess({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN},
-                         shared_stack.tmp / "api-tokens.log")
-    try:
-        process.wait_answering("/readyz", 200, timeout=60)
+    with ready_api({**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN},
+                   shared_stack.tmp / "api-tokens.log") as process:
         client = Api(process.url, ADMIN_TOKEN)
         try:
             yield client
         finally:
             client.close()
-    finally:
-        process.stop()
 
 
 @dataclass
