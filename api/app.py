@@ -22,11 +22,13 @@ from api.routes import (
     dashboard,
     memberships,
     registry,
+    spend_codes,
     statistics,
     status,
     tokens,
 )
 from timecredits.heap import freeze_startup_heap
+from ledger.intake import DEFAULT_POLICY, IntakePolicy
 from timecredits.settings import Settings
 
 DESCRIPTION = """
@@ -47,7 +49,8 @@ _DEFAULTS = Settings.model_construct()
 def create_app(services: Services | None = None, *, database_url: str | None = None,
                bootstrap_servers: str | None = None, admin_token: str | None = None, topic_prefix: str = "",
                publish_timeout_s: float = 5.0, max_body_bytes: int = _DEFAULTS.max_body_bytes,
-               rate_limits: RateLimits | None = None) -> FastAPI:
+               rate_limits: RateLimits | None = None, policy: IntakePolicy = DEFAULT_POLICY,
+               spend_code_guesses: int = _DEFAULTS.spend_code_guesses) -> FastAPI:
     """The app, for `services` already made (tests) or for the given endpoints (created at start-up)."""
 
     @asynccontextmanager
@@ -64,6 +67,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                 admin_token=admin_token,
                 publish_timeout_s=publish_timeout_s,
                 reads=FastReads(database_url),
+                policy=policy,
+                spend_code_guesses=spend_code_guesses,
             )
             await app.state.services.reads.start()
             freeze_startup_heap()  # a server process; not for apps that tests make and drop by the hundred
@@ -80,7 +85,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app = FastAPI(title="timecredits", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
     # Balance reads first: routes are matched in order, and they are the most frequent request by far.
-    for module in (accounts, registry, memberships, tokens, activity, statistics, status, dashboard):
+    for module in (accounts, registry, memberships, tokens, spend_codes, activity, statistics, status, dashboard):
         app.include_router(module.router)
 
     @app.exception_handler(Exception)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, bindparam, insert, select, text
 from starlette.concurrency import run_in_threadpool
 
 from api.reads import FastReads
+from ledger.actors import admin_actor, org_actor, volunteer_actor
 from ledger.pg import schema
 
 
@@ -37,9 +38,13 @@ class Principal:
     def actor(self) -> str:
         """Who asked, as written in events' `actor`: one organisation's tokens are one actor."""
         if self.role is Role.ORG:
-            return f"org:{self.org_id}"
+            assert self.org_id is not None
+            return org_actor(self.org_id)
         if self.role is Role.VOLUNTEER:
-            return f"volunteer:{self.volunteer_id}"
+            assert self.volunteer_id is not None
+            return volunteer_actor(self.volunteer_id)
+        if self.role is Role.ADMIN:
+            return admin_actor(self.token_id)
         return f"{self.role.value}:{self.token_id or 'bootstrap'}"
 
 

@@ -13,6 +13,7 @@ from api.auth import Principal, PrincipalCache, Refusal, Role, principal_for_asy
 from api.broker import BrokerLink
 from api.errors import ApiError
 from api.reads import FastReads
+from ledger.intake import DEFAULT_POLICY, IntakePolicy
 
 
 @dataclass
@@ -24,6 +25,10 @@ class Services:
     principals: PrincipalCache = field(default_factory=PrincipalCache)
     #: The same database through asyncpg, for the reads served on the event loop (tokens, balances).
     reads: FastReads | None = None
+    #: The programme's settings the intake rules apply, as the worker does (docs/design.md §5.6).
+    policy: IntakePolicy = DEFAULT_POLICY
+    #: Wrong spend codes an actor may type in 15 minutes.
+    spend_code_guesses: int = 10
 
 
 async def get_services(request: Request) -> Services:

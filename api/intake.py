@@ -11,7 +11,7 @@ from api.auth import Principal
 from api.errors import ApiError
 from ledger.domain import Rejection
 from ledger.events import EventPayload
-from ledger.intake import IntakeReason, check_payload
+from ledger.intake import DEFAULT_POLICY, IntakePolicy, IntakeReason, check_payload
 from ledger.pg.registry import StoredRegistry
 
 #: What does not exist is 404, what was decided already 409, the rest (a request the registry contradicts) 422.
@@ -21,13 +21,16 @@ _STATUS = {
     IntakeReason.UNKNOWN_OPPORTUNITY: 404,
     IntakeReason.UNKNOWN_LOG: 404,
     IntakeReason.ALREADY_DECIDED: 409,
+    IntakeReason.CODE_USED: 409,
+    IntakeReason.AUTHORISATION_REQUIRED: 403,
 }
 
 
-def refuse_what_the_worker_would(conn: Connection, principal: Principal, payload: EventPayload) -> None:
+def refuse_what_the_worker_would(conn: Connection, principal: Principal, payload: EventPayload,
+                                 policy: IntakePolicy = DEFAULT_POLICY) -> None:
     """Raise the `ApiError` for the intake rule `payload` breaks, if any."""
     try:
-        check_payload(payload, StoredRegistry(conn), actor=principal.actor)
+        check_payload(payload, StoredRegistry(conn), actor=principal.actor, policy=policy)
     except Rejection as refused:
         reason = IntakeReason(refused.reason.value)
         raise ApiError(_STATUS.get(reason, 422), reason.value, refused.message) from refused

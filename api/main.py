@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from api.app import create_app
 from api.limits import RateLimits
+from ledger.intake import IntakePolicy
 from timecredits.settings import get_settings
 
 _settings = get_settings()
@@ -14,4 +15,6 @@ app = create_app(
     publish_timeout_s=_settings.publish_timeout_s,
     max_body_bytes=_settings.max_body_bytes,
     rate_limits=RateLimits.of(_settings),
+    policy=IntakePolicy(max_days_back=_settings.max_days_back),
+    spend_code_guesses=_settings.spend_code_guesses,
 )

@@ -50,6 +50,7 @@ from ledger.events import (
     decode_event,
     summarise,
 )
+from ledger.intake import DEFAULT_POLICY, IntakePolicy
 from ledger.pg.processing import BatchResult, EventOutcome, EventProcessor, record_rejection
 from stats.facts import write_facts
 from timecredits.heap import freeze_startup_heap
@@ -79,6 +80,8 @@ class WorkerConfig:
     #: Which consumers this process runs: both by default; one each lets the statistics run in a process of
     #: their own, beside rather than inside the ledger's GIL and event loop.
     consumers: frozenset[str] = frozenset(CONSUMERS)
+    #: The programme's settings the intake rules apply (docs/design.md §5.6).
+    policy: IntakePolicy = DEFAULT_POLICY
 
     @property
     def app_id(self) -> str:
@@ -113,7 +116,7 @@ def create_worker(config: WorkerConfig) -> faust.Worker:
     # No pre-ping (a round trip before every transaction): a connection the server dropped fails the batch with a
     # disconnect, SQLAlchemy then discards the whole pool, and the batch's guard retries it (consumers.failures).
     engine = create_engine(config.database_url, pool_size=2, max_overflow=2, hide_parameters=True)
-    processor = EventProcessor(engine)
+    processor = EventProcessor(engine, config.policy)
     ledger_topic = config.topic_prefix + TOPIC_LEDGER
     rejected_topic = config.topic_prefix + TOPIC_REJECTED
     admin_topic = config.topic_prefix + TOPIC_ADMIN

@@ -203,6 +203,8 @@ class OpportunityBooked(ActivityPayload):
     opportunity_id: Id
     partner_id: Id
     amount: Amount
+    #: The volunteer's spend code that authorises a booking made by someone else (docs/design.md §5.6).
+    spend_code_id: UUID | None = None
 
 
 class BookingCancelled(ActivityPayload):
@@ -220,6 +222,8 @@ class CreditsRedeemed(ActivityPayload):
     partner_id: Id
     amount: Amount
     opportunity_id: Id | None = None
+    #: The volunteer's spend code that authorises a redemption made by someone else (docs/design.md §5.6).
+    spend_code_id: UUID | None = None
 
 
 class CreditsGifted(ActivityPayload):

@@ -7,12 +7,13 @@ The view also sees what earlier events in the same batch planned (see `BatchRegi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
-from ledger.amounts import minutes_to_hundredths
+from ledger.actors import is_admin, volunteer_actor
+from ledger.amounts import format_credits, minutes_to_hundredths
 from ledger.domain import (
     AttendBooking,
     BookOpportunity,
@@ -35,6 +36,7 @@ from ledger.events import (
     HoursApproved,
     HoursLogged,
     HoursRejected,
+    MAX_DAYS_AHEAD,
     MembershipEnded,
     MembershipStarted,
     OpportunityBooked,
@@ -60,6 +62,40 @@ class IntakeReason(StrEnum):
     OPPORTUNITY_MISMATCH = "opportunity_mismatch"
     UNSUPPORTED_EVENT = "unsupported_event"
     NOT_A_MEMBER = "not_a_member"
+    AUTHORISATION_REQUIRED = "authorisation_required"
+    INVALID_CODE = "invalid_code"
+    CODE_AMOUNT_EXCEEDED = "code_amount_exceeded"
+    CODE_EXPIRED = "code_expired"
+    CODE_USED = "code_used"
+    TOO_MANY_HOURS = "too_many_hours"
+    DATE_TOO_OLD = "date_too_old"
+    DATE_IN_FUTURE = "date_in_future"
+
+
+#: At most this many approved minutes for one volunteer on one day, across every organisation (§5.6).
+MAX_MINUTES_A_DAY = 24 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class IntakePolicy:
+    """The programme's settings that the intake rules apply (docs/design.md §5.6)."""
+
+    #: Hours worked more than this many days before their event are refused unless an admin logs them.
+    max_days_back: int = 92
+
+
+DEFAULT_POLICY = IntakePolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class SpendCode:
+    """A volunteer's one-time authorisation of one payment to one partner (docs/design.md §5.6)."""
+
+    id: UUID
+    volunteer_id: str
+    partner_id: str
+    max_amount: int
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +131,8 @@ class HoursDecision:
     approved: bool
     reason: str
     decided_at: datetime
+    #: The actor of the decision (for an automatic approval, the one who logged the hours).
+    decided_by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +150,10 @@ class Plan:
     hours_log: HoursLog | None = None
     decision: HoursDecision | None = None
     registry: list[RegistryUpsert] = field(default_factory=list)
+    #: The hours this plan approves, counted against the volunteer's day once the plan is applied.
+    approves: HoursLog | None = None
+    #: The spend code this plan uses up once applied.
+    spend_code_id: UUID | None = None
 
 
 class RegistryView(Protocol):
@@ -129,20 +171,96 @@ class RegistryView(Protocol):
         """Whether the volunteer is a current member of the organisation (docs/design.md §5.4)."""
         ...
 
+    def spend_code(self, code_id: UUID) -> SpendCode | None: ...
 
-def check_payload(payload: EventPayload, registry: RegistryView, *, actor: str) -> None:
+    def is_code_used(self, code_id: UUID) -> bool: ...
+
+    def approved_minutes(self, volunteer_id: str, day: date) -> int:
+        """Minutes approved so far for the volunteer's work on `day`, across every organisation."""
+        ...
+
+
+def check_payload(payload: EventPayload, registry: RegistryView, *, actor: str,
+                  policy: IntakePolicy = DEFAULT_POLICY) -> None:
     """The intake rules for a payload about to be produced, so that a request is refused at once by the very rule
     the worker would apply to its event (the API's pre-checks). Raises `Rejection`."""
+    if isinstance(payload, HoursLogged):  # before the envelope, which refuses a future date without a code
+        check_hours_date(datetime.now(UTC), actor, payload.date, policy)
     envelope = new_event(payload, actor=actor)
-    plan_event(DecodedEvent(envelope, payload), registry)
+    plan_event(DecodedEvent(envelope, payload), registry, policy)
 
 
-def plan_event(event: DecodedEvent, registry: RegistryView) -> Plan:
+def plan_event(event: DecodedEvent, registry: RegistryView, policy: IntakePolicy = DEFAULT_POLICY) -> Plan:
     payload = event.payload
+    if isinstance(payload, HoursLogged):
+        return _hours_logged(event, payload, registry, policy)
     planner = _PLANNERS.get(type(payload))
     if planner is None:
         raise Rejection(IntakeReason.UNSUPPORTED_EVENT, f"{event.type} is not applied by the ledger")
     return planner(event, payload, registry)
+
+
+def own_actor(payload: EventPayload) -> str | None:
+    """The actor of the volunteer whose credits `payload` spends or gives, as the volunteer's own act (for tools
+    that produce such events for a volunteer, like the demo); None for a payload that spends nobody's credits."""
+    if isinstance(payload, CreditsGifted):
+        return volunteer_actor(payload.from_volunteer_id)
+    if isinstance(payload, CreditsRedeemed | OpportunityBooked):
+        return volunteer_actor(payload.volunteer_id)
+    return None
+
+
+def authorise_spend(event: DecodedEvent, volunteer_id: str, partner_id: str, amount: int,
+                    spend_code_id: UUID | None, registry: RegistryView) -> UUID | None:
+    """Credits leave a volunteer's account only by their own act (docs/design.md §5.6): the event is theirs, or
+    it carries a spend code they made for this partner, this amount or more, not expired and not used.
+
+    Returns the code to mark used once the payment is applied (None for the volunteer's own act)."""
+    if event.envelope.actor == volunteer_actor(volunteer_id) and spend_code_id is None:
+        return None
+    if spend_code_id is None:
+        raise Rejection(IntakeReason.AUTHORISATION_REQUIRED,
+                        "the volunteer's spend code is needed to take their credits: ask them for one")
+    code = registry.spend_code(spend_code_id)
+    if code is None or code.volunteer_id != volunteer_id or code.partner_id != partner_id:
+        raise Rejection(IntakeReason.INVALID_CODE, "that spend code is not this volunteer's code for this partner")
+    if amount > code.max_amount:
+        raise Rejection(IntakeReason.CODE_AMOUNT_EXCEEDED,
+                        f"the spend code allows at most {format_credits(code.max_amount)} credits, "
+                        f"not {format_credits(amount)}")
+    if event.envelope.occurred_at > code.expires_at:
+        raise Rejection(IntakeReason.CODE_EXPIRED, "the spend code has expired: ask the volunteer for a new one")
+    if registry.is_code_used(spend_code_id):
+        raise Rejection(IntakeReason.CODE_USED, "the spend code was used already: ask the volunteer for a new one")
+    return spend_code_id
+
+
+def check_hours_date(occurred_at: datetime, actor: str, worked_on: date, policy: IntakePolicy) -> None:
+    """Hours are dated no more than the programme's days back (an admin may log older ones) and not after the
+    event, with a day's slack for time zones (docs/design.md §5.6)."""
+    day = occurred_at.date()
+    if (worked_on - day).days > MAX_DAYS_AHEAD:
+        raise Rejection(IntakeReason.DATE_IN_FUTURE, f"hours cannot be logged for {worked_on.isoformat()}, "
+                                                     f"which has not happened yet")
+    if (day - worked_on).days > policy.max_days_back and not is_admin(actor):
+        raise Rejection(IntakeReason.DATE_TOO_OLD,
+                        f"hours worked on {worked_on.isoformat()} are more than {policy.max_days_back} days old: "
+                        f"ask the programme's admin to log them")
+
+
+def check_day_total(log: HoursLog, registry: RegistryView) -> None:
+    """At most 24 approved hours for one volunteer on one day, across every organisation (docs/design.md §5.6)."""
+    approved = registry.approved_minutes(log.volunteer_id, log.worked_on)  # type: ignore[arg-type]
+    if approved + log.minutes > MAX_MINUTES_A_DAY:
+        raise Rejection(IntakeReason.TOO_MANY_HOURS,
+                        f"{_hours(approved)} already approved for this volunteer on {log.worked_on}; "
+                        f"{_hours(log.minutes)} more would pass 24 hours in one day")
+
+
+def _hours(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    text = f"{hours} hour{'' if hours == 1 else 's'}"
+    return text if not rest else f"{text} {rest} minute{'' if rest == 1 else 's'}"
 
 
 def _volunteer(registry: RegistryView, volunteer_id: str) -> None:
@@ -184,33 +302,39 @@ def _earn_for(log: HoursLog, event_id: UUID, occurred_at: datetime) -> EarnCredi
     return EarnCredits(event_id, occurred_at, log.volunteer_id, log.org_id, minutes_to_hundredths(log.minutes))
 
 
-def _hours_logged(event: DecodedEvent, p: HoursLogged, registry: RegistryView) -> Plan:
+def _hours_logged(event: DecodedEvent, p: HoursLogged, registry: RegistryView, policy: IntakePolicy) -> Plan:
     _volunteer(registry, p.volunteer_id)
     organisation = _organisation(registry, p.org_id, "community")
     _member(registry, p.org_id, p.volunteer_id)
+    check_hours_date(event.envelope.occurred_at, event.envelope.actor, p.date, policy)
     occurred_at = event.envelope.occurred_at
-    log = HoursLog(event.event_id, p.volunteer_id, p.org_id, p.date, p.minutes, p.activity, occurred_at,
-                   event.envelope.actor)
+    actor = event.envelope.actor
+    log = HoursLog(event.event_id, p.volunteer_id, p.org_id, p.date, p.minutes, p.activity, occurred_at, actor)
     plan = Plan(event, hours_log=log)
     if organisation.auto_approve:
+        check_day_total(log, registry)
         plan.command = _earn_for(log, event.event_id, occurred_at)
-        plan.decision = HoursDecision(event.event_id, event.event_id, True, "auto_approve", occurred_at)
+        plan.decision = HoursDecision(event.event_id, event.event_id, True, "auto_approve", occurred_at, actor)
+        plan.approves = log
     return plan
 
 
 def _hours_approved(event: DecodedEvent, p: HoursApproved, registry: RegistryView) -> Plan:
     log = _undecided_log(registry, p.log_event_id, p.org_id, p.volunteer_id)
+    check_day_total(log, registry)
     occurred_at = event.envelope.occurred_at
     return Plan(
         event,
         command=_earn_for(log, event.event_id, occurred_at),
-        decision=HoursDecision(p.log_event_id, event.event_id, True, "", occurred_at),
+        decision=HoursDecision(p.log_event_id, event.event_id, True, "", occurred_at, event.envelope.actor),
+        approves=log,
     )
 
 
 def _hours_rejected(event: DecodedEvent, p: HoursRejected, registry: RegistryView) -> Plan:
     _undecided_log(registry, p.log_event_id, p.org_id, p.volunteer_id)
-    return Plan(event, decision=HoursDecision(p.log_event_id, event.event_id, False, p.reason, event.envelope.occurred_at))
+    return Plan(event, decision=HoursDecision(p.log_event_id, event.event_id, False, p.reason,
+                                              event.envelope.occurred_at, event.envelope.actor))
 
 
 def _booked(event: DecodedEvent, p: OpportunityBooked, registry: RegistryView) -> Plan:
@@ -223,9 +347,10 @@ def _booked(event: DecodedEvent, p: OpportunityBooked, registry: RegistryView) -
             IntakeReason.OPPORTUNITY_MISMATCH,
             f"opportunity {p.opportunity_id} is offered by {opportunity.partner_id} for {opportunity.cost} hundredths",
         )
+    code = authorise_spend(event, p.volunteer_id, p.partner_id, p.amount, p.spend_code_id, registry)
     command = BookOpportunity(event.event_id, event.envelope.occurred_at, p.volunteer_id, p.partner_id, p.amount,
                               p.opportunity_id)
-    return Plan(event, command=command)
+    return Plan(event, command=command, spend_code_id=code)
 
 
 def _cancelled(event: DecodedEvent, p: BookingCancelled, _: RegistryView) -> Plan:
@@ -246,14 +371,17 @@ def _redeemed(event: DecodedEvent, p: CreditsRedeemed, registry: RegistryView) -
         if opportunity.partner_id != p.partner_id:
             raise Rejection(IntakeReason.OPPORTUNITY_MISMATCH,
                                   f"opportunity {p.opportunity_id} is offered by {opportunity.partner_id}")
+    code = authorise_spend(event, p.volunteer_id, p.partner_id, p.amount, p.spend_code_id, registry)
     command = RedeemCredits(event.event_id, event.envelope.occurred_at, p.volunteer_id, p.partner_id, p.amount,
                             p.opportunity_id)
-    return Plan(event, command=command)
+    return Plan(event, command=command, spend_code_id=code)
 
 
 def _gifted(event: DecodedEvent, p: CreditsGifted, registry: RegistryView) -> Plan:
     _volunteer(registry, p.from_volunteer_id)
     _volunteer(registry, p.to_volunteer_id)
+    if event.envelope.actor != volunteer_actor(p.from_volunteer_id):
+        raise Rejection(IntakeReason.AUTHORISATION_REQUIRED, "only the volunteer can give their credits away")
     command = GiftCredits(event.event_id, event.envelope.occurred_at, p.from_volunteer_id, p.to_volunteer_id, p.amount)
     return Plan(event, command=command)
 
@@ -316,7 +444,6 @@ def _membership_ended(event: DecodedEvent, p: MembershipEnded, _: RegistryView) 
 MEMBERSHIPS = "memberships"
 
 _PLANNERS = {
-    HoursLogged: _hours_logged,
     HoursApproved: _hours_approved,
     HoursRejected: _hours_rejected,
     OpportunityBooked: _booked,
@@ -344,6 +471,9 @@ class BatchRegistry:
         logs: dict[UUID, HoursLog],
         decided: set[UUID],
         members: set[tuple[str, str]] | None = None,
+        spend_codes: dict[UUID, SpendCode] | None = None,
+        used_codes: set[UUID] | None = None,
+        day_minutes: dict[tuple[str, date], int] | None = None,
     ) -> None:
         self._volunteers = set(volunteers)
         self._organisations = dict(organisations)
@@ -352,6 +482,10 @@ class BatchRegistry:
         self._decided = set(decided)
         #: Current memberships as (org_id, volunteer_id).
         self._members = set(members or ())
+        self._spend_codes = dict(spend_codes or {})
+        self._used_codes = set(used_codes or ())
+        #: Approved minutes by (volunteer_id, day); a pair missing here has none.
+        self._day_minutes = dict(day_minutes or {})
 
     def volunteer_exists(self, volunteer_id: str) -> bool:
         return volunteer_id in self._volunteers
@@ -371,7 +505,22 @@ class BatchRegistry:
     def is_member(self, org_id: str, volunteer_id: str) -> bool:
         return (org_id, volunteer_id) in self._members
 
+    def spend_code(self, code_id: UUID) -> SpendCode | None:
+        return self._spend_codes.get(code_id)
+
+    def is_code_used(self, code_id: UUID) -> bool:
+        return code_id in self._used_codes
+
+    def approved_minutes(self, volunteer_id: str, day: date) -> int:
+        return self._day_minutes.get((volunteer_id, day), 0)
+
     def accept(self, plan: Plan) -> None:
+        """What an applied plan changes for the events after it in the batch."""
+        if plan.spend_code_id is not None:
+            self._used_codes.add(plan.spend_code_id)
+        if plan.approves is not None:
+            key = (plan.approves.volunteer_id, plan.approves.worked_on)
+            self._day_minutes[key] = self._day_minutes.get(key, 0) + plan.approves.minutes  # type: ignore[index]
         if plan.hours_log is not None:
             self._logs[plan.hours_log.event_id] = plan.hours_log
         if plan.decision is not None:

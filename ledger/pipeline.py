@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 from ledger.accounts import holds_account, issuer_account, partner_account, volunteer_account
@@ -25,7 +25,15 @@ from ledger.batch import BatchView
 from ledger.domain import EntryDraft, RecordedEntry, Rejection, draft_entry
 from ledger.events import DecodedEvent, Undecodable
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
-from ledger.intake import BatchRegistry, HoursDecision, HoursLog, RegistryUpsert, plan_event
+from ledger.intake import (
+    DEFAULT_POLICY,
+    BatchRegistry,
+    HoursDecision,
+    HoursLog,
+    IntakePolicy,
+    RegistryUpsert,
+    plan_event,
+)
 
 Item = DecodedEvent | Undecodable
 
@@ -69,6 +77,10 @@ class BatchNeeds:
     #: Accounts the payloads name; the loader adds those of the referenced entries.
     accounts: frozenset[str]
     chains: frozenset[str]
+    #: Spend codes the payloads carry.
+    spend_codes: frozenset[UUID] = frozenset()
+    #: (volunteer_id, day) of hours logged in the batch; the loader adds the days of `log_ids`.
+    days: frozenset[tuple[str, date]] = frozenset()
 
 
 def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
@@ -79,6 +91,8 @@ def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
     logs: set[UUID] = set()
     referenced: set[UUID] = set()
     accounts: set[str] = set()
+    codes: set[UUID] = set()
+    days: set[tuple[str, date]] = set()
     for item in items:
         if item.event_id is not None:
             event_ids.add(item.event_id)
@@ -105,12 +119,19 @@ def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
         value = fields.get("log_event_id")
         if isinstance(value, UUID):
             logs.add(value)
+        value = fields.get("spend_code_id")
+        if isinstance(value, UUID):
+            codes.add(value)
+        value = fields.get("date")
+        if isinstance(value, date) and isinstance(fields.get("volunteer_id"), str):
+            days.add((fields["volunteer_id"], value))
         for name in ("booking_event_id", "target_event_id"):
             value = fields.get(name)
             if isinstance(value, UUID):
                 referenced.add(value)
     return BatchNeeds(frozenset(event_ids), frozenset(volunteers), frozenset(orgs), frozenset(opportunities),
-                      frozenset(logs), frozenset(referenced), frozenset(accounts), frozenset(chains))
+                      frozenset(logs), frozenset(referenced), frozenset(accounts), frozenset(chains),
+                      frozenset(codes), frozenset(days))
 
 
 @dataclass
@@ -196,6 +217,8 @@ class BatchDecision:
     repeated_entry_ids: list[int]
     #: Ids of the stored entries that the batch settles or reverses, by event id.
     referenced_entry_ids: dict[UUID, int]
+    #: Spend codes used up by the batch's payments, as (code id, event id).
+    spend_code_uses: list[tuple[UUID, UUID]] = field(default_factory=list)
 
     def outcomes(self, entry_ids: Mapping[UUID, int]) -> list[EventOutcome]:
         """Each item's outcome, once the entries are numbered (`entry_ids` by event id)."""
@@ -211,7 +234,8 @@ class BatchDecision:
         return outcomes
 
 
-def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, recorded_at: datetime) -> BatchDecision:
+def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, recorded_at: datetime,
+           policy: IntakePolicy = DEFAULT_POLICY) -> BatchDecision:
     """Decide every item in order against `state`, each seeing the effects of those before it.
 
     Items decided before get their first outcome back, marked duplicate; an event id seen earlier in the same
@@ -226,6 +250,7 @@ def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, reco
     logs: list[HoursLog] = []
     decisions: list[tuple[HoursDecision, UUID | None]] = []
     drafts: list[tuple[EntryDraft, str]] = []
+    code_uses: list[tuple[UUID, UUID]] = []
     for item, chain in zip(items, chains, strict=True):
         event_id = item.event_id
         if event_id is not None and event_id in state.decided:
@@ -242,14 +267,10 @@ def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, reco
             slots.append(EventOutcome(event_id, item.type, "rejected", reason=item.reason, message=item.detail))
             continue
         try:
-            plan = plan_event(item, registry)
+            plan = plan_event(item, registry, policy)
         except Rejection as refused:
             slots.append(_refuse(item, refused, refusals))
             continue
-        registry.accept(plan)
-        upserts.extend(plan.registry)
-        if plan.hours_log is not None:
-            logs.append(plan.hours_log)
         draft = None
         if plan.command is not None:
             try:
@@ -259,8 +280,15 @@ def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, reco
                 continue
             view.accept(draft)
             drafts.append((draft, chain))
+        # Only now is the plan applied: what it changes is seen by the events after it.
+        registry.accept(plan)
+        upserts.extend(plan.registry)
+        if plan.hours_log is not None:
+            logs.append(plan.hours_log)
         if plan.decision is not None:
             decisions.append((plan.decision, draft.event_id if draft is not None else None))
+        if plan.spend_code_id is not None:
+            code_uses.append((plan.spend_code_id, item.event_id))
         slots.append(_Applied(item.event_id, item.type, draft.event_id if draft is not None else None))
 
     entries, links = seal(drafts, state.heads, recorded_at)
@@ -269,7 +297,7 @@ def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, reco
                        if isinstance(slot, EventOutcome) and slot.duplicate and slot.entry_id is not None})
     return BatchDecision(slots, upserts, logs, decisions, entries, links, refusals, recorded_at,
                          [account for account in posted if account not in state.accounts], repeated,
-                         state.entry_ids)
+                         state.entry_ids, code_uses)
 
 
 def _refuse(item: DecodedEvent, refused: Rejection, refusals: list[Refusal]) -> EventOutcome:

@@ -21,6 +21,7 @@ from ledger.domain import (
     RedeemCredits,
     ReverseEntry,
 )
+from ledger.intake import own_actor
 from ledger.events import (
     BookingAttended,
     BookingCancelled,
@@ -243,9 +244,12 @@ class LedgerDriver:
         return sorted(events, key=lambda event: event.type in ("OpportunityListed", "MembershipStarted"))
 
 
-def as_event(payload: EventPayload, event_id: uuid.UUID | None = None, occurred_at: datetime | None = None) -> DecodedEvent:
-    """A payload as a worker receives it: encoded, then decoded."""
-    _, raw = encode_event(payload, actor="test", event_id=event_id, occurred_at=occurred_at or NOW)
+def as_event(payload: EventPayload, event_id: uuid.UUID | None = None, occurred_at: datetime | None = None,
+             actor: str | None = None) -> DecodedEvent:
+    """A payload as a worker receives it: encoded, then decoded. A spend or a gift is, unless `actor` says
+    otherwise, the volunteer's own act (docs/design.md §5.6)."""
+    actor = actor or own_actor(payload) or "test"
+    _, raw = encode_event(payload, actor=actor, event_id=event_id, occurred_at=occurred_at or NOW)
     decoded = decode_event(raw)
     assert isinstance(decoded, DecodedEvent), decoded
     return decoded

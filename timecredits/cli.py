@@ -159,6 +159,7 @@ def worker(
     The same process records the statistics from tc.ledger, unless --only says otherwise.
     """
     from consumers.worker import CONSUMERS, WorkerConfig, run_worker
+    from ledger.intake import IntakePolicy
     from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
 
     settings = get_settings()
@@ -178,6 +179,7 @@ def worker(
             thread_timeout_s=settings.worker_thread_timeout_s,
             loglevel=loglevel,
             consumers=frozenset({only.value}) if only is not None else frozenset(CONSUMERS),
+            policy=IntakePolicy(max_days_back=settings.max_days_back),
         )
     )
 
@@ -430,6 +432,10 @@ def up(
                     balance = repository.volunteer_balance(volunteer)
                     console.print(f"  {volunteer}: {format_credits(balance.available)} available, "
                                   f"{format_credits(balance.held)} held; member of {', '.join(who.orgs[volunteer])}")
+                from timecredits.demo import PARTNERS
+                from timecredits.demo_spend import print_spend_code, show_spend_code
+
+                print_spend_code(console, show_spend_code(url, engine, who.ids[3:30], PARTNERS[1][0]))
             _print_verify(verify_ledger(engine), heads=False)
             console.print(f"[bold]API: {url}[/bold]  (OpenAPI: {url}/docs)")
             console.print(f"[bold]admin token: {admin_token}[/bold]")

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine, text
 
 from ledger.events import MembershipStarted
+from ledger.intake import own_actor
 from ledger.pg.processing import count_decided
 from producers.kafka import EventProducer
 from timecredits import demo
@@ -21,7 +22,9 @@ from timecredits import demo
 def _produce(producer: EventProducer, events: Sequence[demo.DemoEvent], progress: Progress, label: str) -> None:
     task = progress.add_task(label, total=len(events))
     for n, event in enumerate(events, 1):
-        producer.publish(event.payload, actor=demo.ACTOR, event_id=event.event_id, occurred_at=event.occurred_at)
+        # A spend or a gift is the volunteer's own act in the demo (docs/design.md §5.6); the rest the demo's.
+        actor = own_actor(event.payload) or demo.ACTOR
+        producer.publish(event.payload, actor=actor, event_id=event.event_id, occurred_at=event.occurred_at)
         if n % 500 == 0 or n == len(events):
             progress.update(task, completed=n)
     producer.flush()

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     #: Refused authentications (401s) a minute, and the burst, per client address.
     rate_auth_failures_per_min: float = Field(default=600.0, gt=0, alias="TIMECREDITS_RATE_AUTH_FAILURES_PER_MIN")
     rate_auth_failures_burst: int = Field(default=100, ge=1, alias="TIMECREDITS_RATE_AUTH_FAILURES_BURST")
+    #: Hours dated more than this many days back are refused unless an admin logs them (docs/design.md §5.6).
+    max_days_back: int = Field(default=92, ge=0, le=3650, alias="TIMECREDITS_MAX_DAYS_BACK")
+    #: Wrong spend codes one actor may type in 15 minutes before being refused (docs/design.md §5.6).
+    spend_code_guesses: int = Field(default=10, ge=1, alias="TIMECREDITS_SPEND_CODE_GUESSES")
 
     @field_validator("database_url")
     @classmethod

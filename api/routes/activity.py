@@ -11,7 +11,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from api.auth import Principal, Role
 from api.deps import ServicesDep, forbid, require
@@ -28,6 +28,7 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
+from api.spend_codes import redeemable_code
 from ledger.domain import EntryKind
 from ledger.events import (
     BookingAttended,
@@ -41,6 +42,7 @@ from ledger.events import (
     OpportunityBooked,
 )
 from ledger.pg import schema
+from ledger.pg.registry import StoredRegistry
 
 router = APIRouter(prefix="/v1", tags=["activity"])
 WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
@@ -61,16 +63,24 @@ class Decision(Request):
     reason: OptionalText500 = ""
 
 
+SpendCodeText = Annotated[str, Field(min_length=1, max_length=20, examples=["1234 5678"],
+                                     description="the volunteer's spend code, as they read it out or as scanned")]
+
+
 class Book(Request):
     opportunity_id: Id
-    volunteer_id: Id | None = Field(None, description="required when a partner organisation books for a volunteer")
+    volunteer_id: Id | None = Field(None, description="optional when a spend code names the volunteer")
+    spend_code: SpendCodeText | None = Field(None, description="required when a partner or an admin books for a "
+                                                               "volunteer: the volunteer's spend code")
 
 
 class Redeem(Request):
-    volunteer_id: Id | None = Field(None, description="defaults to the calling volunteer")
+    volunteer_id: Id | None = Field(None, description="defaults to the calling volunteer, or to the spend code's")
     partner_id: Id | None = Field(None, description="defaults to the calling partner organisation")
     amount: CreditAmount
     opportunity_id: Id | None = None
+    spend_code: SpendCodeText | None = Field(None, description="required when anyone but the volunteer takes the "
+                                                               "credits: the volunteer's spend code")
 
 
 class Gift(Request):
@@ -81,7 +91,7 @@ class Gift(Request):
 def _publish_checked(services: ServicesDep, principal: Principal, payload: EventPayload) -> Accepted:
     """Refuse at once what the worker's intake rules would refuse, then publish the event."""
     with services.engine.connect() as conn:
-        refuse_what_the_worker_would(conn, principal, payload)
+        refuse_what_the_worker_would(conn, principal, payload, services.policy)
     return Accepted(event_id=publish(services, principal, payload).event_id)
 
 
@@ -127,26 +137,49 @@ def reject_hours(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin, b
 
 @router.post("/bookings", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 def book(body: Book, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
-    """Hold the opportunity's cost from the volunteer's credits until it is attended or cancelled."""
+    """Hold the opportunity's cost from the volunteer's credits until it is attended or cancelled: by the volunteer,
+    or by the partner (or an admin) with the volunteer's spend code."""
     op = schema.opportunities
     with services.engine.connect() as conn:
         opportunity = conn.execute(select(op.c.partner_id, op.c.cost).where(op.c.id == body.opportunity_id)).first()
         if opportunity is None:
             raise ApiError(404, "unknown_opportunity", f"no opportunity {body.opportunity_id}")
-        if principal.role is Role.VOLUNTEER:
-            if body.volunteer_id not in (None, principal.volunteer_id):
-                raise forbid("a volunteer books for themselves only")
-            volunteer_id = principal.volunteer_id
-        else:
-            if principal.role is Role.ORG and principal.org_id != opportunity.partner_id:
-                raise forbid("an organisation books its own opportunities only")
-            if body.volunteer_id is None:
-                raise ApiError(422, "invalid_request", "volunteer_id is required")
-            volunteer_id = body.volunteer_id
-    assert volunteer_id is not None
+        if principal.role is Role.ORG and principal.org_id != opportunity.partner_id:
+            raise forbid("an organisation books its own opportunities only")
+        volunteer_id, code_id = _spender(conn, services, principal, body.volunteer_id, opportunity.partner_id,
+                                         opportunity.cost, body.spend_code)
     return _publish_checked(services, principal, OpportunityBooked(
         volunteer_id=volunteer_id, opportunity_id=body.opportunity_id, partner_id=opportunity.partner_id,
-        amount=opportunity.cost))
+        amount=opportunity.cost, spend_code_id=code_id))
+
+
+def _partner(conn: Connection, partner_id: str) -> None:
+    """That the partner takes credits, before its front desk is asked for a code it could not use."""
+    partner = StoredRegistry(conn).organisation(partner_id)
+    if partner is None:
+        raise ApiError(404, "unknown_organisation", f"no organisation {partner_id}")
+    if "partner" not in partner.kinds:
+        raise ApiError(422, "not_a_partner", f"organisation {partner_id} is not a partner organisation")
+
+
+def _spender(conn: Connection, services: ServicesDep, principal: Principal, volunteer_id: str | None,
+             partner_id: str, amount: int, spend_code: str | None) -> tuple[str, UUID | None]:
+    """Whose credits a payment takes, and the spend code that authorises it when the volunteer is not the one
+    asking (docs/design.md §5.6): the volunteer pays by their own act, anyone else with their code."""
+    if principal.role is Role.VOLUNTEER:
+        if volunteer_id not in (None, principal.volunteer_id):
+            raise forbid("a volunteer spends their own credits only")
+        if spend_code is not None:
+            raise ApiError(422, "invalid_request", "a volunteer spends their own credits without a spend code")
+        assert principal.volunteer_id is not None
+        return principal.volunteer_id, None
+    if spend_code is None:
+        raise ApiError(403, "authorisation_required", "ask the volunteer for a spend code: credits are taken only "
+                                                      "with the volunteer's agreement")
+    code = redeemable_code(conn, principal.actor, partner_id, spend_code, amount, services.spend_code_guesses)
+    if volunteer_id not in (None, code.volunteer_id):
+        raise ApiError(422, "invalid_code", "that spend code belongs to another volunteer")
+    return code.volunteer_id, code.id
 
 
 def _booking(services: ServicesDep, event_id: UUID):  # type: ignore[no-untyped-def]
@@ -184,21 +217,24 @@ def attend_booking(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin)
 
 @router.post("/redemptions", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 def redeem(body: Redeem, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
-    """Spend credits directly with a partner: by the volunteer, or by the partner on the volunteer's behalf."""
-    volunteer_id, partner_id = body.volunteer_id, body.partner_id
-    if principal.role is Role.VOLUNTEER:
-        if volunteer_id not in (None, principal.volunteer_id):
-            raise forbid("a volunteer spends their own credits only")
-        volunteer_id = principal.volunteer_id
+    """Spend credits directly with a partner: by the volunteer, or by the partner with the volunteer's spend code."""
+    partner_id = body.partner_id
+    if principal.role is Role.VOLUNTEER and partner_id is None:
+        raise ApiError(422, "invalid_request", "partner_id is required")
     if principal.role is Role.ORG:
         if partner_id not in (None, principal.org_id):
             raise forbid("an organisation takes credits for itself only")
         partner_id = principal.org_id
-    if volunteer_id is None or partner_id is None:
-        raise ApiError(422, "invalid_request", "volunteer_id and partner_id are required")
+    if partner_id is None:
+        raise ApiError(422, "invalid_request", "partner_id is required")
     amount = _positive(body.amount)
+    with services.engine.connect() as conn:
+        _partner(conn, partner_id)
+        volunteer_id, code_id = _spender(conn, services, principal, body.volunteer_id, partner_id, amount,
+                                         body.spend_code)
     return _publish_checked(services, principal, CreditsRedeemed(
-        volunteer_id=volunteer_id, partner_id=partner_id, amount=amount, opportunity_id=body.opportunity_id))
+        volunteer_id=volunteer_id, partner_id=partner_id, amount=amount, opportunity_id=body.opportunity_id,
+        spend_code_id=code_id))
 
 
 @router.post("/gifts", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)

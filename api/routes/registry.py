@@ -185,7 +185,7 @@ def create_opportunity(body: NewOpportunity, services: ServicesDep,
     except ValueError as exc:
         raise ApiError(422, "invalid_request", str(exc)) from exc
     with services.engine.begin() as conn:
-        refuse_what_the_worker_would(conn, principal, event)
+        refuse_what_the_worker_would(conn, principal, event, services.policy)
         if _exists(conn, schema.opportunities, opportunity_id):
             raise ApiError(409, "opportunity_exists", f"an opportunity {opportunity_id} already exists")
         conn.execute(insert(schema.opportunities).values(**values))

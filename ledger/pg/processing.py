@@ -27,7 +27,7 @@ from sqlalchemy.sql.elements import Label
 from ledger.accounts import split_account_key
 from ledger.domain import EntryKind, Posting, RecordedEntry
 from ledger.events import CommittedEntry
-from ledger.intake import BatchRegistry, HoursLog, Opportunity, Organisation
+from ledger.intake import DEFAULT_POLICY, BatchRegistry, HoursLog, IntakePolicy, Opportunity, Organisation, SpendCode
 from ledger.pg import schema
 from ledger.pg.bulk import array_literal, copy_rows, insert_rows_ignoring_conflicts
 from ledger.pg.registry import upsert_registry
@@ -58,8 +58,9 @@ class BatchResult:
 
 
 class EventProcessor:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, policy: IntakePolicy = DEFAULT_POLICY) -> None:
         self._engine = engine
+        self._policy = policy
 
     def process(self, items: Sequence[Item], chains: Sequence[str] | None = None) -> BatchResult:
         """One transaction for the batch; should PostgreSQL refuse it, one transaction an item instead.
@@ -74,7 +75,7 @@ class EventProcessor:
         for attempt in range(CONFLICT_ATTEMPTS):
             try:
                 with self._engine.begin() as conn:
-                    return run_batch(conn, items, chain_keys)
+                    return run_batch(conn, items, chain_keys, self._policy)
             except DBAPIError as error:
                 if is_write_conflict(error) and attempt + 1 < CONFLICT_ATTEMPTS:
                     continue  # decided again on what is committed now: what the other writer applied is a duplicate
@@ -112,10 +113,11 @@ def record_rejection(engine: Engine, item: Item, reason: str, message: str) -> E
     return EventOutcome(item.event_id, item.type, "rejected", reason=reason, message=message)
 
 
-def run_batch(conn: Connection, items: Sequence[Item], chains: Sequence[str]) -> BatchResult:
+def run_batch(conn: Connection, items: Sequence[Item], chains: Sequence[str],
+              policy: IntakePolicy = DEFAULT_POLICY) -> BatchResult:
     """Load, decide and write one batch inside the caller's transaction."""
     state = load_state(conn, needs_of(items, chains))
-    decision = decide(items, chains, state, _now())
+    decision = decide(items, chains, state, _now(), policy)
     return write_decision(conn, decision)
 
 
@@ -178,11 +180,22 @@ UNION ALL SELECT 13, NULL, m.org_id, m.volunteer_id, NULL, NULL, NULL, NULL, NUL
     FROM memberships m
     WHERE m.volunteer_id = ANY (CAST(:volunteers AS text[])) AND m.ended_at IS NULL
       AND m.org_id = ANY (CAST(:orgs AS text[]))
+UNION ALL SELECT 14, c.id, c.volunteer_id, c.partner_id, NULL, NULL, c.max_amount, NULL, NULL, c.expires_at,
+                 EXISTS (SELECT 1 FROM spend_code_uses u WHERE u.code_id = c.id), NULL, NULL
+    FROM spend_codes c WHERE c.id = ANY (CAST(:spend_codes AS uuid[]))
+UNION ALL SELECT 15, NULL, p.volunteer_id, NULL, NULL, NULL, sum(l.minutes), NULL, p.worked_on, NULL, NULL, NULL,
+                 NULL
+    FROM (SELECT * FROM unnest(CAST(:day_volunteers AS text[]), CAST(:day_dates AS date[])) AS x(volunteer_id, worked_on)
+          UNION SELECT l.volunteer_id, l.worked_on FROM hours_logs l WHERE l.event_id = ANY (CAST(:logs AS uuid[]))) p
+    JOIN hours_logs l ON l.volunteer_id = p.volunteer_id AND l.worked_on = p.worked_on
+    JOIN hours_decisions hd ON hd.log_event_id = l.event_id AND hd.decision = 'approved'
+    GROUP BY p.volunteer_id, p.worked_on
 """)
 
 
 def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     """Everything `needs` names, as the store holds it now (one round trip)."""
+    days = sorted(needs.days)
     rows = conn.execute(_LOAD_STATE, {
         "event_ids": array_literal(needs.event_ids),
         "volunteers": array_literal(needs.volunteer_ids),
@@ -192,6 +205,9 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
         "referenced": array_literal(needs.referenced),
         "accounts": array_literal(needs.accounts),
         "chains": array_literal(needs.chains),
+        "spend_codes": array_literal(needs.spend_codes),
+        "day_volunteers": array_literal(volunteer for volunteer, _ in days),
+        "day_dates": array_literal(day for _, day in days),
     }).all()
     # Where one event id is in several tables, the later source wins: a rejection over an entry over a decision.
     sources: dict[UUID, tuple[int, Any]] = {}
@@ -205,6 +221,9 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     balances: dict[str, int] = {}
     heads: dict[str, tuple[int, bytes]] = {}
     members: set[tuple[str, str]] = set()
+    spend_codes: dict[UUID, SpendCode] = {}
+    used_codes: set[UUID] = set()
+    day_minutes: dict[tuple[str, Any], int] = {}
     for tag, u, t1, t2, t3, t4, n1, n2, d, ts, flag, arr, binary in rows:
         if tag <= 3:
             if u not in sources or sources[u][0] < tag:
@@ -229,6 +248,12 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
             heads[t1] = (n1, bytes(binary))
         elif tag == 13:
             members.add((t1, t2))
+        elif tag == 14:
+            spend_codes[u] = SpendCode(u, t1, t2, n1, ts)
+            if flag:
+                used_codes.add(u)
+        elif tag == 15:
+            day_minutes[(t1, d)] = n1
     decided = {event_id: _outcome(event_id, tag, values) for event_id, (tag, values) in sources.items()}
     entries = {
         event_id: RecordedEntry(event_id, EntryKind(kind), tuple(postings.get(entry_id, ())), volunteer_id, org_id,
@@ -242,7 +267,8 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     wanted |= {f"volunteer:{v[2]}" for v in referenced.values() if v[2]}
     for account in wanted:
         balances.setdefault(account, 0)
-    registry = BatchRegistry(volunteers, organisations, opportunities, logs, decided_logs, members)
+    registry = BatchRegistry(volunteers, organisations, opportunities, logs, decided_logs, members, spend_codes,
+                             used_codes, day_minutes)
     return BatchState(decided, registry, entries, entry_ids, balances, existing, heads)
 
 
@@ -266,6 +292,10 @@ def write_decision(conn: Connection, decision: BatchDecision) -> BatchResult:
     _insert_hours_logs(conn, decision.hours_logs)
     _write_refusals(conn, [(r.event_id, r.reason, r.message) for r in decision.refusals], decision.recorded_at)
     entry_ids = _write_entries(conn, decision)
+    # A code's use is written with the payment it authorised; its primary key makes the code single use.
+    copy_rows(conn, schema.spend_code_uses, [
+        {"code_id": code_id, "event_id": event_id, "used_at": decision.recorded_at}
+        for code_id, event_id in decision.spend_code_uses])
     committed = [_committed(entry_ids[sealed.draft.event_id], sealed) for sealed in decision.entries]
     # A batch delivered again after a crash may have committed before tc.ledger heard of it: say it again.
     return BatchResult(decision.outcomes(entry_ids), committed + load_committed(conn, decision.repeated_entry_ids))
@@ -366,6 +396,7 @@ def _insert_decisions(conn: Connection, decision: BatchDecision, entry_ids: dict
             "reason": hours.reason,
             "entry_id": entry_ids[entry_event_id] if entry_event_id is not None else None,
             "decided_at": hours.decided_at,
+            "decided_by": hours.decided_by,
         }
         for hours, entry_event_id in decision.decisions
     ])

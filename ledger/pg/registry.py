@@ -6,12 +6,13 @@ the API's pre-checks, so that a request is refused at once by the very rule the 
 """
 from __future__ import annotations
 
+from datetime import date
 from uuid import UUID
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from ledger.intake import MEMBERSHIPS, HoursLog, Opportunity, Organisation, RegistryUpsert
+from ledger.intake import MEMBERSHIPS, HoursLog, Opportunity, Organisation, RegistryUpsert, SpendCode
 from ledger.pg import schema
 
 
@@ -49,6 +50,25 @@ class StoredRegistry:
 
     def is_member(self, org_id: str, volunteer_id: str) -> bool:
         return is_current_member(self._conn, org_id, volunteer_id)
+
+    def spend_code(self, code_id: UUID) -> SpendCode | None:
+        c = schema.spend_codes
+        row = self._conn.execute(select(c.c.id, c.c.volunteer_id, c.c.partner_id, c.c.max_amount, c.c.expires_at)
+                                 .where(c.c.id == code_id)).first()
+        return SpendCode(*row) if row else None
+
+    def is_code_used(self, code_id: UUID) -> bool:
+        u = schema.spend_code_uses
+        return self._conn.execute(select(u.c.code_id).where(u.c.code_id == code_id)).first() is not None
+
+    def approved_minutes(self, volunteer_id: str, day: date) -> int:
+        logs, d = schema.hours_logs, schema.hours_decisions
+        total = self._conn.execute(
+            select(func.coalesce(func.sum(logs.c.minutes), 0))
+            .join_from(logs, d, d.c.log_event_id == logs.c.event_id)
+            .where(logs.c.volunteer_id == volunteer_id, logs.c.worked_on == day, d.c.decision == "approved")
+        ).scalar_one()
+        return int(total)
 
 
 def is_current_member(conn: Connection, org_id: str, volunteer_id: str) -> bool:

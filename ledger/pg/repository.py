@@ -47,6 +47,7 @@ _DATABASE_REASONS = {
     "bad_reversal": "bad_reversal",
     "not_a_booking": Reason.NOT_A_BOOKING.value,
     "bad_hash": "bad_hash",
+    "spend_code_uses_pkey": "code_used",
 }
 
 

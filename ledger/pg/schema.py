@@ -12,6 +12,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Identity,
     Integer,
     LargeBinary,
     MetaData,
@@ -219,6 +220,37 @@ hours_decisions = Table(
     Column("reason", Text, nullable=False),
     Column("entry_id", BigInteger, ForeignKey("entries.id")),
     Column("decided_at", DateTime(timezone=True), nullable=False),
+    #: Who decided (an event's actor); none for decisions made before migration 0011 (docs/design.md §5.6).
+    Column("decided_by", Text),
+)
+
+spend_codes = Table(
+    "spend_codes",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id"), nullable=False),
+    Column("partner_id", Text, ForeignKey("organisations.id"), nullable=False),
+    Column("max_amount", BigInteger, nullable=False),
+    Column("code_hash", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("partner_id", "code_hash", name="spend_codes_one_per_partner_and_digits"),
+)
+
+spend_code_uses = Table(
+    "spend_code_uses",
+    metadata,
+    Column("code_id", Uuid, ForeignKey("spend_codes.id"), primary_key=True),
+    Column("event_id", Uuid, nullable=False, unique=True),
+    Column("used_at", DateTime(timezone=True), nullable=False),
+)
+
+spend_code_failures = Table(
+    "spend_code_failures",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("actor", Text, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 api_tokens = Table(

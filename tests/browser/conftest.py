@@ -24,6 +24,7 @@ from sqlalchemy import Engine, create_engine, insert, select
 
 from api.auth import Role, create_token
 from ledger.pg import schema
+from ledger.intake import own_actor
 from ledger.events import decode_event, encode_event
 from ledger.pg.processing import EventProcessor
 from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
@@ -106,7 +107,7 @@ class DashboardStack:
 
 
 def _decoded(event: demo.DemoEvent):  # type: ignore[no-untyped-def]
-    _, raw = encode_event(event.payload, actor=demo.ACTOR, event_id=event.event_id, occurred_at=event.occurred_at)
+    _, raw = encode_event(event.payload, actor=own_actor(event.payload) or demo.ACTOR, event_id=event.event_id, occurred_at=event.occurred_at)
     return decode_event(raw)
 
 

@@ -119,6 +119,13 @@ class World:
         volunteer_id = self.api.volunteer(name, AREA, member_of=member_of)
         return volunteer_id, self.api.token("volunteer", volunteer_id=volunteer_id)
 
+    def spend_code(self, volunteer_id: str, token: str, partner_id: str, max_amount: str = "10") -> str:
+        """The digits of a new spend code the volunteer made for `partner_id`."""
+        response = self.api.post(f"/v1/volunteers/{volunteer_id}/spend-codes", token,
+                                 {"partner_id": partner_id, "max_amount": max_amount})
+        assert response.status_code == 201, response.text
+        return str(response.json()["code"])
+
     def earn(self, volunteer_id: str, minutes: int) -> dict[str, Any]:
         """Hours with the auto-approving organisation, applied: credits at once."""
         response = self.api.post("/v1/hours", self.org(self.AUTO), self.hours(volunteer_id, self.AUTO, minutes))
@@ -412,7 +419,7 @@ def test_hours_are_logged_and_decided_within_an_organisations_own_scope(api: Api
 
 @pytest.mark.parametrize("change", [
     {"minutes": -30}, {"minutes": 0}, {"minutes": 1441}, {"minutes": 1.5}, {"date": "02/11/2026"},
-    {"date": "2026-02-30"}, {"date": (TODAY + timedelta(days=30)).isoformat()}, {"activity": ""},
+    {"date": "2026-02-30"}, {"activity": ""},
     {"activity": "x" * 201}, {"volunteer_id": ""}, {"volunteer_id": None}, {"extra": 1},
 ], ids=lambda change: "-".join(f"{k}={str(v)[:12]}" for k, v in change.items()))
 def test_hours_invalid_on_their_face_are_refused_at_once(api: Api, world: World, change: dict[str, Any]) -> None:
@@ -447,8 +454,8 @@ def test_a_booking_holds_credits_until_attended_or_cancelled(api: Api, world: Wo
     assert api.outcome(api.accepted(again), token)["reason"] == "booking_closed"
 
     lido = world.org(World.LIDO)
-    by_partner = api.accepted(api.post("/v1/bookings", lido, {"opportunity_id": World.SWIM,
-                                                             "volunteer_id": volunteer_id}))
+    by_partner = api.accepted(api.post("/v1/bookings", lido, {
+        "opportunity_id": World.SWIM, "spend_code": world.spend_code(volunteer_id, token, World.LIDO, "2")}))
     api.applied(by_partner, lido)
     assert api.balance(volunteer_id)["held"] == "2.00"
     expect(api.post(f"/v1/bookings/{by_partner}/attend", world.org(World.ARTS)), 403, "forbidden")
@@ -460,8 +467,9 @@ def test_a_booking_holds_credits_until_attended_or_cancelled(api: Api, world: Wo
     after = api.outcome(api.accepted(api.post(f"/v1/bookings/{by_partner}/cancel", lido)), lido)
     assert (after["status"], after["reason"], after["entry_id"]) == ("rejected", "booking_closed", None)
 
-    by_admin = api.accepted(api.post("/v1/bookings", api.admin, {"opportunity_id": World.CLASS,
-                                                                "volunteer_id": volunteer_id}))
+    by_admin = api.accepted(api.post("/v1/bookings", api.admin, {
+        "opportunity_id": World.CLASS, "volunteer_id": volunteer_id,
+        "spend_code": world.spend_code(volunteer_id, token, World.ARTS)}))
     api.applied(by_admin)
     api.applied(api.accepted(api.post(f"/v1/bookings/{by_admin}/cancel", world.org(World.ARTS))),
                 world.org(World.ARTS))
@@ -482,10 +490,17 @@ def test_bookings_stay_within_the_callers_scope(api: Api, world: World) -> None:
     expect(api.post("/v1/bookings", world.org(World.ARTS), {"opportunity_id": World.SWIM, "volunteer_id": ana}),
            403, "forbidden")
     expect(api.post("/v1/bookings", world.lead, {"opportunity_id": World.SWIM, "volunteer_id": ana}), 403, "forbidden")
-    expect(api.post("/v1/bookings", world.org(World.LIDO), {"opportunity_id": World.SWIM}), 422, "invalid_request")
+    expect(api.post("/v1/bookings", world.org(World.LIDO), {"opportunity_id": World.SWIM}), 403,
+           "authorisation_required")
+    expect(api.post("/v1/bookings", api.admin, {"opportunity_id": World.SWIM, "volunteer_id": ana}), 403,
+           "authorisation_required")
     expect(api.post("/v1/bookings", ana_token, {"opportunity_id": "no-such-thing"}), 404, "unknown_opportunity")
     expect(api.post("/v1/bookings", world.org(World.LIDO), {"opportunity_id": World.SWIM, "volunteer_id": "nobody"}),
-           404, "unknown_volunteer")
+           403, "authorisation_required")
+    # A code is for one partner: LIDO's code does not book at ARTS.
+    expect(api.post("/v1/bookings", world.org(World.ARTS), {
+        "opportunity_id": World.CLASS, "spend_code": world.spend_code(ana, ana_token, World.LIDO)}), 422,
+        "invalid_code")
     for action in ("cancel", "attend"):
         expect(api.post(f"/v1/bookings/{uuid.uuid4()}/{action}", world.org(World.LIDO)), 404, "unknown_booking")
 
@@ -514,8 +529,9 @@ def test_redemptions_spend_credits_with_a_partner(api: Api, world: World) -> Non
     spent = api.applied(api.accepted(api.post("/v1/redemptions", token, {"partner_id": World.LIDO, "amount": "0.5"})),
                         token)
     assert isinstance(spent["entry_id"], int)
-    on_behalf = api.accepted(api.post("/v1/redemptions", lido, {"volunteer_id": volunteer_id, "amount": "1.25",
-                                                                "opportunity_id": World.SWIM}))
+    on_behalf = api.accepted(api.post("/v1/redemptions", lido, {
+        "volunteer_id": volunteer_id, "amount": "1.25", "opportunity_id": World.SWIM,
+        "spend_code": world.spend_code(volunteer_id, token, World.LIDO)}))
     api.applied(on_behalf, lido)
     assert api.balance(volunteer_id, token)["available"] == "1.25"
     beyond = api.outcome(api.accepted(api.post("/v1/redemptions", token, {"partner_id": World.ARTS,
@@ -533,8 +549,10 @@ def test_redemptions_spend_credits_with_a_partner(api: Api, world: World) -> Non
     expect(api.post("/v1/redemptions", world.org(World.CLUB), {"volunteer_id": volunteer_id, "amount": "1"}),
            422, "not_a_partner")
     expect(api.post("/v1/redemptions", token, {"partner_id": "nowhere", "amount": "1"}), 404, "unknown_organisation")
-    expect(api.post("/v1/redemptions", lido, {"volunteer_id": "nobody", "amount": "1"}), 404, "unknown_volunteer")
-    expect(api.post("/v1/redemptions", api.admin, {"partner_id": World.LIDO, "amount": "1"}), 422, "invalid_request")
+    expect(api.post("/v1/redemptions", lido, {"volunteer_id": "nobody", "amount": "1"}), 403, "authorisation_required")
+    expect(api.post("/v1/redemptions", api.admin, {"partner_id": World.LIDO, "amount": "1"}), 403,
+           "authorisation_required")
+    expect(api.post("/v1/redemptions", api.admin, {"amount": "1"}), 422, "invalid_request")  # with whom?
     expect(api.post("/v1/redemptions", other_token, {"amount": "1"}), 422, "invalid_request")  # with whom?
     for zero in ("0", "0.00", "000.0"):
         expect(api.post("/v1/redemptions", token, {"partner_id": World.LIDO, "amount": zero}), 422, "invalid_amount")
@@ -587,6 +605,150 @@ def test_volunteers_gift_credits_and_organisations_may_not(api: Api, world: Worl
         expect(api.post("/v1/gifts", ana_token, {"to_volunteer_id": ben, "amount": "0.10", **bad}), 422,
                "invalid_request")
     assert api.balance(ana)["available"] == "0.75"
+
+
+# --- spend codes: credits leave a volunteer's account only by their own act (docs/design.md §5.6) ---------------
+
+
+def test_a_partner_takes_credits_only_with_the_volunteers_spend_code(api: Api, world: World) -> None:
+    volunteer_id, token = world.volunteer("sc-ana")
+    world.earn(volunteer_id, 300)  # 5.00
+    lido = world.org(World.LIDO)
+    expect(api.post("/v1/redemptions", lido, {"volunteer_id": volunteer_id, "amount": "1"}), 403,
+           "authorisation_required")
+
+    made = api.post(f"/v1/volunteers/{volunteer_id}/spend-codes", token,
+                    {"partner_id": World.LIDO, "max_amount": "1.50", "valid_minutes": 5})
+    assert made.status_code == 201, made.text
+    code = made.json()
+    assert re.fullmatch(r"[0-9]{8}", code["code"]) and code["max_amount"] == "1.50"
+    assert code["partner_id"] == World.LIDO and code["qr_svg"].startswith("<svg")
+    expires = datetime.fromisoformat(code["expires_at"])
+    assert timedelta(minutes=4) < expires - datetime.now(UTC) <= timedelta(minutes=5)
+
+    typed = f"{code['code'][:4]} {code['code'][4:]}"  # as read out at the counter; the code names the volunteer
+    expect(api.post("/v1/redemptions", lido, {"amount": "1.51", "spend_code": typed}), 422, "code_amount_exceeded")
+    other, _ = world.volunteer("sc-ben")
+    expect(api.post("/v1/redemptions", lido, {"volunteer_id": other, "amount": "1", "spend_code": typed}), 422,
+           "invalid_code")
+    expect(api.post("/v1/redemptions", world.org(World.ARTS), {"amount": "1", "spend_code": typed}), 422,
+           "invalid_code")
+    paid = api.applied(api.accepted(api.post("/v1/redemptions", lido, {"amount": "1.50", "spend_code": typed})), lido)
+    assert isinstance(paid["entry_id"], int)
+    assert api.balance(volunteer_id, token)["available"] == "3.50"
+    expect(api.post("/v1/redemptions", lido, {"amount": "0.10", "spend_code": typed}), 409, "code_used")
+    expect(api.post("/v1/redemptions", token, {"partner_id": World.LIDO, "amount": "1", "spend_code": typed}), 422,
+           "invalid_request")  # the volunteer's own act needs no code
+    items = api.get(f"/v1/volunteers/{volunteer_id}/statement", token).json()["items"]
+    assert (items[0]["kind"], items[0]["amount"]) == ("credits_redeemed", "-1.50")
+
+
+def test_only_the_volunteer_makes_their_spend_codes(api: Api, world: World) -> None:
+    volunteer_id, token = world.volunteer("sc-cara")
+    _, other_token = world.volunteer("sc-dev")
+    path = f"/v1/volunteers/{volunteer_id}/spend-codes"
+    body = {"partner_id": World.LIDO, "max_amount": "1"}
+    for who in (other_token, world.org(World.LIDO), world.org(World.CLUB), world.lead, api.admin):
+        expect(api.post(path, who, body), 403, "forbidden")
+    expect(api.post(path, None, body), 401, "unauthenticated")
+    expect(api.post(path, token, {**body, "partner_id": "nowhere"}), 404, "unknown_organisation")
+    expect(api.post(path, token, {**body, "partner_id": World.CLUB}), 422, "not_a_partner")
+    expect(api.post(path, token, {**body, "max_amount": "0"}), 422, "invalid_amount")
+    for bad in ({"valid_minutes": 0}, {"valid_minutes": 31}, {"max_amount": "-1"}, {"partner_id": None},
+                {"extra": 1}):
+        expect(api.post(path, token, {**body, **bad}), 422, "invalid_request")
+    assert api.post(path, token, body).status_code == 201
+
+
+def test_an_expired_code_is_refused(shared_stack: Stack, api: Api, world: World) -> None:
+    volunteer_id, token = world.volunteer("sc-exp")
+    world.earn(volunteer_id, 60)
+    code = world.spend_code(volunteer_id, token, World.LIDO)
+    with shared_stack.engine.begin() as conn:  # as if its minutes had passed
+        conn.execute(text("UPDATE spend_codes SET created_at = now() - interval '20 minutes', "
+                          "expires_at = now() - interval '10 minutes' WHERE volunteer_id = :v"), {"v": volunteer_id})
+    expect(api.post("/v1/redemptions", world.org(World.LIDO), {"amount": "0.5", "spend_code": code}), 422,
+           "code_expired")
+    assert api.balance(volunteer_id)["available"] == "1.00"
+
+
+def test_two_front_desks_racing_with_one_code_take_one_payment(api: Api, world: World) -> None:
+    volunteer_id, token = world.volunteer("sc-race")
+    world.earn(volunteer_id, 600)  # 10.00
+    code = world.spend_code(volunteer_id, token, World.LIDO, "1")
+    desks = [api.token("org", org_id=World.LIDO) for _ in range(2)]
+    barrier = threading.Barrier(8)
+    answers: list[httpx.Response] = []
+
+    def pay(desk: str) -> None:
+        barrier.wait()
+        answers.append(httpx.post(api.url + "/v1/redemptions", json={"amount": "1", "spend_code": code}, timeout=30,
+                                  headers={"Authorization": f"Bearer {desk}"}))
+
+    threads = [threading.Thread(target=pay, args=(desks[n % 2],)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    accepted = [r.json()["event_id"] for r in answers if r.status_code == 202]
+    refused = [error_code(r) for r in answers if r.status_code != 202]
+    assert len(accepted) + len(refused) == 8 and set(refused) <= {(409, "code_used")}, refused
+    outcomes = [api.outcome(event_id, api.admin) for event_id in accepted]
+    assert sorted(o["reason"] or "applied" for o in outcomes).count("applied") == 1, outcomes
+    assert {o["reason"] for o in outcomes if o["status"] == "rejected"} <= {"code_used"}
+    assert api.balance(volunteer_id)["available"] == "9.00"
+
+
+def test_guessing_spend_codes_is_refused_after_a_few_wrong_ones(api: Api, world: World) -> None:
+    guesser = f"guess-{uuid.uuid4().hex[:6]}"
+    api.organisation(guesser, ["partner"], AREA)
+    desk = api.token("org", org_id=guesser)
+    volunteer_id, token = world.volunteer("sc-guess")
+    world.earn(volunteer_id, 60)
+    right = world.spend_code(volunteer_id, token, guesser)
+    wrong = [f"{(int(right) + n) % 10**8:08d}" for n in range(1, 11)]
+    for guess in wrong:
+        expect(api.post("/v1/redemptions", desk, {"amount": "0.1", "spend_code": guess}), 422, "invalid_code")
+    limited = api.post("/v1/redemptions", desk, {"amount": "0.1", "spend_code": right})
+    expect(limited, 429, "rate_limited")
+    assert 0 < int(limited.headers["Retry-After"]) <= 15 * 60
+    other_desk = world.org(World.LIDO)  # another organisation's guesses are its own
+    expect(api.post("/v1/redemptions", other_desk, {"amount": "0.1", "spend_code": "00000000"}), 422, "invalid_code")
+    assert api.balance(volunteer_id)["available"] == "1.00"
+
+
+# --- earning that cannot run away (docs/design.md §5.6) ---------------------------------------------------------
+
+
+def test_no_more_than_24_approved_hours_for_one_volunteer_on_one_day(api: Api, world: World) -> None:
+    volunteer_id, _ = world.volunteer("day-ana")
+    world.earn(volunteer_id, 20 * 60)
+    club = world.org(World.CLUB)
+    logged = api.applied(api.accepted(api.post("/v1/hours", club, world.hours(volunteer_id, World.CLUB, 5 * 60))),
+                         club)
+    expect(api.post(f"/v1/hours/{logged['event_id']}/approve", club), 422, "too_many_hours")
+    expect(api.post("/v1/hours", world.org(World.AUTO), world.hours(volunteer_id, World.AUTO, 5 * 60)), 422,
+           "too_many_hours")
+    api.applied(api.accepted(api.post("/v1/hours", world.org(World.AUTO), world.hours(volunteer_id, World.AUTO, 4 * 60))),
+                world.org(World.AUTO))
+    assert api.balance(volunteer_id)["available"] == "24.00"
+    api.applied(api.accepted(api.post(f"/v1/hours/{logged['event_id']}/reject", club, {"reason": "double entry"})),
+                club)
+
+
+def test_hours_dated_long_ago_need_an_admin_and_future_ones_are_refused(api: Api, world: World) -> None:
+    volunteer_id, _ = world.volunteer("day-old")
+    old = (TODAY - timedelta(days=93)).isoformat()
+    expect(api.post("/v1/hours", world.org(World.CLUB), {**world.hours(volunteer_id, World.CLUB), "date": old}),
+           422, "date_too_old")
+    assert api.accepted(api.post("/v1/hours", world.org(World.CLUB), {
+        **world.hours(volunteer_id, World.CLUB), "date": (TODAY - timedelta(days=92)).isoformat()}))
+    by_admin = api.accepted(api.post("/v1/hours", api.admin, {**world.hours(volunteer_id, World.CLUB), "date": old}))
+    assert api.applied(by_admin)["status"] == "applied"
+    ahead = (TODAY + timedelta(days=30)).isoformat()
+    for who in (world.org(World.CLUB), api.admin):
+        expect(api.post("/v1/hours", who, {**world.hours(volunteer_id, World.CLUB), "date": ahead}), 422,
+               "date_in_future")
 
 
 # --- memberships and organisations' references -------------------------------------------------------------------

@@ -63,8 +63,9 @@ OPPORTUNITIES = {  # id: (partner, cost, category)
     "ld-pottery": (ARTS, "1.5", "course"),
     "ld-cv": (HUB, "0.5", "training"),
 }
-REJECTION_REASONS = {"insufficient_credits", "already_decided", "booking_closed"}
-"""Why the worker may refuse a write of this mix: spends beyond a balance, decisions and bookings raced."""
+REJECTION_REASONS = {"insufficient_credits", "already_decided", "booking_closed", "code_used", "too_many_hours"}
+"""Why the worker may refuse a write of this mix: spends beyond a balance, decisions and bookings raced, a spend
+code offered twice at once, a volunteer's day filled by two organisations at once."""
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -159,6 +160,9 @@ class World:
     accepted_order: list[str] = field(default_factory=list)
     club_logs: list[str] = field(default_factory=list)
     bookings: list[tuple[str, str, str]] = field(default_factory=list)  # (event id, volunteer token, partner)
+    #: Spend codes the volunteers made, by partner, not yet offered; and those offered once.
+    codes: dict[str, list[str]] = field(default_factory=dict)
+    used_codes: dict[str, list[str]] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
 
     @property
@@ -257,7 +261,7 @@ def _create_world(api: ApiProcess) -> World:
             org_id = rng.choice((AUTO, GARDEN, HUB))
             token_ = world.orgs[org_id][0]
             earned.append(("earn", Call("POST", "/v1/hours", {202}, bearer(token_), {
-                "volunteer_id": volunteer_id, "org_id": org_id, "date": days_ago(rng.randint(1, 300)),
+                "volunteer_id": volunteer_id, "org_id": org_id, "date": days_ago(rng.randint(1, 90)),
                 "minutes": rng.choice((60, 120, 180, 240)), "activity": "Food bank"},
                 on_response=world.remember("earn", token_))))
         if rng.random() < 0.3:
@@ -265,6 +269,14 @@ def _create_world(api: ApiProcess) -> World:
                 "volunteer_id": volunteer_id, "org_id": CLUB, "date": days_ago(rng.randint(1, 60)), "minutes": 90,
                 "activity": "Litter pick"}, on_response=lambda r: world.club_logs.append(r.json()["event_id"]))))
     setup(earned)
+
+    # Spend codes the volunteers give the partners' front desks (docs/design.md §5.6): one payment each.
+    for partner in PARTNERS:
+        world.codes[partner], world.used_codes[partner] = [], []
+    setup([("spend code", Call("POST", f"/v1/volunteers/{v}/spend-codes", {201}, bearer(world.volunteers[v]),
+                               {"partner_id": partner, "max_amount": "3", "valid_minutes": 30},
+                               on_response=lambda r, p=partner: world.codes[p].append(r.json()["code"])))
+           for v in volunteer_ids for partner in PARTNERS if rng.random() < 0.5])
     return world
 
 
@@ -332,7 +344,7 @@ def _templates(world: World) -> list[Template]:  # noqa: C901 - one small functi
         return world.write("log hours", "/v1/hours", world.org(rng, org_id), {
             "volunteer_id": some_volunteer(rng), "org_id": org_id, "date": days_ago(rng.randint(0, 90)),
             "minutes": rng.choice((30, 60, 90, 120, 180)), "activity": rng.choice(("Food bank", "Lunch club"))},
-            {}, then)
+            {422: frozenset({"too_many_hours"})}, then)
 
     def decide(rng: random.Random) -> Call | None:
         if not world.club_logs:
@@ -341,7 +353,7 @@ def _templates(world: World) -> list[Template]:  # noqa: C901 - one small functi
         verb = "approve" if rng.random() < 0.85 else "reject"
         body = {} if verb == "approve" else {"reason": "not on the rota"}
         return world.write(f"{verb} hours", f"/v1/hours/{event_id}/{verb}", world.org(rng, CLUB), body,
-                           {404: NOT_FOUND, 409: frozenset({"already_decided"})})
+                           {404: NOT_FOUND, 409: frozenset({"already_decided"}), 422: frozenset({"too_many_hours"})})
 
     def spend(rng: random.Random) -> Call:
         amount = rng.choice(("0.25", "0.50", "1", "1.50", "3"))
@@ -350,8 +362,18 @@ def _templates(world: World) -> list[Template]:  # noqa: C901 - one small functi
             return world.write("spend", "/v1/redemptions", world.volunteers[v],
                                {"partner_id": rng.choice(PARTNERS), "amount": amount}, {})
         partner = rng.choice(PARTNERS)
+        fresh, offered = world.codes[partner], world.used_codes[partner]
+        if fresh and (not offered or rng.random() < 0.9):
+            code = fresh.pop()
+            offered.append(code)
+        elif offered:
+            code = rng.choice(offered)  # offered again: refused at once, or by the worker if the first is pending
+        else:
+            return world.write("spend (partner, no code)", "/v1/redemptions", world.org(rng, partner),
+                               {"volunteer_id": some_volunteer(rng), "amount": amount},
+                               {403: frozenset({"authorisation_required"})})
         return world.write("spend (partner)", "/v1/redemptions", world.org(rng, partner),
-                           {"volunteer_id": some_volunteer(rng), "amount": amount}, {})
+                           {"amount": amount, "spend_code": code}, {409: frozenset({"code_used"})})
 
     def gift(rng: random.Random) -> Call:
         sender, receiver = rng.sample(volunteers, 2)

@@ -126,7 +126,7 @@ def test_a_frozen_broker_gives_503_to_writes_while_reads_go_on_and_loses_nothing
             process.wait_answering("/readyz", 200, timeout=60)
             api.organisation("auto", ["community"], AREA, auto_approve=True)
             api.organisation("lido", ["partner"], AREA)
-            club, lido = api.token("org", org_id="auto"), api.token("org", org_id="lido")
+            club = api.token("org", org_id="auto")
             volunteers = [api.volunteer(f"fz-{n}", AREA, member_of=("auto",)) for n in range(5)]
             earned: Counter[str] = Counter()
             accepted: list[str] = []
@@ -136,9 +136,13 @@ def test_a_frozen_broker_gives_503_to_writes_while_reads_go_on_and_loses_nothing
                         "activity": "Food bank"}
                 return api.post("/v1/hours", club, body, headers={"Idempotency-Key": key} if key else None)
 
+            own = {volunteer: api.token("volunteer", volunteer_id=volunteer) for volunteer in volunteers}
+
             def redeem(volunteer: str, amount: int, key: str | None = None) -> httpx.Response:
-                body = {"volunteer_id": volunteer, "amount": f"{amount // 100}.{amount % 100:02d}"}
-                return api.post("/v1/redemptions", lido, body, headers={"Idempotency-Key": key} if key else None)
+                """Spent by the volunteer's own act (docs/design.md §5.6)."""
+                body = {"partner_id": "lido", "amount": f"{amount // 100}.{amount % 100:02d}"}
+                return api.post("/v1/redemptions", own[volunteer], body,
+                                headers={"Idempotency-Key": key} if key else None)
 
             def register(volunteer: str, key: str) -> httpx.Response:
                 return api.post("/v1/volunteers", ADMIN_TOKEN, {"reference": volunteer, "org_id": "auto",

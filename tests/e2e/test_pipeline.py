@@ -11,6 +11,7 @@ import pytest
 from kafka import KafkaConsumer
 from sqlalchemy import text
 
+from ledger.actors import volunteer_actor
 from ledger.events import (
     TOPIC_ACTIVITY,
     TOPIC_LEDGER,
@@ -96,10 +97,10 @@ def test_hours_booking_attendance_redemption_and_gift_end_to_end(shared_stack: S
         logged = producer.publish(HoursLogged(volunteer_id=ana, org_id="flow-club", date=date(2026, 11, 1),
                                               minutes=300, activity="Food bank"), actor=ACTOR)
         approved = producer.publish(HoursApproved(log_event_id=logged.event_id, volunteer_id=ana, org_id="flow-club"), actor=ACTOR)
-        booked = producer.publish(OpportunityBooked(volunteer_id=ana, opportunity_id="flow-swim", partner_id="flow-lido", amount=100), actor=ACTOR)
+        booked = producer.publish(OpportunityBooked(volunteer_id=ana, opportunity_id="flow-swim", partner_id="flow-lido", amount=100), actor=volunteer_actor(ana))
         attended = producer.publish(BookingAttended(booking_event_id=booked.event_id, volunteer_id=ana), actor=ACTOR)
-        redeemed = producer.publish(CreditsRedeemed(volunteer_id=ana, partner_id="flow-lido", amount=50), actor=ACTOR)
-        gifted = producer.publish(CreditsGifted(from_volunteer_id=ana, to_volunteer_id=ben, amount=75), actor=ACTOR)
+        redeemed = producer.publish(CreditsRedeemed(volunteer_id=ana, partner_id="flow-lido", amount=50), actor=volunteer_actor(ana))
+        gifted = producer.publish(CreditsGifted(from_volunteer_id=ana, to_volunteer_id=ben, amount=75), actor=volunteer_actor(ana))
     ids = [e.event_id for e in (logged, approved, booked, attended, redeemed, gifted)]
     _wait_decided(stack, ids)
 
@@ -174,7 +175,8 @@ def test_a_spend_produced_after_the_approval_that_funds_it_is_applied_after_it(s
             for volunteer in volunteers:
                 logged = producer.publish(HoursLogged(volunteer_id=volunteer, org_id="order-club",
                                                       date=date(2026, 11, 1), minutes=60, activity=f"r{round_}"), actor=ACTOR)
-                spent = producer.publish(CreditsRedeemed(volunteer_id=volunteer, partner_id="order-lido", amount=100), actor=ACTOR)
+                spent = producer.publish(CreditsRedeemed(volunteer_id=volunteer, partner_id="order-lido", amount=100),
+                                         actor=volunteer_actor(volunteer))
                 ids += [logged.event_id, spent.event_id]
     _wait_decided(stack, ids)
     with stack.engine.connect() as conn:

@@ -120,11 +120,14 @@ def _seed(url: str) -> Seeded:
     for log in logs:
         applied(log)
     applied(post(f"/v1/hours/{logs[0]}/approve", None, 202)["event_id"])  # st-v1 earns 3.00; the others stay pending
-    booking = post("/v1/bookings", {"opportunity_id": "st-swim", "volunteer_id": volunteers[0]}, 202)["event_id"]
-    applied(booking)
     for role, scope in (("org", {"org_id": "st-club"}), ("org", {"org_id": "st-lido"}), ("lead", {})):
         post("/v1/tokens", {"role": role, **scope})
     volunteer_token = post("/v1/tokens", {"role": "volunteer", "volunteer_id": volunteers[0]})["token"]
+    booked = admin.post("/v1/bookings", json={"opportunity_id": "st-swim"},  # the volunteer's own act
+                        headers={"Authorization": f"Bearer {volunteer_token}"})
+    assert booked.status_code == 202, booked.text
+    booking = booked.json()["event_id"]
+    applied(booking)
     admin.close()
     return Seeded(
         ids={

@@ -52,6 +52,10 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
     running, data_dir, api_port = up
     postgres_port = int(running.read_until(re.compile(r"PostgreSQL: \S+@127\.0\.0\.1:(\d+)/"), START_TIMEOUT_S)[1])
     broker_port = int(running.read_until(re.compile(r"Kafka bootstrap servers: 127\.0\.0\.1:(\d+)"), 60)[1])
+    spent = running.read_until(re.compile(r"spend code: (v-[0-9a-f]{12}) made ([0-9]{4} [0-9]{4}) for (\S+); the "
+                                          r"front desk took 1\.00 credits with it \((\S+)\); offered again: (\S+)"),
+                               START_TIMEOUT_S)
+    assert (spent[4], spent[5]) == ("applied", "code_used"), spent[0]
     url = running.read_until(re.compile(r"API: (http://\S+)"), START_TIMEOUT_S)[1]
     token = running.read_until(re.compile(r"admin token: (\S+)"), 10)[1]
     assert url == f"http://127.0.0.1:{api_port}"

@@ -25,6 +25,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
+from ledger.intake import own_actor
 from ledger.pg.processing import EventProcessor
 from stats.facts import write_facts
 from stats.queries import participation
@@ -35,7 +36,7 @@ END = date(2026, 12, 31)
 
 
 def _ev(payload: EventPayload, at: datetime, event_id: uuid.UUID | None = None) -> DecodedEvent:
-    decoded = decode_event(encode_event(payload, actor="test", event_id=event_id, occurred_at=at)[1])
+    decoded = decode_event(encode_event(payload, actor=own_actor(payload) or "test", event_id=event_id, occurred_at=at)[1])
     assert isinstance(decoded, DecodedEvent), decoded
     return decoded
 

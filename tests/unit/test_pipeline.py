@@ -25,7 +25,7 @@ from ledger.events import (
     VolunteerRegistered,
 )
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
-from ledger.intake import BatchRegistry, HoursLog, Opportunity, Organisation
+from ledger.intake import BatchRegistry, HoursLog, IntakePolicy, Opportunity, Organisation, SpendCode
 from ledger.pipeline import CHECKPOINT_EVERY, BatchState, EventOutcome, decide, needs_of
 from tests.ledger_helpers import as_event
 
@@ -40,7 +40,9 @@ def ev(payload, event_id: UUID | None = None) -> DecodedEvent:  # type: ignore[n
 def state(*, balances: dict[str, int] | None = None, decided: dict[UUID, EventOutcome] | None = None,
           entries: dict[UUID, RecordedEntry] | None = None, logs: dict[UUID, HoursLog] | None = None,
           heads: dict[str, tuple[int, bytes]] | None = None,
-          members: set[tuple[str, str]] | None = None) -> BatchState:
+          members: set[tuple[str, str]] | None = None, spend_codes: dict[UUID, SpendCode] | None = None,
+          used_codes: set[UUID] | None = None,
+          day_minutes: dict[tuple[str, date], int] | None = None) -> BatchState:
     registry = BatchRegistry(
         {"ana", "ben"},
         {"garden": Organisation("garden", frozenset({"community"}), auto_approve=True),
@@ -50,6 +52,7 @@ def state(*, balances: dict[str, int] | None = None, decided: dict[UUID, EventOu
         logs or {},
         set(),
         {(org, volunteer) for org in ("garden", "food") for volunteer in ("ana", "ben")} if members is None else members,
+        spend_codes, used_codes, day_minutes,
     )
     known = dict(balances or {})
     for account in ("volunteer:ana", "holds:ana", "volunteer:ben", "holds:ben", "issuer:garden", "issuer:food",
@@ -58,13 +61,14 @@ def state(*, balances: dict[str, int] | None = None, decided: dict[UUID, EventOu
     return BatchState(decided or {}, registry, entries or {}, {}, known, set(balances or {}), heads or {})
 
 
-def run(items, s: BatchState | None = None, chains: list[str] | None = None):  # type: ignore[no-untyped-def]
+def run(items, s: BatchState | None = None, chains: list[str] | None = None,  # type: ignore[no-untyped-def]
+        policy: IntakePolicy = IntakePolicy()):
     """As the loader would: every account the batch names is in the state, at 0 if it does not exist."""
     s = s or state()
     chains = chains or ["tc.activity/0"] * len(items)
     for account in needs_of(items, chains).accounts:
         s.balances.setdefault(account, 0)
-    return decide(items, chains, s, WHEN)
+    return decide(items, chains, s, WHEN, policy)
 
 
 def hours(volunteer: str = "ana", org: str = "garden", minutes: int = 90) -> DecodedEvent:
@@ -242,3 +246,151 @@ def test_a_membership_of_an_unknown_volunteer_or_organisation_is_refused() -> No
                     ev(MembershipStarted(membership_id=uuid4(), org_id="nowhere", volunteer_id="ana"))])
     assert [r.reason for r in decision.refusals] == ["unknown_volunteer", "unknown_organisation"]
     assert decision.registry == []
+
+
+# --- spending authorised by the volunteer, earning that cannot run away (docs/design.md §5.6) ----------------
+
+CODE = UUID("00000000-0000-4000-8000-00000000c0de")
+
+
+def _code(volunteer: str = "ana", partner: str = "lido", max_amount: int = 200,
+          expires_at: datetime = WHEN.replace(hour=13)) -> dict[UUID, SpendCode]:
+    return {CODE: SpendCode(CODE, volunteer, partner, max_amount, expires_at)}
+
+
+def _by_partner(payload, **kwargs):  # type: ignore[no-untyped-def]
+    return as_event(payload, None, WHEN, actor="org:lido", **kwargs)
+
+
+def _funded(**kwargs) -> BatchState:  # type: ignore[no-untyped-def]
+    return state(balances={"volunteer:ana": 500}, **kwargs)
+
+
+def _reasons(decision) -> list[str | None]:  # type: ignore[no-untyped-def]
+    return [o.reason for o in decision.outcomes({e.draft.event_id: n for n, e in enumerate(decision.entries)})]
+
+
+def test_a_partner_takes_no_credits_without_the_volunteers_code() -> None:
+    decision = run([_by_partner(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=100)),
+                    _by_partner(OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido",
+                                                  amount=100))], _funded())
+    assert _reasons(decision) == ["authorisation_required", "authorisation_required"]
+    assert decision.entries == [] and decision.spend_code_uses == []
+
+
+def test_a_spend_code_authorises_one_payment_and_is_used_up_by_it() -> None:
+    first = _by_partner(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=150, spend_code_id=CODE))
+    again = _by_partner(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=10, spend_code_id=CODE))
+    decision = run([first, again], _funded(spend_codes=_code()))
+    assert _reasons(decision) == [None, "code_used"]
+    assert decision.spend_code_uses == [(CODE, first.event_id)]
+    assert [e.draft.kind for e in decision.entries] == [EntryKind.CREDITS_REDEEMED]
+
+
+def test_a_code_used_in_an_earlier_batch_is_refused() -> None:
+    decision = run([_by_partner(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=1, spend_code_id=CODE))],
+                   _funded(spend_codes=_code(), used_codes={CODE}))
+    assert _reasons(decision) == ["code_used"]
+
+
+def test_a_payment_the_ledger_refuses_does_not_use_up_the_code() -> None:
+    poor = _by_partner(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=150, spend_code_id=CODE))
+    decision = run([poor, hours(), _by_partner(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=150,
+                                                               spend_code_id=CODE))],
+                   state(spend_codes=_code()))
+    assert _reasons(decision) == ["insufficient_credits", None, None]
+    assert [use[0] for use in decision.spend_code_uses] == [CODE]
+
+
+def test_a_code_binds_the_partner_the_volunteer_the_amount_and_the_time() -> None:
+    def redeem(amount: int = 100, partner: str = "lido", volunteer: str = "ana", **at):  # type: ignore[no-untyped-def]
+        return _by_partner(CreditsRedeemed(volunteer_id=volunteer, partner_id=partner, amount=amount,
+                                           spend_code_id=CODE), **at)
+    assert _reasons(run([redeem(201)], _funded(spend_codes=_code()))) == ["code_amount_exceeded"]
+    assert _reasons(run([redeem(200)], _funded(spend_codes=_code()))) == [None]
+    assert _reasons(run([redeem(volunteer="ben")], _funded(spend_codes=_code()))) == ["invalid_code"]
+    assert _reasons(run([redeem()], _funded(spend_codes=_code(partner="garden")))) == ["invalid_code"]
+    assert _reasons(run([redeem()], _funded())) == ["invalid_code"]
+    assert _reasons(run([redeem()], _funded(spend_codes=_code(expires_at=WHEN.replace(hour=11))))) == ["code_expired"]
+
+
+def test_a_partner_books_for_a_volunteer_with_their_code() -> None:
+    booking = _by_partner(OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=100,
+                                            spend_code_id=CODE))
+    decision = run([booking], _funded(spend_codes=_code()))
+    assert _reasons(decision) == [None] and decision.spend_code_uses == [(CODE, booking.event_id)]
+
+
+def test_the_volunteer_spends_and_gives_by_their_own_act_and_nobody_else_gives_for_them() -> None:
+    own = [ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=100)),
+           ev(CreditsGifted(from_volunteer_id="ana", to_volunteer_id="ben", amount=100))]
+    assert _reasons(run(own, _funded())) == [None, None]
+    others = [as_event(CreditsGifted(from_volunteer_id="ana", to_volunteer_id="ben", amount=100), None, WHEN,
+                       actor=actor) for actor in ("volunteer:ben", "admin:bootstrap", "org:garden")]
+    assert _reasons(run(others, _funded())) == ["authorisation_required"] * 3
+    admin = as_event(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=100), None, WHEN,
+                     actor="admin:bootstrap")
+    assert _reasons(run([admin], _funded())) == ["authorisation_required"]
+
+
+def test_no_more_than_24_approved_hours_a_day_across_organisations() -> None:
+    decision = run([hours(minutes=900), hours(minutes=540), hours(minutes=1)],
+                   state(day_minutes={("ana", date(2026, 11, 1)): 0}))
+    assert _reasons(decision) == [None, None, "too_many_hours"]
+    already = run([hours(minutes=61)], state(day_minutes={("ana", date(2026, 11, 1)): 1380}))
+    assert _reasons(already) == ["too_many_hours"] and already.hours_logs == []
+    assert "23 hours already approved" in already.refusals[0].message
+
+
+def test_an_approval_past_24_hours_is_refused_and_the_log_stays_pending() -> None:
+    logged = hours(org="food", minutes=120)
+    log = run([logged]).hours_logs[0]
+    approval = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="food"))
+    refused = run([approval], state(logs={log.event_id: log}, day_minutes={("ana", log.worked_on): 1380}))
+    assert _reasons(refused) == ["too_many_hours"] and refused.decisions == []
+    later = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="food"))
+    assert _reasons(run([later], state(logs={log.event_id: log}, day_minutes={("ana", log.worked_on): 1320}))) == [None]
+
+
+def test_hours_dated_too_long_ago_or_ahead_are_refused_unless_an_admin_logs_old_ones() -> None:
+    def logged(day: date, actor: str = "org:garden") -> DecodedEvent:
+        return as_event(HoursLogged(volunteer_id="ana", org_id="garden", date=day, minutes=60, activity="x"),
+                        None, WHEN, actor=actor)
+    policy = IntakePolicy(max_days_back=92)
+    edge = WHEN.date().replace(month=8, day=2)  # 92 days before 2 November
+    assert _reasons(run([logged(edge)], policy=policy)) == [None]
+    old = edge.replace(day=1)
+    assert _reasons(run([logged(old)], policy=policy)) == ["date_too_old"]
+    assert _reasons(run([logged(old, actor="admin:bootstrap")], policy=policy)) == [None]
+    assert _reasons(run([logged(old)], policy=IntakePolicy(max_days_back=365))) == [None]
+    assert _reasons(run([logged(date(2026, 11, 3))], policy=policy)) == [None]  # a day's slack for time zones
+
+
+def test_every_decision_records_who_made_it() -> None:
+    auto = as_event(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60,
+                                activity="x"), None, WHEN, actor="org:garden")
+    assert run([auto]).decisions[0][0].decided_by == "org:garden"
+    logged = hours(org="food")
+    log = run([logged]).hours_logs[0]
+    approval = as_event(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="food"), None, WHEN,
+                        actor="admin:t1")
+    assert run([approval], state(logs={log.event_id: log})).decisions[0][0].decided_by == "admin:t1"
+
+
+def test_a_batch_names_its_spend_codes_and_days() -> None:
+    items = [hours(), _by_partner(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=1, spend_code_id=CODE))]
+    needs = needs_of(items, ["c"] * 2)
+    assert needs.spend_codes == {CODE} and needs.days == {("ana", date(2026, 11, 1))}
+
+
+def test_the_api_precheck_names_a_future_date_and_an_old_one() -> None:
+    from ledger.domain import Rejection
+    from ledger.intake import check_payload
+    import pytest
+    today = datetime.now(UTC).date()
+    for day, reason in ((today.replace(year=today.year + 1), "date_in_future"),
+                        (today.replace(year=today.year - 1), "date_too_old")):
+        payload = HoursLogged(volunteer_id="ana", org_id="garden", date=day, minutes=60, activity="x")
+        with pytest.raises(Rejection) as refused:
+            check_payload(payload, state().registry, actor="org:garden")
+        assert refused.value.reason.value == reason

@@ -25,6 +25,7 @@ from ledger.events import (
     VolunteerRegistered,
     encode_event,
 )
+from ledger.intake import own_actor
 
 AREAS = ("E09000025", "E09000030", "E09000012", "E09000028")
 CLUBS = ("bench-club-1", "bench-club-2", "bench-club-3")
@@ -130,7 +131,8 @@ def _id(rng: random.Random) -> uuid.UUID:
 def _record(topic: str, payload: object, rng: random.Random, *, event_id: uuid.UUID | None = None,
             occurred_at: datetime | None = None, key: str | None = None) -> Record:
     event_id = event_id or _id(rng)
-    _, raw = encode_event(payload, actor="bench", event_id=event_id,  # type: ignore[arg-type]
+    actor = own_actor(payload) or "bench"  # type: ignore[arg-type]  # spends are the volunteer's own act
+    _, raw = encode_event(payload, actor=actor, event_id=event_id,  # type: ignore[arg-type]
                              occurred_at=occurred_at or datetime(2026, 11, 1, tzinfo=UTC))
     partition_key = key or payload.partition_key  # type: ignore[attr-defined]
     return Record(topic, partition_key.encode(), raw, event_id)

@@ -1,7 +1,7 @@
 """Memberships, organisations' requests to add a volunteer, and organisations' own references for volunteers.
 
 Revision ID: 0010_memberships
-Revises: 0008_chain_per_partition
+Revises: 0009_token_lifetimes
 Create Date: 2026-12-02
 
 docs/design.md §5.4:

@@ -1,0 +1,26 @@
+"""Who an event says asked for it (its envelope's `actor`), spelt one way for the API, the worker and the tools.
+
+The spending rules read it (docs/design.md §5.6): credits leave a volunteer's account by that volunteer's own act,
+and an admin may log hours outside the programme's dates.
+"""
+from __future__ import annotations
+
+VOLUNTEER_PREFIX = "volunteer:"
+ORG_PREFIX = "org:"
+ADMIN_PREFIX = "admin:"
+
+
+def volunteer_actor(volunteer_id: str) -> str:
+    return VOLUNTEER_PREFIX + volunteer_id
+
+
+def org_actor(org_id: str) -> str:
+    return ORG_PREFIX + org_id
+
+
+def admin_actor(token_id: str | None) -> str:
+    return ADMIN_PREFIX + (token_id or "bootstrap")
+
+
+def is_admin(actor: str) -> bool:
+    return actor.startswith(ADMIN_PREFIX)
