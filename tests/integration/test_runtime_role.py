@@ -4,6 +4,9 @@ through the worker's pipeline, the statistics, token revocation and the API's re
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -406,3 +409,20 @@ def test_an_owner_that_may_create_roles_makes_the_default_role_with_a_kept_passw
         assert LedgerDriver(app).apply([EarnCredits(new_id(), NOW, "rt-eve", "rt-garden", 100)])[0].applied
     finally:
         app.dispose()
+
+
+def _timecredits(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_APP_URL")}
+    return subprocess.run([sys.executable, "-m", "timecredits.cli", *args], env={**clean, "COLUMNS": "300", **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_migrate_grants_the_runtime_role_or_says_what_to_set(owned_database: OwnedDatabase, database_url: str,
+                                                               tmp_path: Path) -> None:
+    granted = _timecredits("migrate", env={"DATABASE_URL": database_url, "TIMECREDITS_DATA_DIR": str(tmp_path)})
+    assert granted.returncode == 0, granted.stdout + granted.stderr
+    assert "runtime role timecredits_app granted" in granted.stdout
+    refused = _timecredits("migrate", env={"DATABASE_URL": owned_database.owner_url,
+                                           "TIMECREDITS_DATA_DIR": str(tmp_path)})
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "may not create roles" in refused.stdout and "DATABASE_APP_URL" in refused.stdout
