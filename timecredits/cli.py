@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 import stats
-from infra.migrate import upgrade_to_head
+from infra.migrate import MigrationNotPermitted, upgrade_to_head
 from infra.services import running_services
 from ledger.amounts import format_credits
 from ledger.pg.repository import LedgerRepository
@@ -182,7 +182,11 @@ def worker(
     settings = get_settings()
     database_url = _require(settings.database_url, "DATABASE_URL")
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-    upgrade_to_head(database_url)
+    try:
+        upgrade_to_head(database_url)  # as the runtime role, a check that the schema is current (§6.1)
+    except MigrationNotPermitted as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from exc
     ensure_topics(bootstrap, settings.topic_partitions, prefixed(ALL_TOPICS, settings.topic_prefix))
     run_worker(
         WorkerConfig(

@@ -426,3 +426,20 @@ def test_migrate_grants_the_runtime_role_or_says_what_to_set(owned_database: Own
                                            "TIMECREDITS_DATA_DIR": str(tmp_path)})
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "may not create roles" in refused.stdout and "DATABASE_APP_URL" in refused.stdout
+
+
+def test_the_runtime_role_finds_the_schema_current_and_is_refused_a_migration(engine: Engine, runtime: Runtime,
+                                                                              database_url: str) -> None:
+    from alembic import command
+
+    from infra.migrate import MigrationNotPermitted, alembic_config
+
+    upgrade_to_head(runtime.url)  # at the newest revision: nothing to write, so nothing refused
+    with engine.connect() as conn:
+        config = alembic_config(database_url)
+        config.attributes["connection"] = conn
+        command.downgrade(config, "-1")
+        conn.commit()
+    with pytest.raises(MigrationNotPermitted, match="timecredits migrate"):
+        upgrade_to_head(runtime.url)
+    upgrade_to_head(database_url)
