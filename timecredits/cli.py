@@ -378,7 +378,8 @@ def up(
         help="On Ctrl-C or SIGTERM, how long to wait for the workers to apply what the broker holds.")] = 120.0,
 ) -> None:
     """Run everything in one process tree: PostgreSQL and broker (embedded unless configured), migrations,
-    topics, the ledger worker, the statistics worker and the API; optionally the demo programme.
+    the runtime role, topics, the ledger worker, the statistics worker and the API (the last three connected as
+    the runtime role); optionally the demo programme.
 
     A child that dies is restarted (backoff 1 s doubling to 30 s); `up` gives up, exiting 1, only on a child that
     keeps failing. Ctrl-C or SIGTERM drains: the API stops first, then `up` waits (at most --drain-timeout)
