@@ -130,7 +130,9 @@ def may_create_roles(conn: Connection) -> bool:
 def _role(conn: Connection, name: str) -> _Role:
     row = conn.execute(text(
         "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication, "
-        "       pg_has_role(rolname, current_user, 'MEMBER') AS owner_member, rolname = current_user AS is_owner "
+        # A superuser counts as a member of every role; it is named as a superuser instead.
+        "       NOT rolsuper AND pg_has_role(rolname, current_user, 'MEMBER') AS owner_member, "
+        "       rolname = current_user AS is_owner "
         "FROM pg_roles WHERE rolname = :name"), {"name": name}).first()
     if row is None:
         return _Role(exists=False)
@@ -149,10 +151,12 @@ def _create_or_alter(conn: Connection, name: str, password: str | None, role: _R
     if password is not None:
         attributes += f" PASSWORD {_quote_literal(conn, password)}"
     if role.exists:
-        if "the owner itself" in role.unsafe or "a member of the owner" in role.unsafe:
-            raise RuntimeRoleError(f"role {name} is (a member of) the owner: the runtime role must be a role of "
-                                   "its own (name another in DATABASE_APP_URL)")
-        conn.execute(text(f"ALTER ROLE {name} {attributes}"))
+        # Never demoted here: an existing superuser, the owner or its member is someone's, not ours to change.
+        if role.superuser or "the owner itself" in role.unsafe or "a member of the owner" in role.unsafe:
+            raise RuntimeRoleError(f"role {name} is {', '.join(role.unsafe)}: the runtime role must be a role of "
+                                   "its own, with no power over the ledger (name another in DATABASE_APP_URL)")
+        if role.unsafe or password is not None:
+            conn.execute(text(f"ALTER ROLE {name} {attributes}"))
         return
     # Another `migrate` or `up` (on another database of the same cluster) may create it meanwhile.
     try:

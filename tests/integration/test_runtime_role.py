@@ -443,3 +443,21 @@ def test_the_runtime_role_finds_the_schema_current_and_is_refused_a_migration(en
     with pytest.raises(MigrationNotPermitted, match="timecredits migrate"):
         upgrade_to_head(runtime.url)
     upgrade_to_head(database_url)
+
+
+def test_an_owner_that_may_create_roles_never_takes_itself_or_a_superuser_as_the_runtime_role(
+        engine: Engine, database_url: str, tmp_path: Path) -> None:
+    owner = str(make_url(database_url).username)
+    with pytest.raises(RuntimeRoleError, match="the owner itself"):
+        prepare_runtime_role(database_url, database_url, tmp_path)
+    name = f"tc_su_{uuid.uuid4().hex[:12]}"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {name} LOGIN SUPERUSER"))
+    try:
+        with pytest.raises(RuntimeRoleError, match="SUPERUSER"):
+            ensure_runtime_role(engine, name, PASSWORD)
+        with engine.connect() as conn:  # left as it was, not demoted
+            assert conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = :n"), {"n": name}).scalar()
+            assert conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = :n"), {"n": owner}).scalar()
+    finally:
+        _drop_role(engine, name)
