@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
 
 import stats
-from infra.migrate import upgrade_to_head
+from infra.migrate import MigrationNotPermitted, upgrade_to_head
 from infra.services import running_services
 from ledger.amounts import format_credits
 from ledger.pg.repository import LedgerRepository
@@ -48,13 +49,30 @@ def _ledger_engine(settings: Settings, data_dir: Path) -> Iterator[Engine]:
             engine.dispose()
 
 
+def _runtime_role(owner_url: str, settings: Settings, data_dir: Path) -> str:
+    """Grant the runtime role after a migration; its URL (docs/design.md §6.1). Exit 2 when it cannot be set up."""
+    from infra.roles import RuntimeRoleError, prepare_runtime_role
+
+    try:
+        app_url = prepare_runtime_role(owner_url, settings.database_app_url, data_dir)
+    except RuntimeRoleError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from exc
+    console.print(f"runtime role {make_url(app_url).username} granted: the API and workers connect as it")
+    return app_url
+
+
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
-    """Bring the database schema up to date."""
+    """Bring the database schema up to date, then grant the runtime role the API and workers connect as
+    (created when DATABASE_URL's role may create roles; else DATABASE_APP_URL names an existing one)."""
     settings = get_settings()
-    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
-        upgrade_to_head(engine.url.render_as_string(hide_password=False))
-    console.print("schema is up to date")
+    directory = _data_dir(settings, data_dir)
+    with _ledger_engine(settings, directory) as engine:
+        owner_url = engine.url.render_as_string(hide_password=False)
+        upgrade_to_head(owner_url)
+        console.print("schema is up to date")
+        _runtime_role(owner_url, settings, directory)
 
 
 def _print_verify(report: VerifyReport, *, heads: bool = True) -> None:
@@ -165,7 +183,11 @@ def worker(
     settings = get_settings()
     database_url = _require(settings.database_url, "DATABASE_URL")
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-    upgrade_to_head(database_url)
+    try:
+        upgrade_to_head(database_url)  # as the runtime role, a check that the schema is current (§6.1)
+    except MigrationNotPermitted as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from exc
     ensure_topics(bootstrap, settings.topic_partitions, prefixed(ALL_TOPICS, settings.topic_prefix))
     run_worker(
         WorkerConfig(
@@ -358,7 +380,8 @@ def up(
         help="On Ctrl-C or SIGTERM, how long to wait for the workers to apply what the broker holds.")] = 120.0,
 ) -> None:
     """Run everything in one process tree: PostgreSQL and broker (embedded unless configured), migrations,
-    topics, the ledger worker, the statistics worker and the API; optionally the demo programme.
+    the runtime role, topics, the ledger worker, the statistics worker and the API (the last three connected as
+    the runtime role); optionally the demo programme.
 
     A child that dies is restarted (backoff 1 s doubling to 30 s); `up` gives up, exiting 1, only on a child that
     keeps failing. Ctrl-C or SIGTERM drains: the API stops first, then `up` waits (at most --drain-timeout)
@@ -396,10 +419,12 @@ def up(
         console.print(f"Kafka bootstrap servers: {endpoints.kafka_bootstrap_servers}")
         supervisor.services.update(endpoints.embedded)
         upgrade_to_head(endpoints.database_url)
+        app_database_url = _runtime_role(endpoints.database_url, settings, directory)
         ensure_topics(endpoints.kafka_bootstrap_servers, settings.topic_partitions,
                       prefixed(ALL_TOPICS, settings.topic_prefix))
+        # The children connect as the runtime role only; the owner's URL stays with `up` (docs/design.md §6.1).
         env = {
-            "DATABASE_URL": endpoints.database_url,
+            "DATABASE_URL": app_database_url,
             "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
             "TIMECREDITS_DATA_DIR": str(directory),
         }

@@ -13,7 +13,7 @@ MIN_ADMIN_TOKEN_LENGTH = 32
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg2"}
 
 
-def sqlalchemy_database_url(url: str) -> str:
+def sqlalchemy_database_url(url: str, name: str = "DATABASE_URL") -> str:
     """`DATABASE_URL` as SQLAlchemy's psycopg2 URL, whichever way it was written (docs/design.md §6).
 
     Managed providers hand out `postgres://…` or `postgresql://…`, often with `?sslmode=require`; SQLAlchemy
@@ -22,7 +22,7 @@ def sqlalchemy_database_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in _POSTGRES_SCHEMES:
         given = f", not {scheme}://" if sep else " (it names no scheme)"  # never the rest: it may hold a password
-        raise ValueError(f"DATABASE_URL must be a postgresql:// (or postgres://) URL{given}")
+        raise ValueError(f"{name} must be a postgresql:// (or postgres://) URL{given}")
     normalised = f"postgresql+psycopg2://{rest}"
     make_url(normalised)  # refuses a URL SQLAlchemy cannot read, here rather than at the first connection
     return normalised
@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    #: The runtime role's URL, for `migrate` and `up` (docs/design.md §6.1); unset, derived from DATABASE_URL.
+    database_app_url: str | None = Field(default=None, alias="DATABASE_APP_URL")
     kafka_bootstrap_servers: str | None = Field(default=None, alias="KAFKA_BOOTSTRAP_SERVERS")
     admin_token: str | None = Field(default=None, alias="TIMECREDITS_ADMIN_TOKEN")
     data_dir: Path = Field(default=Path(".data"), alias="TIMECREDITS_DATA_DIR")
@@ -65,6 +67,11 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:
         return sqlalchemy_database_url(value) if value else None
+
+    @field_validator("database_app_url")
+    @classmethod
+    def _normalise_database_app_url(cls, value: str | None) -> str | None:
+        return sqlalchemy_database_url(value, "DATABASE_APP_URL") if value else None
 
     @field_validator("admin_token")
     @classmethod

@@ -18,6 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import psutil
+import psycopg2
 import pytest
 
 from tests.e2e.conftest import free_port
@@ -46,6 +48,25 @@ def up(tmp_path: Path) -> Iterator[tuple[UpProcess, Path, int]]:
     port = free_port()
     with running_up(data_dir, port, "--demo") as running:
         yield running, data_dir, port
+
+
+def _database_users_of_children(started: dict[int, psutil.Process], postgres_port: int) -> set[str]:
+    """The roles the API's and workers' PostgreSQL connections are logged in as: each child's client ports,
+    looked up in pg_stat_activity as the superuser."""
+    ports: set[int] = set()
+    for proc in started.values():
+        if not any(part in " ".join(proc.cmdline()) for part in ("timecredits.cli worker", "timecredits.cli api")):
+            continue
+        ports |= {c.laddr.port for c in proc.net_connections(kind="tcp")
+                  if c.raddr and c.raddr.port == postgres_port and c.status == psutil.CONN_ESTABLISHED}
+    assert ports, "the API and workers hold no connection to PostgreSQL"
+    conn = psycopg2.connect(host="127.0.0.1", port=postgres_port, user="postgres", dbname="timecredits")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT DISTINCT usename FROM pg_stat_activity WHERE client_port = ANY (%s)", (list(ports),))
+            return {row[0] for row in cursor.fetchall()}
+    finally:
+        conn.close()
 
 
 def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Path, int]) -> None:
@@ -81,6 +102,7 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
     assert any(f"tcp://127.0.0.1:{broker_port}" in name for name in names), names
     server = postmaster(data_dir)
     assert server is not None and server.pid in started, "no postmaster found through postmaster.pid"
+    assert _database_users_of_children(started, postgres_port) == {"timecredits_app"}  # docs/design.md §6.1
     assert all(accepts(port) for port in (api_port, broker_port, postgres_port))
 
     os.killpg(running.process.pid, signal.SIGINT)  # what Ctrl-C does to the terminal's foreground job

@@ -28,7 +28,8 @@ PROMETHEUS = INFRA / "prometheus" / "prometheus.yml"
 GRAFANA = INFRA / "grafana"
 
 #: What the compose file needs from the operator's environment (or infra/.env), with stand-in values.
-OPERATOR_ENV = {"POSTGRES_PASSWORD": "pg-secret", "GRAFANA_ADMIN_PASSWORD": "gf-secret"}
+OPERATOR_ENV = {"POSTGRES_PASSWORD": "pg-secret", "POSTGRES_APP_PASSWORD": "app-secret",
+                "GRAFANA_ADMIN_PASSWORD": "gf-secret"}
 APP_IMAGE = "timecredits"
 #: Labels Prometheus adds to every scraped series, and `le` on histogram buckets.
 TARGET_LABELS = {"job", "instance"}
@@ -386,18 +387,29 @@ def test_app_services_set_only_variables_the_code_reads() -> None:
 
 
 def test_app_services_agree_on_the_database_the_broker_and_the_topics() -> None:
-    shared = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "TIMECREDITS_TOPIC_PARTITIONS", "TIMECREDITS_TOPIC_PREFIX")
+    shared = ("KAFKA_BOOTSTRAP_SERVERS", "TIMECREDITS_TOPIC_PARTITIONS", "TIMECREDITS_TOPIC_PREFIX")
     for variable in shared:
         values = {name: environment(s).get(variable) for name, s in app_services().items()}
         assert len(set(values.values())) == 1, f"{variable} differs between services: {values}"
     env = environment(next(iter(app_services().values())))
 
-    url = make_url(env["DATABASE_URL"])
+    # docs/design.md §6.1: the owner migrates; every other service connects as the runtime role migrate grants.
+    migrate = environment(services()["migrate"])
+    owner, runtime = make_url(migrate["DATABASE_URL"]), make_url(migrate["DATABASE_APP_URL"])
     postgres = environment(services()["postgres"])
-    assert url.drivername == "postgresql+psycopg2"
-    assert (url.host, url.port or 5432) == ("postgres", 5432)
-    assert (url.username, url.password, url.database) == (
-        postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"]), "DATABASE_URL vs postgres"
+    for url in (owner, runtime):
+        assert url.drivername == "postgresql+psycopg2"
+        assert (url.host, url.port or 5432, url.database) == ("postgres", 5432, postgres["POSTGRES_DB"])
+    assert (owner.username, owner.password) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"]), \
+        "migrate's DATABASE_URL vs postgres"
+    assert runtime.username not in ("", None, postgres["POSTGRES_USER"]), "the runtime role is a role of its own"
+    assert runtime.password == OPERATOR_ENV["POSTGRES_APP_PASSWORD"]
+    for name, service in app_services().items():
+        if name == "migrate":
+            continue
+        assert environment(service)["DATABASE_URL"] == migrate["DATABASE_APP_URL"], f"{name} must connect as the runtime role"
+        assert "DATABASE_APP_URL" not in environment(service), f"{name} needs no second URL"
+        assert postgres["POSTGRES_PASSWORD"] not in environment(service).values(), f"{name} holds the owner's password"
 
     kafka = environment(services()["kafka"])
     advertised = {listener.split("://", 1)[1] for listener in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")}

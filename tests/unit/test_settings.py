@@ -30,6 +30,17 @@ def test_settings_normalise_database_url_once(monkeypatch: pytest.MonkeyPatch) -
     assert Settings().database_url == "postgresql+psycopg2://u:p%40ss@db:6543/tc?sslmode=require"
 
 
+def test_the_runtime_role_url_is_normalised_and_refused_by_its_own_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_APP_URL", "postgres://timecredits_app:s3cret@db/tc?sslmode=require")
+    assert Settings().database_app_url == "postgresql+psycopg2://timecredits_app:s3cret@db/tc?sslmode=require"
+    monkeypatch.setenv("DATABASE_APP_URL", "mysql://timecredits_app:s3cret@db/tc")
+    with pytest.raises(ValidationError, match="DATABASE_APP_URL must be a postgresql://") as refused:
+        Settings()
+    assert "s3cret" not in str(refused.value)
+    monkeypatch.delenv("DATABASE_APP_URL")
+    assert Settings().database_app_url is None
+
+
 @pytest.mark.parametrize(("mode", "ssl"), [
     ("disable", "disable"), ("allow", "allow"), ("prefer", "prefer"), ("require", "require"),
     ("verify-ca", "verify-ca"), ("verify-full", "verify-full"),
