@@ -21,7 +21,6 @@ from ledger.domain import (
     RedeemCredits,
     ReverseEntry,
 )
-from ledger.intake import own_actor
 from ledger.events import (
     BookingAttended,
     BookingCancelled,
@@ -40,6 +39,7 @@ from ledger.events import (
     encode_event,
 )
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
+from ledger.intake import own_actor
 from ledger.pg.processing import EventOutcome, EventProcessor
 from ledger.pg.repository import LedgerRepository
 

@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, insert, select
 
 from api.auth import Role, create_token
-from ledger.pg import schema
-from ledger.intake import own_actor
 from ledger.events import decode_event, encode_event
+from ledger.intake import own_actor
+from ledger.pg import schema
 from ledger.pg.processing import EventProcessor
 from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
 from stats.facts import write_facts
@@ -107,7 +107,8 @@ class DashboardStack:
 
 
 def _decoded(event: demo.DemoEvent):  # type: ignore[no-untyped-def]
-    _, raw = encode_event(event.payload, actor=own_actor(event.payload) or demo.ACTOR, event_id=event.event_id, occurred_at=event.occurred_at)
+    _, raw = encode_event(event.payload, actor=own_actor(event.payload) or demo.ACTOR, event_id=event.event_id,
+                          occurred_at=event.occurred_at)
     return decode_event(raw)
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from uuid import UUID, uuid4
 
-from ledger.domain import EntryKind, Posting, RecordedEntry
+import pytest
+
+from ledger.domain import EntryKind, Posting, RecordedEntry, Rejection
 from ledger.events import (
     BookingAttended,
     CreditsGifted,
@@ -25,7 +27,7 @@ from ledger.events import (
     VolunteerRegistered,
 )
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
-from ledger.intake import BatchRegistry, HoursLog, IntakePolicy, Opportunity, Organisation, SpendCode
+from ledger.intake import BatchRegistry, HoursLog, IntakePolicy, Opportunity, Organisation, SpendCode, check_payload
 from ledger.pipeline import CHECKPOINT_EVERY, BatchState, EventOutcome, decide, needs_of
 from tests.ledger_helpers import as_event
 
@@ -384,9 +386,6 @@ def test_a_batch_names_its_spend_codes_and_days() -> None:
 
 
 def test_the_api_precheck_names_a_future_date_and_an_old_one() -> None:
-    from ledger.domain import Rejection
-    from ledger.intake import check_payload
-    import pytest
     today = datetime.now(UTC).date()
     for day, reason in ((today.replace(year=today.year + 1), "date_in_future"),
                         (today.replace(year=today.year - 1), "date_too_old")):
