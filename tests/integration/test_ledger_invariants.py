@@ -158,8 +158,8 @@ def test_an_hours_decision_must_name_hours_logged_and_an_entry_that_exist(engine
                     conn.execute(text("DELETE FROM hours_decisions"))
                     conn.execute(text("SET LOCAL session_replication_role = origin"))
                 conn.execute(text(
-                    "INSERT INTO hours_decisions (log_event_id, decision_event_id, decision, reason, entry_id, decided_at) "
-                    "VALUES (:log, gen_random_uuid(), :decision, '', :entry, now())"), params)
+                    "INSERT INTO hours_decisions (log_event_id, decision_event_id, decision, reason, entry_id, decided_at, "
+                    "decided_by) VALUES (:log, gen_random_uuid(), :decision, '', :entry, now(), 'admin:test')"), params)
         assert _sqlstate(caught.value) == "23503"
     assert applied.applied
 

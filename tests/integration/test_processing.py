@@ -182,13 +182,14 @@ def test_hours_decisions_are_append_only_and_once_only(processor: EventProcessor
     processor.process([logged, ev(HoursRejected(log_event_id=logged.event_id, volunteer_id="ana", org_id="food-bank"))])
     from sqlalchemy.exc import DBAPIError
 
-    with pytest.raises(DBAPIError):
+    with pytest.raises(DBAPIError, match="append_only"):
         with engine.begin() as conn:
             conn.execute(text("UPDATE hours_decisions SET decision = 'approved'"))
-    with pytest.raises(DBAPIError):
+    with pytest.raises(DBAPIError, match="hours_decisions_pkey"):  # a log is decided once
         with engine.begin() as conn:
             conn.execute(
-                text("INSERT INTO hours_decisions VALUES (:log, gen_random_uuid(), 'rejected', '', NULL, now())"),
+                text("INSERT INTO hours_decisions VALUES (:log, gen_random_uuid(), 'rejected', '', NULL, now(), "
+                     "'admin:test')"),
                 {"log": logged.event_id},
             )
 
