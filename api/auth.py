@@ -33,6 +33,8 @@ class Principal:
     org_id: str | None = None
     volunteer_id: str | None = None
     token_id: str | None = None
+    #: The person signed in to the web app, when it is one (docs/design.md §8.2); None for an API token.
+    person_id: uuid.UUID | None = None
 
     @property
     def actor(self) -> str:
@@ -43,9 +45,10 @@ class Principal:
         if self.role is Role.VOLUNTEER:
             assert self.volunteer_id is not None
             return volunteer_actor(self.volunteer_id)
+        credential = self.token_id or (f"person-{self.person_id}" if self.person_id else None)
         if self.role is Role.ADMIN:
-            return admin_actor(self.token_id)
-        return f"{self.role.value}:{self.token_id or 'bootstrap'}"
+            return admin_actor(credential)
+        return f"{self.role.value}:{credential or 'bootstrap'}"
 
 
 def hash_token(token: str) -> bytes:

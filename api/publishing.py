@@ -27,7 +27,8 @@ def publish(services: Services, principal: Principal, payload: EventPayload, con
     """
     event_id = request_event_id.get() or uuid.uuid4()
     request_event_id.set(None)  # one event a request; should a handler publish another, it gets an id of its own
-    request_row = insert(schema.event_requests).values(event_id=event_id, actor=principal.actor, type=type(payload).__name__)
+    request_row = insert(schema.event_requests).values(event_id=event_id, actor=principal.actor,
+                                                       type=type(payload).__name__, person_id=principal.person_id)
     try:
         if conn is not None:
             conn.execute(request_row)

@@ -9,17 +9,31 @@ from datetime import UTC, datetime, timedelta
 import segno
 from sqlalchemy import Connection
 
+from api.auth import Principal, Role
+from api.deps import Services, forbid
 from api.errors import ApiError
 from ledger.amounts import format_credits
+from ledger.pg.registry import StoredRegistry
 from ledger.pg.spend_codes import GUESS_WINDOW, StoredCode, create_code, find_code, recent_failures, record_failure
 from ledger.spend_codes import read_code
 
 
-def make_code(conn: Connection, volunteer_id: str, partner_id: str, max_amount: int,
+def make_code(services: Services, principal: Principal, volunteer_id: str, partner_id: str, max_amount: int,
               valid_minutes: int) -> tuple[StoredCode, str]:
-    """A new code of the volunteer's for one payment to `partner_id`, and its digits (shown once)."""
-    return create_code(conn, volunteer_id, partner_id, max_amount, timedelta(minutes=valid_minutes),
-                       datetime.now(UTC))
+    """A new code of the volunteer's for one payment to `partner_id`, and its digits (shown once). Only the
+    volunteer makes their codes: credits leave their account by their own act (docs/design.md §5.6)."""
+    if principal.role is not Role.VOLUNTEER or principal.volunteer_id != volunteer_id:
+        raise forbid("a volunteer makes spend codes for their own credits only")
+    if max_amount <= 0:
+        raise ApiError(422, "invalid_amount", "the amount must be more than zero")
+    with services.engine.begin() as conn:
+        partner = StoredRegistry(conn).organisation(partner_id)
+        if partner is None:
+            raise ApiError(404, "unknown_organisation", f"no organisation {partner_id}")
+        if "partner" not in partner.kinds:
+            raise ApiError(422, "not_a_partner", f"{partner_id} does not take credits")
+        return create_code(conn, volunteer_id, partner_id, max_amount, timedelta(minutes=valid_minutes),
+                           datetime.now(UTC))
 
 
 def qr_svg(code: str) -> str:

@@ -78,6 +78,13 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "spend_codes": _APPEND_ONLY,
     "spend_code_uses": _APPEND_ONLY,
     "spend_code_failures": frozenset({"SELECT", "INSERT", "DELETE"}),
+    # The web app (docs/design.md §8.1): a person is disabled or renamed, a link or card used once, a card
+    # voided, a session seen, revoked or swept; old sign-in requests are deleted.
+    "people": frozenset({"SELECT", "INSERT", "UPDATE (email, display_name, disabled_at)"}),
+    "sign_in_links": frozenset({"SELECT", "INSERT", "UPDATE (used_at)", "DELETE"}),
+    "sign_in_cards": frozenset({"SELECT", "INSERT", "UPDATE (voided_at, used_at)"}),
+    "web_sessions": frozenset({"SELECT", "INSERT", "UPDATE (last_seen_at, revoked_at)", "DELETE"}),
+    "sign_in_requests": frozenset({"SELECT", "INSERT", "DELETE"}),
 }
 
 #: Sequences a batch draws its ids from (ledger/pg/processing.py): USAGE allows nextval, nothing else.

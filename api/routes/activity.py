@@ -11,12 +11,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends
 from pydantic import Field
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
 from api.auth import Principal, Role
 from api.deps import ServicesDep, forbid, require
 from api.errors import ApiError, responses
-from api.intake import refuse_what_the_worker_would
 from api.models import (
     Accepted,
     CreditAmount,
@@ -28,21 +27,17 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
-from api.spend_codes import redeemable_code
+from api.services import spending
 from ledger.domain import EntryKind
 from ledger.events import (
     BookingAttended,
     BookingCancelled,
     CreditsGifted,
-    CreditsRedeemed,
-    EventPayload,
     HoursApproved,
     HoursLogged,
     HoursRejected,
-    OpportunityBooked,
 )
 from ledger.pg import schema
-from ledger.pg.registry import StoredRegistry
 
 router = APIRouter(prefix="/v1", tags=["activity"])
 WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
@@ -88,13 +83,6 @@ class Gift(Request):
     amount: CreditAmount
 
 
-def _publish_checked(services: ServicesDep, principal: Principal, payload: EventPayload) -> Accepted:
-    """Refuse at once what the worker's intake rules would refuse, then publish the event."""
-    with services.engine.connect() as conn:
-        refuse_what_the_worker_would(conn, principal, payload, services.policy)
-    return Accepted(event_id=publish(services, principal, payload).event_id)
-
-
 def _positive(amount: str) -> int:
     value = hundredths(amount)
     if value <= 0:
@@ -107,8 +95,9 @@ def log_hours(body: LogHours, services: ServicesDep, principal: OrgOrAdmin) -> A
     """Hours earn nothing until approved, unless the organisation approves automatically."""
     if principal.role is Role.ORG and body.org_id != principal.org_id:
         raise forbid("an organisation logs hours for itself only")
-    return _publish_checked(services, principal, HoursLogged(
-        volunteer_id=body.volunteer_id, org_id=body.org_id, date=body.date, minutes=body.minutes, activity=body.activity))
+    return Accepted(event_id=spending.publish_checked(services, principal, HoursLogged(
+        volunteer_id=body.volunteer_id, org_id=body.org_id, date=body.date, minutes=body.minutes,
+        activity=body.activity)))
 
 
 def _decide(event_id: UUID, services: ServicesDep, principal: Principal, approve: bool, reason: str) -> Accepted:
@@ -122,7 +111,7 @@ def _decide(event_id: UUID, services: ServicesDep, principal: Principal, approve
         raise forbid("an organisation decides its own volunteers' hours only")
     payload = (HoursApproved(log_event_id=event_id, volunteer_id=log.volunteer_id, org_id=log.org_id) if approve
                else HoursRejected(log_event_id=event_id, volunteer_id=log.volunteer_id, org_id=log.org_id, reason=reason))
-    return _publish_checked(services, principal, payload)
+    return Accepted(event_id=spending.publish_checked(services, principal, payload))
 
 
 @router.post("/hours/{event_id}/approve", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
@@ -139,47 +128,8 @@ def reject_hours(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin, b
 def book(body: Book, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
     """Hold the opportunity's cost from the volunteer's credits until it is attended or cancelled: by the volunteer,
     or by the partner (or an admin) with the volunteer's spend code."""
-    op = schema.opportunities
-    with services.engine.connect() as conn:
-        opportunity = conn.execute(select(op.c.partner_id, op.c.cost).where(op.c.id == body.opportunity_id)).first()
-        if opportunity is None:
-            raise ApiError(404, "unknown_opportunity", f"no opportunity {body.opportunity_id}")
-        if principal.role is Role.ORG and principal.org_id != opportunity.partner_id:
-            raise forbid("an organisation books its own opportunities only")
-        volunteer_id, code_id = _spender(conn, services, principal, body.volunteer_id, opportunity.partner_id,
-                                         opportunity.cost, body.spend_code)
-    return _publish_checked(services, principal, OpportunityBooked(
-        volunteer_id=volunteer_id, opportunity_id=body.opportunity_id, partner_id=opportunity.partner_id,
-        amount=opportunity.cost, spend_code_id=code_id))
-
-
-def _partner(conn: Connection, partner_id: str) -> None:
-    """That the partner takes credits, before its front desk is asked for a code it could not use."""
-    partner = StoredRegistry(conn).organisation(partner_id)
-    if partner is None:
-        raise ApiError(404, "unknown_organisation", f"no organisation {partner_id}")
-    if "partner" not in partner.kinds:
-        raise ApiError(422, "not_a_partner", f"organisation {partner_id} is not a partner organisation")
-
-
-def _spender(conn: Connection, services: ServicesDep, principal: Principal, volunteer_id: str | None,
-             partner_id: str, amount: int, spend_code: str | None) -> tuple[str, UUID | None]:
-    """Whose credits a payment takes, and the spend code that authorises it when the volunteer is not the one
-    asking (docs/design.md §5.6): the volunteer pays by their own act, anyone else with their code."""
-    if principal.role is Role.VOLUNTEER:
-        if volunteer_id not in (None, principal.volunteer_id):
-            raise forbid("a volunteer spends their own credits only")
-        if spend_code is not None:
-            raise ApiError(422, "invalid_request", "a volunteer spends their own credits without a spend code")
-        assert principal.volunteer_id is not None
-        return principal.volunteer_id, None
-    if spend_code is None:
-        raise ApiError(403, "authorisation_required", "ask the volunteer for a spend code: credits are taken only "
-                                                      "with the volunteer's agreement")
-    code = redeemable_code(conn, principal.actor, partner_id, spend_code, amount, services.spend_code_guesses)
-    if volunteer_id not in (None, code.volunteer_id):
-        raise ApiError(422, "invalid_code", "that spend code belongs to another volunteer")
-    return code.volunteer_id, code.id
+    return Accepted(event_id=spending.book(services, principal, body.opportunity_id, volunteer_id=body.volunteer_id,
+                                           spend_code=body.spend_code))
 
 
 def _booking(services: ServicesDep, event_id: UUID):  # type: ignore[no-untyped-def]
@@ -219,8 +169,6 @@ def attend_booking(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin)
 def redeem(body: Redeem, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
     """Spend credits directly with a partner: by the volunteer, or by the partner with the volunteer's spend code."""
     partner_id = body.partner_id
-    if principal.role is Role.VOLUNTEER and partner_id is None:
-        raise ApiError(422, "invalid_request", "partner_id is required")
     if principal.role is Role.ORG:
         if partner_id not in (None, principal.org_id):
             raise forbid("an organisation takes credits for itself only")
@@ -228,13 +176,8 @@ def redeem(body: Redeem, services: ServicesDep, principal: VolunteerOrgOrAdmin) 
     if partner_id is None:
         raise ApiError(422, "invalid_request", "partner_id is required")
     amount = _positive(body.amount)
-    with services.engine.connect() as conn:
-        _partner(conn, partner_id)
-        volunteer_id, code_id = _spender(conn, services, principal, body.volunteer_id, partner_id, amount,
-                                         body.spend_code)
-    return _publish_checked(services, principal, CreditsRedeemed(
-        volunteer_id=volunteer_id, partner_id=partner_id, amount=amount, opportunity_id=body.opportunity_id,
-        spend_code_id=code_id))
+    return Accepted(event_id=spending.redeem(services, principal, partner_id, amount, volunteer_id=body.volunteer_id,
+                                             spend_code=body.spend_code, opportunity_id=body.opportunity_id))
 
 
 @router.post("/gifts", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
@@ -245,5 +188,5 @@ def gift(body: Gift, services: ServicesDep,
     if body.to_volunteer_id == principal.volunteer_id:
         raise ApiError(422, "self_gift", "a volunteer cannot gift credits to themselves")
     amount = _positive(body.amount)
-    return _publish_checked(services, principal, CreditsGifted(
-        from_volunteer_id=principal.volunteer_id, to_volunteer_id=body.to_volunteer_id, amount=amount))
+    return Accepted(event_id=spending.publish_checked(services, principal, CreditsGifted(
+        from_volunteer_id=principal.volunteer_id, to_volunteer_id=body.to_volunteer_id, amount=amount)))

@@ -13,11 +13,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, Role
-from api.deps import ServicesDep, forbid, require
-from api.errors import ApiError, responses
+from api.deps import ServicesDep, require
+from api.errors import responses
 from api.models import CreditAmount, Id, Request, credits, hundredths
 from api.spend_codes import make_code, qr_svg
-from ledger.pg.registry import StoredRegistry
 from ledger.spend_codes import DEFAULT_VALID_MINUTES, MAX_VALID_MINUTES
 
 router = APIRouter(prefix="/v1", tags=["spend codes"])
@@ -45,17 +44,7 @@ class SpendCodeOut(BaseModel):
 def create_spend_code(volunteer_id: str, body: NewSpendCode, services: ServicesDep,
                       principal: VolunteerOnly) -> SpendCodeOut:
     """A one-time code for one payment to one partner, up to `max_amount`, valid for `valid_minutes` (1–30)."""
-    if principal.volunteer_id != volunteer_id:
-        raise forbid("a volunteer makes spend codes for their own credits only")
-    max_amount = hundredths(body.max_amount)
-    if max_amount <= 0:
-        raise ApiError(422, "invalid_amount", "the amount must be more than zero")
-    with services.engine.begin() as conn:
-        partner = StoredRegistry(conn).organisation(body.partner_id)
-        if partner is None:
-            raise ApiError(404, "unknown_organisation", f"no organisation {body.partner_id}")
-        if "partner" not in partner.kinds:
-            raise ApiError(422, "not_a_partner", f"{body.partner_id} does not take credits")
-        code, digits = make_code(conn, volunteer_id, body.partner_id, max_amount, body.valid_minutes)
+    code, digits = make_code(services, principal, volunteer_id, body.partner_id, hundredths(body.max_amount),
+                             body.valid_minutes)
     return SpendCodeOut(id=code.id, code=digits, partner_id=code.partner_id, max_amount=credits(code.max_amount),
                         expires_at=code.expires_at, qr_svg=qr_svg(digits))

@@ -288,6 +288,66 @@ event_requests = Table(
     Column("actor", Text, nullable=False),
     Column("type", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    #: The person who asked through the web app, when one did (docs/design.md §8.2).
+    Column("person_id", Uuid),
+)
+
+# --- the web app's people, sign-in and sessions (docs/design.md §8.1) ----------------------------------------
+
+people = Table(
+    "people",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("email", Text),
+    Column("display_name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("org_id", Text, ForeignKey("organisations.id")),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id")),
+    Column("invited_by", Uuid),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("disabled_at", DateTime(timezone=True)),
+)
+
+sign_in_links = Table(
+    "sign_in_links",
+    metadata,
+    Column("token_sha256", LargeBinary, primary_key=True),
+    Column("person_id", Uuid, ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
+)
+
+sign_in_cards = Table(
+    "sign_in_cards",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("person_id", Uuid, ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("code_sha256", LargeBinary, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("voided_at", DateTime(timezone=True)),
+    Column("used_at", DateTime(timezone=True)),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_sha256", LargeBinary, primary_key=True),
+    Column("person_id", Uuid, ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+sign_in_requests = Table(
+    "sign_in_requests",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("email_sha256", LargeBinary, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
 )
 
 stats_facts = Table(
