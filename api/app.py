@@ -30,6 +30,7 @@ from api.routes import (
 from timecredits.heap import freeze_startup_heap
 from ledger.intake import DEFAULT_POLICY, IntakePolicy
 from timecredits.settings import Settings
+from web.app import install as install_web
 
 DESCRIPTION = """
 Time credits for community organisations, volunteers and programme leads.
@@ -97,6 +98,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     async def _unknown_path(request: Request, _: Exception) -> JSONResponse:
         return error_json(404, "not_found", f"no such path: {request.url.path}")
 
+    install_web(app)
     app.add_middleware(BalanceReadFastPath)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(MetricsMiddleware)

@@ -277,6 +277,58 @@ def tokens_list(data_dir: DataDir = None) -> None:
         print(f"{t.id}\t{t.role.value}\t{scope}\t{state}\t{used}\t{t.label}")
 
 
+people_app = typer.Typer(help="People who sign in to the web app (docs/design.md §8.1).", no_args_is_help=True)
+app.add_typer(people_app, name="people")
+
+
+@people_app.command("add")
+def people_add(
+    name: Annotated[str, typer.Option(help="what the app calls them")],
+    role: Annotated[str, typer.Option(help="admin, lead, coordinator, front_desk or volunteer")],
+    email: Annotated[str | None, typer.Option(help="where sign-in links go (none: a sign-in card only)")] = None,
+    org: Annotated[str | None, typer.Option(help="the organisation of a coordinator or front desk")] = None,
+    volunteer: Annotated[str | None, typer.Option(help="the volunteer id of a volunteer")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Let someone sign in to the web app; prints their id."""
+    from web.people import PersonRole, add_person
+
+    try:
+        chosen = PersonRole(role)
+    except ValueError as exc:
+        console.print(f"[red]{role} is not a role: admin, lead, coordinator, front_desk or volunteer[/red]")
+        raise typer.Exit(code=2) from exc
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
+        try:
+            person = add_person(engine, name, chosen, email=email, org_id=org, volunteer_id=volunteer)
+        except Exception as exc:  # noqa: BLE001 - a check the database made: the message says which
+            console.print(f"[red]could not add them: {str(exc).splitlines()[0]}[/red]")
+            raise typer.Exit(code=1) from exc
+    print(person.id)
+
+
+@people_app.command("sign-in-link")
+def people_sign_in_link(
+    email: Annotated[str, typer.Argument(help="the person's e-mail address")],
+    base_url: Annotated[str, typer.Option(help="where the web app is served")] = "http://127.0.0.1:8000",
+    data_dir: DataDir = None,
+) -> None:
+    """Print a one-time sign-in link for someone (valid 15 minutes), without sending it."""
+    from web.people import link_url, new_link, person_by_email
+
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
+        with engine.connect() as conn:
+            person = person_by_email(conn, email)
+        if person is None:
+            console.print(f"[red]nobody who may sign in has the address {email}[/red]")
+            raise typer.Exit(code=1)
+        print(link_url(base_url, new_link(engine, person.id)))
+
+
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[str, typer.Argument(help="the token's id (from `tokens list`)")],
                   data_dir: DataDir = None) -> None:
@@ -461,6 +513,12 @@ def up(
                 from timecredits.demo_spend import print_spend_code, show_spend_code
 
                 print_spend_code(console, show_spend_code(url, engine, who.ids[3:30], PARTNERS[1][0]))
+                from timecredits.demo_people import demo_sign_in_links
+
+                console.print("sign-in links for the web app (each works once, within 15 minutes; "
+                              "`timecredits people sign-in-link EMAIL` makes another):")
+                for label, link in demo_sign_in_links(engine, url, who.ids[0]):
+                    console.print(f"  {label}: {link}", soft_wrap=True)
             _print_verify(verify_ledger(engine), heads=False)
             console.print(f"[bold]API: {url}[/bold]  (OpenAPI: {url}/docs)")
             console.print(f"[bold]admin token: {admin_token}[/bold]")

@@ -1,0 +1,226 @@
+"""The web app in Debian's Chromium against the real stack (PostgreSQL, broker, worker, API): a volunteer signs in
+with a card and makes a spend code, a partner's front desk signs in and takes the credits with it; every page is
+checked with axe-core, at phone and desktop sizes, and used with the keyboard alone (docs/design.md §8)."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from tests.e2e.api_stack import Api, ready_api
+from tests.e2e.conftest import _make_stack
+from web import people
+from web.people import Person, PersonRole
+
+ADMIN_TOKEN = "tc_web_admin_" + "9" * 32
+AREA = "E09000030"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@dataclass
+class WebStack:
+    url: str
+    api: Api
+    engine: Any
+    volunteer: Person
+    other_volunteer: Person
+    desk: Person
+
+
+@pytest.fixture(scope="module")
+def web(embedded_postgres: str, primary_template: str, kafka_bootstrap: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
+    tmp = tmp_path_factory.mktemp("web")
+    for stack in _make_stack(embedded_postgres, primary_template, kafka_bootstrap, tmp):
+        stack.start_worker()
+        with ready_api({**stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN}, tmp / "api.log") as process:
+            api = Api(process.url, ADMIN_TOKEN)
+            api.organisation("web-garden", ["community"], AREA, auto_approve=True)
+            api.organisation("web-lido", ["partner"], AREA)
+            garden = api.token("org", org_id="web-garden")
+            ids = [api.volunteer(name, AREA, member_of=("web-garden",)) for name in ("web-amina", "web-bo")]
+            for volunteer_id, minutes in zip(ids, (300, 60)):
+                logged = api.post("/v1/hours", garden, {"volunteer_id": volunteer_id, "org_id": "web-garden",
+                                                        "date": "2026-11-30", "minutes": minutes,
+                                                        "activity": "Gardening"})
+                api.applied(api.accepted(logged), garden)
+            amina = people.add_person(stack.engine, "Amina", PersonRole.VOLUNTEER, volunteer_id=ids[0])
+            bo = people.add_person(stack.engine, "Bo", PersonRole.VOLUNTEER, volunteer_id=ids[1])
+            desk = people.add_person(stack.engine, "Sam at the Lido", PersonRole.FRONT_DESK, org_id="web-lido",
+                                     email="sam@lido.example")
+            try:
+                yield WebStack(process.url, api, stack.engine, amina, bo, desk)
+            finally:
+                api.close()
+
+
+def _axe(page: Any) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    assert results.violations_count == 0, results.generate_report()
+
+
+def _shots(page: Any, directory: Path, name: str) -> None:
+    for size_name, size in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(size)
+        _axe(page)
+        page.screenshot(path=str(directory / f"web-{name}-{size_name}.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+
+
+def _context(browser: Any) -> Any:
+    # axe-core is injected as a script; the app's Content-Security-Policy (checked over HTTP below) would refuse it.
+    return browser.new_context(viewport=PHONE, bypass_csp=True)
+
+
+def _sign_in_with_card(page: Any, url: str, code: str) -> None:
+    """With the keyboard alone: Tab to the card's field, type, Enter."""
+    page.goto(url + "/app/sign-in")
+    page.locator("#code").focus()
+    page.keyboard.type(code)
+    page.keyboard.press("Enter")
+    page.wait_for_url(url + "/app")
+
+
+def test_a_volunteer_makes_a_spend_code_and_the_front_desk_takes_it(web: WebStack, browser: Any,
+                                                                   screenshot_dir: Path) -> None:
+    volunteer_card = people.new_card(web.engine, web.volunteer.id)
+    desk_card = people.new_card(web.engine, web.desk.id)
+    mine, theirs = _context(browser), _context(browser)
+    try:
+        phone = mine.new_page()
+        phone.goto(web.url + "/app")
+        assert phone.url == web.url + "/app/sign-in"  # not signed in: sent to sign in
+        _shots(phone, screenshot_dir, "sign-in")
+        _sign_in_with_card(phone, web.url, volunteer_card[:4] + " " + volunteer_card[4:].lower())
+        assert phone.locator(".panel").inner_text().strip() == "You have 5 credits to spend."
+        _shots(phone, screenshot_dir, "volunteer-home")
+
+        phone.get_by_role("link", name="Pay at a counter with a spend code").focus()
+        phone.keyboard.press("Enter")
+        phone.wait_for_url(web.url + "/app/pay")
+        phone.locator("button[type=submit]", has_text="Make a spend code").click()  # nothing chosen yet
+        assert phone.locator(".error-summary").is_visible()
+        assert "Choose where you are paying" in phone.locator(".error-summary").inner_text()
+        _shots(phone, screenshot_dir, "volunteer-pay-errors")
+        phone.locator("#partner_id").select_option("web-lido")
+        phone.locator("#amount").fill("2")
+        phone.locator("#amount").press("Enter")
+        phone.wait_for_load_state()
+        shown_code = phone.locator(".code").inner_text().strip()
+        assert re.fullmatch(r"[0-9]{4} [0-9]{4}", shown_code), shown_code
+        assert phone.locator(".qr svg").count() == 1
+        assert "Up to 2 credits" in phone.locator(".panel").inner_text()
+        _shots(phone, screenshot_dir, "volunteer-spend-code")
+
+        desk = theirs.new_page()
+        _sign_in_with_card(desk, web.url, desk_card)
+        desk.get_by_role("link", name="Take credits with a spend code").click()
+        desk.wait_for_url(web.url + "/app/take")
+        _shots(desk, screenshot_dir, "desk-take")
+        desk.locator("#code").fill(shown_code)
+        desk.locator("#amount").fill("2")
+        desk.keyboard.press("Enter")
+        desk.wait_for_load_state()
+        assert desk.get_by_role("status").inner_text().strip() == "Done: 2 credits taken."
+        _shots(desk, screenshot_dir, "desk-taken")
+
+        desk.locator("#code").fill(shown_code)  # the same code again takes nothing
+        desk.locator("#amount").fill("1")
+        desk.keyboard.press("Enter")
+        desk.wait_for_load_state()
+        assert "used already" in desk.locator(".error-summary").inner_text()
+        _shots(desk, screenshot_dir, "desk-code-used")
+
+        phone.goto(web.url + "/app")
+        assert phone.locator(".panel").inner_text().strip() == "You have 3 credits to spend."
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def _signed_in_client(web: WebStack, person: Person) -> tuple[httpx.Client, str]:
+    """A client with a session cookie for `person`, and the session's CSRF token, without a browser."""
+    cookie, session = people.start_session(web.engine, person)
+    client = httpx.Client(base_url=web.url, cookies={"tc_session": cookie}, follow_redirects=False, timeout=30)
+    return client, session.csrf_token
+
+
+def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(web: WebStack) -> None:
+    client, csrf = _signed_in_client(web, web.other_volunteer)
+    with client:
+        for token in ("", "not-the-token"):
+            refused = client.post("/app/pay", data={"csrf_token": token, "partner_id": "web-lido", "amount": "1"})
+            assert refused.status_code == 403 and "This form has expired" in refused.text
+        with web.engine.connect() as conn:
+            made = conn.execute(text("SELECT count(*) FROM spend_codes WHERE volunteer_id = :v"),
+                                {"v": web.other_volunteer.volunteer_id}).scalar_one()
+        assert made == 0
+        made_now = client.post("/app/pay", data={"csrf_token": csrf, "partner_id": "web-lido", "amount": "1"})
+        assert made_now.status_code == 200 and "Your spend code" in made_now.text
+        signed_out = client.post("/app/sign-out", data={})
+        assert signed_out.status_code == 403  # signing out is a form too
+    pre = httpx.post(web.url + "/app/sign-in/card", data={"code": "ABCDEFGHJK"}, timeout=30)
+    assert pre.status_code == 403 and "This form has expired" in pre.text
+
+
+def test_a_session_idle_too_long_or_signed_out_everywhere_is_refused(web: WebStack) -> None:
+    idle, _ = _signed_in_client(web, web.other_volunteer)
+    with idle:
+        assert idle.get("/app").status_code == 200
+        with web.engine.begin() as conn:  # a week and a day without a request
+            conn.execute(text("UPDATE web_sessions SET last_seen_at = now() - interval '8 days' "
+                              "WHERE id_sha256 = :d"), {"d": people.digest(idle.cookies["tc_session"])})
+        assert idle.get("/app").headers["location"] == "/app/sign-in"
+    first, csrf = _signed_in_client(web, web.other_volunteer)
+    second, _ = _signed_in_client(web, web.other_volunteer)
+    with first, second:
+        assert second.get("/app").status_code == 200
+        everywhere = first.post("/app/sign-out-everywhere", data={"csrf_token": csrf})
+        assert everywhere.status_code == 200 and "signed out everywhere" in everywhere.text
+        for client in (first, second):
+            assert client.get("/app").headers["location"] == "/app/sign-in"
+
+
+def test_each_person_sees_their_own_and_only_their_own_pages(web: WebStack) -> None:
+    volunteer, _ = _signed_in_client(web, web.other_volunteer)
+    desk, _ = _signed_in_client(web, web.desk)
+    with volunteer, desk:
+        home = volunteer.get("/app")
+        assert "You have 1 credit to spend." in home.text and "Amina" not in home.text
+        assert volunteer.get("/app/take").status_code == 403
+        assert desk.get("/app/pay").status_code == 403
+        assert "Take credits" in desk.get("/app").text
+        page = volunteer.get("/app/pay")
+        for name, value in (("content-security-policy", "default-src 'self'"), ("x-content-type-options", "nosniff"),
+                            ("cache-control", "no-store")):
+            assert value in page.headers[name], page.headers
+
+
+def test_a_card_signs_in_once_and_a_new_card_voids_the_old(web: WebStack) -> None:
+    old = people.new_card(web.engine, web.other_volunteer.id)
+    new = people.new_card(web.engine, web.other_volunteer.id)
+    assert people.use_card(web.engine, old) is None
+    assert people.use_card(web.engine, new) == web.other_volunteer
+    assert people.use_card(web.engine, new) is None
+
+
+def test_the_session_cookie_is_httponly_and_samesite(web: WebStack) -> None:
+    code = people.new_card(web.engine, web.other_volunteer.id)
+    with httpx.Client(base_url=web.url, timeout=30) as client:
+        form = client.get("/app/sign-in")
+        pre = re.search(r'name="pre_token" value="([^"]+)"', form.text)
+        assert pre is not None and client.cookies.get("tc_pre") == pre[1]
+        signed = client.post("/app/sign-in/card", data={"pre_token": pre[1], "code": code})
+        assert signed.status_code == 303 and signed.headers["location"] == "/app"
+        cookie = next(c for c in signed.headers.get_list("set-cookie") if c.startswith("tc_session="))
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie  # plain http here
+        assert client.get("/app").status_code == 200
