@@ -83,6 +83,8 @@ class SmtpMailer:
         except smtplib.SMTPResponseException as exc:
             raise MailNotSent(f"the mail server {where} refused the message: {self._said(exc)}") from exc
         except smtplib.SMTPServerDisconnected as exc:
+            if isinstance(exc.__context__, TimeoutError):  # smtplib turns a read that timed out into this
+                raise MailNotSent(f"the mail server {where} did not answer within {self.timeout_s:g} s") from exc
             raise MailNotSent(f"the mail server {where} closed the connection before the message was sent") from exc
         except smtplib.SMTPException as exc:  # the rest of smtplib's; before OSError, their base
             raise MailNotSent(f"the mail server {where} did not take the message: {self._scrub(str(exc))}") from exc
