@@ -1,6 +1,6 @@
 """Sending e-mail over SMTP (docs/design.md §8.1: sign-in links; §8.4: the development mailbox).
 
-Standard library only, and no web framework: the web app, the CLI and the tests send through the same class.
+Standard library only, and no web framework: the web app and the tests send through the same class.
 """
 from __future__ import annotations
 

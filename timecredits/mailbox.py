@@ -24,14 +24,15 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-__all__ = ["HOST", "Mailbox", "StoredMessage", "free_port", "list_messages", "read_message", "running_mailbox"]
+__all__ = ["HOST", "Mailbox", "StoredMessage", "free_port", "list_messages", "read_message", "running_mailbox",
+           "store"]
 
 #: Only this machine may deliver: the mailbox accepts mail for any address, from anyone who can connect.
 HOST = "127.0.0.1"
 #: The largest message kept; a sign-in link is a few kilobytes.
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
-_NAME = re.compile(r"^(?P<time>[0-9]{8}T[0-9]{12}Z)-(?P<uuid>[0-9a-f]{32})$")
+_NAME = re.compile(r"(?P<time>[0-9]{8}T[0-9]{12}Z)-(?P<uuid>[0-9a-f]{32})")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class _Keeper:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         content = envelope.original_content or b""
         head = (f"X-MailFrom: {envelope.mail_from}\r\n"
                 f"X-RcptTo: {', '.join(envelope.rcpt_tos)}\r\n").encode("utf-8", errors="replace")
@@ -126,18 +127,15 @@ def _body(message: EmailMessage, subtype: str) -> str | None:
         return None
 
 
-def _parse(path: Path, message_id: str) -> StoredMessage:
-    match = _NAME.match(message_id)
-    assert match is not None
-    received_at = datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC)
+def _parse(path: Path, name: re.Match[str]) -> StoredMessage:
+    received_at = datetime.strptime(name["time"], _TIME_FORMAT).replace(tzinfo=UTC)
     with open(path, "rb") as file:
-        message = BytesParser(policy=policy.default).parse(file)
-    assert isinstance(message, EmailMessage)
+        message = BytesParser(EmailMessage, policy=policy.default).parse(file)
     recipients = tuple(address for _, address in getaddresses([str(message.get("X-RcptTo", ""))]) if address)
     if not recipients:
         recipients = tuple(address for _, address in getaddresses(message.get_all("To", [])) if address)
     return StoredMessage(
-        id=message_id,
+        id=name.string,
         received_at=received_at,
         sender=str(message.get("From", "")),
         to=recipients,
@@ -147,22 +145,22 @@ def _parse(path: Path, message_id: str) -> StoredMessage:
     )
 
 
-def _ids(directory: Path) -> list[str]:
+def _names(directory: Path) -> list[re.Match[str]]:
     try:
-        names = os.listdir(directory)
+        files = os.listdir(directory)
     except FileNotFoundError:
         return []
-    return [name[:-4] for name in names if name.endswith(".eml") and _NAME.match(name[:-4])]
+    return [name for file in files if file.endswith(".eml") and (name := _NAME.fullmatch(file.removesuffix(".eml")))]
 
 
 def list_messages(directory: Path, limit: int | None = None) -> list[StoredMessage]:
     """Every message in `directory` (at most `limit`), newest first; none when the directory does not exist."""
     found: list[StoredMessage] = []
-    for message_id in sorted(_ids(directory), reverse=True):  # the name starts with the time: newest first
+    for name in sorted(_names(directory), key=lambda name: name.string, reverse=True):  # time first: newest first
         if limit is not None and len(found) >= limit:
             break
         try:
-            found.append(_parse(directory / f"{message_id}.eml", message_id))
+            found.append(_parse(directory / f"{name.string}.eml", name))
         except FileNotFoundError:
             continue  # removed since the listing
     return found
@@ -170,9 +168,10 @@ def list_messages(directory: Path, limit: int | None = None) -> list[StoredMessa
 
 def read_message(directory: Path, message_id: str) -> StoredMessage | None:
     """The message with this id, or None: unknown, or not an id at all (a page passes what a URL said)."""
-    if not _NAME.match(message_id):
+    name = _NAME.fullmatch(message_id)
+    if name is None:
         return None
     try:
-        return _parse(directory / f"{message_id}.eml", message_id)
+        return _parse(directory / f"{message_id}.eml", name)
     except FileNotFoundError:
         return None

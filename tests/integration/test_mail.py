@@ -85,7 +85,8 @@ def test_reading_ignores_what_is_not_a_kept_message(mailbox: tuple[Path, int]) -
     (directory / ".20261202T000000000000Z-0123456789abcdef0123456789abcdef.tmp").write_bytes(b"Subject: half")
     (directory / "notes.eml").write_bytes(b"Subject: not one of ours")
     assert [m.subject for m in list_messages(directory)] == ["kept"]
-    for not_an_id in ("../../etc/passwd", "notes", "", "20261202T000000000000Z-0123456789abcdef0123456789abcdef"):
+    listed_id = list_messages(directory)[0].id
+    for not_an_id in ("../../etc/passwd", "notes", "", f"{listed_id}\n", "20261202T000000000000Z-" + "0" * 32):
         assert read_message(directory, not_an_id) is None
     assert list_messages(directory / "absent") == []
 
