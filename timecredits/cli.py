@@ -23,7 +23,7 @@ from ledger.pg.verify import VerifyReport, verify_ledger
 from timecredits.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from timecredits.supervisor import Supervised
+    from timecredits.supervisor import Supervised, Supervisor
 
 app = typer.Typer(help="timecredits: a volunteering and time-credits ledger.", no_args_is_help=True)
 console = Console()
@@ -222,6 +222,32 @@ def api(
     # default, a client reusing a connection as the server closed it got a ReadError under the load test.
     serve(host or settings.api_host, port or settings.api_port, workers,
           log_level="warning", access_log=False, timeout_keep_alive=65)
+
+
+@app.command()
+def mailbox(
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="Where to keep received messages (default DATA_DIR/mailbox).")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to accept SMTP on.", min=1, max=65535)] = 8025,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the development mailbox: an SMTP server on 127.0.0.1 that keeps every message it receives as a file
+    (docs/design.md §8.4), until Ctrl-C or SIGTERM. `up` starts one when TIMECREDITS_SMTP_HOST is not set."""
+    from timecredits.mailbox import HOST, running_mailbox
+
+    settings = get_settings()
+    where = (directory or settings.dev_mailbox_dir or _data_dir(settings, data_dir) / "mailbox").resolve()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        with running_mailbox(where, port):
+            console.print(f"mailbox: SMTP on {HOST}:{port}, messages kept in {where}")
+            stop.wait()
+    except OSError as exc:
+        console.print(f"[red]cannot listen on {HOST}:{port}: {exc.strerror or exc}[/red]")
+        raise typer.Exit(code=1) from exc
+    console.print("mailbox stopped")
 
 
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
@@ -423,6 +449,27 @@ def bench(
             data_dir=data_dir, console=console, ingest_figures=ingest, api_figures=api)
 
 
+def _start_mailbox(supervisor: Supervisor, directory: Path, logs: Path, avoid: frozenset[int]) -> dict[str, str]:
+    """Start `timecredits mailbox` as a supervised child on a free port; the SMTP settings that send to it.
+
+    The port is chosen here, not by the child, so that a restarted mailbox listens where the API already sends.
+    """
+    from timecredits.mailbox import HOST, free_port
+
+    mailbox_dir = directory / "mailbox"
+    port = free_port(avoid)
+    supervisor.start("mailbox", ["mailbox", "--dir", str(mailbox_dir), "--port", str(port)],
+                     {"TIMECREDITS_DATA_DIR": str(directory)}, logs / "mailbox.log")
+    return {
+        "TIMECREDITS_SMTP_HOST": HOST,
+        "TIMECREDITS_SMTP_PORT": str(port),
+        "TIMECREDITS_SMTP_STARTTLS": "false",  # a server on this machine, without TLS (docs/design.md §8.4)
+        "TIMECREDITS_SMTP_USERNAME": "",  # the mailbox asks for no login; empty is unset
+        "TIMECREDITS_SMTP_PASSWORD": "",
+        "TIMECREDITS_DEV_MAILBOX_DIR": str(mailbox_dir),
+    }
+
+
 @app.command()
 def up(
     demo: Annotated[bool, typer.Option(help="Load a synthetic programme through the event pipeline.")] = False,
@@ -433,7 +480,8 @@ def up(
 ) -> None:
     """Run everything in one process tree: PostgreSQL and broker (embedded unless configured), migrations,
     the runtime role, topics, the ledger worker, the statistics worker and the API (the last three connected as
-    the runtime role); optionally the demo programme.
+    the runtime role), a development mailbox for the API's mail unless TIMECREDITS_SMTP_HOST is set; optionally
+    the demo programme.
 
     A child that dies is restarted (backoff 1 s doubling to 30 s); `up` gives up, exiting 1, only on a child that
     keeps failing. Ctrl-C or SIGTERM drains: the API stops first, then `up` waits (at most --drain-timeout)
@@ -483,10 +531,14 @@ def up(
         admin_token = settings.admin_token or new_token()
         url = f"http://{settings.api_host}:{api_port}"
         logs = directory / "logs"
+        api_env = {**env, "TIMECREDITS_ADMIN_TOKEN": admin_token}
+        if settings.smtp_host is None:
+            # No mail server configured: the API sends to a development mailbox of our own (docs/design.md §8.4),
+            # started first so that it is stopped last, after the API.
+            api_env.update(_start_mailbox(supervisor, directory, logs, avoid=frozenset({api_port})))
         supervisor.start("ledger worker", ["worker", "--only", "ledger"], env, logs / "ledger-worker.log")
         supervisor.start("statistics worker", ["worker", "--only", "statistics"], env, logs / "statistics-worker.log")
-        api_child = supervisor.start("api", ["api", "--port", str(api_port)],
-                                     {**env, "TIMECREDITS_ADMIN_TOKEN": admin_token}, logs / "api.log")
+        api_child = supervisor.start("api", ["api", "--port", str(api_port)], api_env, logs / "api.log")
 
         def keep_going() -> bool:
             return supervisor.poll() and not stop.is_set()

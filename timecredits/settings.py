@@ -1,10 +1,13 @@
 """Settings from the environment (docs/design.md §6), read once per process."""
 from __future__ import annotations
 
+import ipaddress
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -62,6 +65,19 @@ class Settings(BaseSettings):
     max_days_back: int = Field(default=92, ge=0, le=3650, alias="TIMECREDITS_MAX_DAYS_BACK")
     #: Wrong spend codes one actor may type in 15 minutes before being refused (docs/design.md §5.6).
     spend_code_guesses: int = Field(default=10, ge=1, alias="TIMECREDITS_SPEND_CODE_GUESSES")
+    #: The mail server that sends sign-in links (docs/design.md §8.1); unset, `up` starts a development
+    #: mailbox and points the API at it (§8.4).
+    smtp_host: str | None = Field(default=None, alias="TIMECREDITS_SMTP_HOST")
+    smtp_port: int = Field(default=587, ge=1, le=65535, alias="TIMECREDITS_SMTP_PORT")
+    smtp_username: str | None = Field(default=None, alias="TIMECREDITS_SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(default=None, alias="TIMECREDITS_SMTP_PASSWORD")
+    #: STARTTLS before anything else is said; false only for a server on this machine (the development mailbox).
+    smtp_starttls: bool = Field(default=True, alias="TIMECREDITS_SMTP_STARTTLS")
+    #: Seconds to wait for the mail server (connect, and each answer) before the mail counts as not sent.
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=300, alias="TIMECREDITS_SMTP_TIMEOUT")
+    mail_from: str = Field(default="timecredits <no-reply@localhost>", alias="TIMECREDITS_MAIL_FROM")
+    #: Where the development mailbox keeps what it received, for the admin's Mailbox page (docs/design.md §8.4).
+    dev_mailbox_dir: Path | None = Field(default=None, alias="TIMECREDITS_DEV_MAILBOX_DIR")
 
     @field_validator("database_url")
     @classmethod
@@ -82,6 +98,44 @@ class Settings(BaseSettings):
             raise ValueError(f"TIMECREDITS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters "
                              f"(this one has {len(value)}); `timecredits tokens create --role admin` makes one")
         return value
+
+    @field_validator("smtp_host", "smtp_username")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return (value.strip() or None) if value is not None else None  # compose sets unused variables empty
+
+    @field_validator("smtp_password")
+    @classmethod
+    def _empty_password_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+    @field_validator("mail_from")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or any(c in value for c in "\r\n"):
+            raise ValueError("TIMECREDITS_MAIL_FROM must be an address, such as "
+                             "'Timecredits <no-reply@council.example>'")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_only_over_tls(self) -> Self:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("TIMECREDITS_SMTP_USERNAME and TIMECREDITS_SMTP_PASSWORD are set together, or neither")
+        if self.smtp_username is not None and not self.smtp_starttls and not _is_loopback(self.smtp_host):
+            # Without STARTTLS the password would cross the network in clear (AUTH PLAIN is base64, not secret).
+            raise ValueError("TIMECREDITS_SMTP_STARTTLS=false would send the SMTP password in clear to "
+                             f"{self.smtp_host}; keep STARTTLS on for a mail server on another machine")
+        return self
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

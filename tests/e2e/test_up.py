@@ -100,10 +100,12 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
     assert any("timecredits.cli worker" in name for name in names), names
     assert any("timecredits.cli api" in name for name in names), names
     assert any(f"tcp://127.0.0.1:{broker_port}" in name for name in names), names
+    assert any("timecredits.cli mailbox" in name for name in names), names  # no mail server set (design.md §8.4)
+    mailbox_port = int(re.findall(r"SMTP on 127\.0\.0\.1:(\d+)", (data_dir / "logs" / "mailbox.log").read_text())[-1])
     server = postmaster(data_dir)
     assert server is not None and server.pid in started, "no postmaster found through postmaster.pid"
     assert _database_users_of_children(started, postgres_port) == {"timecredits_app"}  # docs/design.md §6.1
-    assert all(accepts(port) for port in (api_port, broker_port, postgres_port))
+    assert all(accepts(port) for port in (api_port, broker_port, postgres_port, mailbox_port))
 
     os.killpg(running.process.pid, signal.SIGINT)  # what Ctrl-C does to the terminal's foreground job
     try:
@@ -117,4 +119,4 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
     left = wait_all_gone(started)
     assert not left, "still running after `up` exited:\n" + "\n".join(describe(proc) for proc in left)
     assert not markers_alive(data_dir, broker_port)
-    assert not [port for port in (api_port, broker_port, postgres_port) if accepts(port)]
+    assert not [port for port in (api_port, broker_port, postgres_port, mailbox_port) if accepts(port)]

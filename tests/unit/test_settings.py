@@ -73,3 +73,79 @@ def test_an_admin_token_of_32_characters_is_accepted_and_an_empty_one_means_none
     assert Settings().admin_token == "x" * 32
     monkeypatch.setenv("TIMECREDITS_ADMIN_TOKEN", "")
     assert Settings().admin_token is None
+
+
+# --- mail (docs/design.md §8.1, §8.4) ---------------------------------------------------------------------------
+
+_MAIL_VARIABLES = ("TIMECREDITS_SMTP_HOST", "TIMECREDITS_SMTP_PORT", "TIMECREDITS_SMTP_USERNAME",
+                   "TIMECREDITS_SMTP_PASSWORD", "TIMECREDITS_SMTP_STARTTLS", "TIMECREDITS_SMTP_TIMEOUT",
+                   "TIMECREDITS_MAIL_FROM", "TIMECREDITS_DEV_MAILBOX_DIR")
+
+
+@pytest.fixture()
+def mail_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in _MAIL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_mail_defaults_are_no_server_port_587_and_starttls(mail_env: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert settings.smtp_host is None and settings.smtp_username is None and settings.smtp_password is None
+    assert (settings.smtp_port, settings.smtp_starttls, settings.smtp_timeout_s) == (587, True, 10.0)
+    assert settings.mail_from == "timecredits <no-reply@localhost>"
+    assert settings.dev_mailbox_dir is None
+
+
+def test_a_council_mail_server_is_read_from_the_environment(mail_env: pytest.MonkeyPatch) -> None:
+    mail_env.setenv("TIMECREDITS_SMTP_HOST", "smtp.council.example")
+    mail_env.setenv("TIMECREDITS_SMTP_PORT", "2587")
+    mail_env.setenv("TIMECREDITS_SMTP_USERNAME", "timecredits")
+    mail_env.setenv("TIMECREDITS_SMTP_PASSWORD", "s3cret-mail-password")
+    mail_env.setenv("TIMECREDITS_MAIL_FROM", "Hackney Time Credits <no-reply@hackney.example>")
+    settings = Settings()
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_username) == ("smtp.council.example", 2587,
+                                                                               "timecredits")
+    assert settings.smtp_password is not None and settings.smtp_password.get_secret_value() == "s3cret-mail-password"
+    assert "s3cret-mail-password" not in repr(settings)  # a SecretStr: never in a log line
+
+
+def test_the_development_mailbox_settings_are_read_from_the_environment(mail_env: pytest.MonkeyPatch) -> None:
+    mail_env.setenv("TIMECREDITS_SMTP_HOST", "127.0.0.1")
+    mail_env.setenv("TIMECREDITS_SMTP_PORT", "8025")
+    mail_env.setenv("TIMECREDITS_SMTP_STARTTLS", "false")
+    mail_env.setenv("TIMECREDITS_SMTP_USERNAME", "")  # as `up` gives them: empty is unset
+    mail_env.setenv("TIMECREDITS_SMTP_PASSWORD", "")
+    mail_env.setenv("TIMECREDITS_DEV_MAILBOX_DIR", "/tmp/tc/mailbox")
+    settings = Settings()
+    assert (settings.smtp_starttls, settings.smtp_username, settings.smtp_password) == (False, None, None)
+    assert str(settings.dev_mailbox_dir) == "/tmp/tc/mailbox"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("TIMECREDITS_SMTP_PORT", "0"), ("TIMECREDITS_SMTP_PORT", "65536"), ("TIMECREDITS_SMTP_TIMEOUT", "0"),
+    ("TIMECREDITS_MAIL_FROM", "no address here"), ("TIMECREDITS_MAIL_FROM", "a@b.example\r\nBcc: c@d.example"),
+])
+def test_a_bad_mail_setting_is_refused(mail_env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    mail_env.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_a_username_needs_its_password(mail_env: pytest.MonkeyPatch) -> None:
+    mail_env.setenv("TIMECREDITS_SMTP_HOST", "smtp.council.example")
+    mail_env.setenv("TIMECREDITS_SMTP_USERNAME", "timecredits")
+    with pytest.raises(ValidationError, match="set together"):
+        Settings()
+
+
+def test_a_password_is_never_sent_in_clear_to_another_machine(mail_env: pytest.MonkeyPatch) -> None:
+    mail_env.setenv("TIMECREDITS_SMTP_HOST", "smtp.council.example")
+    mail_env.setenv("TIMECREDITS_SMTP_USERNAME", "timecredits")
+    mail_env.setenv("TIMECREDITS_SMTP_PASSWORD", "s3cret-mail-password")
+    mail_env.setenv("TIMECREDITS_SMTP_STARTTLS", "false")
+    with pytest.raises(ValidationError, match="in clear") as refused:
+        Settings()
+    assert "s3cret-mail-password" not in str(refused.value)
+    mail_env.setenv("TIMECREDITS_SMTP_HOST", "127.0.0.1")  # a relay on this machine
+    assert Settings().smtp_starttls is False
