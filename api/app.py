@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -29,6 +30,7 @@ from api.routes import (
 )
 from timecredits.heap import freeze_startup_heap
 from ledger.intake import DEFAULT_POLICY, IntakePolicy
+from timecredits.mail import SmtpMailer
 from timecredits.settings import Settings
 from web.app import install as install_web
 
@@ -51,7 +53,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                bootstrap_servers: str | None = None, admin_token: str | None = None, topic_prefix: str = "",
                publish_timeout_s: float = 5.0, max_body_bytes: int = _DEFAULTS.max_body_bytes,
                rate_limits: RateLimits | None = None, policy: IntakePolicy = DEFAULT_POLICY,
-               spend_code_guesses: int = _DEFAULTS.spend_code_guesses) -> FastAPI:
+               spend_code_guesses: int = _DEFAULTS.spend_code_guesses, mailer: SmtpMailer | None = None,
+               dev_mailbox_dir: Path | None = None) -> FastAPI:
     """The app, for `services` already made (tests) or for the given endpoints (created at start-up)."""
 
     @asynccontextmanager
@@ -70,6 +73,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                 reads=FastReads(database_url),
                 policy=policy,
                 spend_code_guesses=spend_code_guesses,
+                mailer=mailer,
+                dev_mailbox_dir=dev_mailbox_dir,
             )
             await app.state.services.reads.start()
             freeze_startup_heap()  # a server process; not for apps that tests make and drop by the hundred

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +15,7 @@ from api.broker import BrokerLink
 from api.errors import ApiError
 from api.reads import FastReads
 from ledger.intake import DEFAULT_POLICY, IntakePolicy
+from timecredits.mail import SmtpMailer
 
 
 @dataclass
@@ -29,6 +31,10 @@ class Services:
     policy: IntakePolicy = DEFAULT_POLICY
     #: Wrong spend codes an actor may type in 15 minutes.
     spend_code_guesses: int = 10
+    #: Sends the web app's sign-in links (docs/design.md §8.1); None where no mail server is set up.
+    mailer: SmtpMailer | None = None
+    #: The development mailbox's directory, for the admin's Mailbox page (docs/design.md §8.4).
+    dev_mailbox_dir: Path | None = None
 
 
 async def get_services(request: Request) -> Services:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from api.app import create_app
 from api.limits import RateLimits
 from ledger.intake import IntakePolicy
+from timecredits.mail import SmtpMailer
 from timecredits.settings import get_settings
 
 _settings = get_settings()
@@ -17,4 +18,6 @@ app = create_app(
     rate_limits=RateLimits.of(_settings),
     policy=IntakePolicy(max_days_back=_settings.max_days_back),
     spend_code_guesses=_settings.spend_code_guesses,
+    mailer=SmtpMailer(_settings) if _settings.smtp_host else None,
+    dev_mailbox_dir=_settings.dev_mailbox_dir,
 )

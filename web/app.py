@@ -7,6 +7,7 @@ cookie's), checked before anything else the route does.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ from ledger.pg.processing import event_status
 from ledger.pg.repository import LedgerRepository
 from ledger.spend_codes import DEFAULT_VALID_MINUTES, shown
 from web import people
+from timecredits.mail import MailNotSent
+from timecredits.mailbox import list_messages, read_message
+from web.mail import send_sign_in_link
 from web.people import Person, PersonRole, Session, TooManyRequests
 from web.words import credits, refusal
 
@@ -221,17 +225,19 @@ def ask_for_link(request: Request, pre_token: Annotated[str, Form()] = "",
         return _message(request, "Too many sign-in links", [f"Try again in {minutes} minutes."], status_code=429)
     if found is not None:
         person, token = found
-        send_sign_in_link(services, person, people.link_url(str(request.base_url), token))
+        if services.mailer is None or person.email is None:
+            return _message(request, "E-mail sign-in is not set up here", [
+                "Ask your organisation for a sign-in card."], status_code=503)
+        try:
+            send_sign_in_link(services.mailer, person.email, person.display_name,
+                              people.link_url(str(request.base_url), token))
+        except MailNotSent:
+            logging.getLogger("web").warning("a sign-in link could not be sent", exc_info=True)
+            return _message(request, "We could not send the e-mail", [
+                "Nothing was sent. Please try again in a few minutes."], status_code=503)
     return _message(request, "Check your e-mail", [
         f"If {email} may sign in here, we have sent it a link. The link works once, for 15 minutes.",
         "Nothing arrived? Check the address, look in your spam folder, or ask your organisation for a sign-in card."])
-
-
-def send_sign_in_link(services: Services, person: Person, url: str) -> None:
-    """Send the link by the app's mailer; with none set up, the link is not sent (and the page says the same)."""
-    mailer = getattr(services, "mailer", None)
-    if mailer is not None and person.email:
-        mailer.send_sign_in_link(person.email, person.display_name, url)
 
 
 @router.get("/sign-in/link/{token}", response_class=HTMLResponse)
@@ -309,7 +315,7 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
     actions = {
         PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code")],
         PersonRole.LEAD: [("/", "The programme dashboard")],
-        PersonRole.ADMIN: [("/docs", "The API and its tokens")],
+        PersonRole.ADMIN: [(f"{PREFIX}/mailbox", "The development mailbox"), ("/docs", "The API and its tokens")],
         PersonRole.COORDINATOR: [],
     }[person.role]
     return _page(request, "home_staff.html", title=f"Hello, {person.display_name}", session=session, actions=actions)
@@ -422,3 +428,27 @@ def take_credits(request: Request, session: SignedIn, csrf_token: CsrfToken = ""
     return _page(request, "desk/take.html", title="Take credits", session=session, outcome=outcome,
                  refused=refused_)
 
+
+
+# --- the admin: the development mailbox (docs/design.md §8.4) ---------------------------------------------------
+
+
+@router.get("/mailbox", response_class=HTMLResponse)
+def mailbox_page(request: Request, session: SignedIn) -> HTMLResponse:
+    _only(session, PersonRole.ADMIN, who="admins")
+    directory = _services(request).dev_mailbox_dir
+    messages = list_messages(directory, limit=200) if directory is not None and directory.exists() else []
+    return _page(request, "admin/mailbox.html", title="Mailbox", session=session, messages=messages,
+                 configured=directory is not None)
+
+
+@router.get("/mailbox/{message_id}", response_class=HTMLResponse)
+def mailbox_message(request: Request, message_id: str, session: SignedIn) -> HTMLResponse:
+    _only(session, PersonRole.ADMIN, who="admins")
+    directory = _services(request).dev_mailbox_dir
+    message = read_message(directory, message_id) if directory is not None else None
+    if message is None:
+        return _message(request, "No such message", ["It may have been removed."], status_code=404,
+                        session=session, link=(f"{PREFIX}/mailbox", "Back to the mailbox"))
+    return _page(request, "admin/message.html", title=message.subject or "(no subject)", session=session,
+                 message=message)

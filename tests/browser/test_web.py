@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from tests.e2e.api_stack import Api, ready_api
 from tests.e2e.conftest import _make_stack
+from timecredits.mailbox import free_port, list_messages, running_mailbox
 from web import people
 from web.people import Person, PersonRole
 
@@ -32,15 +33,21 @@ class WebStack:
     volunteer: Person
     other_volunteer: Person
     desk: Person
+    admin: Person
+    mailbox: Path
 
 
 @pytest.fixture(scope="module")
 def web(embedded_postgres: str, primary_template: str, kafka_bootstrap: str,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
     tmp = tmp_path_factory.mktemp("web")
+    mailbox_dir, mail_port = tmp / "mailbox", free_port()
+    mail_env = {"TIMECREDITS_SMTP_HOST": "127.0.0.1", "TIMECREDITS_SMTP_PORT": str(mail_port),
+                "TIMECREDITS_SMTP_STARTTLS": "false", "TIMECREDITS_DEV_MAILBOX_DIR": str(mailbox_dir)}
     for stack in _make_stack(embedded_postgres, primary_template, kafka_bootstrap, tmp):
         stack.start_worker()
-        with ready_api({**stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN}, tmp / "api.log") as process:
+        with running_mailbox(mailbox_dir, mail_port), \
+                ready_api({**stack.env(), **mail_env, "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN}, tmp / "api.log") as process:
             api = Api(process.url, ADMIN_TOKEN)
             api.organisation("web-garden", ["community"], AREA, auto_approve=True)
             api.organisation("web-lido", ["partner"], AREA)
@@ -55,8 +62,9 @@ def web(embedded_postgres: str, primary_template: str, kafka_bootstrap: str,
             bo = people.add_person(stack.engine, "Bo", PersonRole.VOLUNTEER, volunteer_id=ids[1])
             desk = people.add_person(stack.engine, "Sam at the Lido", PersonRole.FRONT_DESK, org_id="web-lido",
                                      email="sam@lido.example")
+            admin = people.add_person(stack.engine, "Ada Admin", PersonRole.ADMIN, email="ada@council.example")
             try:
-                yield WebStack(process.url, api, stack.engine, amina, bo, desk)
+                yield WebStack(process.url, api, stack.engine, amina, bo, desk, admin, mailbox_dir)
             finally:
                 api.close()
 
@@ -129,7 +137,7 @@ def test_a_volunteer_makes_a_spend_code_and_the_front_desk_takes_it(web: WebStac
         desk.locator("#code").fill(shown_code)
         desk.locator("#amount").fill("2")
         desk.keyboard.press("Enter")
-        desk.wait_for_load_state()
+        desk.wait_for_url(web.url + "/app/take")
         assert desk.get_by_role("status").inner_text().strip() == "Done: 2 credits taken."
         _shots(desk, screenshot_dir, "desk-taken")
 
@@ -224,3 +232,66 @@ def test_the_session_cookie_is_httponly_and_samesite(web: WebStack) -> None:
         cookie = next(c for c in signed.headers.get_list("set-cookie") if c.startswith("tc_session="))
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie  # plain http here
         assert client.get("/app").status_code == 200
+
+
+def _link_in_mail(web: WebStack, to: str) -> str:
+    messages = [m for m in list_messages(web.mailbox) if to in m.to]
+    assert messages, f"no mail to {to} in {web.mailbox}"
+    found = re.search(r"(http://\S+/app/sign-in/link/\S+)", messages[0].text or "")
+    assert found is not None, messages[0].text
+    return found[1]
+
+
+def test_staff_sign_in_with_a_link_read_from_the_real_smtp_server(web: WebStack, browser: Any,
+                                                                  screenshot_dir: Path) -> None:
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        page.goto(web.url + "/app/sign-in")
+        page.locator("#email").focus()
+        page.keyboard.type("  ADA@council.example ")
+        page.keyboard.press("Enter")
+        page.wait_for_url(web.url + "/app/sign-in/email")
+        assert page.locator("h1").inner_text() == "Check your e-mail"
+        _shots(page, screenshot_dir, "check-your-email")
+        link = _link_in_mail(web, "ada@council.example")
+        page.goto(link)
+        assert page.locator("h1").inner_text() == "Sign in as Ada Admin"
+        _shots(page, screenshot_dir, "confirm-link")
+        page.get_by_role("button", name="Sign in").press("Enter")
+        page.wait_for_url(web.url + "/app")
+        page.get_by_role("link", name="The development mailbox").click()
+        page.wait_for_url(web.url + "/app/mailbox")
+        assert "Your link to sign in to timecredits" in page.locator("table").inner_text()
+        _shots(page, screenshot_dir, "admin-mailbox")
+        page.get_by_role("link", name="Your link to sign in to timecredits").first.click()
+        assert "It works once" in page.locator("pre.mail").inner_text()
+        _shots(page, screenshot_dir, "admin-mail")
+        page.goto(link)  # used: it signs nobody in again
+        assert page.locator("h1").inner_text() == "This sign-in link has expired"
+    finally:
+        context.close()
+
+
+def test_an_unknown_address_gets_the_same_answer_and_no_mail(web: WebStack) -> None:
+    before = len(list_messages(web.mailbox))
+    with httpx.Client(base_url=web.url, timeout=30) as client:
+        form = client.get("/app/sign-in")
+        pre = re.search(r'name="pre_token" value="([^"]+)"', form.text)
+        assert pre is not None
+        answer = client.post("/app/sign-in/email", data={"pre_token": pre[1], "email": "nobody@nowhere.example"})
+        assert answer.status_code == 200 and "Check your e-mail" in answer.text
+        invalid = client.post("/app/sign-in/email", data={"pre_token": pre[1], "email": "not an address"})
+        assert invalid.status_code == 422 and "There is a problem" in invalid.text
+    assert len(list_messages(web.mailbox)) == before
+
+
+def test_the_mailbox_is_for_admins_only(web: WebStack) -> None:
+    for person in (web.desk, web.other_volunteer):
+        client, _ = _signed_in_client(web, person)
+        with client:
+            assert client.get("/app/mailbox").status_code == 403
+    admin, _ = _signed_in_client(web, web.admin)
+    with admin:
+        assert admin.get("/app/mailbox").status_code == 200
+        assert admin.get("/app/mailbox/..%2Fetc").status_code == 404
