@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 
 from api.auth import Principal, PrincipalCache, Refusal, Role, principal_for_async
@@ -51,14 +52,34 @@ async def current_principal(
 ) -> Principal:
     # The services straight from the request, not through `ServicesDep`: every sub-dependency FastAPI solves
     # costs tens of microseconds a request, and this one runs on every authenticated request.
+    services: Services = request.app.state.services
+    if (credentials is None or not credentials.credentials) and request.method in _READS:
+        session = await _session_principal(request, services)
+        if session is not None:
+            return session
     if credentials is None or not credentials.credentials:
         raise ApiError(401, "unauthenticated", "send Authorization: Bearer <token>")
-    services: Services = request.app.state.services
     principal = await principal_for_async(services.reads, services.engine, credentials.credentials,
                                           services.admin_token, services.principals)
     if isinstance(principal, Refusal):
         raise ApiError(401, principal.value, _REFUSALS[principal])
     return principal
+
+
+#: A web app session may read through the API (the lead's dashboard in the app), never write: a cookie rides
+#: along with any request a browser makes, so a write by cookie would need the app's CSRF token (docs/design.md §8.1).
+_READS = frozenset({"GET", "HEAD"})
+SESSION_COOKIE = "tc_session"
+
+
+async def _session_principal(request: Request, services: Services) -> Principal | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    from web.people import resume_session  # the web app's sessions; imported here, as the API works without them
+
+    session = await run_in_threadpool(resume_session, services.engine, cookie)
+    return session.person.principal() if session is not None else None
 
 
 _REFUSALS = {

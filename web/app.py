@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import Services
+from api.deps import SESSION_COOKIE, Services
 from api.errors import ApiError
 from api.models import hundredths
 from api.services import spending
@@ -39,7 +39,6 @@ from web.people import Person, PersonRole, Session, TooManyRequests
 from web.words import credits, refusal
 
 PREFIX = "/app"
-SESSION_COOKIE = "tc_session"
 PRE_COOKIE = "tc_pre"
 LONDON = ZoneInfo("Europe/London")
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")  # autoescapes .html

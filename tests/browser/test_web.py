@@ -295,3 +295,19 @@ def test_the_mailbox_is_for_admins_only(web: WebStack) -> None:
     with admin:
         assert admin.get("/app/mailbox").status_code == 200
         assert admin.get("/app/mailbox/..%2Fetc").status_code == 404
+
+
+def test_a_session_reads_through_the_api_as_its_person_and_never_writes(web: WebStack) -> None:
+    lead = people.add_person(web.engine, "Lee Lead", PersonRole.LEAD, email=f"lead-{web.admin.id.hex[:6]}@x.example")
+    client, _ = _signed_in_client(web, lead)
+    with client:
+        assert client.get("/v1/stats/participation").status_code == 200  # the lead's dashboard, signed in
+        assert client.get(f"/v1/volunteers/{web.volunteer.volunteer_id}/balance").status_code == 403
+        write = client.post("/v1/gifts", json={"to_volunteer_id": web.volunteer.volunteer_id, "amount": "1"})
+        assert write.status_code == 401  # a cookie never writes through the API
+    mine, _ = _signed_in_client(web, web.other_volunteer)
+    with mine:
+        assert mine.get(f"/v1/volunteers/{web.other_volunteer.volunteer_id}/balance").json()["available"] == "1.00"
+        assert mine.get(f"/v1/volunteers/{web.volunteer.volunteer_id}/balance").status_code == 403
+        assert mine.post("/v1/gifts", json={"to_volunteer_id": web.volunteer.volunteer_id,
+                                            "amount": "1"}).status_code == 401
