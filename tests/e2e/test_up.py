@@ -77,10 +77,19 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
                                           r"front desk took 1\.00 credits with it \((\S+)\); offered again: (\S+)"),
                                START_TIMEOUT_S)
     assert (spent[4], spent[5]) == ("applied", "code_used"), spent[0]
+    links = {}
+    for _ in range(4):
+        line = running.read_until(re.compile(r"^  (.+): (http://\S+/app/sign-in/link/\S+)$"), START_TIMEOUT_S)
+        links[line[1]] = line[2]
+    assert set(links) == {"coordinator at Brixton Lunch Club", "front desk at York Hall Leisure Centre",
+                          f"volunteer {volunteering().ids[0]}", "programme lead"}, links
     url = running.read_until(re.compile(r"API: (http://\S+)"), START_TIMEOUT_S)[1]
     token = running.read_until(re.compile(r"admin token: (\S+)"), 10)[1]
     assert url == f"http://127.0.0.1:{api_port}"
 
+    for who, link in links.items():  # each printed link opens the page that signs its person in
+        page = httpx.get(link, timeout=10)
+        assert page.status_code == 200 and "<h1>Sign in as " in page.text, (who, page.status_code)
     ready = httpx.get(f"{url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready", "database": True, "broker": True}
