@@ -84,7 +84,10 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
+    from web import admin  # its pages build on this module's plumbing
+
     app.include_router(router)
+    app.include_router(admin.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 
@@ -314,7 +317,8 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
     actions = {
         PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code")],
         PersonRole.LEAD: [("/", "The programme dashboard")],
-        PersonRole.ADMIN: [(f"{PREFIX}/mailbox", "The development mailbox"), ("/docs", "The API and its tokens")],
+        PersonRole.ADMIN: [(f"{PREFIX}/organisations", "Organisations"), (f"{PREFIX}/people", "People who sign in"),
+                           (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/mailbox", "The development mailbox")],
         PersonRole.COORDINATOR: [],
     }[person.role]
     return _page(request, "home_staff.html", title=f"Hello, {person.display_name}", session=session, actions=actions)

@@ -254,3 +254,14 @@ def end_every_session(engine: Engine, person_id: uuid.UUID) -> int:
     with engine.begin() as conn:
         return conn.execute(update(s).where(s.c.person_id == person_id, s.c.revoked_at.is_(None))
                             .values(revoked_at=func.now())).rowcount
+
+
+def disable(engine: Engine, person_id: uuid.UUID) -> str | None:
+    """The person can no longer sign in, and every session of theirs ends; their name, or None if unknown."""
+    p, s = schema.people, schema.web_sessions
+    with engine.begin() as conn:
+        name = conn.execute(update(p).where(p.c.id == person_id, p.c.disabled_at.is_(None))
+                            .values(disabled_at=func.now()).returning(p.c.display_name)).scalar_one_or_none()
+        conn.execute(update(s).where(s.c.person_id == person_id, s.c.revoked_at.is_(None))
+                     .values(revoked_at=func.now()))
+    return name

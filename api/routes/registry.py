@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert
 
 from api.auth import Principal, Role
-from api.deps import PrincipalDep, ServicesDep, forbid, require
+from api.deps import PrincipalDep, Services, ServicesDep, forbid, require
 from api.errors import ApiError, responses
 from api.intake import refuse_what_the_worker_would
 from api.models import (
@@ -104,6 +104,12 @@ def _exists(conn: Connection, table, id_: str) -> bool:  # type: ignore[no-untyp
              responses=responses(400, 401, 403, 409, 422, 503))
 def create_organisation(body: NewOrganisation, services: ServicesDep,
                         principal: Annotated[Principal, Depends(require(Role.ADMIN))]) -> Organisation:
+    kinds = register_organisation(services, principal, body)
+    return Organisation(id=body.id, name=body.name, area=body.area, kinds=kinds, auto_approve=body.auto_approve)
+
+
+def register_organisation(services: Services, principal: Principal, body: NewOrganisation) -> list[str]:
+    """Written at once and announced on tc.admin (docs/design.md §2); the API and the admin's page alike."""
     kinds = sorted(set(body.kinds))
     with services.engine.begin() as conn:
         if _exists(conn, schema.organisations, body.id):
@@ -112,7 +118,7 @@ def create_organisation(body: NewOrganisation, services: ServicesDep,
                                                          auto_approve=body.auto_approve))
         publish(services, principal, OrganisationRegistered(org_id=body.id, name=body.name, area=body.area,
                                                             kinds=frozenset(kinds), auto_approve=body.auto_approve), conn)
-    return Organisation(id=body.id, name=body.name, area=body.area, kinds=kinds, auto_approve=body.auto_approve)
+    return kinds
 
 
 @router.get("/organisations", response_model=list[Organisation], responses=responses(401))

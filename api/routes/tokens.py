@@ -67,8 +67,15 @@ def check_scope(role: Role, org_id: str | None, volunteer_id: str | None) -> Non
              responses=responses(400, 401, 403, 404, 422))
 def create(body: NewToken, services: ServicesDep,
            _: Annotated[Principal, Depends(require(Role.ADMIN))]) -> TokenCreated:
+    token, token_id, expires_at = issue_token(services.engine, body)
+    return TokenCreated(token=token, id=str(token_id), role=body.role, org_id=body.org_id,
+                        volunteer_id=body.volunteer_id, expires_at=expires_at)
+
+
+def issue_token(engine: Engine, body: NewToken) -> tuple[str, uuid.UUID, datetime]:
+    """A new token for a scope that exists: (the token, shown once; its id; when it expires)."""
     check_scope(body.role, body.org_id, body.volunteer_id)
-    with services.engine.connect() as conn:
+    with engine.connect() as conn:
         if body.org_id and conn.execute(select(schema.organisations.c.id).where(
                 schema.organisations.c.id == body.org_id)).first() is None:
             raise ApiError(404, "unknown_organisation", f"no organisation {body.org_id}")
@@ -76,9 +83,8 @@ def create(body: NewToken, services: ServicesDep,
                 schema.volunteers.c.id == body.volunteer_id)).first() is None:
             raise ApiError(404, "unknown_volunteer", f"no volunteer {body.volunteer_id}")
     expires_at = expiry_after(body.expires_in_days)
-    token, token_id = create_token(services.engine, body.role, body.org_id, body.volunteer_id, body.label, expires_at)
-    return TokenCreated(token=token, id=str(token_id), role=body.role, org_id=body.org_id,
-                        volunteer_id=body.volunteer_id, expires_at=expires_at)
+    token, token_id = create_token(engine, body.role, body.org_id, body.volunteer_id, body.label, expires_at)
+    return token, token_id, expires_at
 
 
 def visible_to(principal: Principal) -> ColumnElement[bool]:

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from tests.e2e.api_stack import Api, ready_api
 from tests.e2e.conftest import _make_stack
+from tests.e2e.stack import wait_until
 from timecredits.mailbox import free_port, list_messages, running_mailbox
 from web import people
 from web.people import Person, PersonRole
@@ -311,3 +312,71 @@ def test_a_session_reads_through_the_api_as_its_person_and_never_writes(web: Web
         assert mine.get(f"/v1/volunteers/{web.volunteer.volunteer_id}/balance").status_code == 403
         assert mine.post("/v1/gifts", json={"to_volunteer_id": web.volunteer.volunteer_id,
                                             "amount": "1"}).status_code == 401
+
+
+def test_an_admin_registers_an_organisation_invites_its_desk_and_manages_tokens(web: WebStack, browser: Any,
+                                                                               screenshot_dir: Path) -> None:
+    card = people.new_card(web.engine, web.admin.id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, web.url, card)
+        page.get_by_role("link", name="Organisations").click()
+        page.wait_for_url(web.url + "/app/organisations")
+        page.locator("#name").fill("Web Pool")
+        page.get_by_role("button", name="Register the organisation").click()  # no id, area or kind yet
+        assert page.locator(".error-summary").is_visible()
+        _shots(page, screenshot_dir, "admin-organisation-errors")
+        page.locator("#id").fill("web-pool")
+        page.locator("#area").fill(AREA)
+        page.locator("#kinds-partner").check()
+        page.locator("#area").press("Enter")
+        assert page.get_by_role("status").inner_text() == "Web Pool is registered."
+        assert "web-pool" in page.locator("table").inner_text()
+        _shots(page, screenshot_dir, "admin-organisations")
+
+        page.goto(web.url + "/app/people")
+        page.locator("#display_name").fill("Pat at the Pool")
+        page.locator("#email").fill("pat@pool.example")
+        page.locator("#role").select_option("front_desk")
+        page.locator("#org_id").select_option("web-garden")  # not a partner: refused
+        page.get_by_role("button", name="Invite them").click()
+        assert "Choose a partner organisation" in page.locator(".error-summary").inner_text()
+        page.locator("#org_id").select_option("web-pool")
+        page.get_by_role("button", name="Invite them").click()
+        assert "Pat at the Pool can sign in now" in page.get_by_role("status").inner_text()
+        _shots(page, screenshot_dir, "admin-people")
+        with web.engine.connect() as conn:
+            pat = people.person_by_email(conn, "pat@pool.example")
+        assert pat is not None and (pat.role, pat.org_id) == (PersonRole.FRONT_DESK, "web-pool")
+
+        page.goto(web.url + "/app/tokens")
+        page.locator("#role").select_option("org")
+        page.locator("#org_id").select_option("web-pool")
+        page.locator("#label").fill("pool till")
+        page.get_by_role("button", name="Create the token").click()
+        token = page.locator(".token").inner_text().strip()
+        assert re.fullmatch(r"tc_[A-Za-z0-9_-]{43}", token)
+        _shots(page, screenshot_dir, "admin-tokens")
+        assert httpx.get(web.url + "/v1/tokens", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        page.get_by_role("button", name="Revoke the token pool till").click()
+        page.wait_for_url(web.url + "/app/tokens")
+        assert page.locator(".token").count() == 0  # shown once only
+        wait_until(lambda: httpx.get(web.url + "/v1/tokens", headers={"Authorization": f"Bearer {token}"})
+                   .status_code == 401, 10, "the revoked token to be refused")  # each API caches a token ≤ 1 s
+        page.goto(web.url + "/app/people")
+        page.get_by_role("button", name="Disable Pat at the Pool").click()
+        assert "can no longer sign in" in page.get_by_role("status").inner_text()
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("path", ["/app/organisations", "/app/people", "/app/tokens", "/app/mailbox"])
+def test_admin_pages_are_for_admins_only(web: WebStack, path: str) -> None:
+    for person in (web.desk, web.other_volunteer):
+        client, csrf = _signed_in_client(web, person)
+        with client:
+            assert client.get(path).status_code == 403
+            assert client.post(path, data={"csrf_token": csrf}).status_code in (403, 405)
+    with httpx.Client(base_url=web.url, follow_redirects=False, timeout=30) as anonymous:
+        assert anonymous.get(path).headers["location"] == "/app/sign-in"
