@@ -63,11 +63,12 @@ APPLY_TIMEOUT_S = 150
 
 
 def _sheet(path: Path, rows: int, activity: str = "Shift") -> None:
-    """`rows` good rows over VOLUNTEERS volunteers and the last 60 days, no two alike."""
+    """`rows` good rows over VOLUNTEERS volunteers and the last 89 days, no two alike: within the programme's 92
+    days back, and a volunteer's day far from the 24 hours a day allows (docs/design.md §5.6)."""
     today = date.today()
     lines = ["Volunteer,Date,Hours,Activity"]
     for n in range(rows):
-        day = today - timedelta(days=1 + n % 60)
+        day = today - timedelta(days=1 + n % 89)
         lines.append(f"vs{n % VOLUNTEERS:03d},{day:%d/%m/%Y},{30 + n % 90}m,{activity} {n}")
     path.write_text("\n".join(lines) + "\n")
 
