@@ -14,12 +14,14 @@ from uuid import UUID
 
 from ledger.accounts import (
     NON_NEGATIVE_KINDS,
+    AccountKind,
     holds_account,
     issuer_account,
     partner_account,
     split_account_key,
     volunteer_account,
 )
+from ledger.amounts import format_credits
 
 
 class EntryKind(StrEnum):
@@ -322,10 +324,15 @@ def _refuse_overdraft(draft: EntryDraft, view: LedgerView) -> None:
             continue
         kind, owner = split_account_key(posting.account)
         if kind in NON_NEGATIVE_KINDS and view.balance(posting.account) + posting.amount < 0:
-            raise Rejection(
-                Reason.INSUFFICIENT_CREDITS,
-                f"{posting.account} holds {view.balance(posting.account)} hundredths, needs {-posting.amount}",
-            )
+            raise Rejection(Reason.INSUFFICIENT_CREDITS,
+                            _not_enough(kind, owner, view.balance(posting.account), -posting.amount))
+
+
+def _not_enough(kind: AccountKind, owner: str, balance: int, needed: int) -> str:
+    """In credits and words, as a person reads it on a page or in an event's outcome (docs/design.md §8.2)."""
+    whose = {AccountKind.VOLUNTEER: f"volunteer {owner} has", AccountKind.HOLDS: f"volunteer {owner} has held",
+             AccountKind.PARTNER: f"partner {owner} has taken"}.get(kind, f"{kind.value} {owner} has")
+    return f"{whose} {format_credits(balance)} credits; this needs {format_credits(needed)}"
 
 
 _DRAFTERS = {

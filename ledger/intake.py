@@ -345,7 +345,8 @@ def _booked(event: DecodedEvent, p: OpportunityBooked, registry: RegistryView) -
     if (opportunity.partner_id, opportunity.cost) != (p.partner_id, p.amount):
         raise Rejection(
             IntakeReason.OPPORTUNITY_MISMATCH,
-            f"opportunity {p.opportunity_id} is offered by {opportunity.partner_id} for {opportunity.cost} hundredths",
+            f"opportunity {p.opportunity_id} is offered by {opportunity.partner_id} for "
+            f"{format_credits(opportunity.cost)} credits",
         )
     code = authorise_spend(event, p.volunteer_id, p.partner_id, p.amount, p.spend_code_id, registry)
     command = BookOpportunity(event.event_id, event.envelope.occurred_at, p.volunteer_id, p.partner_id, p.amount,

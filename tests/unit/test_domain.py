@@ -99,3 +99,12 @@ def test_reversal_that_would_overdraw_is_refused() -> None:
     earn = _apply(view, EarnCredits(uuid.uuid4(), NOW, "v", "org", 300))
     _apply(view, RedeemCredits(uuid.uuid4(), NOW, "v", "p", 250))
     assert _refusal(view, ReverseEntry(uuid.uuid4(), NOW, earn.event_id)) is Reason.INSUFFICIENT_CREDITS
+
+
+def test_a_refused_spend_says_what_is_there_and_what_is_needed_in_credits() -> None:
+    """The message a person reads, on a page or in an event's outcome: credits, not hundredths."""
+    from ledger.domain import _not_enough
+    from ledger.accounts import AccountKind
+
+    assert _not_enough(AccountKind.VOLUNTEER, "v-1", 200, 5000) == "volunteer v-1 has 2.00 credits; this needs 50.00"
+    assert _not_enough(AccountKind.HOLDS, "v-1", 0, 150) == "volunteer v-1 has held 0.00 credits; this needs 1.50"
