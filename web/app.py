@@ -86,6 +86,7 @@ class NotYourPage(Exception):
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(__import__("web.volunteer", fromlist=["router"]).router)  # the volunteer's door, §8.3
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 
@@ -310,8 +311,10 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
         words = f"You have {credits(balance.available)} to spend."
         if balance.held:
             words += f" {credits(balance.held)} {'is' if balance.held == 100 else 'are'} held for your bookings."
+        from web.volunteer import held_sentences  # imports this module's helpers
+
         return _page(request, "volunteer/home.html", title=f"Hello, {person.display_name}", session=session,
-                     balance_words=words)
+                     balance_words=words, held=held_sentences(_services(request), person.volunteer_id))
     actions = {
         PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code")],
         PersonRole.LEAD: [("/", "The programme dashboard")],
