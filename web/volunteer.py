@@ -18,6 +18,7 @@ from sqlalchemy import select
 from api.deps import Services
 from api.errors import ApiError
 from api.services import accounts, bookings, spending
+from ledger.accounts import volunteer_account
 from ledger.domain import EntryKind
 from ledger.pg import schema
 from web.app import (LONDON, PREFIX, CsrfToken, SignedIn, _check_csrf, _message, _only, _page, _services,
@@ -244,11 +245,13 @@ def cancel(request: Request, event_id: UUID, session: SignedIn, csrf_token: Csrf
 def hours_page(request: Request, session: SignedIn) -> HTMLResponse:
     _, volunteer_id = _volunteer(session)
     services = _services(request)
-    logs, decisions, o = schema.hours_logs, schema.hours_decisions, schema.organisations
+    logs, decisions, o, p = schema.hours_logs, schema.hours_decisions, schema.organisations, schema.postings
     query = (select(logs.c.worked_on, logs.c.minutes, logs.c.activity, o.c.name, decisions.c.decision,
-                    decisions.c.reason)
+                    decisions.c.reason, p.c.amount)
              .join(o, o.c.id == logs.c.org_id)
              .outerjoin(decisions, decisions.c.log_event_id == logs.c.event_id)
+             .outerjoin(p, (p.c.entry_id == decisions.c.entry_id)
+                        & (p.c.account_key == volunteer_account(volunteer_id)))
              .where(logs.c.volunteer_id == volunteer_id)
              .order_by(logs.c.worked_on.desc(), logs.c.logged_at.desc()).limit(200))
     with services.engine.connect() as conn:
@@ -258,7 +261,7 @@ def hours_page(request: Request, session: SignedIn) -> HTMLResponse:
         if row.decision is None:
             status, refused = "Waiting for approval", False
         elif row.decision == "approved":
-            status, refused = "Approved", False
+            status, refused = "Approved" + (f": earned {credits(row.amount)}" if row.amount else ""), False
         else:
             status, refused = "Not approved: " + (row.reason.strip() or "no reason was given"), True
         shown.append({"day": f"{row.worked_on.day} {row.worked_on:%B %Y}", "what": f"{duration(row.minutes)} of "
