@@ -29,7 +29,7 @@ from web.words import credits, refusal
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 WHO = "volunteers"
 STATEMENT_PAGE = 20
-CATEGORIES = {"course": "Courses", "training": "Training", "culture": "Culture", "sport": "Sport",
+CATEGORIES = {"course": "Course", "training": "Training", "culture": "Culture", "sport": "Sport",
               "work_experience": "Work experience", "other": "Other"}
 
 
@@ -60,9 +60,13 @@ def duration(minutes: int) -> str:
     return " ".join(parts)
 
 
+def _are(amount: int) -> str:
+    return "is" if amount == 100 else "are"
+
+
 def held_sentences(services: Services, volunteer_id: str) -> list[str]:
     """One sentence an open booking: '2 credits are held for Swim at York Hall, Saturday 5 December at 10:00'."""
-    return [f"{credits(b.held)} {'is' if b.held == 100 else 'are'} held for {b.title} at {b.partner_name}, "
+    return [f"{credits(b.held)} {_are(b.held)} held for {b.title} at {b.partner_name}, "
             f"{when(b.starts_at)}." for b in bookings.open_bookings(services, volunteer_id)]
 
 
@@ -132,7 +136,8 @@ def _areas(services: Services, own: str) -> list[tuple[str, str]]:
     a, op = schema.areas, schema.opportunities
     with services.engine.connect() as conn:
         codes = {own, *conn.execute(select(op.c.area).distinct()).scalars()}
-        names = dict(conn.execute(select(a.c.code, a.c.name).where(a.c.code.in_(codes))).all())  # type: ignore[arg-type]
+        named = conn.execute(select(a.c.code, a.c.name).where(a.c.code.in_(codes))).all()
+    names: dict[str, str] = {row[0]: row[1] for row in named}
     return sorted(((code, names.get(code, code)) for code in codes), key=lambda pair: (pair[0] != own, pair[1]))
 
 
@@ -208,11 +213,11 @@ def book(request: Request, opportunity_id: str, session: SignedIn, csrf_token: C
         return _outcome(request, session, "Not booked", f"Not booked: {refusal(refused.code)}.", True)
     status, reason = _wait_outcome(services, event_id)
     if status == "applied":
-        return _outcome(request, session, "Booked", f"Booked: {credits(found.cost)} {'is' if found.cost == 100 else 'are'}"
-                        f" held for {found.title}. Cancel before it starts and they come back to you.", False)
+        return _outcome(request, session, "Booked", f"Booked: {credits(found.cost)} {_are(found.cost)} held for "
+                        f"{found.title}. Cancel before it starts and they come back to you.", False)
     if status == "rejected":
         return _outcome(request, session, "Not booked", f"Not booked: {refusal(reason or '')}.", True)
-    return _outcome(request, session, "Booking sent", "Sent: your booking will show here in a moment.", False)
+    return _outcome(request, session, "Booking sent", "Sent: your booking will show on your home page in a moment.", False)
 
 
 @router.post("/bookings/{event_id}/cancel", response_class=HTMLResponse)
@@ -231,7 +236,7 @@ def cancel(request: Request, event_id: UUID, session: SignedIn, csrf_token: Csrf
                         status_code=403, session=session, link=(PREFIX, "Go to your home page"))
     status, reason = _wait_outcome(services, cancelled)
     if status == "applied":
-        back = f"{credits(held.held)} for {held.title} {'is' if held.held == 100 else 'are'}" if held else "Your credits are"
+        back = f"{credits(held.held)} for {held.title} {_are(held.held)}" if held else "Your credits are"
         return _outcome(request, session, "Booking cancelled", f"Cancelled: {back} back to spend.", False)
     if status == "rejected":
         return _outcome(request, session, "Not cancelled", f"Not cancelled: {refusal(reason or '')}.", True)

@@ -279,6 +279,7 @@ def test_booking_without_the_forms_csrf_token_is_refused_and_books_nothing(vol: 
             refused = cy.post("/app/opportunities/v-swim/book", data={"csrf_token": token})
             assert refused.status_code == 403 and "This form has expired" in refused.text
     with vol.engine.connect() as conn:
-        held = conn.execute(text("SELECT count(*) FROM entries WHERE volunteer_id = :v AND kind = 'opportunity_booked'"),
+        held = conn.execute(text("SELECT count(*) FROM entries "
+                                 "WHERE volunteer_id = :v AND kind = 'opportunity_booked'"),
                             {"v": vol.cy.volunteer_id}).scalar_one()
     assert held == 0

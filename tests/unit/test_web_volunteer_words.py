@@ -12,7 +12,8 @@ def test_each_kind_of_statement_line_reads_as_a_sentence() -> None:
         "Earned 3 credits for hours at Brixton Lunch Club")
     assert _line_words(EntryKind.CREDITS_REDEEMED, -200, "York Hall Leisure Centre", None) == (
         "Paid 2 credits at York Hall Leisure Centre")
-    assert _line_words(EntryKind.OPPORTUNITY_BOOKED, -150, "York Hall", "Swim") == "Held 1.50 credits for Swim at York Hall"
+    assert _line_words(EntryKind.OPPORTUNITY_BOOKED, -150, "York Hall", "Swim") == (
+        "Held 1.50 credits for Swim at York Hall")
     assert _line_words(EntryKind.BOOKING_CANCELLED, 100, "York Hall", "Swim") == "1 credit back: Swim was cancelled"
     assert _line_words(EntryKind.CREDITS_GIFTED, -100, None, None) == "Gave 1 credit as a gift"
     assert _line_words(EntryKind.CREDITS_GIFTED, 250, None, None) == "Received 2.50 credits as a gift"
