@@ -217,7 +217,8 @@ def book(request: Request, opportunity_id: str, session: SignedIn, csrf_token: C
                         f"{found.title}. Cancel before it starts and they come back to you.", False)
     if status == "rejected":
         return _outcome(request, session, "Not booked", f"Not booked: {refusal(reason or '')}.", True)
-    return _outcome(request, session, "Booking sent", "Sent: your booking will show on your home page in a moment.", False)
+    return _outcome(request, session, "Booking sent", "Sent: your booking will show on your home page in a moment.",
+                    False)
 
 
 @router.post("/bookings/{event_id}/cancel", response_class=HTMLResponse)
