@@ -311,7 +311,7 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
         words = f"You have {credits(balance.available)} to spend."
         if balance.held:
             words += f" {credits(balance.held)} {'is' if balance.held == 100 else 'are'} held for your bookings."
-        from web.volunteer import held_sentences  # imports this module's helpers
+        from web.volunteer import held_sentences  # here, not at the top: web.volunteer imports this module
 
         return _page(request, "volunteer/home.html", title=f"Hello, {person.display_name}", session=session,
                      balance_words=words, held=held_sentences(_services(request), person.volunteer_id))
