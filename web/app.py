@@ -84,10 +84,11 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
-    from web import admin  # its pages build on this module's plumbing
+    from web import admin, volunteer  # the doors of §8.3, built on this module's plumbing
 
     app.include_router(router)
     app.include_router(admin.router)
+    app.include_router(volunteer.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 
@@ -312,8 +313,10 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
         words = f"You have {credits(balance.available)} to spend."
         if balance.held:
             words += f" {credits(balance.held)} {'is' if balance.held == 100 else 'are'} held for your bookings."
+        from web.volunteer import held_sentences  # here, not at the top: web.volunteer imports this module
+
         return _page(request, "volunteer/home.html", title=f"Hello, {person.display_name}", session=session,
-                     balance_words=words)
+                     balance_words=words, held=held_sentences(_services(request), person.volunteer_id))
     actions = {
         PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code")],
         PersonRole.LEAD: [("/", "The programme dashboard")],

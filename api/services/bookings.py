@@ -1,0 +1,83 @@
+"""Bookings after they are made, for the API and the web app alike (docs/design.md §8.2): who may cancel or
+confirm one, and which of a volunteer's bookings are still open."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import Row, exists, func, select
+
+from api.auth import Principal, Role
+from api.deps import Services, forbid
+from api.errors import ApiError
+from api.publishing import publish
+from ledger.accounts import holds_account
+from ledger.domain import EntryKind
+from ledger.events import BookingCancelled
+from ledger.pg import schema
+
+
+def booking(services: Services, event_id: UUID) -> Row:  # type: ignore[type-arg]
+    """The booking entry made by `event_id`: its volunteer and partner."""
+    e = schema.entries
+    with services.engine.connect() as conn:
+        found = conn.execute(select(e.c.volunteer_id, e.c.org_id).where(
+            e.c.event_id == event_id, e.c.kind == EntryKind.OPPORTUNITY_BOOKED.value)).first()
+    if found is None:
+        raise ApiError(404, "unknown_booking", f"no booking {event_id} (if just made, wait until "
+                                               f"GET /v1/events/{event_id} says applied)")
+    return found
+
+
+def cancel(services: Services, principal: Principal, event_id: UUID) -> UUID:
+    """The volunteer or the partner cancels; the held credits return to the volunteer."""
+    found = booking(services, event_id)
+    if principal.role is Role.VOLUNTEER and principal.volunteer_id != found.volunteer_id:
+        raise forbid("a volunteer cancels their own bookings only")
+    if principal.role is Role.ORG and principal.org_id != found.org_id:
+        raise forbid("an organisation cancels bookings of its own opportunities only")
+    payload = BookingCancelled(booking_event_id=event_id, volunteer_id=found.volunteer_id)
+    return publish(services, principal, payload).event_id
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBooking:
+    event_id: UUID
+    opportunity_id: str
+    title: str
+    partner_name: str
+    starts_at: datetime | None
+    held: int
+
+
+def _unsettled():  # type: ignore[no-untyped-def]
+    """Booking entries not yet settled: no cancellation, attendance or reversal relates to them."""
+    e, r = schema.entries, schema.entries.alias("settled")
+    return (e.c.kind == EntryKind.OPPORTUNITY_BOOKED.value) & ~exists().where(r.c.related_entry_id == e.c.id)
+
+
+def open_bookings(services: Services, volunteer_id: str) -> list[OpenBooking]:
+    """The volunteer's bookings still holding credits, soonest first."""
+    e, p, op, o = schema.entries, schema.postings, schema.opportunities, schema.organisations
+    query = (
+        select(e.c.event_id, op.c.id, op.c.title, o.c.name, op.c.starts_at, p.c.amount)
+        .join(op, op.c.id == e.c.opportunity_id)
+        .join(o, o.c.id == op.c.partner_id)
+        .join(p, (p.c.entry_id == e.c.id) & (p.c.account_key == holds_account(volunteer_id)))
+        .where(e.c.volunteer_id == volunteer_id, _unsettled())
+        .order_by(op.c.starts_at.nulls_last(), e.c.id)
+    )
+    with services.engine.connect() as conn:
+        return [OpenBooking(row[0], row[1], row[2], row[3], row[4], row[5]) for row in conn.execute(query)]
+
+
+def open_counts(services: Services, opportunity_ids: list[str]) -> dict[str, int]:
+    """How many open bookings each opportunity has: its capacity less these is the places left."""
+    e = schema.entries
+    if not opportunity_ids:
+        return {}
+    query = (select(e.c.opportunity_id, func.count()).where(e.c.opportunity_id.in_(opportunity_ids), _unsettled())
+             .group_by(e.c.opportunity_id))
+    with services.engine.connect() as conn:
+        return {row[0]: row[1] for row in conn.execute(query)}

@@ -1,0 +1,285 @@
+"""The volunteer's door in Debian's Chromium against the real stack (PostgreSQL, broker, worker, API): what is
+held and for what, the statement in words and in pages, opportunities near them booked and cancelled with the
+keyboard, their hours with what became of them; each page checked with axe-core at phone and desktop sizes, and
+each refused to anyone else (docs/design.md §8.3)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import insert, text
+
+from ledger.pg import schema
+from tests.browser.test_web import _context, _shots, _sign_in_with_card
+from tests.e2e.api_stack import Api, ready_api
+from tests.e2e.conftest import _make_stack
+from web import people
+from web.people import Person, PersonRole
+
+ADMIN_TOKEN = "tc_web_vol_admin_" + "7" * 32
+AREA, OTHER_AREA = "E09000030", "E09000012"
+SWIM_AT = "2027-01-09T10:00:00Z"  # a Saturday, 10:00 in London
+
+
+@dataclass
+class VolunteerStack:
+    url: str
+    api: Api
+    engine: Any
+    amina: Person
+    bo: Person
+    cy: Person
+    desk: Person
+    bo_token: str
+    kitchen_token: str
+
+
+@pytest.fixture(scope="module")
+def vol(embedded_postgres: str, primary_template: str, kafka_bootstrap: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[VolunteerStack]:
+    tmp = tmp_path_factory.mktemp("web-volunteer")
+    for stack in _make_stack(embedded_postgres, primary_template, kafka_bootstrap, tmp):
+        stack.start_worker()
+        with ready_api({**stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN}, tmp / "api.log") as process:
+            api = Api(process.url, ADMIN_TOKEN)
+            with stack.engine.begin() as conn:
+                conn.execute(insert(schema.areas), [
+                    {"code": AREA, "name": "Tower Hamlets", "need_decile": 2, "population": 310_300, "source": "test"},
+                    {"code": OTHER_AREA, "name": "Hackney", "need_decile": 1, "population": 259_200, "source": "test"}])
+            api.organisation("v-garden", ["community"], AREA, auto_approve=True)
+            api.organisation("v-kitchen", ["community"], AREA)
+            api.organisation("v-lido", ["partner"], AREA)
+            garden, kitchen = api.token("org", org_id="v-garden"), api.token("org", org_id="v-kitchen")
+            ids = [api.volunteer(name, AREA, member_of=("v-garden", "v-kitchen")) for name in ("amina", "bo", "cy")]
+
+            def log(token: str, org: str, volunteer_id: str, on: str, minutes: int, activity: str) -> str:
+                logged = api.post("/v1/hours", token, {"volunteer_id": volunteer_id, "org_id": org, "date": on,
+                                                       "minutes": minutes, "activity": activity})
+                return api.applied(api.accepted(logged), token)["event_id"]
+
+            for volunteer_id, minutes in zip(ids, (300, 120, 60)):
+                log(garden, "v-garden", volunteer_id, "2026-11-30", minutes, "Gardening")
+            log(kitchen, "v-kitchen", ids[0], "2026-12-01", 90, "Cooking lunch")  # left waiting
+            refused = log(kitchen, "v-kitchen", ids[0], "2026-11-29", 60, "Washing up")
+            api.applied(api.accepted(api.post(f"/v1/hours/{refused}/reject", kitchen,
+                                              {"reason": "The kitchen was closed that day"})), kitchen)
+            for body in (
+                {"id": "v-swim", "title": "Swim session", "category": "sport", "cost": "2", "capacity": 3,
+                 "area": AREA, "starts_at": SWIM_AT},
+                {"id": "v-pottery", "title": "Pottery course", "category": "course", "cost": "40", "capacity": 8,
+                 "area": AREA, "starts_at": "2027-01-12T18:00:00Z"},
+                {"id": "v-chess", "title": "Chess club", "category": "culture", "cost": "1", "capacity": 1,
+                 "area": AREA, "starts_at": "2027-01-14T18:00:00Z"},
+                {"id": "v-hackney", "title": "Hackney swim", "category": "sport", "cost": "1", "area": OTHER_AREA,
+                 "starts_at": SWIM_AT},
+            ):
+                made = api.post("/v1/opportunities", api.admin, {"partner_id": "v-lido", **body})
+                assert made.status_code == 201, made.text
+            amina = people.add_person(stack.engine, "Amina", PersonRole.VOLUNTEER, volunteer_id=ids[0])
+            bo = people.add_person(stack.engine, "Bo", PersonRole.VOLUNTEER, volunteer_id=ids[1])
+            cy = people.add_person(stack.engine, "Cy", PersonRole.VOLUNTEER, volunteer_id=ids[2])
+            desk = people.add_person(stack.engine, "Sam at the Lido", PersonRole.FRONT_DESK, org_id="v-lido",
+                                     email="sam@v-lido.example")
+            try:
+                yield VolunteerStack(process.url, api, stack.engine, amina, bo, cy, desk,
+                                     api.token("volunteer", volunteer_id=ids[1]), kitchen)
+            finally:
+                api.close()
+
+
+def _client(vol: VolunteerStack, person: Person) -> tuple[httpx.Client, str]:
+    cookie, session = people.start_session(vol.engine, person)
+    return (httpx.Client(base_url=vol.url, cookies={"tc_session": cookie}, follow_redirects=False, timeout=30),
+            session.csrf_token)
+
+
+def _lines(page: Any, selector: str) -> list[str]:
+    return [" ".join(line.split()) for line in page.locator(selector).all_inner_texts()]
+
+
+def _press(page: Any, role: str, name: str) -> None:
+    """With the keyboard alone: focus the link or button, press Enter, wait for the page it brings."""
+    page.get_by_role(role, name=name).focus()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
+def test_a_volunteer_books_sees_what_is_held_reads_the_statement_and_cancels(vol: VolunteerStack, browser: Any,
+                                                                            screenshot_dir: Path) -> None:
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, vol.url, people.new_card(vol.engine, vol.amina.id))
+        assert page.locator(".panel").inner_text().strip() == "You have 5 credits to spend."
+        assert page.locator("ul.held").count() == 0
+
+        _press(page, "link", "Opportunities near you")
+        assert page.url == vol.url + "/app/opportunities"
+        titles = _lines(page, "li.opportunity h2")
+        assert titles == ["Swim session", "Pottery course", "Chess club"]  # her own area, soonest first
+        swim = page.locator("li.opportunity", has_text="Swim session")
+        assert "Saturday 9 January at 10:00" in swim.inner_text() and "3 places left" in swim.inner_text()
+        assert "2 credits" in swim.inner_text() and "Org v-lido" in swim.inner_text()
+        _shots(page, screenshot_dir, "volunteer-opportunities")
+
+        page.locator("#category").focus()
+        page.keyboard.type("Sport")  # a closed list picks the option its name starts with
+        _press(page, "button", "Show opportunities")
+        assert _lines(page, "li.opportunity h2") == ["Swim session"]
+        page.locator("#area").focus()
+        page.keyboard.type("Hackney")
+        _press(page, "button", "Show opportunities")
+        assert _lines(page, "li.opportunity h2") == ["Hackney swim"]
+        page.goto(vol.url + "/app/opportunities?date=2027-01-12")
+        assert _lines(page, "li.opportunity h2") == ["Pottery course"]
+        page.goto(vol.url + "/app/opportunities?date=next+week")
+        assert "Enter a date like" in page.locator(".error-summary").inner_text()
+        _shots(page, screenshot_dir, "volunteer-opportunities-error")
+
+        page.goto(vol.url + "/app/opportunities")
+        _press(page, "button", "Book Pottery course for 40 credits")  # more than she has
+        assert page.get_by_role("status").inner_text().strip() == "Not booked: there are not enough credits for this."
+        _shots(page, screenshot_dir, "volunteer-not-booked")
+        _press(page, "link", "Back to opportunities")
+        _press(page, "button", "Book Swim session for 2 credits")
+        assert page.get_by_role("status").inner_text().strip() == (
+            "Booked: 2 credits are held for Swim session. Cancel before it starts and they come back to you.")
+        _shots(page, screenshot_dir, "volunteer-booked")
+
+        _press(page, "link", "Back to your credits")
+        assert " ".join(page.locator(".panel").inner_text().split()) == (
+            "You have 3 credits to spend. 2 credits are held for your bookings.")
+        assert _lines(page, "ul.held li") == [
+            "2 credits are held for Swim session at Org v-lido, Saturday 9 January at 10:00."]
+        _shots(page, screenshot_dir, "volunteer-home-held")
+
+        _press(page, "link", "Your statement")
+        what = _lines(page, "ul.statement .what")
+        assert what == ["Held 2 credits for Swim session at Org v-lido", "Earned 5 credits for hours at Org v-garden"]
+        assert "−2 credits" in page.locator("ul.statement").inner_text()
+        _shots(page, screenshot_dir, "volunteer-statement")
+
+        page.goto(vol.url + "/app/opportunities")
+        swim = page.locator("li.opportunity", has_text="Swim session")
+        assert "2 places left" in swim.inner_text() and "You have booked this" in swim.inner_text()
+        _press(page, "button", "Cancel my booking for Swim session")
+        assert page.get_by_role("status").inner_text().strip() == (
+            "Cancelled: 2 credits for Swim session are back to spend.")
+        _shots(page, screenshot_dir, "volunteer-cancelled")
+        page.goto(vol.url + "/app")
+        assert page.locator(".panel").inner_text().strip() == "You have 5 credits to spend."
+        assert page.locator("ul.held").count() == 0
+        page.goto(vol.url + "/app/statement")
+        assert _lines(page, "ul.statement .what")[0] == "2 credits back: Swim session was cancelled"
+    finally:
+        context.close()
+
+
+def test_a_volunteer_reads_their_hours_waiting_approved_and_not_approved(vol: VolunteerStack, browser: Any,
+                                                                        screenshot_dir: Path) -> None:
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, vol.url, people.new_card(vol.engine, vol.amina.id))
+        _press(page, "link", "Your hours")
+        assert page.url == vol.url + "/app/hours"
+        assert _lines(page, "ul.hours li") == [
+            "1 December 2026 1 hour 30 minutes of Cooking lunch at Org v-kitchen Waiting for approval",
+            "30 November 2026 5 hours of Gardening at Org v-garden Approved: earned 5 credits",
+            "29 November 2026 1 hour of Washing up at Org v-kitchen Not approved: The kitchen was closed that day",
+        ]
+        _shots(page, screenshot_dir, "volunteer-hours")
+    finally:
+        context.close()
+
+
+def test_the_statement_comes_in_pages_newest_first(vol: VolunteerStack, browser: Any, screenshot_dir: Path) -> None:
+    cy_token = vol.api.token("volunteer", volunteer_id=vol.cy.volunteer_id)
+    for _ in range(21):  # a penny at a time: 22 lines with the hours
+        paid = vol.api.post("/v1/redemptions", cy_token, {"partner_id": "v-lido", "amount": "0.01"})
+        vol.api.applied(vol.api.accepted(paid), cy_token)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, vol.url, people.new_card(vol.engine, vol.cy.id))
+        page.goto(vol.url + "/app/statement")
+        first = _lines(page, "ul.statement .what")
+        assert first == ["Paid 0.01 credits at Org v-lido"] * 20
+        _shots(page, screenshot_dir, "volunteer-statement-paged")
+        _press(page, "link", "Older entries")
+        assert _lines(page, "ul.statement .what") == ["Paid 0.01 credits at Org v-lido",
+                                                      "Earned 1 credit for hours at Org v-garden"]
+        assert page.get_by_role("link", name="Older entries").count() == 0
+        _shots(page, screenshot_dir, "volunteer-statement-older")
+    finally:
+        context.close()
+
+
+def test_a_volunteer_never_cancels_another_volunteers_booking(vol: VolunteerStack) -> None:
+    booked = vol.api.post("/v1/bookings", vol.bo_token, {"opportunity_id": "v-chess"})
+    booking = vol.api.applied(vol.api.accepted(booked), vol.bo_token)["event_id"]
+    amina, csrf = _client(vol, vol.amina)
+    with amina:
+        chess = amina.get("/app/opportunities")
+        assert "No places left" in chess.text and "Book Chess club" not in chess.text
+        assert f"/app/bookings/{booking}/cancel" not in chess.text  # not offered to her
+        refused = amina.post(f"/app/bookings/{booking}/cancel", data={"csrf_token": csrf})
+        assert refused.status_code == 403 and "You can cancel your own bookings only" in refused.text
+    assert vol.api.balance(vol.bo.volunteer_id)["held"] == "1.00"  # still held: nothing was cancelled
+    bo, bo_csrf = _client(vol, vol.bo)
+    with bo:
+        assert f"/app/bookings/{booking}/cancel" in bo.get("/app/opportunities").text
+        home = bo.get("/app")
+        assert "1 credit is held for Chess club at Org v-lido" in home.text
+        cancelled = bo.post(f"/app/bookings/{booking}/cancel", data={"csrf_token": bo_csrf})
+        assert cancelled.status_code == 200 and "Cancelled: 1 credit for Chess club is back to spend." in cancelled.text
+        again = bo.post(f"/app/bookings/{booking}/cancel", data={"csrf_token": bo_csrf})
+        assert "Not cancelled: that booking has been settled or cancelled already." in again.text
+    assert vol.api.balance(vol.bo.volunteer_id)["held"] == "0.00"
+
+
+def test_a_volunteer_never_sees_another_volunteers_statement_hours_or_bookings(vol: VolunteerStack) -> None:
+    bo, _ = _client(vol, vol.bo)
+    with bo:
+        statement = bo.get("/app/statement", params={"volunteer_id": vol.amina.volunteer_id})
+        assert statement.status_code == 200
+        assert "Earned 2 credits for hours at Org v-garden" in statement.text
+        assert "Earned 5 credits" not in statement.text and "Swim session" not in statement.text
+        hours = bo.get("/app/hours", params={"volunteer_id": vol.amina.volunteer_id})
+        assert "2 hours of Gardening" in hours.text
+        assert "Cooking lunch" not in hours.text and "Washing up" not in hours.text and "5 hours" not in hours.text
+        assert "Amina" not in statement.text + hours.text + bo.get("/app").text
+
+
+def test_the_volunteer_pages_are_for_volunteers_only(vol: VolunteerStack) -> None:
+    amina, _ = _client(vol, vol.amina)
+    desk, desk_csrf = _client(vol, vol.desk)
+    with amina, desk:
+        for path in ("/app/statement", "/app/opportunities", "/app/hours"):
+            assert amina.get(path).status_code == 200, path
+            refused = desk.get(path)
+            assert refused.status_code == 403 and "This page is for volunteers." in refused.text, path
+        booked = desk.post("/app/opportunities/v-swim/book", data={"csrf_token": desk_csrf})
+        assert booked.status_code == 403 and "This page is for volunteers." in booked.text
+        some_booking = "00000000-0000-4000-8000-000000000000"
+        assert desk.post(f"/app/bookings/{some_booking}/cancel", data={"csrf_token": desk_csrf}).status_code == 403
+    with httpx.Client(base_url=vol.url, timeout=30) as anonymous:
+        for path in ("/app/statement", "/app/opportunities", "/app/hours"):
+            assert anonymous.get(path).headers["location"] == "/app/sign-in"
+
+
+def test_booking_without_the_forms_csrf_token_is_refused_and_books_nothing(vol: VolunteerStack) -> None:
+    cy, _ = _client(vol, vol.cy)
+    with cy:
+        for token in ("", "not-the-token"):
+            refused = cy.post("/app/opportunities/v-swim/book", data={"csrf_token": token})
+            assert refused.status_code == 403 and "This form has expired" in refused.text
+    with vol.engine.connect() as conn:
+        held = conn.execute(text("SELECT count(*) FROM entries "
+                                 "WHERE volunteer_id = :v AND kind = 'opportunity_booked'"),
+                            {"v": vol.cy.volunteer_id}).scalar_one()
+    assert held == 0

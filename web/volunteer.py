@@ -1,0 +1,275 @@
+"""The volunteer's door (docs/design.md §8.3): what is held and for what, the statement in words, opportunities
+near them to book and cancel, and their hours with what became of them.
+
+Every read is of the signed-in volunteer's own account, never an id from the URL or a form; a booking is
+cancelled through the same rule as the API's (`api.services.bookings.cancel`), so another's is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+
+from api.deps import Services
+from api.errors import ApiError
+from api.services import accounts, bookings, spending
+from ledger.accounts import volunteer_account
+from ledger.domain import EntryKind
+from ledger.pg import schema
+from web.app import (LONDON, PREFIX, CsrfToken, SignedIn, _check_csrf, _message, _only, _page, _services,
+                     _wait_outcome)
+from web.people import Person, PersonRole, Session
+from web.words import credits, refusal
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+WHO = "volunteers"
+STATEMENT_PAGE = 20
+CATEGORIES = {"course": "Course", "training": "Training", "culture": "Culture", "sport": "Sport",
+              "work_experience": "Work experience", "other": "Other"}
+
+
+def _volunteer(session: Session) -> tuple[Person, str]:
+    person = _only(session, PersonRole.VOLUNTEER, who=WHO)
+    assert person.volunteer_id is not None
+    return person, person.volunteer_id
+
+
+def when(moment: datetime | None) -> str:
+    """'Saturday 5 December at 10:00', in London time; 'any time' for an opportunity without a start."""
+    if moment is None:
+        return "any time"
+    local = moment.astimezone(LONDON)
+    return f"{local:%A} {local.day} {local:%B} at {local:%H:%M}"
+
+
+def day(moment: datetime) -> str:
+    local = moment.astimezone(LONDON)
+    return f"{local.day} {local:%B %Y}"
+
+
+def duration(minutes: int) -> str:
+    """'3 hours', '1 hour 30 minutes', '45 minutes'."""
+    hours, rest = divmod(minutes, 60)
+    parts = ([f"{hours} hour{'' if hours == 1 else 's'}"] if hours else []) + (
+        [f"{rest} minute{'' if rest == 1 else 's'}"] if rest else [])
+    return " ".join(parts)
+
+
+def _are(amount: int) -> str:
+    return "is" if amount == 100 else "are"
+
+
+def held_sentences(services: Services, volunteer_id: str) -> list[str]:
+    """One sentence an open booking: '2 credits are held for Swim at York Hall, Saturday 5 December at 10:00'."""
+    return [f"{credits(b.held)} {_are(b.held)} held for {b.title} at {b.partner_name}, "
+            f"{when(b.starts_at)}." for b in bookings.open_bookings(services, volunteer_id)]
+
+
+# --- the statement -------------------------------------------------------------------------------------------
+
+
+def _line_words(kind: EntryKind, amount: int, org: str | None, title: str | None) -> str:
+    value = credits(abs(amount))
+    at = f" at {org}" if org else ""
+    if kind is EntryKind.HOURS_APPROVED:
+        return f"Earned {value} for hours{at}"
+    if kind is EntryKind.OPPORTUNITY_BOOKED:
+        return f"Held {value} for {title}{at}" if title else f"Held {value} for a booking{at}"
+    if kind is EntryKind.BOOKING_CANCELLED:
+        return f"{value.capitalize()} back: {title or 'a booking'} was cancelled"
+    if kind in (EntryKind.CREDITS_REDEEMED, EntryKind.BOOKING_ATTENDED):
+        return f"Paid {value}{at}" + (f" for {title}" if title else "")
+    if kind is EntryKind.CREDITS_GIFTED:
+        return f"Gave {value} as a gift" if amount < 0 else f"Received {value} as a gift"
+    return f"Corrected: {value} {'taken off' if amount < 0 else 'added back'}"
+
+
+def _statement_words(services: Services, lines: list[Any]) -> list[tuple[str, str, str]]:
+    """(when, what, signed amount) a line, naming the organisation and opportunity of each entry."""
+    e, o, op = schema.entries, schema.organisations, schema.opportunities
+    ids = [line.entry_id for line in lines]
+    with services.engine.connect() as conn:
+        about = {row[0]: (row[1], row[2]) for row in conn.execute(
+            select(e.c.id, o.c.name, op.c.title).outerjoin(o, o.c.id == e.c.org_id)
+            .outerjoin(op, op.c.id == e.c.opportunity_id).where(e.c.id.in_(ids)))} if ids else {}
+    words = []
+    for line in lines:
+        org, title = about.get(line.entry_id, (None, None))
+        sign = "+" if line.amount > 0 else "−"
+        words.append((day(line.occurred_at), _line_words(line.kind, line.amount, org, title),
+                      f"{sign}{credits(abs(line.amount))}"))
+    return words
+
+
+@router.get("/statement", response_class=HTMLResponse)
+def statement_page(request: Request, session: SignedIn,
+                   before: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+    person, volunteer_id = _volunteer(session)
+    services = _services(request)
+    lines, next_before = accounts.statement(services, person.principal(), volunteer_id, STATEMENT_PAGE, before)
+    return _page(request, "volunteer/statement.html", title="Your statement", session=session,
+                 lines=_statement_words(services, lines), next_before=next_before, first_page=before is None)
+
+
+# --- opportunities near them --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    id: str
+    title: str
+    partner_name: str
+    category: str
+    when: str
+    cost: str
+    places: str
+    full: bool
+    booking_event_id: UUID | None
+
+
+def _areas(services: Services, own: str) -> list[tuple[str, str]]:
+    a, op = schema.areas, schema.opportunities
+    with services.engine.connect() as conn:
+        codes = {own, *conn.execute(select(op.c.area).distinct()).scalars()}
+        named = conn.execute(select(a.c.code, a.c.name).where(a.c.code.in_(codes))).all()
+    names: dict[str, str] = {row[0]: row[1] for row in named}
+    return sorted(((code, names.get(code, code)) for code in codes), key=lambda pair: (pair[0] != own, pair[1]))
+
+
+def _opportunities(services: Services, volunteer_id: str, area: str, category: str, on: date | None) -> list[Shown]:
+    op, o = schema.opportunities, schema.organisations
+    query = (select(op.c.id, op.c.title, o.c.name, op.c.category, op.c.starts_at, op.c.cost, op.c.capacity)
+             .join(o, o.c.id == op.c.partner_id).where(op.c.area == area)
+             .order_by(op.c.starts_at.nulls_last(), op.c.title).limit(100))
+    if category:
+        query = query.where(op.c.category == category)
+    if on is not None:
+        start = datetime.combine(on, time(0), LONDON)
+        query = query.where(op.c.starts_at >= start, op.c.starts_at < start + timedelta(days=1))
+    else:  # what is still to come, and what has no start
+        query = query.where((op.c.starts_at.is_(None)) | (op.c.starts_at >= datetime.now(LONDON)))
+    with services.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    taken = bookings.open_counts(services, [row.id for row in rows])
+    mine = {b.opportunity_id: b.event_id for b in bookings.open_bookings(services, volunteer_id)}
+    shown = []
+    for row in rows:
+        left = None if row.capacity is None else max(0, row.capacity - taken.get(row.id, 0))
+        places = ("Open to everyone" if left is None else "No places left" if left == 0 else
+                  f"{left} place{'' if left == 1 else 's'} left")
+        shown.append(Shown(row.id, row.title, row.name, CATEGORIES.get(row.category, row.category), when(row.starts_at),
+                           credits(row.cost), places, left == 0, mine.get(row.id)))
+    return shown
+
+
+@router.get("/opportunities", response_class=HTMLResponse)
+def opportunities_page(request: Request, session: SignedIn, area: str = "", category: str = "",
+                       on: Annotated[str, Query(alias="date")] = "") -> HTMLResponse:
+    _, volunteer_id = _volunteer(session)
+    services = _services(request)
+    with services.engine.connect() as conn:
+        own = conn.execute(select(schema.volunteers.c.area).where(schema.volunteers.c.id == volunteer_id)).scalar_one()
+    errors: dict[str, str] = {}
+    areas = _areas(services, own)
+    if area not in dict(areas):
+        area = own
+    if category not in CATEGORIES:
+        category = ""
+    day_wanted: date | None = None
+    if on.strip():
+        try:
+            day_wanted = date.fromisoformat(on.strip())
+        except ValueError:
+            errors["date"] = "Enter a date like 2026-12-05, or leave it empty for every date to come"
+    found = [] if errors else _opportunities(services, volunteer_id, area, category, day_wanted)
+    return _page(request, "volunteer/opportunities.html", 422 if errors else 200, title="Opportunities near you",
+                 session=session, errors=errors, areas=areas, area=area, categories=CATEGORIES, category=category,
+                 date=on, opportunities=found)
+
+
+def _outcome(request: Request, session: Session, title: str, outcome: str, refused: bool) -> HTMLResponse:
+    return _page(request, "volunteer/outcome.html", title=title, session=session, outcome=outcome, refused=refused)
+
+
+@router.post("/opportunities/{opportunity_id}/book", response_class=HTMLResponse)
+def book(request: Request, opportunity_id: str, session: SignedIn, csrf_token: CsrfToken = "") -> HTMLResponse:
+    _check_csrf(session, csrf_token)
+    person, _ = _volunteer(session)
+    services = _services(request)
+    op = schema.opportunities
+    with services.engine.connect() as conn:
+        found = conn.execute(select(op.c.title, op.c.cost).where(op.c.id == opportunity_id)).first()
+    if found is None:
+        return _message(request, "No such opportunity", ["It may have been taken down."], status_code=404,
+                        session=session, link=(f"{PREFIX}/opportunities", "See opportunities near you"))
+    try:
+        event_id = spending.book(services, person.principal(), opportunity_id)
+    except ApiError as refused:
+        return _outcome(request, session, "Not booked", f"Not booked: {refusal(refused.code)}.", True)
+    status, reason = _wait_outcome(services, event_id)
+    if status == "applied":
+        return _outcome(request, session, "Booked", f"Booked: {credits(found.cost)} {_are(found.cost)} held for "
+                        f"{found.title}. Cancel before it starts and they come back to you.", False)
+    if status == "rejected":
+        return _outcome(request, session, "Not booked", f"Not booked: {refusal(reason or '')}.", True)
+    return _outcome(request, session, "Booking sent", "Sent: your booking will show on your home page in a moment.",
+                    False)
+
+
+@router.post("/bookings/{event_id}/cancel", response_class=HTMLResponse)
+def cancel(request: Request, event_id: UUID, session: SignedIn, csrf_token: CsrfToken = "") -> HTMLResponse:
+    _check_csrf(session, csrf_token)
+    person, volunteer_id = _volunteer(session)
+    services = _services(request)
+    held = {b.event_id: b for b in bookings.open_bookings(services, volunteer_id)}.get(event_id)
+    try:
+        cancelled = bookings.cancel(services, person.principal(), event_id)
+    except ApiError as refused:
+        if refused.status == 404:
+            return _message(request, "No such booking", ["It may have been cancelled already."], status_code=404,
+                            session=session, link=(f"{PREFIX}/opportunities", "See opportunities near you"))
+        return _message(request, "You cannot cancel this booking", ["You can cancel your own bookings only."],
+                        status_code=403, session=session, link=(PREFIX, "Go to your home page"))
+    status, reason = _wait_outcome(services, cancelled)
+    if status == "applied":
+        back = f"{credits(held.held)} for {held.title} {_are(held.held)}" if held else "Your credits are"
+        return _outcome(request, session, "Booking cancelled", f"Cancelled: {back} back to spend.", False)
+    if status == "rejected":
+        return _outcome(request, session, "Not cancelled", f"Not cancelled: {refusal(reason or '')}.", True)
+    return _outcome(request, session, "Cancellation sent", "Sent: your credits will be back in a moment.", False)
+
+
+# --- their hours ---------------------------------------------------------------------------------------------
+
+
+@router.get("/hours", response_class=HTMLResponse)
+def hours_page(request: Request, session: SignedIn) -> HTMLResponse:
+    _, volunteer_id = _volunteer(session)
+    services = _services(request)
+    logs, decisions, o, p = schema.hours_logs, schema.hours_decisions, schema.organisations, schema.postings
+    query = (select(logs.c.worked_on, logs.c.minutes, logs.c.activity, o.c.name, decisions.c.decision,
+                    decisions.c.reason, p.c.amount)
+             .join(o, o.c.id == logs.c.org_id)
+             .outerjoin(decisions, decisions.c.log_event_id == logs.c.event_id)
+             .outerjoin(p, (p.c.entry_id == decisions.c.entry_id)
+                        & (p.c.account_key == volunteer_account(volunteer_id)))
+             .where(logs.c.volunteer_id == volunteer_id)
+             .order_by(logs.c.worked_on.desc(), logs.c.logged_at.desc()).limit(200))
+    with services.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    shown = []
+    for row in rows:
+        if row.decision is None:
+            status, refused = "Waiting for approval", False
+        elif row.decision == "approved":
+            status, refused = "Approved" + (f": earned {credits(row.amount)}" if row.amount else ""), False
+        else:
+            status, refused = "Not approved: " + (row.reason.strip() or "no reason was given"), True
+        shown.append({"day": f"{row.worked_on.day} {row.worked_on:%B %Y}", "what": f"{duration(row.minutes)} of "
+                      f"{row.activity} at {row.name}", "status": status, "refused": refused})
+    return _page(request, "volunteer/hours.html", title="Your hours", session=session, hours=shown)
