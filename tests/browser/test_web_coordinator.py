@@ -214,8 +214,19 @@ def test_the_approval_queue_approves_and_rejects_each_selected_log_and_says_what
     try:
         page = context.new_page()
         _sign_in_with_card(page, coord.url, card)
+        _follow(page, "Members: register, print a card, log hours")
+        _follow(page, "Log hours for Vol co-bo")
+        page.locator("#date").fill(TWO_DAYS_AGO)
+        _type_into(page, "#hours", "0.5")
+        _type_into(page, "#activity", "Tidying")
+        _press(page, "Log the hours")
+        outcome = page.get_by_role("status").inner_text().strip()
+        assert outcome.startswith("Logged: 30 minutes of Tidying on ") and outcome.endswith(
+            " for Vol co-bo, waiting for approval."), outcome
+        _shots(page, screenshot_dir, "coordinator-hours-waiting")
+        page.goto(coord.url + "/app")
         _follow(page, "Hours waiting for approval")
-        assert page.locator("tbody tr").count() == 3
+        assert page.locator("tbody tr").count() == 4
         assert "L-7" in page.locator("table").inner_text()
         _shots(page, screenshot_dir, "coordinator-queue")
 
@@ -224,14 +235,15 @@ def test_the_approval_queue_approves_and_rejects_each_selected_log_and_says_what
         _shots(page, screenshot_dir, "coordinator-queue-errors")
 
         _press(page, "Select all")  # without JavaScript: the same page with every box ticked
-        assert page.locator("input.check:checked").count() == 3
+        assert page.locator("input.check:checked").count() == 4
         _shots(page, screenshot_dir, "coordinator-queue-all")
         _press(page, "Approve the selected hours")
         said = [item.strip() for item in page.get_by_role("status").locator("li").all_inner_texts()]
-        assert len(said) == 3, said
-        assert said[0].startswith("Approved: Vol co-bo, 2 hours on "), said
-        assert said[1].startswith("Approved: Vol co-bo, 23 hours on "), said
-        assert said[2].startswith("Not approved: Vol co-bo, 2 hours on ") and said[2].endswith(
+        assert len(said) == 4, said
+        assert said[0].startswith("Approved: Vol co-bo, 2 hours on "), said  # oldest work first
+        assert said[1].startswith("Approved: Vol co-bo, 30 minutes on "), said
+        assert said[2].startswith("Approved: Vol co-bo, 23 hours on "), said
+        assert said[3].startswith("Not approved: Vol co-bo, 2 hours on ") and said[3].endswith(
             "that would be more than 24 hours in one day."), said
         _shots(page, screenshot_dir, "coordinator-queue-decided")
         assert page.locator("tbody tr").count() == 1  # refused, it stays for the organisation to reject
@@ -249,13 +261,13 @@ def test_the_approval_queue_approves_and_rejects_each_selected_log_and_says_what
         _axe(page)
     finally:
         context.close()
-    assert coord.api.balance(coord.bo, coord.library)["available"] == "25.00"
+    assert coord.api.balance(coord.bo, coord.library)["available"] == "25.50"
     with coord.engine.connect() as conn:
         decided = conn.execute(text(
             "SELECT d.decision, d.reason, d.decided_by FROM hours_decisions d JOIN hours_logs l "
             "ON l.event_id = d.log_event_id WHERE l.volunteer_id = :v ORDER BY d.decided_at"), {"v": coord.bo}).all()
     assert [(row.decision, row.reason, row.decided_by) for row in decided] == [
-        ("approved", "", "org:co-library"), ("approved", "", "org:co-library"),
+        ("approved", "", "org:co-library"), ("approved", "", "org:co-library"), ("approved", "", "org:co-library"),
         ("rejected", "Already counted in the marathon", "org:co-library")]
 
 
