@@ -84,11 +84,12 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
-    from web import admin, volunteer  # the doors of §8.3, built on this module's plumbing
+    from web import admin, coordinator, volunteer  # the doors of §8.3, built on this module's plumbing
 
     app.include_router(router)
     app.include_router(admin.router)
     app.include_router(volunteer.router)
+    app.include_router(coordinator.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 
@@ -205,9 +206,11 @@ def _wait_outcome(services: Services, event_id: UUID, timeout_s: float = 5.0) ->
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
-def sign_in_page(request: Request) -> HTMLResponse:
+def sign_in_page(request: Request, card: str = "") -> HTMLResponse:
+    """`?card=` is what a sign-in card's QR code opens: the card's field is filled in, one button to press."""
     token = _pre_token(request)
-    return _with_pre(request, _page(request, "sign_in.html", title="Sign in", pre_token=token), token)
+    return _with_pre(request, _page(request, "sign_in.html", title="Sign in", pre_token=token,
+                                    card=people.read_card_code(card)[:people.CARD_LENGTH]), token)
 
 
 @router.post("/sign-in/email", response_class=HTMLResponse)
@@ -322,7 +325,8 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
         PersonRole.LEAD: [("/", "The programme dashboard")],
         PersonRole.ADMIN: [(f"{PREFIX}/organisations", "Organisations"), (f"{PREFIX}/people", "People who sign in"),
                            (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/mailbox", "The development mailbox")],
-        PersonRole.COORDINATOR: [],
+        PersonRole.COORDINATOR: [(f"{PREFIX}/members", "Members: register, print a card, log hours"),
+                                  (f"{PREFIX}/approvals", "Hours waiting for approval")],
     }[person.role]
     return _page(request, "home_staff.html", title=f"Hello, {person.display_name}", session=session, actions=actions)
 

@@ -81,15 +81,34 @@ def _person(row: object) -> Person:
     return Person(id_, email, name, PersonRole(role), org_id, volunteer_id)
 
 
-def add_person(engine: Engine, display_name: str, role: PersonRole, *, email: str | None = None,
+def add_person(engine: Engine | Connection, display_name: str, role: PersonRole, *, email: str | None = None,
                org_id: str | None = None, volunteer_id: str | None = None,
                invited_by: uuid.UUID | None = None) -> Person:
+    """A person who may sign in; given a connection, written in its transaction (a volunteer registered by their
+    organisation becomes one in the same transaction)."""
     person = Person(uuid.uuid4(), normalise_email(email) if email else None, display_name, role, org_id, volunteer_id)
+    values = dict(id=person.id, email=person.email, display_name=display_name, role=role.value, org_id=org_id,
+                  volunteer_id=volunteer_id, invited_by=invited_by)
+    if isinstance(engine, Connection):
+        engine.execute(insert(schema.people).values(**values))
+        return person
     with engine.begin() as conn:
-        conn.execute(insert(schema.people).values(
-            id=person.id, email=person.email, display_name=display_name, role=role.value, org_id=org_id,
-            volunteer_id=volunteer_id, invited_by=invited_by))
+        conn.execute(insert(schema.people).values(**values))
     return person
+
+
+def volunteer_person(conn: Connection, volunteer_id: str) -> Person | None:
+    """The enabled person who signs in as this volunteer, if there is one."""
+    p = schema.people
+    row = conn.execute(select(*_PERSON_COLUMNS).where(p.c.volunteer_id == volunteer_id, p.c.role == "volunteer",
+                                                       p.c.disabled_at.is_(None))).first()
+    return _person(row) if row else None
+
+
+def has_live_card(conn: Connection, person_id: uuid.UUID) -> bool:
+    cards = schema.sign_in_cards
+    return conn.execute(select(cards.c.id).where(cards.c.person_id == person_id, cards.c.voided_at.is_(None),
+                                                 cards.c.used_at.is_(None))).first() is not None
 
 
 def person_by_email(conn: Connection, email: str) -> Person | None:

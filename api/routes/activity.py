@@ -11,7 +11,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends
 from pydantic import Field
-from sqlalchemy import select
 
 from api.auth import Principal, Role
 from api.deps import ServicesDep, forbid, require
@@ -27,15 +26,11 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
-from api.services import bookings, spending
+from api.services import bookings, hours, spending
 from ledger.events import (
     BookingAttended,
     CreditsGifted,
-    HoursApproved,
-    HoursLogged,
-    HoursRejected,
 )
-from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["activity"])
 WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
@@ -91,25 +86,12 @@ def _positive(amount: str) -> int:
 @router.post("/hours", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 def log_hours(body: LogHours, services: ServicesDep, principal: OrgOrAdmin) -> Accepted:
     """Hours earn nothing until approved, unless the organisation approves automatically."""
-    if principal.role is Role.ORG and body.org_id != principal.org_id:
-        raise forbid("an organisation logs hours for itself only")
-    return Accepted(event_id=spending.publish_checked(services, principal, HoursLogged(
-        volunteer_id=body.volunteer_id, org_id=body.org_id, date=body.date, minutes=body.minutes,
-        activity=body.activity)))
+    return Accepted(event_id=hours.log(services, principal, body.volunteer_id, body.org_id, body.date, body.minutes,
+                                       body.activity))
 
 
 def _decide(event_id: UUID, services: ServicesDep, principal: Principal, approve: bool, reason: str) -> Accepted:
-    logs = schema.hours_logs
-    with services.engine.connect() as conn:
-        log = conn.execute(select(logs.c.volunteer_id, logs.c.org_id).where(logs.c.event_id == event_id)).first()
-    if log is None:
-        raise ApiError(404, "unknown_log", f"no hours logged as {event_id} (if just logged, wait until "
-                                           f"GET /v1/events/{event_id} says applied)")
-    if principal.role is Role.ORG and log.org_id != principal.org_id:
-        raise forbid("an organisation decides its own volunteers' hours only")
-    payload = (HoursApproved(log_event_id=event_id, volunteer_id=log.volunteer_id, org_id=log.org_id) if approve
-               else HoursRejected(log_event_id=event_id, volunteer_id=log.volunteer_id, org_id=log.org_id, reason=reason))
-    return Accepted(event_id=spending.publish_checked(services, principal, payload))
+    return Accepted(event_id=hours.decide(services, principal, event_id, approve, reason))
 
 
 @router.post("/hours/{event_id}/approve", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)

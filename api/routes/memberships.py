@@ -6,12 +6,11 @@ ends are written to PostgreSQL at once and announced on tc.admin (ids only), lik
 """
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
@@ -20,15 +19,21 @@ from api.deps import PrincipalDep, ServicesDep, forbid, require
 from api.errors import ApiError, responses
 from api.models import Id, Request
 from api.publishing import publish
-from ledger.events import MembershipEnded, MembershipStarted
+from api.services import members
+from api.services.members import (  # noqa: F401 - Reference, set_reference, start_membership: re-exported
+    Member,
+    Reference,
+    known_organisation as _known_organisation,
+    own_org as _own_org,
+    reference_of,
+    set_reference,
+    start_membership,
+)
+from ledger.events import MembershipEnded
 from ledger.pg import schema
 from ledger.pg.registry import is_current_member
 
 router = APIRouter(prefix="/v1", tags=["memberships"])
-
-Reference = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
-                                             pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._/#-]*$")]
-"""An organisation's own reference for a volunteer, e.g. the number on its spreadsheet."""
 
 MemberManager = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG, Role.VOLUNTEER))]
 OrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]
@@ -43,15 +48,6 @@ class NewReference(Request):
     reference: Reference | None
 
 
-class Member(BaseModel):
-    org_id: str
-    volunteer_id: str
-    status: Literal["member", "pending", "ended"]
-    reference: str | None
-    since: datetime
-    ended_at: datetime | None = None
-
-
 class Membership(BaseModel):
     org_id: str
     status: Literal["member", "pending", "ended"]
@@ -59,55 +55,10 @@ class Membership(BaseModel):
     ended_at: datetime | None = None
 
 
-def _known_organisation(conn: Connection, org_id: str) -> None:
-    o = schema.organisations
-    if conn.execute(select(o.c.id).where(o.c.id == org_id)).first() is None:
-        raise ApiError(404, "unknown_organisation", f"no organisation {org_id}")
-
-
 def _known_volunteer(conn: Connection, volunteer_id: str) -> None:
     v = schema.volunteers
     if conn.execute(select(v.c.id).where(v.c.id == volunteer_id)).first() is None:
         raise ApiError(404, "unknown_volunteer", f"no volunteer {volunteer_id}")
-
-
-def _own_org(principal: Principal, org_id: str) -> None:
-    if principal.role is Role.ORG and principal.org_id != org_id:
-        raise forbid("an organisation manages its own members only")
-
-
-def reference_of(conn: Connection, org_id: str, volunteer_id: str) -> str | None:
-    r = schema.volunteer_references
-    return conn.execute(select(r.c.reference).where(r.c.org_id == org_id, r.c.volunteer_id == volunteer_id)).scalar()
-
-
-def set_reference(conn: Connection, org_id: str, volunteer_id: str, reference: str | None) -> None:
-    """Give, change or (with None) erase an organisation's reference for a volunteer; 409 if another volunteer of
-    the organisation has it."""
-    r = schema.volunteer_references
-    holder = conn.execute(select(r.c.volunteer_id).where(r.c.org_id == org_id, r.c.reference == reference)).scalar()
-    if reference is not None and holder not in (None, volunteer_id):
-        raise ApiError(409, "reference_taken", f"{org_id} already uses the reference {reference!r} for another volunteer")
-    conn.execute(delete(r).where(r.c.org_id == org_id, r.c.volunteer_id == volunteer_id))
-    if reference is not None:
-        conn.execute(insert(r).values(org_id=org_id, reference=reference, volunteer_id=volunteer_id))
-
-
-def start_membership(conn: Connection, services: ServicesDep, principal: Principal, org_id: str,
-                     volunteer_id: str) -> datetime | None:
-    """Make the volunteer a current member, announced on tc.admin; None if they were one already."""
-    started_at = datetime.now(UTC)
-    membership_id = uuid.uuid4()
-    m = schema.memberships
-    inserted = conn.execute(insert(m).values(id=membership_id, org_id=org_id, volunteer_id=volunteer_id,
-                                             started_at=started_at).on_conflict_do_nothing().returning(m.c.id)).first()
-    if inserted is None:
-        return None
-    conn.execute(delete(schema.membership_requests).where(schema.membership_requests.c.org_id == org_id,
-                                                          schema.membership_requests.c.volunteer_id == volunteer_id))
-    publish(services, principal, MembershipStarted(membership_id=membership_id, org_id=org_id,
-                                                   volunteer_id=volunteer_id), conn)
-    return started_at
 
 
 def _current_since(conn: Connection, org_id: str, volunteer_id: str) -> datetime:
@@ -208,20 +159,7 @@ def change_reference(org_id: Id, volunteer_id: Id, body: NewReference, services:
 @router.get("/organisations/{org_id}/members", response_model=list[Member], responses=responses(401, 403, 404, 422))
 def list_members(org_id: Id, services: ServicesDep, principal: OrgOrAdmin) -> list[Member]:
     """The organisation's current members and pending requests, with its references (that organisation, admin)."""
-    _own_org(principal, org_id)
-    m, requests, r = schema.memberships, schema.membership_requests, schema.volunteer_references
-    with services.engine.connect() as conn:
-        _known_organisation(conn, org_id)
-        references = dict(conn.execute(select(r.c.volunteer_id, r.c.reference).where(r.c.org_id == org_id)).all())
-        current = conn.execute(select(m.c.volunteer_id, m.c.started_at)
-                               .where(m.c.org_id == org_id, m.c.ended_at.is_(None))).all()
-        pending = conn.execute(select(requests.c.volunteer_id, requests.c.requested_at)
-                               .where(requests.c.org_id == org_id)).all()
-    members = [Member(org_id=org_id, volunteer_id=v, status="member", reference=references.get(v), since=since)
-               for v, since in current]
-    members += [Member(org_id=org_id, volunteer_id=v, status="pending", reference=references.get(v), since=since)
-                for v, since in pending]
-    return sorted(members, key=lambda member: (member.status, member.volunteer_id))
+    return members.of_organisation(services, principal, org_id)
 
 
 @router.get("/volunteers/{volunteer_id}/memberships", response_model=list[Membership],

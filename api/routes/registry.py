@@ -18,7 +18,6 @@ from api.models import (
     AreaCode,
     CreditAmount,
     Id,
-    OptionalText100,
     Request,
     Text200,
     UtcDatetime,
@@ -26,15 +25,13 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
-from api.routes.memberships import Reference, set_reference, start_membership
-from ledger.events import OpportunityListed, OrganisationRegistered, VolunteerRegistered
+from api.services import volunteers
+from api.services.volunteers import NewVolunteer
+from ledger.events import OpportunityListed, OrganisationRegistered
 from ledger.pg import schema
-from ledger.volunteer_ids import new_volunteer_id
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 
-AgeBand = Literal["under_16", "16-24", "25-34", "35-44", "45-54", "55-64", "65+", "prefer_not_to_say"]
-Seb = Literal["professional", "intermediate", "lower", "other", "prefer_not_to_say"]
 Category = Literal["course", "training", "culture", "sport", "work_experience", "other"]
 
 
@@ -52,22 +49,6 @@ class Organisation(BaseModel):
     area: str
     kinds: list[str]
     auto_approve: bool
-
-
-class NewVolunteer(Request):
-    id: str | None = Field(None, description="refused (`volunteer_id_chosen_by_server`): the server makes every "
-                                             "volunteer's id")
-    org_id: Id | None = Field(None, description="the organisation the volunteer joins; defaults to the calling "
-                                                "organisation")
-    reference: Reference | None = Field(None, description="that organisation's own reference for the volunteer")
-    display_name: Text200
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")] | None = None
-    area: AreaCode
-    age_band: AgeBand | None = None
-    seb: Seb | None = None
-    seb_detail: OptionalText100 | None = None
-    first_time_volunteer: bool | None = None
-    consent_stats: bool
 
 
 class VolunteerCreated(BaseModel):
@@ -136,32 +117,7 @@ def create_volunteer(body: NewVolunteer, services: ServicesDep,
     """Personal data (name, e-mail) stays in PostgreSQL; the event carries only the pseudonymous id the server
     made, and statistics. Registered by an organisation (or with `org_id`), the volunteer is its member
     (docs/design.md §5.4)."""
-    if body.id is not None:
-        raise ApiError(422, "volunteer_id_chosen_by_server",
-                       "a volunteer's id is made by the server; leave out id (an organisation's own number for the "
-                       "volunteer goes in reference)")
-    if principal.role is Role.ORG and body.org_id not in (None, principal.org_id):
-        raise forbid("an organisation registers its own members only")
-    org_id = principal.org_id if principal.role is Role.ORG else body.org_id
-    if body.reference is not None and org_id is None:
-        raise ApiError(422, "invalid_request", "a reference belongs to an organisation: give org_id")
-    volunteer_id = new_volunteer_id()
-    with services.engine.begin() as conn:
-        if org_id is not None and not _exists(conn, schema.organisations, org_id):
-            raise ApiError(404, "unknown_organisation", f"no organisation {org_id}")
-        if _exists(conn, schema.volunteers, volunteer_id):  # 48 random bits: a collision is all but impossible
-            raise ApiError(409, "volunteer_exists", "a volunteer with the id made is already registered; try again")
-        attributes = body.model_dump(include={"area", "age_band", "seb", "seb_detail", "first_time_volunteer",
-                                              "consent_stats"})
-        conn.execute(insert(schema.volunteers).values(id=volunteer_id, **attributes))
-        conn.execute(insert(schema.volunteer_profiles).values(volunteer_id=volunteer_id, display_name=body.display_name,
-                                                              email=body.email))
-        publish(services, principal, VolunteerRegistered(volunteer_id=volunteer_id, **attributes), conn)
-        if org_id is not None:
-            if body.reference is not None:
-                set_reference(conn, org_id, volunteer_id, body.reference)
-            start_membership(conn, services, principal, org_id, volunteer_id)
-    return VolunteerCreated(id=volunteer_id)
+    return VolunteerCreated(id=volunteers.register(services, principal, body))
 
 
 def _opportunity(row) -> Opportunity:  # type: ignore[no-untyped-def]

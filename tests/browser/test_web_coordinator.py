@@ -1,0 +1,340 @@
+"""The coordinator's door in Debian's Chromium against the real stack (PostgreSQL, broker, worker, API): members
+with their references and balances, registering a volunteer, printing a sign-in card, logging hours for a member,
+and the approval queue; every page checked with axe-core at phone and desktop sizes and used with the keyboard
+alone; who may use each page, and that an organisation sees its own members and hours only (docs/design.md §8.3).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from tests.browser.test_web import _axe, _context, _shots, _sign_in_with_card
+from tests.e2e.api_stack import Api, ready_api
+from tests.e2e.conftest import _make_stack
+from web import people
+from web.people import Person, PersonRole
+
+ADMIN_TOKEN = "tc_coord_admin_" + "7" * 32
+AREA = "E09000030"
+YESTERDAY = (date.today() - timedelta(days=1)).isoformat()
+TWO_DAYS_AGO = (date.today() - timedelta(days=2)).isoformat()
+
+
+@dataclass
+class CoordinatorStack:
+    url: str
+    api: Api
+    engine: Any
+    garden_coordinator: Person  # co-garden approves hours at once
+    library_coordinator: Person  # co-library's hours wait for approval
+    amina: str  # a volunteer of co-garden
+    bo: str  # a volunteer of co-library
+    library: str  # co-library's API token
+    volunteer: Person
+    desk: Person
+
+
+@pytest.fixture(scope="module")
+def coord(embedded_postgres: str, primary_template: str, kafka_bootstrap: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoordinatorStack]:
+    tmp = tmp_path_factory.mktemp("coord")
+    for stack in _make_stack(embedded_postgres, primary_template, kafka_bootstrap, tmp):
+        stack.start_worker()
+        with ready_api({**stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN}, tmp / "api.log") as process:
+            api = Api(process.url, ADMIN_TOKEN)
+            api.organisation("co-garden", ["community"], AREA, auto_approve=True)
+            api.organisation("co-library", ["community"], AREA)
+            api.organisation("co-lido", ["partner"], AREA)
+            amina = api.volunteer("co-amina", AREA, member_of=("co-garden",), reference="G-001")
+            bo = api.volunteer("co-bo", AREA, member_of=("co-library",), reference="L-7")
+            library = api.token("org", org_id="co-library")
+            cora = people.add_person(stack.engine, "Cora", PersonRole.COORDINATOR, org_id="co-garden")
+            lee = people.add_person(stack.engine, "Lee", PersonRole.COORDINATOR, org_id="co-library")
+            volunteer = people.add_person(stack.engine, "Amina", PersonRole.VOLUNTEER, volunteer_id=amina)
+            desk = people.add_person(stack.engine, "Sam at the Lido", PersonRole.FRONT_DESK, org_id="co-lido")
+            try:
+                yield CoordinatorStack(process.url, api, stack.engine, cora, lee, amina, bo, library, volunteer, desk)
+            finally:
+                api.close()
+
+
+def _client(coord: CoordinatorStack, person: Person) -> tuple[httpx.Client, str]:
+    cookie, session = people.start_session(coord.engine, person)
+    client = httpx.Client(base_url=coord.url, cookies={"tc_session": cookie}, follow_redirects=False, timeout=60)
+    return client, session.csrf_token
+
+
+def _type_into(page: Any, selector: str, value: str) -> None:
+    """With the keyboard: focus the field, type."""
+    page.locator(selector).focus()
+    page.keyboard.type(value)
+
+
+def _press(page: Any, name: str) -> None:
+    """With the keyboard: focus the button, press Enter, wait for the page it brings."""
+    with page.expect_navigation():
+        page.get_by_role("button", name=name, exact=True).focus()
+        page.keyboard.press("Enter")
+
+
+def _follow(page: Any, name: str) -> None:
+    with page.expect_navigation():
+        page.get_by_role("link", name=name).first.focus()
+        page.keyboard.press("Enter")
+
+
+def _pending_hours(coord: CoordinatorStack, minutes: int, day: str, activity: str) -> str:
+    logged = coord.api.post("/v1/hours", coord.library, {"volunteer_id": coord.bo, "org_id": "co-library",
+                                                         "date": day, "minutes": minutes, "activity": activity})
+    event_id = coord.api.accepted(logged)
+    coord.api.applied(event_id, coord.library)
+    return event_id
+
+
+def test_a_coordinator_registers_a_volunteer_prints_their_card_and_logs_their_hours(
+        coord: CoordinatorStack, browser: Any, screenshot_dir: Any) -> None:
+    card = people.new_card(coord.engine, coord.garden_coordinator.id)
+    context, theirs = _context(browser), _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, coord.url, card)
+        _follow(page, "Members: register, print a card, log hours")
+        assert page.url == coord.url + "/app/members"
+        table = page.locator("table").inner_text()
+        assert "Vol co-amina" in table and "G-001" in table and "0 credits" in table
+        assert "co-bo" not in table and "L-7" not in table  # another organisation's member
+        _shots(page, screenshot_dir, "coordinator-members")
+
+        _follow(page, "Register a volunteer")
+        assert page.locator("#area").input_value() == AREA  # the organisation's own area, filled in
+        page.locator("#area").fill("")
+        _press(page, "Register them")  # nothing given
+        summary = page.locator(".error-summary").inner_text()
+        for message in ("Enter the volunteer's name", "Enter the area code",
+                        "Say whether the volunteer agrees"):
+            assert message in summary, summary
+        _shots(page, screenshot_dir, "coordinator-register-errors")
+        page.locator(".error-summary a").first.focus()
+        page.keyboard.press("Enter")  # the summary's link takes the keyboard to the field
+        assert page.evaluate("document.activeElement.id") == "display_name"
+        page.keyboard.type("Dev Patel")
+        _type_into(page, "#area", AREA)
+        _type_into(page, "#reference", "G-002")
+        page.locator("#consent_stats").focus()
+        page.keyboard.press("Space")
+        page.locator("#age_band").select_option("25-34")
+        page.locator("#seb").select_option("intermediate")
+        page.locator("#first_time_volunteer").focus()
+        page.keyboard.press("Space")
+        _shots(page, screenshot_dir, "coordinator-register")
+        _press(page, "Register them")
+        assert page.url.startswith(coord.url + "/app/members?registered=")
+        assert page.get_by_role("status").inner_text().strip() == (
+            "Dev Patel is registered and is now a member of Org co-garden.")
+        row = page.locator("tr", has_text="Dev Patel").inner_text()
+        assert "G-002" in row and "0 credits" in row
+        new_id = page.url.split("registered=")[1]
+        with coord.engine.connect() as conn:
+            registered = conn.execute(text(
+                "SELECT v.consent_stats, v.age_band, v.seb, v.first_time_volunteer, p.role, p.display_name "
+                "FROM volunteers v JOIN people p ON p.volunteer_id = v.id WHERE v.id = :v"), {"v": new_id}).one()
+        assert tuple(registered) == (True, "25-34", "intermediate", True, "volunteer", "Dev Patel")
+
+        _follow(page, "Print a sign-in card for Dev Patel")
+        assert "stop working" not in page.locator("main").inner_text()  # no card yet
+        _shots(page, screenshot_dir, "coordinator-card-confirm")
+        _press(page, "Make a new card")
+        first_code = page.locator(".card-code").inner_text().replace(" ", "")
+        assert re.fullmatch(r"[A-Z2-9]{10}", first_code), first_code
+        assert page.locator(".qr svg").count() == 1
+        _shots(page, screenshot_dir, "coordinator-card")
+
+        page.goto(coord.url + f"/app/members/{new_id}/card")  # a second card voids the first, and says so
+        assert "their old card will stop working" in page.locator("main").inner_text()
+        _press(page, "Make a new card")
+        code = page.locator(".card-code").inner_text().replace(" ", "")
+        assert code != first_code
+
+        phone = theirs.new_page()
+        phone.goto(coord.url + f"/app/sign-in?card={first_code}")  # the old card: void
+        with phone.expect_navigation():
+            phone.locator("#code").press("Enter")
+        assert "does not sign anyone in" in phone.locator(".error-summary").inner_text()
+        phone.goto(coord.url + f"/app/sign-in?card={code}")  # what the new card's QR code opens
+        assert phone.locator("#code").input_value() == code
+        with phone.expect_navigation():
+            phone.locator("#code").press("Enter")
+        assert phone.url == coord.url + "/app"
+        assert phone.locator(".panel").inner_text().strip() == "You have 0 credits to spend."
+
+        page.goto(coord.url + "/app/members")
+        _follow(page, "Log hours for Dev Patel")
+        _shots(page, screenshot_dir, "coordinator-hours")
+        page.locator("#date").fill(YESTERDAY)
+        _type_into(page, "#hours", "1:30")
+        _type_into(page, "#activity", "Gardening")
+        _press(page, "Log the hours")
+        outcome = page.get_by_role("status").inner_text().strip()
+        assert outcome.startswith("Approved: 1 hour 30 minutes of Gardening on ") and outcome.endswith(
+            " for Dev Patel."), outcome
+        _shots(page, screenshot_dir, "coordinator-hours-approved")
+
+        page.locator("#hours").fill("23")  # 24.5 hours in one day
+        _press(page, "Log the hours")
+        assert "that would be more than 24 hours in one day" in page.locator("main").inner_text().lower()
+        _shots(page, screenshot_dir, "coordinator-hours-refused")
+
+        page.locator("#hours").fill("a lot")
+        page.locator("#activity").fill("")
+        _press(page, "Log the hours")
+        summary = page.locator(".error-summary").inner_text()
+        assert "Enter the hours worked, like 1.5 or 1:30" in summary and "Say what they did" in summary
+
+        page.goto(coord.url + "/app/members")
+        assert "1.50 credits" in page.locator("tr", has_text="Dev Patel").inner_text()
+    finally:
+        context.close()
+        theirs.close()
+
+
+def test_the_approval_queue_approves_and_rejects_each_selected_log_and_says_what_became_of_each(
+        coord: CoordinatorStack, browser: Any, screenshot_dir: Any) -> None:
+    _pending_hours(coord, 120, TWO_DAYS_AGO, "Shelving")
+    _pending_hours(coord, 23 * 60, YESTERDAY, "Reading marathon")
+    _pending_hours(coord, 120, YESTERDAY, "Story time")  # with the 23 hours, more than a day
+    card = people.new_card(coord.engine, coord.library_coordinator.id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, coord.url, card)
+        _follow(page, "Members: register, print a card, log hours")
+        _follow(page, "Log hours for Vol co-bo")
+        page.locator("#date").fill(TWO_DAYS_AGO)
+        _type_into(page, "#hours", "0.5")
+        _type_into(page, "#activity", "Tidying")
+        _press(page, "Log the hours")
+        outcome = page.get_by_role("status").inner_text().strip()
+        assert outcome.startswith("Logged: 30 minutes of Tidying on ") and outcome.endswith(
+            " for Vol co-bo, waiting for approval."), outcome
+        _shots(page, screenshot_dir, "coordinator-hours-waiting")
+        page.goto(coord.url + "/app")
+        _follow(page, "Hours waiting for approval")
+        assert page.locator("tbody tr").count() == 4
+        assert "L-7" in page.locator("table").inner_text()
+        _shots(page, screenshot_dir, "coordinator-queue")
+
+        _press(page, "Approve the selected hours")  # none selected
+        assert "Select the hours to approve or reject" in page.locator(".error-summary").inner_text()
+        _shots(page, screenshot_dir, "coordinator-queue-errors")
+
+        _press(page, "Select all")  # without JavaScript: the same page with every box ticked
+        assert page.locator("input.check:checked").count() == 4
+        _shots(page, screenshot_dir, "coordinator-queue-all")
+        _press(page, "Approve the selected hours")
+        said = [item.strip() for item in page.get_by_role("status").locator("li").all_inner_texts()]
+        assert len(said) == 4, said
+        assert said[0].startswith("Approved: Vol co-bo, 2 hours on "), said  # oldest work first
+        assert said[1].startswith("Approved: Vol co-bo, 30 minutes on "), said
+        assert said[2].startswith("Approved: Vol co-bo, 23 hours on "), said
+        assert said[3].startswith("Not approved: Vol co-bo, 2 hours on ") and said[3].endswith(
+            "that would be more than 24 hours in one day."), said
+        _shots(page, screenshot_dir, "coordinator-queue-decided")
+        assert page.locator("tbody tr").count() == 1  # refused, it stays for the organisation to reject
+
+        page.locator("input.check").first.focus()
+        page.keyboard.press("Space")
+        _press(page, "Reject the selected hours")  # without a reason
+        assert "Say why the hours are rejected" in page.locator(".error-summary").inner_text()
+        assert page.locator("input.check:checked").count() == 1  # the choice is kept
+        _type_into(page, "#reason", "Already counted in the marathon")
+        _press(page, "Reject the selected hours")
+        said = page.get_by_role("status").inner_text()
+        assert "Rejected: Vol co-bo, 2 hours on " in said
+        assert "No hours are waiting for approval." in page.locator("main").inner_text()
+        _axe(page)
+    finally:
+        context.close()
+    assert coord.api.balance(coord.bo, coord.library)["available"] == "25.50"
+    with coord.engine.connect() as conn:
+        decided = conn.execute(text(
+            "SELECT d.decision, d.reason, d.decided_by FROM hours_decisions d JOIN hours_logs l "
+            "ON l.event_id = d.log_event_id WHERE l.volunteer_id = :v ORDER BY d.decided_at"), {"v": coord.bo}).all()
+    assert [(row.decision, row.reason, row.decided_by) for row in decided] == [
+        ("approved", "", "org:co-library"), ("approved", "", "org:co-library"), ("approved", "", "org:co-library"),
+        ("rejected", "Already counted in the marathon", "org:co-library")]
+
+
+COORDINATOR_PAGES = ("/app/members", "/app/members/new", "/app/approvals")
+
+
+def test_only_coordinators_use_these_pages_and_each_sees_their_own_organisation_only(coord: CoordinatorStack) -> None:
+    for person in (coord.volunteer, coord.desk):
+        client, csrf = _client(coord, person)
+        with client:
+            for path in (*COORDINATOR_PAGES, f"/app/members/{coord.amina}/hours", f"/app/members/{coord.amina}/card"):
+                refused = client.get(path)
+                assert refused.status_code == 403, (person.role, path)
+                assert "This page is for a community organisation&#39;s coordinators." in refused.text
+            posted = client.post(f"/app/members/{coord.amina}/hours", data={
+                "csrf_token": csrf, "date": YESTERDAY, "hours_worked": "1", "activity": "Sneaky"})
+            assert posted.status_code == 403
+    garden, _ = _client(coord, coord.garden_coordinator)
+    library, library_csrf = _client(coord, coord.library_coordinator)
+    with garden, library:
+        assert all(garden.get(path).status_code == 200 for path in COORDINATOR_PAGES)
+        listed = library.get("/app/members").text
+        assert "co-bo" in listed and "co-amina" not in listed and "G-001" not in listed
+        for path in (f"/app/members/{coord.amina}/hours", f"/app/members/{coord.amina}/card"):
+            refused = library.get(path)
+            assert refused.status_code == 403 and "not a member of your organisation" in refused.text
+        for path, data in ((f"/app/members/{coord.amina}/card", {}),
+                           (f"/app/members/{coord.amina}/hours", {"date": YESTERDAY, "hours_worked": "1",
+                                                                  "activity": "Sneaky"})):
+            assert library.post(path, data={"csrf_token": library_csrf, **data}).status_code == 403
+        with coord.engine.connect() as conn:
+            cards = conn.execute(text("SELECT count(*) FROM sign_in_cards c JOIN people p ON p.id = c.person_id "
+                                      "WHERE p.volunteer_id = :v"), {"v": coord.amina}).scalar_one()
+            sneaky = conn.execute(text("SELECT count(*) FROM hours_logs WHERE activity = 'Sneaky'")).scalar_one()
+        assert (cards, sneaky) == (0, 0)
+
+        log_id = _pending_hours(coord, 30, YESTERDAY, "Library only")
+        assert "Library only" in library.get("/app/approvals").text
+        assert "Library only" not in garden.get("/app/approvals").text
+        garden_csrf = re.search(r'name="csrf_token" value="([^"]+)"', garden.get("/app/approvals").text)
+        assert garden_csrf is not None
+        tried = garden.post("/app/approvals", data={"csrf_token": garden_csrf[1], "action": "approve", "log": log_id})
+        assert tried.status_code == 200 and "not your organisation&#39;s" in tried.text
+        with coord.engine.connect() as conn:
+            decided = conn.execute(text("SELECT count(*) FROM hours_decisions WHERE log_event_id = :e"),
+                                   {"e": log_id}).scalar_one()
+        assert decided == 0
+
+
+def test_registering_refuses_what_the_api_refuses_and_every_form_checks_its_csrf_token(coord: CoordinatorStack) -> None:
+    client, csrf = _client(coord, coord.garden_coordinator)
+    good = {"display_name": "Eve Stone", "area": AREA, "consent_stats": "no", "reference": "G-001"}
+    with client:
+        for path in ("/app/members/new", f"/app/members/{coord.amina}/card", f"/app/members/{coord.amina}/hours",
+                     "/app/approvals"):
+            refused = client.post(path, data={**good, "csrf_token": "not-the-token"})
+            assert refused.status_code == 403 and "This form has expired" in refused.text, path
+        taken = client.post("/app/members/new", data={**good, "csrf_token": csrf})  # G-001 is Amina's
+        assert taken.status_code == 409 and "Another member already has that reference" in taken.text
+        bad = client.post("/app/members/new", data={**good, "reference": "", "area": "nowhere",
+                                                     "email": "not an address", "csrf_token": csrf})
+        assert bad.status_code == 422
+        assert "Enter the area code" in bad.text and "Enter an e-mail address" in bad.text
+        with coord.engine.connect() as conn:
+            eves = conn.execute(text("SELECT count(*) FROM volunteer_profiles WHERE display_name = 'Eve Stone'")
+                                ).scalar_one()
+        assert eves == 0
+        made = client.post("/app/members/new", data={**good, "reference": "", "csrf_token": csrf})
+        assert made.status_code == 303
+        assert "Eve Stone is registered" in client.get(made.headers["location"]).text
