@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select
 
 from ledger.pg import schema
 from stats.model import SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation
+from stats.numbers import hours_text
 from stats.queries import (
     MONTHS,
     SEB_LABELS,
@@ -127,8 +128,8 @@ def _hundredths(value: int) -> str:
 
 
 def _hours(minutes: int) -> str:
-    """Minutes as hours with two decimals, as the API and the CSV export show them."""
-    return _hundredths(round(minutes * 100 / 60))
+    """Minutes as hours, written as the dashboard writes them: '3,110', '9,640.5'."""
+    return hours_text(minutes)
 
 
 def _small(count: int) -> bool:

@@ -130,8 +130,8 @@
   // ---------------------------------------------------------------- formatting
 
   const figure = (value) => (value === null || value === undefined ? "" : number.format(Number(value)));
-  /** For labels on a chart: whole numbers from 100 up, the full figure below. */
-  const shortFigure = (value) => figure(Math.abs(Number(value)) >= 100 ? Math.round(Number(value)) : value);
+  /** Hours as the committee report writes them (stats/numbers.py): "3,110", "9,640.5", never rounded away. */
+  const hoursText = figure;
 
   function labelOf(groupBy, row) {
     const known = LABELS[groupBy] && LABELS[groupBy][row.group];
@@ -519,10 +519,10 @@
       }
       for (const p of points) {
         line.appendChild(tooltip(svg("circle", { class: "point", "data-testid": "point", "data-group": p.month.key,
-          "data-value": p.month.row.hours, cx: p.x, cy: p.y, r: 4.5 }), `${p.month.name}: ${figure(p.month.row.hours)} hours given`));
+          "data-value": p.month.row.hours, cx: p.x, cy: p.y, r: 4.5 }), `${p.month.name}: ${hoursText(p.month.row.hours)} hours given`));
         if (labelled) {
           line.appendChild(svg("text", { class: "value-label", x: p.x, y: p.y - 10, "text-anchor": "middle", "aria-hidden": "true" },
-            shortFigure(p.month.row.hours)));
+            hoursText(p.month.row.hours)));
         }
       }
     }

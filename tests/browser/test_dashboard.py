@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,34 +23,6 @@ DEMO_YEAR = ("2025-11-01", "2026-10-31")  # the whole demo programme, month by m
 FIRST_QUARTER = ("2026-01-01", "2026-03-31")
 ONE_DAY = ("2026-01-05", "2026-01-05")  # a handful of volunteers: most organisations and areas are suppressed
 CHARTS = {"org": "chart-orgs", "area": "chart-areas", "age_band": "chart-age", "seb": "chart-seb"}
-
-
-@pytest.fixture()
-def page(browser: Any, dashboard_stack: DashboardStack) -> Iterator[Any]:
-    """A fresh browser tab that may talk to the API only: any other request is refused and fails the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-GB",
-                                  timezone_id="Europe/London")
-    outside: list[str] = []
-    errors: list[str] = []
-
-    def only_the_api(route: Any) -> None:
-        url = route.request.url
-        if url.startswith((dashboard_stack.url + "/", "data:", "blob:")):
-            route.continue_()
-        else:
-            outside.append(url)
-            route.abort()
-
-    context.route("**/*", only_the_api)
-    tab = context.new_page()
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.set_default_timeout(20_000)
-    try:
-        yield tab
-    finally:
-        context.close()
-    assert not outside, f"the page tried to load from elsewhere: {outside}"
-    assert not errors, f"script errors on the page: {errors}"
 
 
 def stats(stack: DashboardStack, path: str, **params: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from stats.areas import AreaRejectCode, import_areas
 from stats.cli import import_areas_command, report_command
 from stats.facts import write_facts
 from stats.model import SUPPRESSION_THRESHOLD, Figures
+from stats.numbers import hours_text
 from stats.queries import cold_spots, participation
 from stats.report import render_report
 from timecredits import demo
@@ -167,7 +168,7 @@ def _money(hundredths: int) -> str:
 
 
 def _hours(minutes: int) -> str:
-    return _money(round(minutes * 100 / 60))
+    return hours_text(minutes)
 
 
 def _tiles(document: str) -> dict[str, str]:
