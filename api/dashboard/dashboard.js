@@ -110,7 +110,10 @@
     const quarter = monthStart(year, Math.floor(month / 3) * 3);
     const previous = monthStart(quarter.getUTCFullYear(), quarter.getUTCMonth() - 3);
     const choices = [
-      { id: "last-12-months", label: "Last 12 months", from: iso(monthStart(year, month - 11)), to: today },
+      // The twelve whole months before this one (docs/design.md §5.3), as the API's default period.
+      { id: "last-12-months", label: `Last 12 whole months (${monthLong.format(monthStart(year, month - 12))}–`
+        + `${monthLong.format(monthStart(year, month - 1))})`, from: iso(monthStart(year, month - 12)),
+      to: iso(dayBefore(monthStart(year, month))) },
       { id: "this-quarter", label: `This quarter so far (${quarterText(quarter)})`, from: iso(quarter), to: today },
       { id: "previous-quarter", label: `Previous quarter (${quarterText(previous)})`, from: iso(previous),
         to: iso(dayBefore(quarter)) },

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
@@ -113,6 +113,10 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
         except ValueError as exc:
             raise ApiError(422, "invalid_period", str(exc)) from exc
     today = datetime.now(ZoneInfo("Europe/London")).date()
+    if start is None and end is None:
+        # The last twelve whole months, as the dashboard's first choice (docs/design.md §5.3).
+        this_month = date(today.year, today.month, 1)
+        start, end = months_before(this_month, 12), this_month - timedelta(days=1)
     end = end or today
     start = start or months_before(date(end.year, end.month, 1), 11)
     if end < start:
@@ -122,8 +126,9 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
     return start, end
 
 
-FromQ = Annotated[date | None, Query(alias="from", description="first day (default: 12 months to `to`)")]
-ToQ = Annotated[date | None, Query(alias="to", description="last day (default: today)")]
+FromQ = Annotated[date | None, Query(alias="from", description=(
+    "first day (default: the 12 whole months before this one, or the 12 months to `to`)"))]
+ToQ = Annotated[date | None, Query(alias="to", description="last day (default: the end of last month, or today with `from`)")]
 PeriodQ = Annotated[str | None, Query(description="instead of from/to: 2026-Q3, 2026-07 or 2026",
                                       max_length=7, pattern=r"^[0-9]{4}(-Q[1-4]|-[0-9]{2})?$")]
 

@@ -1,0 +1,54 @@
+"""What a programme lead reads on the dashboard, at a desktop and on a phone: the periods offered, the headline
+figures, the breakdowns, the cold-spot note, small numbers in words, and no accessibility violations
+(docs/design.md §5.3).
+
+Screenshots land in test-output/browser/ (git-ignored) to be looked at.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.browser.conftest import PHONE, DashboardStack
+from tests.browser.test_dashboard import (
+    DEMO_YEAR, headline, participation, screenshot, show_period, shown, sign_in, wait_ready,
+)
+
+
+def open_dashboard(page: Any, stack: DashboardStack, period: tuple[str, str] = DEMO_YEAR) -> None:
+    sign_in(page, stack, stack.lead_token)
+    page.locator('[data-testid="dashboard"][data-state="ready"]').wait_for()
+    show_period(page, period)
+
+
+def test_last_12_months_are_the_twelve_whole_months_before_this_one(page: Any,
+                                                                     dashboard_stack: DashboardStack) -> None:
+    today = datetime.now(ZoneInfo("Europe/London")).date()
+    this_month = date(today.year, today.month, 1)
+    end = this_month - timedelta(days=1)
+    start = date(this_month.year - 1, this_month.month, 1)
+    sign_in(page, dashboard_stack, dashboard_stack.lead_token)
+    wait_ready(page, (start.isoformat(), end.isoformat()))  # the first choice, shown on signing in
+    choice = page.get_by_test_id("period-choice")
+    assert choice.input_value() == "last-12-months"
+    months = f"{start:%B %Y}–{end:%B %Y}"
+    assert choice.locator("option:checked").inner_text() == f"Last 12 whole months ({months})"
+    assert page.get_by_test_id("period-label").inner_text() == f"1 {start:%B %Y} to {end.day} {end:%B %Y}"
+    # The API's default period is the same twelve months.
+    answer = httpx.get(dashboard_stack.url + "/v1/stats/participation", timeout=30,
+                       headers={"Authorization": f"Bearer {dashboard_stack.lead_token}"}).json()
+    assert (answer["from"], answer["to"]) == (start.isoformat(), end.isoformat())
+
+
+def test_hours_are_written_as_the_report_writes_them(page: Any, dashboard_stack: DashboardStack) -> None:
+    open_dashboard(page, dashboard_stack)
+    year = participation(dashboard_stack, "month", DEMO_YEAR)
+    assert headline(page, "hours") == shown(year["totals"]["hours"])
+    labels = page.locator('[data-testid="chart-months"] g.hours text.value-label').all_text_contents()
+    assert labels == [shown(row["hours"]) for row in year["rows"]]
+    assert any("." in label for label in labels), "the demo has months of fractional hours"
