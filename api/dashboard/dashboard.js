@@ -23,7 +23,6 @@
     active_volunteers: { label: "Active volunteers", unit: "active volunteers" },
     new_volunteers: { label: "New volunteers", unit: "new volunteers" },
     hours: { label: "Hours given", unit: "hours" },
-    credits_earned: { label: "Credits earned", unit: "credits earned" },
     credits_spent: { label: "Credits spent", unit: "credits spent" },
   };
   const ORDER = {
@@ -49,10 +48,10 @@
   ];
   const TABLE_COLUMNS = {
     month: [["active_volunteers", "Active volunteers"], ["new_volunteers", "New"], ["retained_volunteers", "Retained"],
-      ["hours", "Hours"], ["credits_earned", "Credits earned"], ["credits_spent", "Credits spent"],
+      ["hours", "Hours"], ["credits_spent", "Credits spent"], ["credits_gifted", "Credits gifted"],
       ["bookings", "Bookings"], ["attendances", "Attended"], ["redemptions", "Redemptions"]],
     breakdown: [["active_volunteers", "Active"], ["new_volunteers", "New"], ["hours", "Hours"],
-      ["credits_earned", "Earned"], ["credits_spent", "Spent"]],
+      ["credits_spent", "Spent"], ["credits_gifted", "Gifted"]],
     category: [["volunteers", "Volunteers"], ["bookings", "Bookings"], ["attendances", "Attended"],
       ["cancellations", "Cancelled"], ["redemptions", "Redemptions"], ["credits_spent", "Credits spent"]],
   };

@@ -52,3 +52,13 @@ def test_hours_are_written_as_the_report_writes_them(page: Any, dashboard_stack:
     labels = page.locator('[data-testid="chart-months"] g.hours text.value-label').all_text_contents()
     assert labels == [shown(row["hours"]) for row in year["rows"]]
     assert any("." in label for label in labels), "the demo has months of fractional hours"
+
+
+def test_the_headline_shows_credits_gifted_rather_than_hours_again(page: Any, dashboard_stack: DashboardStack) -> None:
+    open_dashboard(page, dashboard_stack)
+    totals = participation(dashboard_stack, "month", DEMO_YEAR)["totals"]
+    assert float(totals["credits_gifted"]) > 0, "the demo's volunteers give credits to each other"
+    assert headline(page, "credits_gifted") == shown(totals["credits_gifted"])
+    titles = page.locator('[data-testid="headline"] dt').all_inner_texts()
+    assert "Credits earned" not in titles and "Hours given" in titles
+    assert "Credits earned" not in page.get_by_test_id("measure").locator("option").all_inner_texts()
