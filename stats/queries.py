@@ -107,6 +107,7 @@ class _Data:
             } if volunteers else {}
             o = schema.organisations
             self.org_names = dict(conn.execute(select(o.c.id, o.c.name)).all())
+            self.org_kinds = {row.id: sorted(row.kinds) for row in conn.execute(select(o.c.id, o.c.kinds))}
             a = schema.areas
             self.area_names = dict(conn.execute(select(a.c.code, a.c.name)).all())
 
@@ -218,7 +219,8 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
         if group not in cells:
             cells[group] = _Cell(*_cell_period(group, group_by, start, end))
         cells[group].facts.append(fact)
-    rows = [Row(group, data.label(group, group_by), data.figures(cells[group])) for group in sorted(cells)]
+    rows = [Row(group, data.label(group, group_by), data.figures(cells[group]),
+                data.org_kinds.get(group, []) if group_by == "org" else []) for group in sorted(cells)]
     return Participation(group_by, start, end, rows, data.figures(_Cell(start, end, in_period)))
 
 

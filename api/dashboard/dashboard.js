@@ -543,8 +543,26 @@
     return copy.sort((a, b) => value(b) - value(a) || labelOf(groupBy, a).localeCompare(labelOf(groupBy, b)));
   }
 
-  function renderBreakdown(groupBy, report, measure) {
+  /** Organisations that can have the measure: partners only take credits, community organisations only log
+   * hours (docs/design.md §5.3), so each is listed for its own measure and never as a row of zeros. */
+  function orgRows(rows, measure) {
+    const kind = measure === "credits_spent" ? "partner" : "community";
+    return rows.filter((row) => (row.kinds || []).includes(kind));
+  }
+
+  function orgNote(measure) {
+    return measure === "credits_spent" ? "Partners, where volunteers spend their credits."
+      : "Community organisations, where volunteers give their hours.";
+  }
+
+  function breakdownReport(groupBy, report, measure) {
+    return groupBy === "org" ? { ...report, rows: orgRows(report.rows, measure) } : report;
+  }
+
+  function renderBreakdown(groupBy, fullReport, measure) {
     const container = $(`[data-chart="${groupBy}"]`);
+    const report = breakdownReport(groupBy, fullReport, measure);
+    if (groupBy === "org") $('[data-testid="org-note"]').textContent = orgNote(measure);
     if (!report.rows.length) {
       emptyNote(container, "No activity was recorded in this period.");
       return;
@@ -668,7 +686,9 @@
     head.appendChild(el("th", { scope: "col" }, groupBy === "month" ? "Month" : "Group"));
     columns.forEach(([, label]) => head.appendChild(el("th", { scope: "col", class: "num" }, label)));
     const body = table.appendChild(el("tbody"));
-    const rows = groupBy === "month" ? report.rows : sortedRows(groupBy, report.rows, "active_volunteers");
+    const shownRows = breakdownReport(groupBy, report, $("#measure").value).rows;
+    const rows = groupBy === "month" ? shownRows : sortedRows(groupBy, shownRows,
+      groupBy === "org" ? $("#measure").value : "active_volunteers");
     for (const row of [...rows, { ...report.totals, group: "total", label: "Total" }]) {
       const tr = body.appendChild(el("tr"));
       tr.appendChild(el("th", { scope: "row" }, row.group === "total" ? "Total" : labelOf(groupBy, row)));
@@ -779,6 +799,7 @@
     $("#measure").addEventListener("change", () => {
       if (!state.data) return;
       for (const groupBy of ["area", "org", "age_band", "seb"]) renderBreakdown(groupBy, state.data[groupBy], $("#measure").value);
+      renderTable("org", state.data.org);
     });
     $$("[data-csv]").forEach((button) => button.addEventListener("click", () => downloadCsv(button)));
     let resizeTimer = null;

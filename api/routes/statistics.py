@@ -46,6 +46,9 @@ class Cell(BaseModel):
 class Group(Cell):
     group: str
     label: str
+    kinds: list[str] = Field(default_factory=list, description=(
+        "grouped by organisation: its kinds, `community` (volunteers give hours there) and/or `partner` "
+        "(volunteers spend credits there)"))
 
 
 class ParticipationOut(BaseModel):
@@ -142,7 +145,8 @@ def get_participation(services: ServicesDep, _: LeadOrAdmin, group_by: GroupBy =
     report = participation(services.engine, group_by, first, last)
     return ParticipationOut(
         group_by=group_by, start=first, end=last, totals=Cell(**cell_values(report.totals)),  # type: ignore[arg-type]
-        rows=[Group(group=row.group, label=row.label, **cell_values(row.figures)) for row in report.rows],  # type: ignore[arg-type]
+        rows=[Group(group=row.group, label=row.label, kinds=row.kinds, **cell_values(row.figures))  # type: ignore[arg-type]
+              for row in report.rows],
     )
 
 

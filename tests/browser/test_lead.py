@@ -62,3 +62,27 @@ def test_the_headline_shows_credits_gifted_rather_than_hours_again(page: Any, da
     titles = page.locator('[data-testid="headline"] dt').all_inner_texts()
     assert "Credits earned" not in titles and "Hours given" in titles
     assert "Credits earned" not in page.get_by_test_id("measure").locator("option").all_inner_texts()
+
+
+def test_organisations_are_listed_for_the_measure_they_can_have(page: Any, dashboard_stack: DashboardStack) -> None:
+    open_dashboard(page, dashboard_stack)
+    rows = participation(dashboard_stack, "org", DEMO_YEAR)["rows"]
+    community = {row["group"] for row in rows if "community" in row["kinds"]}
+    partners = {row["group"] for row in rows if "partner" in row["kinds"]}
+    assert community and partners and not community & partners
+    chart = page.get_by_test_id("chart-orgs")
+
+    def drawn() -> set[str]:
+        return set(chart.locator("g[data-row]").evaluate_all("nodes => nodes.map((n) => n.dataset.row)"))
+
+    for measure in ("active_volunteers", "hours", "new_volunteers"):
+        page.get_by_test_id("measure").select_option(measure)
+        assert drawn() == community, measure
+        assert "0" not in chart.locator("text.value-label").all_text_contents(), measure
+    assert "Community organisations" in page.get_by_test_id("org-note").inner_text()
+    page.get_by_test_id("measure").select_option("credits_spent")
+    assert drawn() == partners
+    assert "Partners" in page.get_by_test_id("org-note").inner_text()
+    page.locator('section[data-group-by="org"] summary').click()
+    table = page.get_by_test_id("table-org").locator("tbody th[scope=row]").all_inner_texts()
+    assert len(table) == len(partners) + 1 and table[-1] == "Total"
