@@ -224,6 +224,27 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
     return Participation(group_by, start, end, rows, data.figures(_Cell(start, end, in_period)))
 
 
+#: How the cold score is worked out, in words for a programme lead: the dashboard and the report show it.
+COLD_SPOT_METHOD = (
+    "Each area's cold score is its need times how far it falls short of the best-served area. Need runs from "
+    "1.0 for the most deprived tenth of areas (need decile 1) down to 0.1 for the least deprived (decile 10). "
+    "Participation is the area's active volunteers per resident, compared with the best-served area with 5 or "
+    "more active volunteers. The higher the score, the colder the spot: high need and few people taking part."
+)
+
+
+def synthetic_source(source: str) -> bool:
+    """Whether an area's figures are made up (the demo's sample areas say so in their source), not official."""
+    return "synthetic" in source.lower()
+
+
+def area_sources(engine: Engine) -> list[str]:
+    """Where the areas' need deciles and populations come from, as their import said."""
+    a = schema.areas
+    with engine.connect() as conn:
+        return sorted({s for s in conn.execute(select(a.c.source).distinct()).scalars() if s})
+
+
 def cold_spots(engine: Engine, start: date, end: date) -> list[ColdSpot]:
     """Areas ranked by need against participation per resident: the coldest (high need, few taking part) first.
 

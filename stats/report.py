@@ -25,9 +25,11 @@ from ledger.pg import schema
 from stats.model import SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation
 from stats.numbers import hours_text
 from stats.queries import (
+    COLD_SPOT_METHOD,
     MONTHS,
     SEB_LABELS,
     UNDISCLOSED,
+    area_sources,
     cold_spots,
     months_before,
     participation,
@@ -465,12 +467,6 @@ def _demography_table(lines: list[_Line], total_active: int | None, caption: str
             '</thead><tbody>' + "".join(body) + "</tbody></table>")
 
 
-def _area_sources(engine: Engine) -> list[str]:
-    a = schema.areas
-    with engine.connect() as conn:
-        return sorted({s for s in conn.execute(select(a.c.source).distinct()).scalars() if s})
-
-
 # --- the document -------------------------------------------------------------------------------------------
 
 
@@ -552,11 +548,8 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
             f'{_demography_table(sebs, total_active, "By socio-economic background", "seb")}</div>'
         )
 
-    method = ("Areas are ranked by cold score = need × (1 − participation index), where need is 1.0 for need "
-              "decile 1 (the most deprived 10 % of areas) down to 0.1 for decile 10, and the participation index "
-              "is an area’s active volunteers per resident relative to the best-served area: the higher the "
-              "score, the colder the spot.")
-    sources = _area_sources(engine)
+    method = COLD_SPOT_METHOD
+    sources = area_sources(engine)
     generated = datetime.now(LONDON)
     body = f"""
 <header>

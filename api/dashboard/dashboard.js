@@ -701,10 +701,18 @@
 
   function renderColdSpots(report) {
     const holder = $('[data-testid="cold-spots"]');
-    $('[data-testid="cold-method"]').textContent = report.method ? `How the cold score is worked out: ${report.method.replace(/\s+/g, " ")}` : "";
+    $('[data-testid="cold-method"]').textContent = report.areas.length && report.method
+      ? `How the cold score is worked out. ${report.method}` : "";
+    $('[data-testid="cold-sources"]').textContent = report.areas.length && report.sources.length
+      ? `Where the areas' need and population figures come from: ${report.sources.join("; ")}.` : "";
+    const synthetic = $('[data-testid="cold-synthetic"]');
+    synthetic.hidden = !(report.areas.length && report.synthetic);
+    synthetic.textContent = "These areas' need and population figures are made up for the demonstration, not "
+      + "official statistics: the ranking shows how cold spots are found, not where they are.";
     if (!report.areas.length) {
       holder.replaceChildren(el("p", { class: "empty-note", "data-testid": "empty" },
-        "No areas have been imported yet: load them with timecredits import-areas."));
+        "No areas have been loaded yet, so cold spots cannot be ranked. Your programme administrator can load "
+        + "each area's need decile and population."));
       return;
     }
     const table = el("table", { class: "cold-table", "data-testid": "table-cold-spots" });

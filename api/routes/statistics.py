@@ -15,7 +15,15 @@ from api.deps import ServicesDep, require
 from api.errors import ApiError, responses
 from api.models import credits
 from stats.model import FIGURES, Figures
-from stats.queries import cold_spots, months_before, parse_period, participation
+from stats.queries import (
+    COLD_SPOT_METHOD,
+    area_sources,
+    cold_spots,
+    months_before,
+    parse_period,
+    participation,
+    synthetic_source,
+)
 
 router = APIRouter(prefix="/v1/stats", tags=["statistics"])
 LeadOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.LEAD))]
@@ -76,7 +84,9 @@ class ColdSpotOut(BaseModel):
 class ColdSpotsOut(BaseModel):
     start: date = Field(alias="from")
     end: date = Field(alias="to")
-    method: str
+    method: str = Field(description="how the cold score is worked out, in plain words")
+    sources: list[str] = Field(description="where the areas' need deciles and populations come from")
+    synthetic: bool = Field(description="some area figures are made up (the demo's sample), not official")
     areas: list[ColdSpotOut]
 
     model_config = {"populate_by_name": True}
@@ -175,7 +185,9 @@ def get_cold_spots(services: ServicesDep, _: LeadOrAdmin, start: FromQ = None, e
     """Areas ranked by need against participation per resident (areas come from `timecredits import-areas`)."""
     first, last = resolve_period(start, end, period)
     spots = cold_spots(services.engine, first, last)
-    return ColdSpotsOut(start=first, end=last, method=(cold_spots.__doc__ or "").split("\n\n")[1].strip(), areas=[
+    sources = area_sources(services.engine)
+    return ColdSpotsOut(start=first, end=last, method=COLD_SPOT_METHOD, sources=sources,
+                        synthetic=any(synthetic_source(source) for source in sources), areas=[
         ColdSpotOut(rank=s.rank, area=s.area, name=s.name, need_decile=s.need_decile, population=s.population,
                     suppressed=s.suppressed, active_volunteers=None if s.suppressed else s.active_volunteers,
                     per_1000_residents=None if s.suppressed else f"{s.per_1000_residents:.2f}",

@@ -86,3 +86,17 @@ def test_organisations_are_listed_for_the_measure_they_can_have(page: Any, dashb
     page.locator('section[data-group-by="org"] summary').click()
     table = page.get_by_test_id("table-org").locator("tbody th[scope=row]").all_inner_texts()
     assert len(table) == len(partners) + 1 and table[-1] == "Total"
+
+
+def test_the_cold_spot_note_is_in_plain_words_and_says_the_demo_areas_are_made_up(
+        page: Any, dashboard_stack: DashboardStack) -> None:
+    open_dashboard(page, dashboard_stack)
+    note = page.get_by_test_id("cold-method").inner_text()
+    assert note.startswith("How the cold score is worked out.") and "most deprived tenth" in note
+    for developer in ("`", "timecredits", "import-areas", "cold_score", " x ", "(1 -"):
+        assert developer not in note, developer
+    # The browser tests load the demo's sample areas, whose source says they are synthetic.
+    sources = page.get_by_test_id("cold-sources").inner_text()
+    assert "synthetic sample for the demo, not official figures" in sources
+    warning = page.get_by_test_id("cold-synthetic")
+    assert warning.is_visible() and "made up for the demonstration" in warning.inner_text()
