@@ -226,10 +226,10 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
 
 #: How the cold score is worked out, in words for a programme lead: the dashboard and the report show it.
 COLD_SPOT_METHOD = (
-    "Each area's cold score is its need times how far it falls short of the best-served area. Need runs from "
-    "1.0 for the most deprived tenth of areas (need decile 1) down to 0.1 for the least deprived (decile 10). "
-    "Participation is the area's active volunteers per resident, compared with the best-served area with 5 or "
-    "more active volunteers. The higher the score, the colder the spot: high need and few people taking part."
+    "Areas are ranked by cold score = need × (1 − participation index), where need is 1.0 for need decile 1 "
+    "(the most deprived tenth of areas) down to 0.1 for decile 10, and the participation index is an area’s "
+    "active volunteers per resident relative to the best-served area with 5 or more of them: the higher the "
+    "score, the colder the spot."
 )
 
 
