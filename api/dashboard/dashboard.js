@@ -12,7 +12,6 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
   const TIME_ZONE = "Europe/London";
   const SUPPRESSED = "fewer than 5";
-  const SUPPRESSED_SHORT = "[c]";
   const SUPPRESSED_TITLE = "Fewer than 5 volunteers: figures suppressed";
   // A figure is hidden when its whole cell is suppressed or when it alone describes 1 to 4 volunteers (withheld).
   const isHidden = (row, key) => !row || row.suppressed || row[key] === null || row[key] === undefined
@@ -481,10 +480,13 @@
       }
       const baseBars = bars.top + bars.height;
       if (isHidden(month.row, "active_volunteers")) {
-        const mark = month.row ? { cls: "suppressed", id: "suppressed", text: SUPPRESSED_SHORT, why: SUPPRESSED_TITLE.toLowerCase() }
+        const mark = month.row ? { cls: "suppressed", id: "suppressed", text: SUPPRESSED, why: SUPPRESSED_TITLE.toLowerCase() }
           : { cls: "empty", id: "no-activity", text: "0", why: "no activity recorded" };
+        // The same words as every other chart and table; upright when a month is too narrow for them.
+        const upright = mark.text.length > 1 && band < 84;
         for (const base of [baseBars, axisY]) {
-          barGroup.appendChild(tooltip(svg("text", { class: mark.cls, x, y: base - 6, "text-anchor": "middle",
+          barGroup.appendChild(tooltip(svg("text", { class: mark.cls, x: upright ? x + 4 : x, y: base - 6,
+            "text-anchor": upright ? "start" : "middle", transform: upright ? `rotate(-90 ${x + 4} ${base - 6})` : null,
             "data-testid": mark.id, "data-group": month.key }, mark.text), `${month.name}: ${mark.why}`));
         }
         return;
@@ -652,7 +654,7 @@
         const y = top + s * (barH + 3);
         if (isHidden(row, series.key)) {
           group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: y + barH - 2,
-            "data-testid": "suppressed", "data-group": row.group, "data-series": series.key }, SUPPRESSED_SHORT),
+            "data-testid": "suppressed", "data-group": row.group, "data-series": series.key }, SUPPRESSED),
           `${name}: ${series.label.toLowerCase()} describe fewer than 5 volunteers`));
           return;
         }
@@ -671,7 +673,7 @@
 
   function cell(row, key) {
     if (isHidden(row, key)) {
-      return el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED_SHORT);
+      return el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED);
     }
     return el("td", { class: "num" }, figure(row[key]));
   }
@@ -680,7 +682,8 @@
     const holder = $(`[data-table="${groupBy}"]`);
     if (!holder) return;
     const table = el("table", { "data-testid": `table-${groupBy}` });
-    table.appendChild(el("caption", {}, `Figures for ${periodText(state.data.period)}; [c] marks groups of fewer than 5 volunteers.`));
+    table.appendChild(el("caption", {}, `Figures for ${periodText(state.data.period)}; `
+      + `“${SUPPRESSED}” marks figures that describe fewer than 5 volunteers.`));
     const columns = TABLE_COLUMNS[groupBy] || TABLE_COLUMNS.breakdown;
     const head = table.appendChild(el("thead")).appendChild(el("tr"));
     head.appendChild(el("th", { scope: "col" }, groupBy === "month" ? "Month" : "Group"));
@@ -732,13 +735,13 @@
       tr.appendChild(el("td", { class: "num" }, number.format(area.population)));
       if (area.suppressed) {
         tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE, "data-testid": "suppressed" }, SUPPRESSED));
-        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED_SHORT));
+        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED));
       } else {
         tr.appendChild(el("td", { class: "num" }, number.format(area.active_volunteers)));
         tr.appendChild(el("td", { class: "num" }, area.per_1000_residents));
       }
       if (area.cold_score === null) {
-        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED_SHORT));
+        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED));
         continue;
       }
       const score = tr.appendChild(el("td", { class: "num" }));

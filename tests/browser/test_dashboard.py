@@ -181,14 +181,14 @@ def test_small_numbers_are_suppressed(page: Any, dashboard_stack: DashboardStack
     assert suppressed_areas
     for code in suppressed_areas:
         cells = page.locator(f'[data-testid="table-cold-spots"] tr[data-area="{code}"] td').all_inner_texts()
-        assert cells[3:5] == ["fewer than 5", "[c]"], cells
+        assert cells[3:5] == ["fewer than 5", "fewer than 5"], cells
         assert "0" not in cells[3:5]
 
-    # The figures table beside the chart marks the same cells [c], never with a number.
+    # The figures table beside the chart marks the same cells in the same words, never with a number.
     page.locator('section[data-group-by="org"] summary').click()
     table_row = page.locator('[data-testid="table-org"] tbody tr', has=page.get_by_role("rowheader", name="Bike Buddies"))
     if "bike-buddies" in hidden:
-        assert set(table_row.locator("td").all_inner_texts()) == {"[c]"}
+        assert set(table_row.locator("td").all_inner_texts()) == {"fewer than 5"}
 
 
 def test_a_wrong_token_is_refused(page: Any, dashboard_stack: DashboardStack, screenshot_dir: Path) -> None:

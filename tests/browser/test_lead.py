@@ -16,7 +16,7 @@ import pytest
 
 from tests.browser.conftest import PHONE, DashboardStack
 from tests.browser.test_dashboard import (
-    DEMO_YEAR, headline, participation, screenshot, show_period, shown, sign_in, wait_ready,
+    DEMO_YEAR, ONE_DAY, headline, participation, screenshot, show_period, shown, sign_in, wait_ready,
 )
 
 
@@ -100,3 +100,21 @@ def test_the_cold_spot_note_is_in_plain_words_and_says_the_demo_areas_are_made_u
     assert "synthetic sample for the demo, not official figures" in sources
     warning = page.get_by_test_id("cold-synthetic")
     assert warning.is_visible() and "made up for the demonstration" in warning.inner_text()
+
+
+def test_small_numbers_are_written_in_the_same_words_everywhere(page: Any, dashboard_stack: DashboardStack,
+                                                                  screenshot_dir: Path) -> None:
+    open_dashboard(page, dashboard_stack, ONE_DAY)
+    for summary in page.locator("details.figures summary").all():
+        summary.click()
+    screenshot(page, screenshot_dir, "lead-one-day-words")
+    marks = page.locator('[data-testid="dashboard"] [data-testid="suppressed"]').all_text_contents()
+    assert marks and set(marks) == {"fewer than 5"}
+    for chart in ("chart-categories", "chart-months"):
+        assert "[c]" not in page.get_by_test_id(chart).text_content(), chart
+    cells = page.locator("td.suppressed-cell").all_text_contents()
+    assert cells and set(cells) == {"fewer than 5"}
+    # Only the footer names [c], as the CSV files' mark.
+    text = page.evaluate("""() => { const main = document.querySelector('[data-testid="dashboard"]').cloneNode(true);
+        main.querySelector('footer').remove(); return main.textContent; }""")
+    assert "[c]" not in text
