@@ -184,8 +184,13 @@
     return ticks;
   }
 
+  /** Below this width (pixels) a chart's labels go above their bars rather than beside them. */
+  const NARROW = 560;
+  /** The height of one bar with its gap (pixels). */
+  const BAR_ROW = 28;
+
   function chartWidth(container, fallback = 560) {
-    return Math.max(320, Math.round(container.clientWidth || fallback));
+    return Math.max(260, Math.round(container.clientWidth || fallback));
   }
 
   function newSvg(container, width, height, title, description) {
@@ -574,37 +579,40 @@
     const rows = sorted.slice(0, MAX_BAR_ROWS);
     const title = $(`#${container.closest("section").getAttribute("aria-labelledby")}`).textContent;
     const width = chartWidth(container);
-    const rowH = 28;
+    // On a narrow screen each label takes a line of its own above its bar, so that no label is cut short.
+    const stacked = width < NARROW;
+    const labelH = stacked ? 18 : 0;
+    const rowH = BAR_ROW + labelH;
     const m = { top: 6, bottom: 6 };
     const height = m.top + m.bottom + rows.length * rowH;
     const root = newSvg(container, width, height, `${measureLabel} ${title.toLowerCase()}`,
       `${measureLabel} for each group in the period; suppressed groups are marked "${SUPPRESSED}".`);
 
     const labels = rows.map((row, i) => root.appendChild(svg("text", { class: "row-label", x: 0,
-      y: m.top + i * rowH + rowH / 2 + 4 }, labelOf(groupBy, row))));
+      y: m.top + i * rowH + (stacked ? 14 : rowH / 2 + 4) }, labelOf(groupBy, row))));
     const longest = Math.max(...labels.map((node) => node.getComputedTextLength()));
-    const labelW = Math.min(Math.ceil(longest) + 12, Math.round(width * 0.42));
-    labels.forEach((node) => fitText(node, labelW - 12));
-    const valueW = 76;
+    const labelW = stacked ? 0 : Math.min(Math.ceil(longest) + 12, Math.round(width * 0.42));
+    labels.forEach((node) => fitText(node, stacked ? width : labelW - 12));
+    const valueW = stacked ? 90 : 76;
     const barMax = width - labelW - valueW;
     const values = rows.filter((row) => !isHidden(row, measure)).map((row) => Number(row[measure]));
     const max = Math.max(0, ...values) || 1;
 
     rows.forEach((row, i) => {
-      const y = m.top + i * rowH;
+      const y = m.top + i * rowH + labelH;
       const name = labelOf(groupBy, row);
       const group = root.appendChild(svg("g", { "data-row": row.group }));
       if (isHidden(row, measure)) {
-        group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: y + rowH / 2 + 4,
+        group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: y + BAR_ROW / 2 + 4,
           "data-testid": "suppressed", "data-group": row.group }, SUPPRESSED), `${name}: ${SUPPRESSED_TITLE.toLowerCase()}`));
         return;
       }
       const value = Number(row[measure]);
       const length = (value / max) * barMax;
       group.appendChild(tooltip(svg("rect", { class: "bar", "data-testid": "bar", "data-group": row.group,
-        "data-value": row[measure], x: labelW, y: y + 4, width: Math.max(value > 0 ? 1 : 0, length), height: rowH - 8, rx: 2 }),
+        "data-value": row[measure], x: labelW, y: y + 4, width: Math.max(value > 0 ? 1 : 0, length), height: BAR_ROW - 8, rx: 2 }),
       `${name}: ${figure(row[measure])} ${unit}`));
-      group.appendChild(svg("text", { class: "value-label", x: labelW + length + 6, y: y + rowH / 2 + 4,
+      group.appendChild(svg("text", { class: "value-label", x: labelW + length + 6, y: y + BAR_ROW / 2 + 4,
         "aria-hidden": "true" }, figure(row[measure])));
     });
     if (sorted.length > rows.length) {
@@ -622,16 +630,18 @@
       return;
     }
     const width = chartWidth(container, 1100);
+    const stacked = width < NARROW;  // labels above their bars on a narrow screen, as in renderBreakdown
+    const labelH = stacked ? 18 : 0;
     const barH = 13;
-    const groupH = CATEGORY_SERIES.length * (barH + 3) + 14;
+    const groupH = CATEGORY_SERIES.length * (barH + 3) + 14 + labelH;
     const height = rows.length * groupH + 8;
     const root = newSvg(container, width, height, "Bookings, attendances and redemptions by partner category",
       "For each category of opportunity: bookings made, bookings attended and direct spends with partners.");
     const labels = rows.map((row, i) => root.appendChild(svg("text", { class: "row-label", x: 0,
-      y: 4 + i * groupH + (groupH - 14) / 2 + 4 }, labelOf("category", row))));
+      y: 4 + i * groupH + (stacked ? 13 : (groupH - 14) / 2 + 4) }, labelOf("category", row))));
     const longest = Math.max(...labels.map((node) => node.getComputedTextLength()));
-    const labelW = Math.min(Math.ceil(longest) + 16, Math.round(width * 0.35));
-    labels.forEach((node) => fitText(node, labelW - 16));
+    const labelW = stacked ? 0 : Math.min(Math.ceil(longest) + 16, Math.round(width * 0.35));
+    labels.forEach((node) => fitText(node, stacked ? width : labelW - 16));
     const barMax = width - labelW - 70;
     const max = Math.max(1, ...rows.flatMap((r) => CATEGORY_SERIES.filter((s) => !isHidden(r, s.key)).map((s) => r[s.key])));
 
@@ -642,11 +652,11 @@
         + `“${labelOf("category", unlinked)}”.`));
     }
     rows.forEach((row, i) => {
-      const top = 4 + i * groupH;
+      const top = 4 + i * groupH + labelH;
       const name = labelOf("category", row);
       const group = root.appendChild(svg("g", { "data-row": row.group }));
       if (row.suppressed) {
-        group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: top + (groupH - 14) / 2 + 4,
+        group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: top + (groupH - labelH - 14) / 2 + 4,
           "data-testid": "suppressed", "data-group": row.group }, SUPPRESSED), `${name}: ${SUPPRESSED_TITLE.toLowerCase()}`));
         return;
       }
@@ -670,6 +680,43 @@
   }
 
   // ---------------------------------------------------------------- tables
+
+  /** A table in a container of its own that scrolls sideways when the table is wider than the screen, with a
+   * cue that says so while it does; the page itself never scrolls sideways. Focusable, so that keyboard users
+   * can scroll it too. */
+  const fits = new ResizeObserver((entries) => entries.forEach(({ target }) => updateCue(target)));
+
+  function updateCue(wrap) {
+    const overflows = wrap.scrollWidth > wrap.clientWidth + 1;
+    const atEnd = wrap.scrollLeft + wrap.clientWidth >= wrap.scrollWidth - 1;
+    wrap.classList.toggle("is-scrollable", overflows);
+    wrap.classList.toggle("is-scrolled-to-end", atEnd);
+    wrap.parentNode.querySelector('[data-testid="scroll-cue"]').hidden = !overflows;
+  }
+
+  let captions = 0;
+
+  function scrollingTable(table, name) {
+    const outer = el("div", { class: "table-scroll" });
+    // The caption goes above the scrolling container, so that it wraps to the screen rather than to the table.
+    const caption = table.querySelector("caption");
+    if (caption) {
+      captions += 1;
+      const id = `table-caption-${captions}`;
+      outer.appendChild(el("p", { class: "table-caption", id }, caption.textContent));
+      table.setAttribute("aria-labelledby", id);
+      caption.remove();
+    }
+    const cue = outer.appendChild(el("p", { class: "scroll-cue", "data-testid": "scroll-cue", hidden: true },
+      "Scroll the table sideways to see every column →"));
+    const wrap = outer.appendChild(el("div", { class: "table-wrap", role: "region", tabindex: "0",
+      "aria-label": name }));
+    wrap.appendChild(table);
+    wrap.addEventListener("scroll", () => updateCue(wrap), { passive: true });
+    fits.observe(wrap);
+    cue.hidden = true;
+    return outer;
+  }
 
   function cell(row, key) {
     if (isHidden(row, key)) {
@@ -697,15 +744,14 @@
       tr.appendChild(el("th", { scope: "row" }, row.group === "total" ? "Total" : labelOf(groupBy, row)));
       columns.forEach(([key]) => tr.appendChild(cell(row, key)));
     }
-    const wrap = el("div", { class: "table-wrap" });
-    wrap.appendChild(table);
-    holder.replaceChildren(wrap);
+    const section = $(`#${holder.closest("section").getAttribute("aria-labelledby")}`).textContent;
+    holder.replaceChildren(scrollingTable(table, `${section}: the figures`));
   }
 
   function renderColdSpots(report) {
     const holder = $('[data-testid="cold-spots"]');
     $('[data-testid="cold-method"]').textContent = report.areas.length && report.method
-      ? `How the cold score is worked out. ${report.method}` : "";
+      ? `How the cold score is worked out: ${report.method.charAt(0).toLowerCase()}${report.method.slice(1)}` : "";
     $('[data-testid="cold-sources"]').textContent = report.areas.length && report.sources.length
       ? `Where the areas' need and population figures come from: ${report.sources.join("; ")}.` : "";
     const synthetic = $('[data-testid="cold-synthetic"]');
@@ -751,9 +797,7 @@
       meter.appendChild(svg("rect", { class: "fill", x: 0, y: 0, width: Math.max(0, Math.min(1, area.cold_score)) * 80, height: 10, rx: 2 }));
       wrap.appendChild(el("span", {}, area.cold_score.toFixed(2)));
     }
-    const wrap = el("div", { class: "table-wrap" });
-    wrap.appendChild(table);
-    holder.replaceChildren(wrap);
+    holder.replaceChildren(scrollingTable(table, "Cold spots table"));
   }
 
   // ---------------------------------------------------------------- CSV download

@@ -92,7 +92,7 @@ def test_the_cold_spot_note_is_in_plain_words_and_says_the_demo_areas_are_made_u
         page: Any, dashboard_stack: DashboardStack) -> None:
     open_dashboard(page, dashboard_stack)
     note = page.get_by_test_id("cold-method").inner_text()
-    assert note.startswith("How the cold score is worked out.") and "most deprived tenth" in note
+    assert note.startswith("How the cold score is worked out: areas are ranked") and "most deprived tenth" in note
     for developer in ("`", "timecredits", "import-areas", "cold_score", " x ", "(1 -"):
         assert developer not in note, developer
     # The browser tests load the demo's sample areas, whose source says they are synthetic.
@@ -118,3 +118,42 @@ def test_small_numbers_are_written_in_the_same_words_everywhere(page: Any, dashb
     text = page.evaluate("""() => { const main = document.querySelector('[data-testid="dashboard"]').cloneNode(true);
         main.querySelector('footer').remove(); return main.textContent; }""")
     assert "[c]" not in text
+
+
+OVERFLOW = """() => {
+  // Elements reaching past the window's right edge, other than inside a table's own scrolling container.
+  const width = document.documentElement.clientWidth;
+  return Array.from(document.querySelectorAll('[data-testid="dashboard"] *'))
+    .filter((node) => !node.closest('.table-wrap') && node.getClientRects().length
+      && node.getBoundingClientRect().right > width + 0.5)
+    .map((node) => `${node.localName}.${node.getAttribute('class') || ''}[${node.dataset.testid || ''}]`
+      + ` right=${Math.round(node.getBoundingClientRect().right)}`);
+}"""
+
+
+@pytest.mark.parametrize("page", [PHONE], indirect=True)
+def test_on_a_phone_labels_and_tables_fit(page: Any, dashboard_stack: DashboardStack, screenshot_dir: Path) -> None:
+    open_dashboard(page, dashboard_stack)
+    for summary in page.locator("details.figures summary").all():
+        summary.click()
+    screenshot(page, screenshot_dir, "lead-phone-demo-year")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+    assert page.evaluate(OVERFLOW) == []
+    # No label is cut short: neither a chart's row labels nor the headline figures' titles.
+    labels = page.locator('[data-testid^="chart-"] text.row-label').all_text_contents()
+    assert labels and not [label for label in labels if label.endswith("…")]
+    clipped = page.locator('[data-testid="headline"] dt, label, .card-head h2, .card-head h3').evaluate_all(
+        "nodes => nodes.filter((n) => n.scrollWidth > n.clientWidth + 1).map((n) => n.textContent)")
+    assert clipped == []
+    # The cold-spot table scrolls inside its own container, says so, and its score column can be reached.
+    wrap = page.get_by_test_id("cold-spots").locator(".table-wrap")
+    scrolls = wrap.evaluate("node => node.scrollWidth > node.clientWidth")
+    assert scrolls, "seven columns do not fit 390 pixels: the table scrolls within its container"
+    cue = page.get_by_test_id("cold-spots").get_by_test_id("scroll-cue")
+    assert cue.is_visible() and "scroll" in cue.inner_text().lower()
+    assert wrap.get_attribute("tabindex") == "0" and wrap.get_attribute("role") == "region"
+    score = page.get_by_role("columnheader", name="Cold score")
+    score.scroll_into_view_if_needed()
+    box = score.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 0.5
+    screenshot(page, screenshot_dir, "lead-phone-cold-spots-scrolled")
