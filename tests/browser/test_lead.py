@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.browser.conftest import PHONE, DashboardStack
+from tests.browser.conftest import DESKTOP, PHONE, DashboardStack
 from tests.browser.test_dashboard import (
     DEMO_YEAR, ONE_DAY, headline, participation, screenshot, show_period, shown, sign_in, wait_ready,
 )
@@ -157,3 +157,30 @@ def test_on_a_phone_labels_and_tables_fit(page: Any, dashboard_stack: DashboardS
     box = score.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 0.5
     screenshot(page, screenshot_dir, "lead-phone-cold-spots-scrolled")
+
+
+def axe_violations(page: Any) -> str:
+    """axe-core's violations on the page as it stands, as a readable report ("" when there are none)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    assert results.response["passes"], "axe-core checked nothing"
+    return results.generate_report() if results.violations_count else ""
+
+
+@pytest.mark.parametrize("page", [DESKTOP, PHONE], indirect=True, ids=["desktop", "phone"])
+def test_the_dashboard_has_no_accessibility_violations(page: Any, dashboard_stack: DashboardStack,
+                                                       screenshot_dir: Path) -> None:
+    size = f"{page.viewport_size['width']}x{page.viewport_size['height']}"
+    page.goto(dashboard_stack.url + "/")
+    page.get_by_test_id("signin").wait_for()
+    screenshot(page, screenshot_dir, f"axe-signin-{size}")
+    violations = axe_violations(page)
+    assert not violations, violations
+    open_dashboard(page, dashboard_stack)
+    for period in (DEMO_YEAR, ONE_DAY):  # the whole programme, and a day of mostly suppressed figures
+        show_period(page, period)
+        page.evaluate("document.querySelectorAll('details.figures').forEach((d) => { d.open = true; })")
+        screenshot(page, screenshot_dir, f"axe-dashboard-{period[0]}-{period[1]}-{size}")
+        violations = axe_violations(page)
+        assert not violations, f"{period}: {violations}"
