@@ -131,7 +131,7 @@
   // ---------------------------------------------------------------- formatting
 
   const figure = (value) => (value === null || value === undefined ? "" : number.format(Number(value)));
-  /** Hours as the committee report writes them (stats/numbers.py): "3,110", "9,640.5", never rounded away. */
+  /** Hours as the committee report writes them (docs/design.md §5.3): "3,110", "9,640.5", never rounded away. */
   const hoursText = figure;
 
   function labelOf(groupBy, row) {
