@@ -51,6 +51,8 @@ class Row:
     group: str
     label: str
     figures: Figures
+    #: an organisation's kinds (community, partner) when grouped by organisation: which measures it can have
+    kinds: list[str] = field(default_factory=list)
 
 
 @dataclass

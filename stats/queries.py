@@ -107,6 +107,7 @@ class _Data:
             } if volunteers else {}
             o = schema.organisations
             self.org_names = dict(conn.execute(select(o.c.id, o.c.name)).all())
+            self.org_kinds = {row.id: sorted(row.kinds) for row in conn.execute(select(o.c.id, o.c.kinds))}
             a = schema.areas
             self.area_names = dict(conn.execute(select(a.c.code, a.c.name)).all())
 
@@ -218,8 +219,30 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
         if group not in cells:
             cells[group] = _Cell(*_cell_period(group, group_by, start, end))
         cells[group].facts.append(fact)
-    rows = [Row(group, data.label(group, group_by), data.figures(cells[group])) for group in sorted(cells)]
+    rows = [Row(group, data.label(group, group_by), data.figures(cells[group]),
+                data.org_kinds.get(group, []) if group_by == "org" else []) for group in sorted(cells)]
     return Participation(group_by, start, end, rows, data.figures(_Cell(start, end, in_period)))
+
+
+#: How the cold score is worked out, in words for a programme lead: the dashboard and the report show it.
+COLD_SPOT_METHOD = (
+    "Areas are ranked by cold score = need × (1 − participation index), where need is 1.0 for need decile 1 "
+    "(the most deprived tenth of areas) down to 0.1 for decile 10, and the participation index is an area’s "
+    "active volunteers per resident relative to the best-served area with 5 or more of them: the higher the "
+    "score, the colder the spot."
+)
+
+
+def synthetic_source(source: str) -> bool:
+    """Whether an area's figures are made up (the demo's sample areas say so in their source), not official."""
+    return "synthetic" in source.lower()
+
+
+def area_sources(engine: Engine) -> list[str]:
+    """Where the areas' need deciles and populations come from, as their import said."""
+    a = schema.areas
+    with engine.connect() as conn:
+        return sorted({s for s in conn.execute(select(a.c.source).distinct()).scalars() if s})
 
 
 def cold_spots(engine: Engine, start: date, end: date) -> list[ColdSpot]:

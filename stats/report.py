@@ -23,10 +23,13 @@ from sqlalchemy import Engine, select
 
 from ledger.pg import schema
 from stats.model import SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation
+from stats.numbers import hours_text
 from stats.queries import (
+    COLD_SPOT_METHOD,
     MONTHS,
     SEB_LABELS,
     UNDISCLOSED,
+    area_sources,
     cold_spots,
     months_before,
     participation,
@@ -127,8 +130,8 @@ def _hundredths(value: int) -> str:
 
 
 def _hours(minutes: int) -> str:
-    """Minutes as hours with two decimals, as the API and the CSV export show them."""
-    return _hundredths(round(minutes * 100 / 60))
+    """Minutes as hours, written as the dashboard writes them: '3,110', '9,640.5'."""
+    return hours_text(minutes)
 
 
 def _small(count: int) -> bool:
@@ -260,12 +263,12 @@ def _clip(text: str, longest: int) -> str:
 
 # --- sections -----------------------------------------------------------------------------------------------
 
+# Credits earned is no tile of its own: at one credit an hour it is hours given again (docs/design.md §5.3).
 _TILES = (  # (figure, title, what it counts, kind)
     ("active_volunteers", "Active volunteers", "gave hours", "people"),
     ("new_volunteers", "New volunteers", "first hours ever", "people"),
     ("retained_volunteers", "Retained", "also active before", "people"),
     ("minutes", "Hours given", "approved hours", "hours"),
-    ("credits_earned", "Credits earned", "one an hour", "credits"),
     ("credits_spent", "Credits spent", "with partners", "credits"),
     ("credits_gifted", "Credits gifted", "to other volunteers", "credits"),
 )
@@ -464,12 +467,6 @@ def _demography_table(lines: list[_Line], total_active: int | None, caption: str
             '</thead><tbody>' + "".join(body) + "</tbody></table>")
 
 
-def _area_sources(engine: Engine) -> list[str]:
-    a = schema.areas
-    with engine.connect() as conn:
-        return sorted({s for s in conn.execute(select(a.c.source).distinct()).scalars() if s})
-
-
 # --- the document -------------------------------------------------------------------------------------------
 
 
@@ -551,11 +548,8 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
             f'{_demography_table(sebs, total_active, "By socio-economic background", "seb")}</div>'
         )
 
-    method = ("Areas are ranked by cold score = need × (1 − participation index), where need is 1.0 for need "
-              "decile 1 (the most deprived 10 % of areas) down to 0.1 for decile 10, and the participation index "
-              "is an area’s active volunteers per resident relative to the best-served area: the higher the "
-              "score, the colder the spot.")
-    sources = _area_sources(engine)
+    method = COLD_SPOT_METHOD
+    sources = area_sources(engine)
     generated = datetime.now(LONDON)
     body = f"""
 <header>
@@ -586,8 +580,7 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
   below {SUPPRESSION_THRESHOLD} could produce.</p>
   <p>Active volunteers gave approved hours in the period; new volunteers gave their first hours ever; retained
   volunteers were also active in the three months before it. Hours count on the day they were given; one hour
-  earns one credit, rounded to the hundredth on each entry, so credits earned can differ from hours by a few
-  hundredths. Credits spent are those that reached partners (bookings attended and redemptions). Corrections
+  earns one credit (rounded to the hundredth on each entry), so credits earned are hours given again. Credits spent are those that reached partners (bookings attended and redemptions). Corrections
   count in the period of the entry they correct, so earlier figures can change slightly.</p>
 </footer>
 """
@@ -608,7 +601,7 @@ h1 { font-size: 17pt; margin: 1pt 0 0; color: #1d3557; }
 .period { font-size: 11.5pt; font-weight: bold; margin-top: 1pt; }
 .meta { font-size: 7.4pt; color: #4a5563; margin-top: 2pt; }
 h2 { font-size: 9.6pt; margin: 0 0 3pt; color: #1d3557; text-transform: uppercase; letter-spacing: .04em; }
-.tiles { display: grid; grid-template-columns: repeat(7, 1fr); gap: 4pt; margin-bottom: 6pt; }
+.tiles { display: grid; grid-template-columns: repeat(6, 1fr); gap: 4pt; margin-bottom: 6pt; }
 .tile { border: .75pt solid #b9c0ca; border-top: 3pt solid #1d3557; padding: 4pt 5pt 4pt; }
 .tile-title { font-weight: bold; font-size: 7.6pt; line-height: 1.2; white-space: nowrap; }
 .tile-value { font-size: 14.5pt; font-weight: bold; margin: 2pt 0 0; white-space: nowrap; }

@@ -12,7 +12,6 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
   const TIME_ZONE = "Europe/London";
   const SUPPRESSED = "fewer than 5";
-  const SUPPRESSED_SHORT = "[c]";
   const SUPPRESSED_TITLE = "Fewer than 5 volunteers: figures suppressed";
   // A figure is hidden when its whole cell is suppressed or when it alone describes 1 to 4 volunteers (withheld).
   const isHidden = (row, key) => !row || row.suppressed || row[key] === null || row[key] === undefined
@@ -23,7 +22,6 @@
     active_volunteers: { label: "Active volunteers", unit: "active volunteers" },
     new_volunteers: { label: "New volunteers", unit: "new volunteers" },
     hours: { label: "Hours given", unit: "hours" },
-    credits_earned: { label: "Credits earned", unit: "credits earned" },
     credits_spent: { label: "Credits spent", unit: "credits spent" },
   };
   const ORDER = {
@@ -49,10 +47,10 @@
   ];
   const TABLE_COLUMNS = {
     month: [["active_volunteers", "Active volunteers"], ["new_volunteers", "New"], ["retained_volunteers", "Retained"],
-      ["hours", "Hours"], ["credits_earned", "Credits earned"], ["credits_spent", "Credits spent"],
+      ["hours", "Hours"], ["credits_spent", "Credits spent"], ["credits_gifted", "Credits gifted"],
       ["bookings", "Bookings"], ["attendances", "Attended"], ["redemptions", "Redemptions"]],
     breakdown: [["active_volunteers", "Active"], ["new_volunteers", "New"], ["hours", "Hours"],
-      ["credits_earned", "Earned"], ["credits_spent", "Spent"]],
+      ["credits_spent", "Spent"], ["credits_gifted", "Gifted"]],
     category: [["volunteers", "Volunteers"], ["bookings", "Bookings"], ["attendances", "Attended"],
       ["cancellations", "Cancelled"], ["redemptions", "Redemptions"], ["credits_spent", "Credits spent"]],
   };
@@ -110,7 +108,10 @@
     const quarter = monthStart(year, Math.floor(month / 3) * 3);
     const previous = monthStart(quarter.getUTCFullYear(), quarter.getUTCMonth() - 3);
     const choices = [
-      { id: "last-12-months", label: "Last 12 months", from: iso(monthStart(year, month - 11)), to: today },
+      // The twelve whole months before this one (docs/design.md §5.3), as the API's default period.
+      { id: "last-12-months", label: `Last 12 whole months (${monthLong.format(monthStart(year, month - 12))}–`
+        + `${monthLong.format(monthStart(year, month - 1))})`, from: iso(monthStart(year, month - 12)),
+      to: iso(dayBefore(monthStart(year, month))) },
       { id: "this-quarter", label: `This quarter so far (${quarterText(quarter)})`, from: iso(quarter), to: today },
       { id: "previous-quarter", label: `Previous quarter (${quarterText(previous)})`, from: iso(previous),
         to: iso(dayBefore(quarter)) },
@@ -130,8 +131,8 @@
   // ---------------------------------------------------------------- formatting
 
   const figure = (value) => (value === null || value === undefined ? "" : number.format(Number(value)));
-  /** For labels on a chart: whole numbers from 100 up, the full figure below. */
-  const shortFigure = (value) => figure(Math.abs(Number(value)) >= 100 ? Math.round(Number(value)) : value);
+  /** Hours as the committee report writes them (docs/design.md §5.3): "3,110", "9,640.5", never rounded away. */
+  const hoursText = figure;
 
   function labelOf(groupBy, row) {
     const known = LABELS[groupBy] && LABELS[groupBy][row.group];
@@ -183,8 +184,13 @@
     return ticks;
   }
 
+  /** Below this width (pixels) a chart's labels go above their bars rather than beside them. */
+  const NARROW = 560;
+  /** The height of one bar with its gap (pixels). */
+  const BAR_ROW = 28;
+
   function chartWidth(container, fallback = 560) {
-    return Math.max(320, Math.round(container.clientWidth || fallback));
+    return Math.max(260, Math.round(container.clientWidth || fallback));
   }
 
   function newSvg(container, width, height, title, description) {
@@ -479,10 +485,13 @@
       }
       const baseBars = bars.top + bars.height;
       if (isHidden(month.row, "active_volunteers")) {
-        const mark = month.row ? { cls: "suppressed", id: "suppressed", text: SUPPRESSED_SHORT, why: SUPPRESSED_TITLE.toLowerCase() }
+        const mark = month.row ? { cls: "suppressed", id: "suppressed", text: SUPPRESSED, why: SUPPRESSED_TITLE.toLowerCase() }
           : { cls: "empty", id: "no-activity", text: "0", why: "no activity recorded" };
+        // The same words as every other chart and table; upright when a month is too narrow for them.
+        const upright = mark.text.length > 1 && band < 84;
         for (const base of [baseBars, axisY]) {
-          barGroup.appendChild(tooltip(svg("text", { class: mark.cls, x, y: base - 6, "text-anchor": "middle",
+          barGroup.appendChild(tooltip(svg("text", { class: mark.cls, x: upright ? x + 4 : x, y: base - 6,
+            "text-anchor": upright ? "start" : "middle", transform: upright ? `rotate(-90 ${x + 4} ${base - 6})` : null,
             "data-testid": mark.id, "data-group": month.key }, mark.text), `${month.name}: ${mark.why}`));
         }
         return;
@@ -519,10 +528,10 @@
       }
       for (const p of points) {
         line.appendChild(tooltip(svg("circle", { class: "point", "data-testid": "point", "data-group": p.month.key,
-          "data-value": p.month.row.hours, cx: p.x, cy: p.y, r: 4.5 }), `${p.month.name}: ${figure(p.month.row.hours)} hours given`));
+          "data-value": p.month.row.hours, cx: p.x, cy: p.y, r: 4.5 }), `${p.month.name}: ${hoursText(p.month.row.hours)} hours given`));
         if (labelled) {
           line.appendChild(svg("text", { class: "value-label", x: p.x, y: p.y - 10, "text-anchor": "middle", "aria-hidden": "true" },
-            shortFigure(p.month.row.hours)));
+            hoursText(p.month.row.hours)));
         }
       }
     }
@@ -541,8 +550,26 @@
     return copy.sort((a, b) => value(b) - value(a) || labelOf(groupBy, a).localeCompare(labelOf(groupBy, b)));
   }
 
-  function renderBreakdown(groupBy, report, measure) {
+  /** Organisations that can have the measure: partners only take credits, community organisations only log
+   * hours (docs/design.md §5.3), so each is listed for its own measure and never as a row of zeros. */
+  function orgRows(rows, measure) {
+    const kind = measure === "credits_spent" ? "partner" : "community";
+    return rows.filter((row) => (row.kinds || []).includes(kind));
+  }
+
+  function orgNote(measure) {
+    return measure === "credits_spent" ? "Partners, where volunteers spend their credits."
+      : "Community organisations, where volunteers give their hours.";
+  }
+
+  function breakdownReport(groupBy, report, measure) {
+    return groupBy === "org" ? { ...report, rows: orgRows(report.rows, measure) } : report;
+  }
+
+  function renderBreakdown(groupBy, fullReport, measure) {
     const container = $(`[data-chart="${groupBy}"]`);
+    const report = breakdownReport(groupBy, fullReport, measure);
+    if (groupBy === "org") $('[data-testid="org-note"]').textContent = orgNote(measure);
     if (!report.rows.length) {
       emptyNote(container, "No activity was recorded in this period.");
       return;
@@ -552,37 +579,40 @@
     const rows = sorted.slice(0, MAX_BAR_ROWS);
     const title = $(`#${container.closest("section").getAttribute("aria-labelledby")}`).textContent;
     const width = chartWidth(container);
-    const rowH = 28;
+    // On a narrow screen each label takes a line of its own above its bar, so that no label is cut short.
+    const stacked = width < NARROW;
+    const labelH = stacked ? 18 : 0;
+    const rowH = BAR_ROW + labelH;
     const m = { top: 6, bottom: 6 };
     const height = m.top + m.bottom + rows.length * rowH;
     const root = newSvg(container, width, height, `${measureLabel} ${title.toLowerCase()}`,
       `${measureLabel} for each group in the period; suppressed groups are marked "${SUPPRESSED}".`);
 
     const labels = rows.map((row, i) => root.appendChild(svg("text", { class: "row-label", x: 0,
-      y: m.top + i * rowH + rowH / 2 + 4 }, labelOf(groupBy, row))));
+      y: m.top + i * rowH + (stacked ? 14 : rowH / 2 + 4) }, labelOf(groupBy, row))));
     const longest = Math.max(...labels.map((node) => node.getComputedTextLength()));
-    const labelW = Math.min(Math.ceil(longest) + 12, Math.round(width * 0.42));
-    labels.forEach((node) => fitText(node, labelW - 12));
-    const valueW = 76;
+    const labelW = stacked ? 0 : Math.min(Math.ceil(longest) + 12, Math.round(width * 0.42));
+    labels.forEach((node) => fitText(node, stacked ? width : labelW - 12));
+    const valueW = stacked ? 90 : 76;
     const barMax = width - labelW - valueW;
     const values = rows.filter((row) => !isHidden(row, measure)).map((row) => Number(row[measure]));
     const max = Math.max(0, ...values) || 1;
 
     rows.forEach((row, i) => {
-      const y = m.top + i * rowH;
+      const y = m.top + i * rowH + labelH;
       const name = labelOf(groupBy, row);
       const group = root.appendChild(svg("g", { "data-row": row.group }));
       if (isHidden(row, measure)) {
-        group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: y + rowH / 2 + 4,
+        group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: y + BAR_ROW / 2 + 4,
           "data-testid": "suppressed", "data-group": row.group }, SUPPRESSED), `${name}: ${SUPPRESSED_TITLE.toLowerCase()}`));
         return;
       }
       const value = Number(row[measure]);
       const length = (value / max) * barMax;
       group.appendChild(tooltip(svg("rect", { class: "bar", "data-testid": "bar", "data-group": row.group,
-        "data-value": row[measure], x: labelW, y: y + 4, width: Math.max(value > 0 ? 1 : 0, length), height: rowH - 8, rx: 2 }),
+        "data-value": row[measure], x: labelW, y: y + 4, width: Math.max(value > 0 ? 1 : 0, length), height: BAR_ROW - 8, rx: 2 }),
       `${name}: ${figure(row[measure])} ${unit}`));
-      group.appendChild(svg("text", { class: "value-label", x: labelW + length + 6, y: y + rowH / 2 + 4,
+      group.appendChild(svg("text", { class: "value-label", x: labelW + length + 6, y: y + BAR_ROW / 2 + 4,
         "aria-hidden": "true" }, figure(row[measure])));
     });
     if (sorted.length > rows.length) {
@@ -600,16 +630,18 @@
       return;
     }
     const width = chartWidth(container, 1100);
+    const stacked = width < NARROW;  // labels above their bars on a narrow screen, as in renderBreakdown
+    const labelH = stacked ? 18 : 0;
     const barH = 13;
-    const groupH = CATEGORY_SERIES.length * (barH + 3) + 14;
+    const groupH = CATEGORY_SERIES.length * (barH + 3) + 14 + labelH;
     const height = rows.length * groupH + 8;
     const root = newSvg(container, width, height, "Bookings, attendances and redemptions by partner category",
       "For each category of opportunity: bookings made, bookings attended and direct spends with partners.");
     const labels = rows.map((row, i) => root.appendChild(svg("text", { class: "row-label", x: 0,
-      y: 4 + i * groupH + (groupH - 14) / 2 + 4 }, labelOf("category", row))));
+      y: 4 + i * groupH + (stacked ? 13 : (groupH - 14) / 2 + 4) }, labelOf("category", row))));
     const longest = Math.max(...labels.map((node) => node.getComputedTextLength()));
-    const labelW = Math.min(Math.ceil(longest) + 16, Math.round(width * 0.35));
-    labels.forEach((node) => fitText(node, labelW - 16));
+    const labelW = stacked ? 0 : Math.min(Math.ceil(longest) + 16, Math.round(width * 0.35));
+    labels.forEach((node) => fitText(node, stacked ? width : labelW - 16));
     const barMax = width - labelW - 70;
     const max = Math.max(1, ...rows.flatMap((r) => CATEGORY_SERIES.filter((s) => !isHidden(r, s.key)).map((s) => r[s.key])));
 
@@ -620,11 +652,11 @@
         + `“${labelOf("category", unlinked)}”.`));
     }
     rows.forEach((row, i) => {
-      const top = 4 + i * groupH;
+      const top = 4 + i * groupH + labelH;
       const name = labelOf("category", row);
       const group = root.appendChild(svg("g", { "data-row": row.group }));
       if (row.suppressed) {
-        group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: top + (groupH - 14) / 2 + 4,
+        group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: top + (groupH - labelH - 14) / 2 + 4,
           "data-testid": "suppressed", "data-group": row.group }, SUPPRESSED), `${name}: ${SUPPRESSED_TITLE.toLowerCase()}`));
         return;
       }
@@ -632,7 +664,7 @@
         const y = top + s * (barH + 3);
         if (isHidden(row, series.key)) {
           group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: y + barH - 2,
-            "data-testid": "suppressed", "data-group": row.group, "data-series": series.key }, SUPPRESSED_SHORT),
+            "data-testid": "suppressed", "data-group": row.group, "data-series": series.key }, SUPPRESSED),
           `${name}: ${series.label.toLowerCase()} describe fewer than 5 volunteers`));
           return;
         }
@@ -649,9 +681,46 @@
 
   // ---------------------------------------------------------------- tables
 
+  /** A table in a container of its own that scrolls sideways when the table is wider than the screen, with a
+   * cue that says so while it does; the page itself never scrolls sideways. Focusable, so that keyboard users
+   * can scroll it too. */
+  const fits = new ResizeObserver((entries) => entries.forEach(({ target }) => updateCue(target)));
+
+  function updateCue(wrap) {
+    const overflows = wrap.scrollWidth > wrap.clientWidth + 1;
+    const atEnd = wrap.scrollLeft + wrap.clientWidth >= wrap.scrollWidth - 1;
+    wrap.classList.toggle("is-scrollable", overflows);
+    wrap.classList.toggle("is-scrolled-to-end", atEnd);
+    wrap.parentNode.querySelector('[data-testid="scroll-cue"]').hidden = !overflows;
+  }
+
+  let captions = 0;
+
+  function scrollingTable(table, name) {
+    const outer = el("div", { class: "table-scroll" });
+    // The caption goes above the scrolling container, so that it wraps to the screen rather than to the table.
+    const caption = table.querySelector("caption");
+    if (caption) {
+      captions += 1;
+      const id = `table-caption-${captions}`;
+      outer.appendChild(el("p", { class: "table-caption", id }, caption.textContent));
+      table.setAttribute("aria-labelledby", id);
+      caption.remove();
+    }
+    const cue = outer.appendChild(el("p", { class: "scroll-cue", "data-testid": "scroll-cue", hidden: true },
+      "Scroll the table sideways to see every column →"));
+    const wrap = outer.appendChild(el("div", { class: "table-wrap", role: "region", tabindex: "0",
+      "aria-label": name }));
+    wrap.appendChild(table);
+    wrap.addEventListener("scroll", () => updateCue(wrap), { passive: true });
+    fits.observe(wrap);
+    cue.hidden = true;
+    return outer;
+  }
+
   function cell(row, key) {
     if (isHidden(row, key)) {
-      return el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED_SHORT);
+      return el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED);
     }
     return el("td", { class: "num" }, figure(row[key]));
   }
@@ -660,29 +729,39 @@
     const holder = $(`[data-table="${groupBy}"]`);
     if (!holder) return;
     const table = el("table", { "data-testid": `table-${groupBy}` });
-    table.appendChild(el("caption", {}, `Figures for ${periodText(state.data.period)}; [c] marks groups of fewer than 5 volunteers.`));
+    table.appendChild(el("caption", {}, `Figures for ${periodText(state.data.period)}; `
+      + `“${SUPPRESSED}” marks figures that describe fewer than 5 volunteers.`));
     const columns = TABLE_COLUMNS[groupBy] || TABLE_COLUMNS.breakdown;
     const head = table.appendChild(el("thead")).appendChild(el("tr"));
     head.appendChild(el("th", { scope: "col" }, groupBy === "month" ? "Month" : "Group"));
     columns.forEach(([, label]) => head.appendChild(el("th", { scope: "col", class: "num" }, label)));
     const body = table.appendChild(el("tbody"));
-    const rows = groupBy === "month" ? report.rows : sortedRows(groupBy, report.rows, "active_volunteers");
+    const shownRows = breakdownReport(groupBy, report, $("#measure").value).rows;
+    const rows = groupBy === "month" ? shownRows : sortedRows(groupBy, shownRows,
+      groupBy === "org" ? $("#measure").value : "active_volunteers");
     for (const row of [...rows, { ...report.totals, group: "total", label: "Total" }]) {
       const tr = body.appendChild(el("tr"));
       tr.appendChild(el("th", { scope: "row" }, row.group === "total" ? "Total" : labelOf(groupBy, row)));
       columns.forEach(([key]) => tr.appendChild(cell(row, key)));
     }
-    const wrap = el("div", { class: "table-wrap" });
-    wrap.appendChild(table);
-    holder.replaceChildren(wrap);
+    const section = $(`#${holder.closest("section").getAttribute("aria-labelledby")}`).textContent;
+    holder.replaceChildren(scrollingTable(table, `${section}: the figures`));
   }
 
   function renderColdSpots(report) {
     const holder = $('[data-testid="cold-spots"]');
-    $('[data-testid="cold-method"]').textContent = report.method ? `How the cold score is worked out: ${report.method.replace(/\s+/g, " ")}` : "";
+    $('[data-testid="cold-method"]').textContent = report.areas.length && report.method
+      ? `How the cold score is worked out: ${report.method.charAt(0).toLowerCase()}${report.method.slice(1)}` : "";
+    $('[data-testid="cold-sources"]').textContent = report.areas.length && report.sources.length
+      ? `Where the areas' need and population figures come from: ${report.sources.join("; ")}.` : "";
+    const synthetic = $('[data-testid="cold-synthetic"]');
+    synthetic.hidden = !(report.areas.length && report.synthetic);
+    synthetic.textContent = "These areas' need and population figures are made up for the demonstration, not "
+      + "official statistics: the ranking shows how cold spots are found, not where they are.";
     if (!report.areas.length) {
       holder.replaceChildren(el("p", { class: "empty-note", "data-testid": "empty" },
-        "No areas have been imported yet: load them with timecredits import-areas."));
+        "No areas have been loaded yet, so cold spots cannot be ranked. Your programme administrator can load "
+        + "each area's need decile and population."));
       return;
     }
     const table = el("table", { class: "cold-table", "data-testid": "table-cold-spots" });
@@ -702,13 +781,13 @@
       tr.appendChild(el("td", { class: "num" }, number.format(area.population)));
       if (area.suppressed) {
         tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE, "data-testid": "suppressed" }, SUPPRESSED));
-        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED_SHORT));
+        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED));
       } else {
         tr.appendChild(el("td", { class: "num" }, number.format(area.active_volunteers)));
         tr.appendChild(el("td", { class: "num" }, area.per_1000_residents));
       }
       if (area.cold_score === null) {
-        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED_SHORT));
+        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED));
         continue;
       }
       const score = tr.appendChild(el("td", { class: "num" }));
@@ -718,9 +797,7 @@
       meter.appendChild(svg("rect", { class: "fill", x: 0, y: 0, width: Math.max(0, Math.min(1, area.cold_score)) * 80, height: 10, rx: 2 }));
       wrap.appendChild(el("span", {}, area.cold_score.toFixed(2)));
     }
-    const wrap = el("div", { class: "table-wrap" });
-    wrap.appendChild(table);
-    holder.replaceChildren(wrap);
+    holder.replaceChildren(scrollingTable(table, "Cold spots table"));
   }
 
   // ---------------------------------------------------------------- CSV download
@@ -777,6 +854,7 @@
     $("#measure").addEventListener("change", () => {
       if (!state.data) return;
       for (const groupBy of ["area", "org", "age_band", "seb"]) renderBreakdown(groupBy, state.data[groupBy], $("#measure").value);
+      renderTable("org", state.data.org);
     });
     $$("[data-csv]").forEach((button) => button.addEventListener("click", () => downloadCsv(button)));
     let resizeTimer = null;

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,15 @@ from api.deps import ServicesDep, require
 from api.errors import ApiError, responses
 from api.models import credits
 from stats.model import FIGURES, Figures
-from stats.queries import cold_spots, months_before, parse_period, participation
+from stats.queries import (
+    COLD_SPOT_METHOD,
+    area_sources,
+    cold_spots,
+    months_before,
+    parse_period,
+    participation,
+    synthetic_source,
+)
 
 router = APIRouter(prefix="/v1/stats", tags=["statistics"])
 LeadOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.LEAD))]
@@ -46,6 +54,9 @@ class Cell(BaseModel):
 class Group(Cell):
     group: str
     label: str
+    kinds: list[str] = Field(default_factory=list, description=(
+        "grouped by organisation: its kinds, `community` (volunteers give hours there) and/or `partner` "
+        "(volunteers spend credits there)"))
 
 
 class ParticipationOut(BaseModel):
@@ -73,7 +84,9 @@ class ColdSpotOut(BaseModel):
 class ColdSpotsOut(BaseModel):
     start: date = Field(alias="from")
     end: date = Field(alias="to")
-    method: str
+    method: str = Field(description="how the cold score is worked out, in plain words")
+    sources: list[str] = Field(description="where the areas' need deciles and populations come from")
+    synthetic: bool = Field(description="some area figures are made up (the demo's sample), not official")
     areas: list[ColdSpotOut]
 
     model_config = {"populate_by_name": True}
@@ -113,6 +126,10 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
         except ValueError as exc:
             raise ApiError(422, "invalid_period", str(exc)) from exc
     today = datetime.now(ZoneInfo("Europe/London")).date()
+    if start is None and end is None:
+        # The last twelve whole months, as the dashboard's first choice (docs/design.md §5.3).
+        this_month = date(today.year, today.month, 1)
+        start, end = months_before(this_month, 12), this_month - timedelta(days=1)
     end = end or today
     start = start or months_before(date(end.year, end.month, 1), 11)
     if end < start:
@@ -122,8 +139,9 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
     return start, end
 
 
-FromQ = Annotated[date | None, Query(alias="from", description="first day (default: 12 months to `to`)")]
-ToQ = Annotated[date | None, Query(alias="to", description="last day (default: today)")]
+FromQ = Annotated[date | None, Query(alias="from", description=(
+    "first day (default: the 12 whole months before this one, or the 12 months to `to`)"))]
+ToQ = Annotated[date | None, Query(alias="to", description="last day (default: the end of last month, or today with `from`)")]
 PeriodQ = Annotated[str | None, Query(description="instead of from/to: 2026-Q3, 2026-07 or 2026",
                                       max_length=7, pattern=r"^[0-9]{4}(-Q[1-4]|-[0-9]{2})?$")]
 
@@ -137,7 +155,8 @@ def get_participation(services: ServicesDep, _: LeadOrAdmin, group_by: GroupBy =
     report = participation(services.engine, group_by, first, last)
     return ParticipationOut(
         group_by=group_by, start=first, end=last, totals=Cell(**cell_values(report.totals)),  # type: ignore[arg-type]
-        rows=[Group(group=row.group, label=row.label, **cell_values(row.figures)) for row in report.rows],  # type: ignore[arg-type]
+        rows=[Group(group=row.group, label=row.label, kinds=row.kinds, **cell_values(row.figures))  # type: ignore[arg-type]
+              for row in report.rows],
     )
 
 
@@ -166,7 +185,9 @@ def get_cold_spots(services: ServicesDep, _: LeadOrAdmin, start: FromQ = None, e
     """Areas ranked by need against participation per resident (areas come from `timecredits import-areas`)."""
     first, last = resolve_period(start, end, period)
     spots = cold_spots(services.engine, first, last)
-    return ColdSpotsOut(start=first, end=last, method=(cold_spots.__doc__ or "").split("\n\n")[1].strip(), areas=[
+    sources = area_sources(services.engine)
+    return ColdSpotsOut(start=first, end=last, method=COLD_SPOT_METHOD, sources=sources,
+                        synthetic=any(synthetic_source(source) for source in sources), areas=[
         ColdSpotOut(rank=s.rank, area=s.area, name=s.name, need_decile=s.need_decile, population=s.population,
                     suppressed=s.suppressed, active_volunteers=None if s.suppressed else s.active_volunteers,
                     per_1000_residents=None if s.suppressed else f"{s.per_1000_residents:.2f}",

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +35,8 @@ from tests.conftest import service_missing
 from tests.postgres import fresh_database
 from timecredits import demo
 
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}  # a common phone's CSS pixels
 ADMIN_TOKEN = "browser-test-admin-token-" + "0" * 16
 BATCH = 1000
 #: The demo's boroughs as the areas table holds them: need decile (1 = most deprived tenth of English local
@@ -217,3 +220,35 @@ def screenshot_dir(request: pytest.FixtureRequest) -> Path:
     path = request.config.rootpath / "test-output" / "browser"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture()
+def page(browser: Any, dashboard_stack: DashboardStack, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser tab that may talk to the API only: any other request is refused and fails the test.
+    A desktop window unless the test asks for another size (`@pytest.mark.parametrize("page", [PHONE],
+    indirect=True)`)."""
+    viewport = getattr(request, "param", DESKTOP)
+    context = browser.new_context(viewport=viewport, accept_downloads=True, locale="en-GB",
+                                  timezone_id="Europe/London", is_mobile=viewport["width"] < 600,
+                                  has_touch=viewport["width"] < 600)
+    outside: list[str] = []
+    errors: list[str] = []
+
+    def only_the_api(route: Any) -> None:
+        url = route.request.url
+        if url.startswith((dashboard_stack.url + "/", "data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    context.route("**/*", only_the_api)
+    tab = context.new_page()
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.set_default_timeout(20_000)
+    try:
+        yield tab
+    finally:
+        context.close()
+    assert not outside, f"the page tried to load from elsewhere: {outside}"
+    assert not errors, f"script errors on the page: {errors}"
