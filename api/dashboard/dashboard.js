@@ -64,7 +64,7 @@
   const $ = (selector, root = document) => root.querySelector(selector);
   const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
 
-  const state = { period: null, data: null, generation: 0, choices: [] };
+  const state = { period: null, data: null, generation: 0, choices: [], session: false };
 
   // ---------------------------------------------------------------- dates (ISO strings, UTC arithmetic)
 
@@ -231,11 +231,13 @@
 
   async function request(path, params) {
     const token = sessionStorage.getItem(TOKEN_KEY);
-    if (!token) throw new ApiFailure(401, "unauthenticated", "Please sign in.");
+    // Signed in to the web app, the session's cookie reads the statistics (docs/design.md §8.1): no token to paste.
+    if (!token && !state.session) throw new ApiFailure(401, "unauthenticated", "Please sign in.");
     const query = new URLSearchParams(params).toString();
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
     let response;
     try {
-      response = await fetch(`${path}?${query}`, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+      response = await fetch(`${path}?${query}`, { headers, cache: "no-store", credentials: "same-origin" });
     } catch (error) {
       throw new ApiFailure(0, "network", "The server could not be reached. Check the connection and try again.");
     }
@@ -286,8 +288,13 @@
     $('[data-testid="cold-spots"]').replaceChildren();
   }
 
-  function signOut(message) {
+  function signOut(message, leaving = false) {
     sessionStorage.removeItem(TOKEN_KEY);
+    if (state.session && leaving) {
+      window.location.assign("/app");  // a web-app session ends there, with its own sign-out
+      return;
+    }
+    state.session = false;  // a session whose person may not read the statistics: a lead's token may
     clearFigures();
     showSignIn(message);
   }
@@ -844,7 +851,7 @@
       choosePeriod(state.period || periodFromHash() || defaultPeriod());
       $("#main").focus();
     });
-    $('[data-action="sign-out"]').addEventListener("click", () => signOut({ info: "You have signed out. The token was removed from this browser tab." }));
+    $('[data-action="sign-out"]').addEventListener("click", () => signOut({ info: "You have signed out. The token was removed from this browser tab." }, true));
     $('[data-action="print"]').addEventListener("click", () => window.print());
     $("#period-choice").addEventListener("change", onChoice);
     $("#period-form").addEventListener("submit", onPeriodSubmit);
@@ -870,8 +877,26 @@
     if (sessionStorage.getItem(TOKEN_KEY)) {
       showDashboard();
       choosePeriod(state.period || defaultPeriod());
-    } else {
-      showSignIn();
+      return;
+    }
+    signedInToTheApp().then((signedIn) => {
+      state.session = signedIn;
+      if (signedIn) {
+        showDashboard();
+        choosePeriod(state.period || defaultPeriod());
+      } else {
+        showSignIn();
+      }
+    });
+  }
+
+  /** Whether a web-app session is live: the API answers a read with its cookie alone. */
+  async function signedInToTheApp() {
+    try {
+      const response = await fetch("/v1/tokens", { credentials: "same-origin", cache: "no-store" });
+      return response.ok;
+    } catch (error) {
+      return false;
     }
   }
 

@@ -380,3 +380,30 @@ def test_admin_pages_are_for_admins_only(web: WebStack, path: str) -> None:
             assert client.post(path, data={"csrf_token": csrf}).status_code in (403, 405)
     with httpx.Client(base_url=web.url, follow_redirects=False, timeout=30) as anonymous:
         assert anonymous.get(path).headers["location"] == "/app/sign-in"
+
+
+def test_a_lead_signed_in_to_the_app_opens_the_dashboard_without_a_token(web: WebStack, browser: Any,
+                                                                         screenshot_dir: Path) -> None:
+    lead = people.add_person(web.engine, "Lou Lead", PersonRole.LEAD, email="lou@council.example")
+    card = people.new_card(web.engine, lead.id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, web.url, card)
+        page.get_by_role("link", name="The programme dashboard").click()
+        page.wait_for_url(web.url + "/")
+        page.locator("#main").wait_for(state="visible")
+        assert page.locator("#signin").is_hidden()  # no token pasted
+        page.screenshot(path=str(screenshot_dir / "web-lead-dashboard.png"), full_page=True)
+    finally:
+        context.close()
+    volunteer_card = people.new_card(web.engine, web.other_volunteer.id)
+    context = _context(browser)
+    try:  # a volunteer's session may not read the statistics: the dashboard asks for a lead's token instead
+        page = context.new_page()
+        _sign_in_with_card(page, web.url, volunteer_card)
+        page.goto(web.url + "/")
+        page.locator("#signin").wait_for(state="visible")
+        assert page.locator("#main").is_hidden()
+    finally:
+        context.close()
