@@ -26,12 +26,8 @@ from api.models import (
     Text200,
     hundredths,
 )
-from api.publishing import publish
-from api.services import spending
-from ledger.domain import EntryKind
+from api.services import bookings, spending
 from ledger.events import (
-    BookingAttended,
-    BookingCancelled,
     CreditsGifted,
     HoursApproved,
     HoursLogged,
@@ -132,37 +128,16 @@ def book(body: Book, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> A
                                            spend_code=body.spend_code))
 
 
-def _booking(services: ServicesDep, event_id: UUID):  # type: ignore[no-untyped-def]
-    e = schema.entries
-    with services.engine.connect() as conn:
-        booking = conn.execute(select(e.c.volunteer_id, e.c.org_id).where(
-            e.c.event_id == event_id, e.c.kind == EntryKind.OPPORTUNITY_BOOKED.value)).first()
-    if booking is None:
-        raise ApiError(404, "unknown_booking", f"no booking {event_id} (if just made, wait until "
-                                               f"GET /v1/events/{event_id} says applied)")
-    return booking
-
-
 @router.post("/bookings/{event_id}/cancel", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 def cancel_booking(event_id: UUID, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
     """The volunteer or the partner cancels; the held credits return to the volunteer."""
-    booking = _booking(services, event_id)
-    if principal.role is Role.VOLUNTEER and principal.volunteer_id != booking.volunteer_id:
-        raise forbid("a volunteer cancels their own bookings only")
-    if principal.role is Role.ORG and principal.org_id != booking.org_id:
-        raise forbid("an organisation cancels bookings of its own opportunities only")
-    payload = BookingCancelled(booking_event_id=event_id, volunteer_id=booking.volunteer_id)
-    return Accepted(event_id=publish(services, principal, payload).event_id)
+    return Accepted(event_id=bookings.cancel(services, principal, event_id))
 
 
 @router.post("/bookings/{event_id}/attend", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 def attend_booking(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin) -> Accepted:
     """The partner confirms attendance; the held credits settle to the partner."""
-    booking = _booking(services, event_id)
-    if principal.role is Role.ORG and principal.org_id != booking.org_id:
-        raise forbid("an organisation confirms attendance at its own opportunities only")
-    payload = BookingAttended(booking_event_id=event_id, volunteer_id=booking.volunteer_id)
-    return Accepted(event_id=publish(services, principal, payload).event_id)
+    return Accepted(event_id=bookings.attend(services, principal, event_id))
 
 
 @router.post("/redemptions", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)

@@ -347,6 +347,34 @@ def test_partners_list_opportunities_that_anyone_signed_in_can_browse(api: Api, 
         expect(api.get("/v1/opportunities", world.lead, params=params), 422, "invalid_request")
 
 
+def test_a_partner_edits_the_title_capacity_and_start_of_its_own_opportunities(api: Api, world: World) -> None:
+    lido = world.org(World.LIDO)
+    created = api.post("/v1/opportunities", lido, {"title": "Lane swim", "category": "sport", "cost": "2",
+                                                   "capacity": 8, "area": AREA})
+    assert created.status_code == 201, created.text
+    listed = created.json()
+    path = f"/v1/opportunities/{listed['id']}"
+
+    edited = api.request("PATCH", path, lido, {"title": "Early lane swim", "starts_at": "2027-03-01T07:00:00Z"})
+    assert edited.status_code == 200, edited.text
+    assert edited.json() == {**listed, "title": "Early lane swim", "starts_at": "2027-03-01T07:00:00Z"}
+    unlimited = api.request("PATCH", path, api.admin, {"capacity": None})  # null: no limit; the rest stays
+    assert unlimited.status_code == 200 and unlimited.json()["capacity"] is None
+    assert unlimited.json()["title"] == "Early lane swim" and unlimited.json()["cost"] == "2.00"
+    every = api.get("/v1/opportunities", world.lead, params={"partner_id": World.LIDO})
+    assert next(o for o in every.json() if o["id"] == listed["id"]) == unlimited.json()
+
+    expect(api.request("PATCH", path, world.org(World.HUB), {"title": "Mine now"}), 403, "forbidden")
+    _, volunteer_token = world.volunteer("opp-edit-vic")
+    for token in (world.lead, volunteer_token):
+        expect(api.request("PATCH", path, token, {"title": "Mine now"}), 403, "forbidden")
+    expect(api.request("PATCH", "/v1/opportunities/opp-nowhere", lido, {"title": "x"}), 404, "unknown_opportunity")
+    for bad in ({"cost": "1"}, {"category": "course"}, {"partner_id": World.HUB}, {"capacity": 0}, {"title": None},
+                {"title": ""}, {"starts_at": "tomorrow"}):
+        expect(api.request("PATCH", path, lido, bad), 422, "invalid_request")
+    assert api.get("/v1/opportunities", world.lead, params={"partner_id": World.LIDO}).json() == every.json()
+
+
 # --- hours -------------------------------------------------------------------------------------------------------
 
 
