@@ -79,7 +79,8 @@ def partner(embedded_postgres: str, primary_template: str, kafka_bootstrap: str,
 
 
 def _shots(page: Any, directory: Path, name: str) -> None:
-    _web_shots(page, directory, f"partner-{name}")
+    _web_shots(page, directory, f"partner-{name}")  # ends at the phone's size
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "wider than the phone"
 
 
 def _client(stack: PartnerStack, person: Person) -> tuple[httpx.Client, str]:
@@ -141,8 +142,8 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
         with page.expect_navigation():  # the answer, not the page before it
             page.locator("#start_time").press("Enter")
         assert page.get_by_role("status").inner_text().strip() == "Listed: Lane swim."
-        row = page.locator("tbody tr", has_text="Lane swim").inner_text()
-        assert "Saturday 1 June 2030, 07:30" in row and "2 credits" in row and "8" in row, row
+        row = page.locator("ul.items > li", has_text="Lane swim").inner_text()
+        assert "Saturday 1 June 2030, 07:30" in row and "2 credits" in row and "Places\n8" in row, row
         _shots(page, screenshot_dir, "opportunity-listed")
 
         opportunity_id = _opportunity_id(partner, "Lane swim")
@@ -174,7 +175,7 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
         before = _available(partner, partner.volunteer_token, volunteer_id)
 
         _follow(page, "Open bookings", partner.url + "/app/bookings")
-        items = page.locator("ul.bookings > li")
+        items = page.locator("ul.items > li")
         assert items.count() == 2  # not the booking of another partner's opportunity
         assert "Pottery evening" not in page.content()
         first = items.filter(has_text=volunteer_id).inner_text()
@@ -187,7 +188,7 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
         cancelled = page.get_by_role("status").inner_text().strip()
         assert cancelled == f"Cancelled: volunteer {volunteer_id} has 2 credits back.", cancelled
         assert _available(partner, partner.volunteer_token, volunteer_id) == f"{float(before) + 2:.2f}"
-        assert page.locator("ul.bookings > li").count() == 1
+        assert page.locator("ul.items > li").count() == 1
         with page.expect_navigation():  # the answer, not the page before it
             page.get_by_role("button", name=re.compile(r"^Attended by v-")).press("Enter")
         assert re.fullmatch(r"Marked attended: volunteer \S+ paid 2 credits\.",
@@ -197,6 +198,11 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
         attended = partner.api.get(f"/v1/volunteers/{partner.other_volunteer_id}/balance",
                                    partner.other_volunteer_token).json()
         assert (attended["held"], attended["available"]) == ("0.00", "8.00")  # the 2 credits went to the Lido
+        client, csrf = _client(partner, partner.desk)
+        with client:  # a booking settled already is settled once
+            again = client.post(f"/app/bookings/{booked[0]}/attend", data={"csrf_token": csrf})
+            assert "Nothing was changed: that booking was attended or cancelled already." in again.text
+        assert _available(partner, partner.volunteer_token, volunteer_id) == f"{float(before) + 2:.2f}"
     finally:
         context.close()
 
