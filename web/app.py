@@ -30,7 +30,7 @@ from api.spend_codes import make_code, qr_svg
 from ledger.pg import schema
 from ledger.pg.processing import event_status
 from ledger.pg.repository import LedgerRepository
-from ledger.spend_codes import DEFAULT_VALID_MINUTES, shown
+from ledger.spend_codes import DEFAULT_VALID_MINUTES, read_code, shown
 from web import people
 from timecredits.mail import MailNotSent
 from timecredits.mailbox import list_messages, read_message
@@ -84,12 +84,13 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
-    from web import admin, coordinator, volunteer  # the doors of §8.3, built on this module's plumbing
+    from web import admin, coordinator, partner, volunteer  # the doors of §8.3, built on this module's plumbing
 
     app.include_router(router)
     app.include_router(admin.router)
     app.include_router(volunteer.router)
     app.include_router(coordinator.router)
+    app.include_router(partner.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 
@@ -321,7 +322,9 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
         return _page(request, "volunteer/home.html", title=f"Hello, {person.display_name}", session=session,
                      balance_words=words, held=held_sentences(_services(request), person.volunteer_id))
     actions = {
-        PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code")],
+        PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code"),
+                                (f"{PREFIX}/opportunities", "Your opportunities"),
+                                (f"{PREFIX}/bookings", "Open bookings")],
         PersonRole.LEAD: [("/", "The programme dashboard")],
         PersonRole.ADMIN: [(f"{PREFIX}/organisations", "Organisations"), (f"{PREFIX}/people", "People who sign in"),
                            (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/mailbox", "The development mailbox")],
@@ -407,21 +410,28 @@ _CODE_ERRORS = {"invalid_code", "code_expired", "code_used", "authorisation_requ
 
 @router.post("/take", response_class=HTMLResponse)
 def take_credits(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
-                 code: Annotated[str, Form()] = "", amount: Annotated[str, Form()] = "") -> HTMLResponse:
+                 code: Annotated[str, Form()] = "", amount: Annotated[str, Form()] = "",
+                 confirmed: Annotated[str, Form()] = "") -> HTMLResponse:
+    """Two steps: the amount and the code (typed, or typed by a hand-held scanner with its Enter), checked and
+    shown back as "Take 2 credits?"; then, with `confirmed`, the payment (docs/design.md §8.3)."""
     _check_csrf(session, csrf_token)
     person = _only(session, PersonRole.FRONT_DESK, who="a partner's front desk")
     errors: dict[str, str] = {}
-    if not code.strip():
-        errors["code"] = "Enter the volunteer's spend code"
     value = _credits_typed(amount)
     if value is None:
         errors["amount"] = "Enter the credits to take, like 2 or 1.50"
+    if not code.strip():
+        errors["code"] = "Enter the volunteer's spend code"
     if errors:
         return _page(request, "desk/take.html", 422, title="Take credits", session=session, errors=errors,
                      code=code, amount=amount)
     services = _services(request)
     assert person.org_id is not None and value is not None
     try:
+        if confirmed != "yes":
+            spending.check_redeem(services, person.principal(), person.org_id, value, code)
+            return _page(request, "desk/take_confirm.html", title=f"Take {credits(value)}?", session=session,
+                         code=code, amount=amount, code_shown=shown(read_code(code) or code), words=credits(value))
         event_id = spending.redeem(services, person.principal(), person.org_id, value, spend_code=code)
     except ApiError as refused:
         field = "code" if refused.code in _CODE_ERRORS else "amount"
@@ -437,7 +447,6 @@ def take_credits(request: Request, session: SignedIn, csrf_token: CsrfToken = ""
         outcome, refused_ = "Sent: it will show on the volunteer's statement in a moment.", False
     return _page(request, "desk/take.html", title="Take credits", session=session, outcome=outcome,
                  refused=refused_)
-
 
 
 # --- the admin: the development mailbox (docs/design.md §8.4) ---------------------------------------------------

@@ -19,9 +19,11 @@ _SENTENCES = {
     "date_too_old": "those hours are too long ago to log here: ask the programme's admin",
     "date_in_future": "those hours have not happened yet",
     "not_a_member": "that volunteer is not a member of this organisation",
-    "booking_closed": "that booking has been settled or cancelled already",
-    "unknown_booking": "there is no such booking",
+    "booking_closed": "that booking was attended or cancelled already",
+    "unknown_booking": "there is no such booking: it may have been settled already",
     "unknown_opportunity": "there is no such opportunity",
+    "opportunity_exists": "an opportunity with that id is listed already",
+    "forbidden": "that belongs to another organisation",
     "broker_unavailable": "the system is busy: nothing was done, please try again in a moment",
 }
 

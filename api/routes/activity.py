@@ -25,10 +25,9 @@ from api.models import (
     Text200,
     hundredths,
 )
-from api.publishing import publish
+
 from api.services import bookings, hours, spending
 from ledger.events import (
-    BookingAttended,
     CreditsGifted,
 )
 
@@ -121,11 +120,7 @@ def cancel_booking(event_id: UUID, services: ServicesDep, principal: VolunteerOr
 @router.post("/bookings/{event_id}/attend", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 def attend_booking(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin) -> Accepted:
     """The partner confirms attendance; the held credits settle to the partner."""
-    booking = bookings.booking(services, event_id)
-    if principal.role is Role.ORG and principal.org_id != booking.org_id:
-        raise forbid("an organisation confirms attendance at its own opportunities only")
-    payload = BookingAttended(booking_event_id=event_id, volunteer_id=booking.volunteer_id)
-    return Accepted(event_id=publish(services, principal, payload).event_id)
+    return Accepted(event_id=bookings.attend(services, principal, event_id))
 
 
 @router.post("/redemptions", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)

@@ -1,7 +1,6 @@
 """Organisations, volunteers and opportunities: written to PostgreSQL at once (201) and announced on tc.admin."""
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -11,9 +10,8 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert
 
 from api.auth import Principal, Role
-from api.deps import PrincipalDep, Services, ServicesDep, forbid, require
+from api.deps import PrincipalDep, Services, ServicesDep, require
 from api.errors import ApiError, responses
-from api.intake import refuse_what_the_worker_would
 from api.models import (
     AreaCode,
     CreditAmount,
@@ -25,9 +23,9 @@ from api.models import (
     hundredths,
 )
 from api.publishing import publish
-from api.services import volunteers
+from api.services import opportunities, volunteers
 from api.services.volunteers import NewVolunteer
-from ledger.events import OpportunityListed, OrganisationRegistered
+from ledger.events import OrganisationRegistered
 from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["registry"])
@@ -129,31 +127,28 @@ def _opportunity(row) -> Opportunity:  # type: ignore[no-untyped-def]
              responses=responses(400, 401, 403, 404, 409, 422, 503))
 def create_opportunity(body: NewOpportunity, services: ServicesDep,
                        principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> Opportunity:
-    partner_id = body.partner_id or principal.org_id
-    if principal.role is Role.ORG and partner_id != principal.org_id:
-        raise forbid("an organisation lists opportunities for itself only")
-    if partner_id is None:
-        raise ApiError(422, "invalid_request", "partner_id is required")
-    opportunity_id = body.id or f"opp-{secrets.token_hex(6)}"
-    cost = hundredths(body.cost)
-    if cost <= 0:
-        raise ApiError(422, "invalid_amount", "the cost must be more than zero")
-    values = dict(id=opportunity_id, partner_id=partner_id, title=body.title, category=body.category, cost=cost,
-                  capacity=body.capacity, area=body.area, starts_at=body.starts_at)
-    try:
-        event = OpportunityListed(opportunity_id=opportunity_id, partner_id=partner_id, title=body.title,
-                                  category=body.category, cost=cost, capacity=body.capacity, area=body.area,
-                                  starts_at=body.starts_at)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_request", str(exc)) from exc
-    with services.engine.begin() as conn:
-        refuse_what_the_worker_would(conn, principal, event, services.policy)
-        if _exists(conn, schema.opportunities, opportunity_id):
-            raise ApiError(409, "opportunity_exists", f"an opportunity {opportunity_id} already exists")
-        conn.execute(insert(schema.opportunities).values(**values))
-        publish(services, principal, event, conn)
-        row = conn.execute(select(schema.opportunities).where(schema.opportunities.c.id == opportunity_id)).one()
-    return _opportunity(row)
+    listing = opportunities.Listing(title=body.title, category=body.category, cost=hundredths(body.cost),
+                                    capacity=body.capacity, area=body.area, starts_at=body.starts_at)
+    return _opportunity(opportunities.create(services, principal, listing, partner_id=body.partner_id,
+                                             opportunity_id=body.id))
+
+
+class OpportunityChanges(Request):
+    title: Text200 | None = None
+    capacity: Annotated[int, Field(ge=1, le=100_000)] | None = Field(None, description="null: no limit")
+    starts_at: UtcDatetime | None = Field(None, description="null: no date")
+
+
+@router.patch("/opportunities/{opportunity_id}", response_model=Opportunity,
+              responses=responses(400, 401, 403, 404, 422, 503))
+def edit_opportunity(opportunity_id: Id, body: OpportunityChanges, services: ServicesDep,
+                     principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> Opportunity:
+    """Change the title, capacity or start of an opportunity: its partner, or an admin. Listed again as
+    `OpportunityListed` with the same id (docs/design.md §4.2); a field left out keeps its value."""
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("title", "") is None:
+        raise ApiError(422, "invalid_request", "an opportunity keeps a title")
+    return _opportunity(opportunities.edit(services, principal, opportunity_id, changes))
 
 
 @router.get("/opportunities", response_model=list[Opportunity], responses=responses(401, 422))

@@ -1,9 +1,11 @@
-"""Bookings after they are made, for the API and the web app alike (docs/design.md §8.2): who may cancel or
-confirm one, and which of a volunteer's bookings are still open."""
+"""Bookings after they are made, for the API and the web app alike (docs/design.md §5, §8.2): who may cancel
+or confirm one (attended, the held credits go to the partner; cancelled, back to the volunteer; each one event,
+decided by the worker), and which bookings are still open."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Row, exists, func, select
@@ -14,12 +16,12 @@ from api.errors import ApiError
 from api.publishing import publish
 from ledger.accounts import holds_account
 from ledger.domain import EntryKind
-from ledger.events import BookingCancelled
+from ledger.events import BookingAttended, BookingCancelled
 from ledger.pg import schema
 
 
-def booking(services: Services, event_id: UUID) -> Row:  # type: ignore[type-arg]
-    """The booking entry made by `event_id`: its volunteer and partner."""
+def booking(services: Services, event_id: UUID) -> Row[Any]:
+    """The applied booking `event_id` (its volunteer and partner), or 404."""
     e = schema.entries
     with services.engine.connect() as conn:
         found = conn.execute(select(e.c.volunteer_id, e.c.org_id).where(
@@ -31,7 +33,7 @@ def booking(services: Services, event_id: UUID) -> Row:  # type: ignore[type-arg
 
 
 def cancel(services: Services, principal: Principal, event_id: UUID) -> UUID:
-    """The volunteer or the partner cancels; the held credits return to the volunteer."""
+    """The volunteer or the partner cancels; the held credits return to the volunteer. The event's id."""
     found = booking(services, event_id)
     if principal.role is Role.VOLUNTEER and principal.volunteer_id != found.volunteer_id:
         raise forbid("a volunteer cancels their own bookings only")
@@ -81,3 +83,39 @@ def open_counts(services: Services, opportunity_ids: list[str]) -> dict[str, int
              .group_by(e.c.opportunity_id))
     with services.engine.connect() as conn:
         return {row[0]: row[1] for row in conn.execute(query)}
+
+
+def attend(services: Services, principal: Principal, event_id: UUID) -> UUID:
+    """The partner (or an admin) confirms attendance; the held credits settle to the partner. The event's id."""
+    found = booking(services, event_id)
+    if principal.role not in (Role.ORG, Role.ADMIN):
+        raise forbid("the partner confirms attendance")
+    if principal.role is Role.ORG and principal.org_id != found.org_id:
+        raise forbid("an organisation confirms attendance at its own opportunities only")
+    payload = BookingAttended(booking_event_id=event_id, volunteer_id=found.volunteer_id)
+    return publish(services, principal, payload).event_id
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerBooking:
+    event_id: UUID
+    volunteer_id: str
+    opportunity_id: str
+    title: str
+    starts_at: datetime | None
+    held: int  # hundredths
+
+
+def open_of_partner(services: Services, partner_id: str, limit: int = 500) -> list[PartnerBooking]:
+    """A partner's bookings neither attended, cancelled nor reversed (no entry settles them), soonest first."""
+    e, settled, op, p = schema.entries, schema.entries.alias("settled"), schema.opportunities, schema.postings
+    held = select(func.max(p.c.amount)).where(p.c.entry_id == e.c.id).scalar_subquery()
+    query = (select(e.c.event_id, e.c.volunteer_id, e.c.opportunity_id, op.c.title, op.c.starts_at,
+                    held.label("held"))
+             .join(op, op.c.id == e.c.opportunity_id)
+             .where(e.c.kind == EntryKind.OPPORTUNITY_BOOKED.value, e.c.org_id == partner_id,
+                    ~select(settled.c.id).where(settled.c.related_entry_id == e.c.id).exists())
+             .order_by(op.c.starts_at.nulls_last(), e.c.id).limit(limit))
+    with services.engine.connect() as conn:
+        return [PartnerBooking(r.event_id, r.volunteer_id, r.opportunity_id, r.title, r.starts_at, int(r.held or 0))
+                for r in conn.execute(query)]

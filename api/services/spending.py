@@ -35,6 +35,16 @@ def redeem(services: Services, principal: Principal, partner_id: str, amount: in
         spend_code_id=code_id))
 
 
+def check_redeem(services: Services, principal: Principal, partner_id: str, amount: int, spend_code: str) -> str:
+    """What `redeem` would check before publishing, without publishing: the volunteer whose code it is, or the
+    `ApiError` (a wrong code counts as a guess, as it would in `redeem`). For a front desk's "take 2 credits?"
+    step (docs/design.md §8.3); the worker still decides when the payment is made."""
+    with services.engine.connect() as conn:
+        partner(conn, partner_id)
+        payer, _ = spender(conn, services, principal, None, partner_id, amount, spend_code)
+    return payer
+
+
 def book(services: Services, principal: Principal, opportunity_id: str, *, volunteer_id: str | None = None,
          spend_code: str | None = None) -> UUID:
     """Hold an opportunity's cost: by the volunteer, or by its partner (or an admin) with their spend code."""

@@ -139,6 +139,8 @@ def test_a_volunteer_makes_a_spend_code_and_the_front_desk_takes_it(web: WebStac
         desk.locator("#amount").fill("2")
         desk.keyboard.press("Enter")
         desk.wait_for_url(web.url + "/app/take")
+        with desk.expect_navigation():  # after seeing the amount
+            desk.get_by_role("button", name="Take 2 credits").press("Enter")
         assert desk.get_by_role("status").inner_text().strip() == "Done: 2 credits taken."
         _shots(desk, screenshot_dir, "desk-taken")
 

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import text
 
 from infra.embedded import EmbeddedBroker
+from ledger.actors import org_actor
 from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
 from tests.e2e.api_stack import AMOUNT, Api, ApiProcess, error_code, ready_api
 from tests.e2e.conftest import PARTITIONS, Stack, free_port
@@ -345,6 +346,54 @@ def test_partners_list_opportunities_that_anyone_signed_in_can_browse(api: Api, 
     assert len(ids(limit=1)) == 1
     for params in ({"area": "London"}, {"category": "party"}, {"limit": 0}, {"partner_id": "a:b"}):
         expect(api.get("/v1/opportunities", world.lead, params=params), 422, "invalid_request")
+
+
+def _listing_written(stack: Stack, opportunity_id: str) -> tuple[Any, ...]:
+    """When the opportunity's row was last written, and how many of its partner's listing events were refused."""
+    with stack.engine.connect() as conn:
+        return tuple(conn.execute(text(
+            "SELECT o.updated_at, (SELECT count(*) FROM rejections r JOIN event_requests q USING (event_id) "
+            "WHERE q.type = 'OpportunityListed' AND q.actor = :a) FROM opportunities o WHERE o.id = :o"),
+            {"a": org_actor(World.LIDO), "o": opportunity_id}).one())
+
+
+def test_a_partner_edits_the_title_capacity_and_start_of_its_own_opportunities(
+        shared_stack: Stack, api: Api, world: World) -> None:
+    lido = world.org(World.LIDO)
+    created = api.post("/v1/opportunities", lido, {"title": "Lane swim", "category": "sport", "cost": "2",
+                                                   "capacity": 8, "area": AREA})
+    assert created.status_code == 201, created.text
+    listed = created.json()
+    path = f"/v1/opportunities/{listed['id']}"
+
+    edited = api.request("PATCH", path, lido, {"title": "Early lane swim", "starts_at": "2027-03-01T07:00:00Z"})
+    assert edited.status_code == 200, edited.text
+    assert edited.json() == {**listed, "title": "Early lane swim", "starts_at": "2027-03-01T07:00:00Z"}
+    unlimited = api.request("PATCH", path, api.admin, {"capacity": None})  # null: no limit; the rest stays
+    assert unlimited.status_code == 200 and unlimited.json()["capacity"] is None
+    written_by_api, _ = _listing_written(shared_stack, listed["id"])
+    # The worker writes each listing again from its OpportunityListed event (an upsert), in order: the last wins.
+    def upserted() -> bool:
+        with shared_stack.engine.connect() as conn:
+            row = conn.execute(text("SELECT updated_at, capacity FROM opportunities WHERE id = :o"),
+                               {"o": listed["id"]}).one()
+        return bool(row.updated_at > written_by_api and row.capacity is None)
+
+    wait_until(upserted, 60, "the worker's upsert of the last edit")
+    assert _listing_written(shared_stack, listed["id"])[1] == 0
+    assert unlimited.json()["title"] == "Early lane swim" and unlimited.json()["cost"] == "2.00"
+    every = api.get("/v1/opportunities", world.lead, params={"partner_id": World.LIDO})
+    assert next(o for o in every.json() if o["id"] == listed["id"]) == unlimited.json()
+
+    expect(api.request("PATCH", path, world.org(World.HUB), {"title": "Mine now"}), 403, "forbidden")
+    _, volunteer_token = world.volunteer("opp-edit-vic")
+    for token in (world.lead, volunteer_token):
+        expect(api.request("PATCH", path, token, {"title": "Mine now"}), 403, "forbidden")
+    expect(api.request("PATCH", "/v1/opportunities/opp-nowhere", lido, {"title": "x"}), 404, "unknown_opportunity")
+    for bad in ({"cost": "1"}, {"category": "course"}, {"partner_id": World.HUB}, {"capacity": 0}, {"title": None},
+                {"title": ""}, {"starts_at": "tomorrow"}):
+        expect(api.request("PATCH", path, lido, bad), 422, "invalid_request")
+    assert api.get("/v1/opportunities", world.lead, params={"partner_id": World.LIDO}).json() == every.json()
 
 
 # --- hours -------------------------------------------------------------------------------------------------------
