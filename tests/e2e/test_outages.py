@@ -63,7 +63,7 @@ def test_postgres_restarted_under_a_running_worker_loses_and_doubles_nothing(
         worker = stack.start_worker(metrics=True)
         _produce(stack, records[:200])
         wait_for_exit_or(lambda: decided_count(stack.engine, ids) >= 200, worker, 180, "the worker to be consuming")
-        producing = Background(_produce, stack, records[200:], 200.0)
+        producing = Background(_produce, stack, records[200:], 400.0)
         try:
             wait_for_exit_or(lambda: decided_count(stack.engine, ids) >= 600, worker, 180,
                              "the worker to be applying the events coming in")
@@ -72,7 +72,8 @@ def test_postgres_restarted_under_a_running_worker_loses_and_doubles_nothing(
             stack.engine.dispose()
             server.shut_down()
             assert producing.running, "PostgreSQL went away while events were still being produced"
-            time.sleep(6)  # long enough for several failed attempts
+            wait_for_exit_or(lambda: counter(worker.metrics_text(), DATABASE_RETRIES) >= retries_before + 3, worker,
+                             60, "several failed attempts while PostgreSQL is down")
             assert worker.alive, worker.log_tail()
             server.start_again()
         finally:
