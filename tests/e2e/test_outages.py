@@ -237,7 +237,7 @@ def test_a_worker_killed_again_and_again_under_load_ends_with_the_clean_ledger(
     records = _backlog(10_000, seed=22)
     ids = _event_ids(records)
     released = threading.Event()
-    producing = Background(_produce_holding_back, stack, records, 250.0, 2_000, released)
+    producing = Background(_produce_holding_back, stack, records, 400.0, 2_000, released)
     decided_at_kills: list[int] = []
     try:
         for n in range(KILLS):
