@@ -214,7 +214,8 @@ def test_a_frozen_broker_gives_503_to_writes_while_reads_go_on_and_loses_nothing
 
 # --- 3. a worker killed again and again under load ----------------------------------------------------------------
 
-#: Each kill costs a hand-over (the dead member's session timeout, then a rebalance: about 25 s on Tansu).
+#: Each kill costs a hand-over: the dead member's session timeout, then a rebalance (about 25 s on Tansu with the
+#: product's 10 s session timeout, a few seconds with the 3 s the e2e workers use: tests/e2e/conftest.py).
 KILLS = 3
 
 
