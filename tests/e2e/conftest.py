@@ -16,6 +16,10 @@ from tests.e2e.stack import WorkerProcess
 from tests.postgres import fresh_database
 
 PARTITIONS = 4
+#: The workers' consumer-group session timeout in these tests. A group join on Tansu waits about one session
+#: timeout, and a killed member holds its partitions for one: the product's 10 s default would be paid at every
+#: worker start and every kill. 3 s keeps three heartbeats (1 s apart) within a session.
+WORKER_SESSION_TIMEOUT_S = "3"
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Stack:
             "TIMECREDITS_TOPIC_PARTITIONS": str(PARTITIONS),
             "TIMECREDITS_DATA_DIR": str(self.tmp / "worker-data"),
             "TIMECREDITS_BATCH_SIZE": "500",
+            "TIMECREDITS_WORKER_SESSION_TIMEOUT": WORKER_SESSION_TIMEOUT_S,
         }
 
     def start_worker(self, metrics: bool = False, only: str | None = None) -> WorkerProcess:

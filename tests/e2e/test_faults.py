@@ -148,7 +148,7 @@ def test_two_workers_share_partitions_and_one_stopping_mid_stream_loses_nothing(
     records = _backlog(20_000, seed=12)
     ids = _event_ids(records)
     first, second = stack.start_worker(metrics=True), stack.start_worker(metrics=True)
-    producing = threading.Thread(target=_produce, args=(stack, records, 700.0))
+    producing = threading.Thread(target=_produce, args=(stack, records, 1000.0))
     producing.start()
     try:
         applied = "timecredits_events_applied_total"

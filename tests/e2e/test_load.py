@@ -285,7 +285,7 @@ def _wait_decided(stack: Stack, event_ids: list[str], timeout: float) -> None:
     ids = [uuid.UUID(e) for e in event_ids]
     try:
         wait_until(lambda: decided_count(stack.engine, ids) == len(ids), timeout,
-                   f"the worker to decide {len(ids)} accepted events", interval=1.0)
+                   f"the worker to decide {len(ids)} accepted events")
     except AssertionError as exc:
         logs = "\n".join(f"--- {w.log_path.name} (alive: {w.alive})\n{w.log_tail()}" for w in stack.workers)
         raise AssertionError(f"{exc}; {decided_count(stack.engine, ids)} decided\n{logs}") from None

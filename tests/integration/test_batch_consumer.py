@@ -18,6 +18,8 @@ from tests.broker_helpers import new_topic
 pytestmark = [pytest.mark.integration, pytest.mark.broker]
 
 PARTITIONS = 4
+#: A group join on Tansu waits about one session timeout: 3 s rather than the 10 s default at every join.
+SESSION_TIMEOUT_S = 3.0
 
 
 def _topic_with(bootstrap: str, count: int) -> str:
@@ -62,7 +64,8 @@ def test_every_record_once_in_partition_order_follow_ups_overlapping_the_next_ba
         return follow_up()
 
     async def run() -> None:
-        consumer = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=100), handle)
+        consumer = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=100,
+                                                                   session_timeout_s=SESSION_TIMEOUT_S), handle)
         await consumer.start()
         try:
             await asyncio.wait_for(all_seen.wait(), 60)
@@ -100,7 +103,8 @@ def test_a_failed_follow_up_commits_nothing_of_its_batch_and_stops_the_loop(kafk
         return follow_up()
 
     async def run() -> None:
-        consumer = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=50), handle,
+        consumer = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=50,
+                                                                   session_timeout_s=SESSION_TIMEOUT_S), handle,
                                  on_crash=crashed.append)
         await consumer.start()
         try:
@@ -145,7 +149,8 @@ def test_a_stopped_partition_is_paused_from_its_offset_and_the_others_go_on(kafk
 
     async def run() -> None:
         nonlocal consumer
-        consumer = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=30), handle)
+        consumer = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=30,
+                                                                   session_timeout_s=SESSION_TIMEOUT_S), handle)
         await consumer.start()
         try:
             for _ in range(600):
@@ -172,7 +177,8 @@ def test_a_stopped_partition_is_paused_from_its_offset_and_the_others_go_on(kafk
         again.extend(records)
 
     async def resume() -> None:
-        member = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=30), handle_again)
+        member = BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=30,
+                                                                 session_timeout_s=SESSION_TIMEOUT_S), handle_again)
         await member.start()
         try:
             for _ in range(600):
