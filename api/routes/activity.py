@@ -25,7 +25,6 @@ from api.models import (
     Text200,
     hundredths,
 )
-
 from api.services import bookings, hours, spending
 from ledger.events import (
     CreditsGifted,
