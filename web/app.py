@@ -323,8 +323,8 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
                      balance_words=words, held=held_sentences(_services(request), person.volunteer_id))
     actions = {
         PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code"),
-                                (f"{PREFIX}/opportunities", "Your opportunities"),
-                                (f"{PREFIX}/bookings", "Open bookings")],
+                                (f"{PREFIX}/listings", "Your opportunities"),
+                                (f"{PREFIX}/open-bookings", "Open bookings")],
         PersonRole.LEAD: [("/", "The programme dashboard")],
         PersonRole.ADMIN: [(f"{PREFIX}/organisations", "Organisations"), (f"{PREFIX}/people", "People who sign in"),
                            (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/mailbox", "The development mailbox")],

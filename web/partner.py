@@ -53,12 +53,12 @@ def when(starts_at: datetime | None) -> str:
 
 def _not_yours(request: Request, session: Session) -> HTMLResponse:
     return _message(request, "You cannot change this", ["It belongs to another organisation."], status_code=403,
-                    session=session, link=(f"{PREFIX}/opportunities", "Back to your opportunities"))
+                    session=session, link=(f"{PREFIX}/listings", "Back to your opportunities"))
 
 
 def _no_such(request: Request, session: Session) -> HTMLResponse:
     return _message(request, "No such opportunity", ["It may have been removed."], status_code=404,
-                    session=session, link=(f"{PREFIX}/opportunities", "Back to your opportunities"))
+                    session=session, link=(f"{PREFIX}/listings", "Back to your opportunities"))
 
 
 # --- opportunities -----------------------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def _listed(request: Request, session: Session, outcome: str | None = None) -> H
                  listed=listed, outcome=outcome)
 
 
-@router.get("/opportunities", response_class=HTMLResponse)
+@router.get("/listings", response_class=HTMLResponse)
 def opportunities_page(request: Request, session: SignedIn) -> HTMLResponse:
     return _listed(request, session)
 
@@ -133,15 +133,15 @@ def _form_values(form: dict[str, str], starts_at: datetime | None) -> dict[str, 
     return form
 
 
-@router.get("/opportunities/new", response_class=HTMLResponse)
+@router.get("/listings/new", response_class=HTMLResponse)
 def new_opportunity_page(request: Request, session: SignedIn) -> HTMLResponse:
     _, org_id = _desk(session)
     return _page(request, "partner/opportunity_form.html", title="List an opportunity", session=session,
                  categories=opportunities.CATEGORIES, form={"area": _partner_area(request, org_id)},
-                 action=f"{PREFIX}/opportunities/new", new=True)
+                 action=f"{PREFIX}/listings/new", new=True)
 
 
-@router.post("/opportunities/new", response_class=HTMLResponse)
+@router.post("/listings/new", response_class=HTMLResponse)
 def create_opportunity(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
                        title: Annotated[str, Form()] = "", category: Annotated[str, Form()] = "",
                        cost: Annotated[str, Form()] = "", capacity: Annotated[str, Form()] = "",
@@ -166,7 +166,7 @@ def create_opportunity(request: Request, session: SignedIn, csrf_token: CsrfToke
     def again(status: int, errors_: dict[str, str]) -> HTMLResponse:
         return _page(request, "partner/opportunity_form.html", status, title="List an opportunity", session=session,
                      categories=opportunities.CATEGORIES, form=form, errors=errors_,
-                     action=f"{PREFIX}/opportunities/new", new=True)
+                     action=f"{PREFIX}/listings/new", new=True)
 
     if errors:
         return again(422, errors)
@@ -180,7 +180,7 @@ def create_opportunity(request: Request, session: SignedIn, csrf_token: CsrfToke
     return _listed(request, session, f"Listed: {clean_title}.")
 
 
-@router.get("/opportunities/{opportunity_id}/edit", response_class=HTMLResponse)
+@router.get("/listings/{opportunity_id}/edit", response_class=HTMLResponse)
 def edit_opportunity_page(request: Request, opportunity_id: str, session: SignedIn) -> HTMLResponse:
     _, org_id = _desk(session)
     row = opportunities.one(_services(request), opportunity_id)
@@ -191,7 +191,7 @@ def edit_opportunity_page(request: Request, opportunity_id: str, session: Signed
     form = _form_values({"title": row.title, "capacity": "" if row.capacity is None else str(row.capacity)},
                         row.starts_at)
     return _page(request, "partner/opportunity_form.html", title="Change an opportunity", session=session, form=form,
-                 action=f"{PREFIX}/opportunities/{opportunity_id}/edit", new=False, fixed=_fixed(row))
+                 action=f"{PREFIX}/listings/{opportunity_id}/edit", new=False, fixed=_fixed(row))
 
 
 def _fixed(row: Any) -> list[tuple[str, str]]:
@@ -200,7 +200,7 @@ def _fixed(row: Any) -> list[tuple[str, str]]:
             ("Area", row.area)]
 
 
-@router.post("/opportunities/{opportunity_id}/edit", response_class=HTMLResponse)
+@router.post("/listings/{opportunity_id}/edit", response_class=HTMLResponse)
 def edit_opportunity(request: Request, opportunity_id: str, session: SignedIn, csrf_token: CsrfToken = "",
                      title: Annotated[str, Form()] = "", capacity: Annotated[str, Form()] = "",
                      start_date: Annotated[str, Form()] = "", start_time: Annotated[str, Form()] = "") -> Any:
@@ -220,7 +220,7 @@ def edit_opportunity(request: Request, opportunity_id: str, session: SignedIn, c
     def again(status: int, errors_: dict[str, str]) -> HTMLResponse:
         return _page(request, "partner/opportunity_form.html", status, title="Change an opportunity",
                      session=session, form=form, errors=errors_, fixed=_fixed(row),
-                     action=f"{PREFIX}/opportunities/{opportunity_id}/edit", new=False)
+                     action=f"{PREFIX}/listings/{opportunity_id}/edit", new=False)
 
     if errors:
         return again(422, errors)
@@ -246,7 +246,7 @@ def _bookings_page(request: Request, session: Session, outcome: str | None = Non
                  listed=listed, outcome=outcome, refused=refused)
 
 
-@router.get("/bookings", response_class=HTMLResponse)
+@router.get("/open-bookings", response_class=HTMLResponse)
 def bookings_page(request: Request, session: SignedIn) -> HTMLResponse:
     return _bookings_page(request, session)
 
@@ -263,7 +263,7 @@ def _settle(request: Request, session: Session, event_id: UUID, attended: bool) 
     except ApiError as refused:
         if refused.status == 403:
             return _message(request, "You cannot change this booking", ["It belongs to another organisation."],
-                            status_code=403, session=session, link=(f"{PREFIX}/bookings", "Back to your bookings"))
+                            status_code=403, session=session, link=(f"{PREFIX}/open-bookings", "Back to your bookings"))
         return _bookings_page(request, session, f"Nothing was changed: {refusal(refused.code)}.", True, 422)
     status, reason = _wait_outcome(services, settled)
     amount = credits(held) if held is not None else "the held credits"
@@ -278,13 +278,13 @@ def _settle(request: Request, session: Session, event_id: UUID, attended: bool) 
     return _bookings_page(request, session, outcome)
 
 
-@router.post("/bookings/{event_id}/attend", response_class=HTMLResponse)
+@router.post("/open-bookings/{event_id}/attend", response_class=HTMLResponse)
 def attend(request: Request, event_id: UUID, session: SignedIn, csrf_token: CsrfToken = "") -> HTMLResponse:
     _check_csrf(session, csrf_token)
     return _settle(request, session, event_id, attended=True)
 
 
-@router.post("/bookings/{event_id}/cancel", response_class=HTMLResponse)
+@router.post("/open-bookings/{event_id}/cancel", response_class=HTMLResponse)
 def cancel(request: Request, event_id: UUID, session: SignedIn, csrf_token: CsrfToken = "") -> HTMLResponse:
     _check_csrf(session, csrf_token)
     return _settle(request, session, event_id, attended=False)

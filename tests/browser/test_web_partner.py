@@ -113,12 +113,12 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
     try:
         page = context.new_page()
         _sign_in_with_card(page, partner.url, people.new_card(partner.engine, partner.desk.id))
-        _follow(page, "Your opportunities", partner.url + "/app/opportunities")
+        _follow(page, "Your opportunities", partner.url + "/app/listings")
         assert "Pottery evening" not in page.content()  # another partner's
         assert "You have not listed any opportunities yet." in page.locator("main").inner_text()
         _shots(page, screenshot_dir, "opportunities-empty")
 
-        _follow(page, "List an opportunity", partner.url + "/app/opportunities/new")
+        _follow(page, "List an opportunity", partner.url + "/app/listings/new")
         assert page.locator("#area").input_value() == AREA  # the partner's own, filled in
         page.locator("#area").fill("")
         page.locator("#start_date").fill("2020-01-01")
@@ -152,7 +152,7 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
             ("Lane swim", "2.00", 8, "2030-06-01T06:30:00Z")]  # 07:30 in London is 06:30 UTC in June
 
         page.get_by_role("link", name="Change Lane swim").press("Enter")
-        page.wait_for_url(partner.url + f"/app/opportunities/{opportunity_id}/edit")
+        page.wait_for_url(partner.url + f"/app/listings/{opportunity_id}/edit")
         assert page.locator("#title").input_value() == "Lane swim"
         assert page.locator("#start_time").input_value() == "07:30"
         _shots(page, screenshot_dir, "opportunity-edit")
@@ -174,7 +174,7 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
         assert volunteer_id is not None
         before = _available(partner, partner.volunteer_token, volunteer_id)
 
-        _follow(page, "Open bookings", partner.url + "/app/bookings")
+        _follow(page, "Open bookings", partner.url + "/app/open-bookings")
         items = page.locator("ul.items > li")
         assert items.count() == 2  # not the booking of another partner's opportunity
         assert "Pottery evening" not in page.content()
@@ -200,7 +200,7 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
         assert (attended["held"], attended["available"]) == ("0.00", "8.00")  # the 2 credits went to the Lido
         client, csrf = _client(partner, partner.desk)
         with client:  # a booking settled already is settled once
-            again = client.post(f"/app/bookings/{booked[0]}/attend", data={"csrf_token": csrf})
+            again = client.post(f"/app/open-bookings/{booked[0]}/attend", data={"csrf_token": csrf})
             assert "Nothing was changed: that booking was attended or cancelled already." in again.text
         assert _available(partner, partner.volunteer_token, volunteer_id) == f"{float(before) + 2:.2f}"
     finally:
@@ -268,22 +268,22 @@ def test_the_take_steps_work_without_a_browser_and_a_wrong_code_never_reaches_th
 
 
 def test_volunteers_and_coordinators_cannot_use_the_front_desks_pages(partner: PartnerStack) -> None:
-    pages = ["/app/opportunities", "/app/opportunities/new", f"/app/opportunities/{partner.arts_opportunity}/edit",
-             "/app/bookings"]
+    pages = ["/app/listings", "/app/listings/new", f"/app/listings/{partner.arts_opportunity}/edit",
+             "/app/open-bookings"]
     for person in (partner.volunteer, partner.coordinator):
         client, csrf = _client(partner, person)
         with client:
             for path in pages:
                 refused = client.get(path)
                 assert refused.status_code == 403 and "front desk" in refused.text, path
-            for path in (f"/app/bookings/{partner.arts_booking}/attend", f"/app/bookings/{partner.arts_booking}/cancel",
-                         "/app/opportunities/new"):
+            for path in (f"/app/open-bookings/{partner.arts_booking}/attend", f"/app/open-bookings/{partner.arts_booking}/cancel",
+                         "/app/listings/new"):
                 assert client.post(path, data={"csrf_token": csrf, "title": "x"}).status_code == 403, path
     desk, _ = _client(partner, partner.other_desk)
     with desk:
         for path in pages:
             assert desk.get(path).status_code == 200, path
-        assert "Pottery evening" in desk.get("/app/bookings").text
+        assert "Pottery evening" in desk.get("/app/open-bookings").text
     assert _open(partner, partner.arts_booking)
 
 
@@ -297,17 +297,17 @@ def _open(stack: PartnerStack, booking: str) -> bool:
 def test_a_desk_cannot_see_or_change_another_partners_opportunities_or_bookings(partner: PartnerStack) -> None:
     client, csrf = _client(partner, partner.desk)  # at the Lido; the pottery is the Arts'
     with client:
-        assert "Pottery evening" not in client.get("/app/opportunities").text
-        assert "Pottery evening" not in client.get("/app/bookings").text
-        path = f"/app/opportunities/{partner.arts_opportunity}/edit"
+        assert "Pottery evening" not in client.get("/app/listings").text
+        assert "Pottery evening" not in client.get("/app/open-bookings").text
+        path = f"/app/listings/{partner.arts_opportunity}/edit"
         assert client.get(path).status_code == 403
         changed = client.post(path, data={"csrf_token": csrf, "title": "Lido pottery", "capacity": "",
                                           "start_date": "", "start_time": ""})
         assert changed.status_code == 403
         for action in ("attend", "cancel"):
-            assert client.post(f"/app/bookings/{partner.arts_booking}/{action}",
+            assert client.post(f"/app/open-bookings/{partner.arts_booking}/{action}",
                                data={"csrf_token": csrf}).status_code == 403
-        assert client.get("/app/opportunities/opp-nowhere/edit").status_code == 404
+        assert client.get("/app/listings/opp-nowhere/edit").status_code == 404
     listed = partner.api.get("/v1/opportunities", partner.volunteer_token, params={"partner_id": ARTS}).json()
     assert [o["title"] for o in listed] == ["Pottery evening"]
     assert _open(partner, partner.arts_booking)
@@ -319,14 +319,14 @@ def test_the_front_desks_forms_without_their_csrf_token_change_nothing(partner: 
             "start_date": "", "start_time": ""}
     with client:
         for token in ("", "not-the-token"):
-            refused = client.post("/app/opportunities/new", data={**form, "csrf_token": token})
+            refused = client.post("/app/listings/new", data={**form, "csrf_token": token})
             assert refused.status_code == 403 and "This form has expired" in refused.text
             for action in ("attend", "cancel"):
-                assert client.post(f"/app/bookings/{partner.arts_booking}/{action}",
+                assert client.post(f"/app/open-bookings/{partner.arts_booking}/{action}",
                                    data={"csrf_token": token}).status_code == 403
         with partner.engine.connect() as conn:
             made = conn.execute(text("SELECT count(*) FROM opportunities WHERE title = 'No token swim'")).scalar_one()
         assert made == 0
         assert _open(partner, partner.arts_booking)
-        made = client.post("/app/opportunities/new", data={**form, "csrf_token": csrf})
+        made = client.post("/app/listings/new", data={**form, "csrf_token": csrf})
         assert made.status_code == 200 and "Listed: No token swim." in made.text
