@@ -84,13 +84,14 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
-    from web import admin, coordinator, partner, volunteer  # the doors of §8.3, built on this module's plumbing
+    from web import admin, coordinator, lead, partner, volunteer  # the doors of §8.3, on this module's plumbing
 
     app.include_router(router)
     app.include_router(admin.router)
     app.include_router(volunteer.router)
     app.include_router(coordinator.router)
     app.include_router(partner.router)
+    app.include_router(lead.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 
@@ -325,7 +326,7 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
         PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code"),
                                 (f"{PREFIX}/listings", "Your opportunities"),
                                 (f"{PREFIX}/open-bookings", "Open bookings")],
-        PersonRole.LEAD: [("/", "The programme dashboard")],
+        PersonRole.LEAD: [("/", "The programme dashboard"), (f"{PREFIX}/report", "The committee report")],
         PersonRole.ADMIN: [(f"{PREFIX}/organisations", "Organisations"), (f"{PREFIX}/people", "People who sign in"),
                            (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/mailbox", "The development mailbox")],
         PersonRole.COORDINATOR: [(f"{PREFIX}/members", "Members: register, print a card, log hours"),

@@ -409,3 +409,31 @@ def test_a_lead_signed_in_to_the_app_opens_the_dashboard_without_a_token(web: We
         assert page.locator("#main").is_hidden()
     finally:
         context.close()
+
+
+def test_a_lead_reads_the_committee_report_a_click_away(web: WebStack, browser: Any, screenshot_dir: Path) -> None:
+    lead = people.add_person(web.engine, "Rae Lead", PersonRole.LEAD, email="rae@council.example")
+    card = people.new_card(web.engine, lead.id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, web.url, card)
+        page.get_by_role("link", name="The committee report").click()
+        page.wait_for_url(web.url + "/app/report")
+        _shots(page, screenshot_dir, "lead-report-choice")
+        page.locator("#period").focus()
+        page.keyboard.press("Tab")  # to the button
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r".*/app/report\?period=.*"))
+        assert "Time Credits programme" in page.content()
+    finally:
+        context.close()
+    client, _ = _signed_in_client(web, lead)
+    with client:
+        report = client.get("/app/report", params={"period": "2026-Q3"})
+        assert report.status_code == 200 and report.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "<script" not in report.text
+        assert client.get("/app/report", params={"period": "someday"}).status_code == 422
+    volunteer, _ = _signed_in_client(web, web.other_volunteer)
+    with volunteer:
+        assert volunteer.get("/app/report", params={"period": "2026-Q3"}).status_code == 403
