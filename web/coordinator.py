@@ -245,7 +245,8 @@ def make_card(request: Request, volunteer_id: str, session: SignedIn, csrf_token
     url = f"{str(request.base_url).rstrip('/')}{PREFIX}/sign-in?card={code}"
     return _page(request, "coordinator/card.html", title=f"Sign-in card for {name}", session=session, name=name,
                  code_shown=f"{code[:4]} {code[4:8]} {code[8:]}", code_spoken=" ".join(code), org_name=org_name,
-                 sign_in_url=f"{str(request.base_url).rstrip('/')}{PREFIX}/sign-in", qr_svg=card_qr_svg(url))
+                 sign_in_url=f"{str(request.base_url).rstrip('/')}{PREFIX}/sign-in", qr_svg=card_qr_svg(url),
+                 card_number=volunteer_id)
 
 
 # --- logging hours --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
@@ -21,8 +21,8 @@ from api.services import accounts, bookings, spending
 from ledger.accounts import volunteer_account
 from ledger.domain import EntryKind
 from ledger.pg import schema
-from web.app import (LONDON, PREFIX, CsrfToken, SignedIn, _check_csrf, _message, _only, _page, _services,
-                     _wait_outcome)
+from web.app import (LONDON, PREFIX, CsrfToken, SignedIn, _check_csrf, _credits_typed, _message, _only, _page,
+                     _services, _wait_outcome)
 from web.people import Person, PersonRole, Session
 from web.words import credits, refusal
 
@@ -273,3 +273,53 @@ def hours_page(request: Request, session: SignedIn) -> HTMLResponse:
         shown.append({"day": f"{row.worked_on.day} {row.worked_on:%B %Y}", "what": f"{duration(row.minutes)} of "
                       f"{row.activity} at {row.name}", "status": status, "refused": refused})
     return _page(request, "volunteer/hours.html", title="Your hours", session=session, hours=shown)
+
+
+# --- gifts by card number ---------------------------------------------------------------------------------------
+
+
+def card_number(typed: str) -> str | None:
+    """The volunteer id printed on a sign-in card as its number ("v-2957f17abc4b", spaces and case ignored)."""
+    text = "".join(typed.split()).lower()
+    if not text.startswith("v-"):
+        text = "v-" + text
+    return text if len(text) == 14 and all(ch in "0123456789abcdef" for ch in text[2:]) else None
+
+
+@router.get("/gift", response_class=HTMLResponse)
+def gift_page(request: Request, session: SignedIn) -> HTMLResponse:
+    _only(session, PersonRole.VOLUNTEER, who=WHO)
+    return _page(request, "volunteer/gift.html", title="Give credits", session=session)
+
+
+@router.post("/gift", response_class=HTMLResponse)
+def give(request: Request, session: SignedIn, csrf_token: CsrfToken = "", card: Annotated[str, Form()] = "",
+         amount: Annotated[str, Form()] = "") -> HTMLResponse:
+    """A gift is the volunteer's own act, through the rule `POST /v1/gifts` applies (docs/design.md §5.6)."""
+    _check_csrf(session, csrf_token)
+    person = _only(session, PersonRole.VOLUNTEER, who=WHO)
+    errors: dict[str, str] = {}
+    to = card_number(card)
+    if to is None:
+        errors["card"] = "Enter the card number, like v-2957f17abc4b"
+    value = _credits_typed(amount)
+    if value is None:
+        errors["amount"] = "Enter an amount of credits, like 2 or 1.50"
+    if not errors:
+        assert to is not None and value is not None
+        try:
+            event_id = spending.gift(_services(request), person.principal(), to, value)
+        except ApiError as refused:
+            field = "amount" if refused.code == "invalid_amount" else "card"
+            words = {"self_gift": "That is your own card number", "unknown_volunteer":
+                     "There is no volunteer with that card number"}.get(refused.code, refusal(refused.code))
+            errors[field] = words[0].upper() + words[1:]
+    if errors:
+        return _page(request, "volunteer/gift.html", 422, title="Give credits", session=session, errors=errors,
+                     card=card, amount=amount)
+    status, reason = _wait_outcome(_services(request), event_id)
+    assert value is not None
+    outcome = {"applied": f"Given: {credits(value)}.",
+               "rejected": f"Not given: {refusal(reason or '')}."}.get(status, "Sent: it will show in a moment.")
+    return _page(request, "volunteer/gift.html", title="Give credits", session=session, outcome=outcome,
+                 refused=status == "rejected")

@@ -26,9 +26,6 @@ from api.models import (
     hundredths,
 )
 from api.services import bookings, hours, spending
-from ledger.events import (
-    CreditsGifted,
-)
 
 router = APIRouter(prefix="/v1", tags=["activity"])
 WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
@@ -141,9 +138,6 @@ def redeem(body: Redeem, services: ServicesDep, principal: VolunteerOrgOrAdmin) 
 def gift(body: Gift, services: ServicesDep,
          principal: Annotated[Principal, Depends(require(Role.VOLUNTEER))]) -> Accepted:
     """A volunteer gives credits to another; sent from the volunteer whose token makes the request."""
-    assert principal.volunteer_id is not None
     if body.to_volunteer_id == principal.volunteer_id:
         raise ApiError(422, "self_gift", "a volunteer cannot gift credits to themselves")
-    amount = _positive(body.amount)
-    return Accepted(event_id=spending.publish_checked(services, principal, CreditsGifted(
-        from_volunteer_id=principal.volunteer_id, to_volunteer_id=body.to_volunteer_id, amount=amount)))
+    return Accepted(event_id=spending.gift(services, principal, body.to_volunteer_id, _positive(body.amount)))

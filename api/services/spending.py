@@ -12,7 +12,7 @@ from api.errors import ApiError
 from api.intake import refuse_what_the_worker_would
 from api.publishing import publish
 from api.spend_codes import redeemable_code
-from ledger.events import CreditsRedeemed, EventPayload, OpportunityBooked
+from ledger.events import CreditsGifted, CreditsRedeemed, EventPayload, OpportunityBooked
 from ledger.pg import schema
 from ledger.pg.registry import StoredRegistry
 
@@ -89,3 +89,15 @@ def spender(conn: Connection, services: Services, principal: Principal, voluntee
     if volunteer_id not in (None, code.volunteer_id):
         raise ApiError(422, "invalid_code", "that spend code belongs to another volunteer")
     return code.volunteer_id, code.id
+
+
+def gift(services: Services, principal: Principal, to_volunteer_id: str, amount: int) -> UUID:
+    """A volunteer gives `amount` hundredths to another, from their own credits only (docs/design.md §5.6)."""
+    if principal.role is not Role.VOLUNTEER or principal.volunteer_id is None:
+        raise forbid("only a volunteer gives credits, their own")
+    if to_volunteer_id == principal.volunteer_id:
+        raise ApiError(422, "self_gift", "a volunteer cannot gift credits to themselves")
+    if amount <= 0:
+        raise ApiError(422, "invalid_amount", "the amount must be more than zero")
+    return publish_checked(services, principal, CreditsGifted(
+        from_volunteer_id=principal.volunteer_id, to_volunteer_id=to_volunteer_id, amount=amount))

@@ -437,3 +437,35 @@ def test_a_lead_reads_the_committee_report_a_click_away(web: WebStack, browser: 
     volunteer, _ = _signed_in_client(web, web.other_volunteer)
     with volunteer:
         assert volunteer.get("/app/report", params={"period": "2026-Q3"}).status_code == 403
+
+
+def test_a_volunteer_gives_credits_by_card_number(web: WebStack, browser: Any, screenshot_dir: Path) -> None:
+    card = people.new_card(web.engine, web.volunteer.id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, web.url, card)
+        assert web.other_volunteer.volunteer_id is not None
+        page.get_by_role("link", name="Give credits to another volunteer").click()
+        page.wait_for_url(web.url + "/app/gift")
+        page.locator("#card").fill(str(web.volunteer.volunteer_id))  # their own
+        page.locator("#amount").fill("1")
+        page.keyboard.press("Enter")
+        assert "That is your own card number" in page.locator(".error-summary").inner_text()
+        _shots(page, screenshot_dir, "volunteer-gift-errors")
+        page.locator("#card").fill(web.other_volunteer.volunteer_id.upper().replace("-", "- "))  # as typed
+        page.locator("#amount").fill("1")
+        page.keyboard.press("Enter")
+        assert page.get_by_role("status").inner_text() == "Given: 1 credit."
+        _shots(page, screenshot_dir, "volunteer-gift")
+    finally:
+        context.close()
+    client, csrf = _signed_in_client(web, web.volunteer)
+    with client:
+        nobody = client.post("/app/gift", data={"csrf_token": csrf, "card": "v-000000000000", "amount": "1"})
+        assert nobody.status_code == 422 and "no volunteer with that card number" in nobody.text
+        assert client.post("/app/gift", data={"card": web.other_volunteer.volunteer_id, "amount": "1"}).status_code == 403
+    desk, csrf = _signed_in_client(web, web.desk)
+    with desk:
+        assert desk.post("/app/gift", data={"csrf_token": csrf, "card": web.volunteer.volunteer_id,
+                                            "amount": "1"}).status_code == 403
