@@ -330,6 +330,7 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
         PersonRole.ADMIN: [(f"{PREFIX}/organisations", "Organisations"), (f"{PREFIX}/people", "People who sign in"),
                            (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/mailbox", "The development mailbox")],
         PersonRole.COORDINATOR: [(f"{PREFIX}/members", "Members: register, print a card, log hours"),
+                                  (f"{PREFIX}/hours/group", "Log hours for a group"),
                                   (f"{PREFIX}/approvals", "Hours waiting for approval")],
     }[person.role]
     return _page(request, "home_staff.html", title=f"Hello, {person.display_name}", session=session, actions=actions)

@@ -420,3 +420,91 @@ def decide(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
         else:
             outcomes.append((f"Sent: {what}. It will show in a moment.", False))
     return _queue(request, session, outcomes=outcomes)
+
+
+# --- hours for a group ------------------------------------------------------------------------------------------
+
+
+def _current_members(request: Request, person: Person) -> list[dict[str, Any]]:
+    assert person.org_id is not None
+    current = [m for m in members.of_organisation(_services(request), person.principal(), person.org_id)
+               if m.status == "member"]
+    names = _names(request, [m.volunteer_id for m in current])
+    rows = [{"id": m.volunteer_id, "name": names.get(m.volunteer_id, "(name erased)"), "reference": m.reference}
+            for m in current]
+    return sorted(rows, key=lambda row: row["name"].lower())
+
+
+def _group_form(request: Request, session: Session, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("form", {"date": _today().isoformat()})
+    context.setdefault("chosen", set())
+    return _page(request, "coordinator/group.html", status_code, title="Log hours for a group", session=session,
+                 rows=_current_members(request, session.person), **context)
+
+
+@router.get("/hours/group", response_class=HTMLResponse)
+def group_page(request: Request, session: SignedIn) -> HTMLResponse:
+    _coordinator(session)
+    return _group_form(request, session)
+
+
+@router.post("/hours/group", response_class=HTMLResponse)
+def log_group(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
+              date: Annotated[str, Form()] = "", hours_worked: Annotated[str, Form()] = "",
+              activity: Annotated[str, Form()] = "", volunteer: Annotated[list[str] | None, Form()] = None,
+              approve: Annotated[str, Form()] = "") -> HTMLResponse:
+    """One activity, many volunteers: one log each (each volunteer's own day counts), and, when asked, one
+    decision for all of them: each still its own approval event (docs/design.md §8.3)."""
+    _check_csrf(session, csrf_token)
+    person = _coordinator(session)
+    assert person.org_id is not None
+    chosen = list(dict.fromkeys(volunteer or []))
+    form = {"date": date, "hours": hours_worked, "activity": activity, "approve": approve == "yes"}
+    errors: dict[str, str] = {}
+    try:
+        day = Date.fromisoformat(date.strip())
+    except ValueError:
+        errors["date"] = "Enter the date the hours were worked, like 30/11/2026"
+    minutes = read_hours(hours_worked)
+    if minutes is None:
+        errors["hours"] = "Enter the hours worked, like 1.5 or 1:30, up to 24"
+    if not activity.strip() or len(activity.strip()) > 200:
+        errors["activity"] = "Say what they did, in up to 200 characters, like Gardening"
+    names = {row["id"]: row["name"] for row in _current_members(request, person)}
+    if not chosen or any(v not in names for v in chosen):
+        errors["volunteers"] = "Choose the members who took part"
+    if errors:
+        return _group_form(request, session, 422, errors=errors, form=form, chosen=set(chosen))
+    assert minutes is not None
+    services = _services(request)
+    results: list[str] = []
+    for volunteer_id in chosen:
+        name = names[volunteer_id]
+        try:
+            event_id = hours.log(services, person.principal(), volunteer_id, person.org_id, day, minutes,
+                                 activity.strip())
+        except (ApiError, ValueError) as refused:
+            code = refused.code if isinstance(refused, ApiError) else "invalid_request"
+            results.append(f"{name}: not logged: {refusal(code)}.")
+            continue
+        status, reason = _wait_outcome(services, event_id)
+        if status == "rejected":
+            results.append(f"{name}: not logged: {refusal(reason or '')}.")
+            continue
+        if hours.decision(services, event_id) == "approved":
+            results.append(f"{name}: approved.")
+            continue
+        if not form["approve"] or status != "applied":
+            results.append(f"{name}: logged, waiting for approval.")
+            continue
+        try:
+            approved = hours.decide(services, person.principal(), event_id, True)
+        except ApiError as refused:
+            results.append(f"{name}: logged, not approved: {refusal(refused.code)}.")
+            continue
+        decided, why = _wait_outcome(services, approved)
+        results.append(f"{name}: approved." if decided == "applied" else
+                       f"{name}: logged, not approved: {refusal(why or '')}.")
+    what = f"{hours_words(minutes)} of {activity.strip()} on {date_words(day)}"
+    return _group_form(request, session, outcome=what, results=results,
+                       form={"date": date, "hours": hours_worked, "activity": activity})

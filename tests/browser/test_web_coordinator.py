@@ -338,3 +338,44 @@ def test_registering_refuses_what_the_api_refuses_and_every_form_checks_its_csrf
         made = client.post("/app/members/new", data={**good, "reference": "", "csrf_token": csrf})
         assert made.status_code == 303
         assert "Eve Stone is registered" in client.get(made.headers["location"]).text
+
+
+def test_hours_for_a_group_log_one_each_and_may_be_approved_together(coord: CoordinatorStack, browser: Any,
+                                                                    screenshot_dir: Any) -> None:
+    cy = coord.api.volunteer("co-cy", AREA, member_of=("co-library",), reference="L-8")
+    card = people.new_card(coord.engine, coord.library_coordinator.id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, coord.url, card)
+        _follow(page, "Log hours for a group")
+        _shots(page, screenshot_dir, "coordinator-group")
+        _press(page, "Log the hours")  # nobody chosen, nothing typed
+        assert "Choose the members who took part" in page.locator(".error-summary").inner_text()
+        page.locator("#date").fill(TWO_DAYS_AGO)
+        _type_into(page, "#hours", "2")
+        _type_into(page, "#activity", "Book sale")
+        for label in ("co-bo (L-7)", "co-cy (L-8)"):
+            page.get_by_label(label).focus()
+            page.keyboard.press("Space")
+        page.get_by_label("Approve them now").focus()
+        page.keyboard.press("Space")
+        _press(page, "Log the hours")
+        results = page.get_by_role("status").inner_text()
+        assert "co-bo: approved." in results and "co-cy: approved." in results, results
+        _shots(page, screenshot_dir, "coordinator-group-done")
+    finally:
+        context.close()
+    with coord.engine.connect() as conn:
+        decided = conn.execute(text(
+            "SELECT l.volunteer_id, d.decision, d.decided_by FROM hours_logs l JOIN hours_decisions d "
+            "ON d.log_event_id = l.event_id WHERE l.activity = 'Book sale' ORDER BY l.volunteer_id")).all()
+    assert sorted(decided) == sorted([(coord.bo, "approved", "org:co-library"), (cy, "approved", "org:co-library")])
+    other, csrf = _client(coord, coord.garden_coordinator)  # co-library's members are not co-garden's
+    with other:
+        refused = other.post("/app/hours/group", data={"csrf_token": csrf, "date": YESTERDAY, "hours_worked": "1",
+                                                      "activity": "x", "volunteer": coord.bo})
+        assert refused.status_code == 422 and "Choose the members who took part" in refused.text
+    desk, csrf = _client(coord, coord.desk)
+    with desk:
+        assert desk.get("/app/hours/group").status_code == 403
