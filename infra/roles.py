@@ -58,8 +58,9 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
                                                  "consent_stats, updated_at)"}),
     "opportunities": frozenset({"SELECT", "INSERT", "UPDATE (partner_id, title, category, cost, capacity, area, "
                                                     "starts_at, updated_at)"}),
-    # Personal data: written at sign-up, never read back by the API (docs/design.md §3.4).
-    "volunteer_profiles": frozenset({"INSERT"}),
+    # Personal data (docs/design.md §3.4): written at sign-up; the API never reads it back, a coordinator's pages
+    # read their own members' names (§8.3).
+    "volunteer_profiles": frozenset({"SELECT", "INSERT"}),
     # docs/design.md §5.4: a spell is ended once; a request is renewed or withdrawn; a reference changed or erased.
     "memberships": frozenset({"SELECT", "INSERT", "UPDATE (ended_at, updated_at)"}),
     "membership_requests": frozenset({"SELECT", "INSERT", "UPDATE (requested_at)", "DELETE"}),

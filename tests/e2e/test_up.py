@@ -87,9 +87,21 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
     token = running.read_until(re.compile(r"admin token: (\S+)"), 10)[1]
     assert url == f"http://127.0.0.1:{api_port}"
 
-    for who, link in links.items():  # each printed link opens the page that signs its person in
-        page = httpx.get(link, timeout=10)
-        assert page.status_code == 200 and "<h1>Sign in as " in page.text, (who, page.status_code)
+    pages = {"coordinator at Brixton Lunch Club": ["/app/members", "/app/approvals", "/app/hours/group"],
+             "front desk at York Hall Leisure Centre": ["/app/take", "/app/listings", "/app/open-bookings"],
+             f"volunteer {volunteering().ids[0]}": ["/app/statement", "/app/opportunities", "/app/hours", "/app/pay"],
+             "programme lead": ["/app/report", "/v1/stats/participation"]}
+    for who, link in links.items():  # each printed link signs its person in; their pages answer as up's role
+        with httpx.Client(timeout=30) as person:
+            page = person.get(link)
+            assert page.status_code == 200 and "<h1>Sign in as " in page.text, (who, page.status_code)
+            pre = re.search(r'name="pre_token" value="([^"]+)"', page.text)
+            assert pre is not None
+            signed_in = person.post(link, data={"pre_token": pre[1]})
+            assert signed_in.status_code == 303, (who, signed_in.text[:300])
+            for path in ["/app", *pages[who]]:
+                answer = person.get(url + path)
+                assert answer.status_code == 200, (who, path, answer.status_code, answer.text[:300])
     ready = httpx.get(f"{url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready", "database": True, "broker": True}
