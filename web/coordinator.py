@@ -6,6 +6,7 @@ as the API's routes (`api/services/`): the organisation sees its own members and
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 import re
 from datetime import date as Date
 from datetime import datetime
@@ -353,46 +354,79 @@ def log_hours(request: Request, volunteer_id: str, session: SignedIn, csrf_token
 # --- the approval queue ---------------------------------------------------------------------------------------
 
 
-def _queue(request: Request, session: Session, status_code: int = 200, selected: set[str] | None = None,
-           **context: Any) -> HTMLResponse:
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which waiting hours the queue shows: one member's, and work done from / to a day (empty: all)."""
+
+    member: str = ""
+    from_day: str = ""
+    to_day: str = ""
+
+    def keeps(self, log: hours.PendingLog) -> bool:
+        if self.member and log.volunteer_id != self.member:
+            return False
+        return not ((self._day(self.from_day) and log.worked_on < self._day(self.from_day))  # type: ignore[operator]
+                    or (self._day(self.to_day) and log.worked_on > self._day(self.to_day)))  # type: ignore[operator]
+
+    @staticmethod
+    def _day(text: str) -> Date | None:
+        try:
+            return Date.fromisoformat(text) if text else None
+        except ValueError:
+            return None
+
+
+def _waiting(request: Request, session: Session, shown: QueueFilter) -> tuple[list[hours.PendingLog], list[Any]]:
     assert session.person.org_id is not None
-    logs = hours.pending(_services(request), session.person.org_id)
+    every = hours.pending(_services(request), session.person.org_id)
+    members_waiting = sorted({(log.volunteer_id, log.name) for log in every}, key=lambda m: m[1].lower())
+    return [log for log in every if shown.keeps(log)], members_waiting
+
+
+def _queue(request: Request, session: Session, status_code: int = 200, selected: set[str] | None = None,
+           shown: QueueFilter | None = None, **context: Any) -> HTMLResponse:
+    shown = shown or QueueFilter()
+    logs, members_waiting = _waiting(request, session, shown)
     rows = [{"id": str(log.event_id), "name": log.name, "reference": log.reference,
              "date": date_words(log.worked_on), "hours": hours_words(log.minutes), "activity": log.activity}
             for log in logs]
     return _page(request, "coordinator/approvals.html", status_code, title="Hours waiting for approval",
-                 session=session, rows=rows, selected=selected or set(), **context)
+                 session=session, rows=rows, selected=selected or set(), shown=shown,
+                 members_waiting=members_waiting, **context)
 
 
 @router.get("/approvals", response_class=HTMLResponse)
-def approvals_page(request: Request, session: SignedIn) -> HTMLResponse:
+def approvals_page(request: Request, session: SignedIn, member: str = "", from_day: str = "",
+                   to_day: str = "") -> HTMLResponse:
     _coordinator(session)
-    return _queue(request, session)
+    return _queue(request, session, shown=QueueFilter(member, from_day, to_day))
 
 
 @router.post("/approvals", response_class=HTMLResponse)
 def decide(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
            action: Annotated[str, Form()] = "", log: Annotated[list[str] | None, Form()] = None,
-           reason: Annotated[str, Form()] = "") -> HTMLResponse:
+           reason: Annotated[str, Form()] = "", member: Annotated[str, Form()] = "",
+           from_day: Annotated[str, Form()] = "", to_day: Annotated[str, Form()] = "") -> HTMLResponse:
     _check_csrf(session, csrf_token)
     person = _coordinator(session)
     assert person.org_id is not None
     services = _services(request)
     chosen = log or []
-    if action == "select_all":  # select all without JavaScript: the same page, every box ticked
-        return _queue(request, session, selected={str(p.event_id) for p in hours.pending(services, person.org_id)},
-                      reason=reason)
+    shown = QueueFilter(member, from_day, to_day)
+    if action == "select_all":  # select all without JavaScript: the same page, every box shown ticked
+        waiting, _ = _waiting(request, session, shown)
+        return _queue(request, session, selected={str(p.event_id) for p in waiting}, shown=shown, reason=reason)
     if action == "select_none":
-        return _queue(request, session, reason=reason)
+        return _queue(request, session, shown=shown, reason=reason)
     if not chosen:
-        return _queue(request, session, 422, errors={"log-first": "Select the hours to approve or reject"},
-                      reason=reason)
+        return _queue(request, session, 422, shown=shown, reason=reason,
+                      errors={"log-first": "Select the hours to approve or reject"})
     approve = action != "reject"
     if not approve and not reason.strip():
-        return _queue(request, session, 422, selected=set(chosen),
+        return _queue(request, session, 422, selected=set(chosen), shown=shown,
                       errors={"reason": "Say why the hours are rejected: the volunteer may be told"})
     if len(reason) > 500:
-        return _queue(request, session, 422, selected=set(chosen),
+        return _queue(request, session, 422, selected=set(chosen), shown=shown,
                       errors={"reason": "Give the reason in up to 500 characters"}, reason=reason)
     waiting = {p.event_id: p for p in hours.pending(services, person.org_id)}
     outcomes: list[tuple[str, bool]] = []
@@ -419,7 +453,7 @@ def decide(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
             outcomes.append((f"{'Approved' if approve else 'Rejected'}: {what}.", False))
         else:
             outcomes.append((f"Sent: {what}. It will show in a moment.", False))
-    return _queue(request, session, outcomes=outcomes)
+    return _queue(request, session, outcomes=outcomes, shown=shown)
 
 
 # --- hours for a group ------------------------------------------------------------------------------------------

@@ -379,3 +379,31 @@ def test_hours_for_a_group_log_one_each_and_may_be_approved_together(coord: Coor
     desk, csrf = _client(coord, coord.desk)
     with desk:
         assert desk.get("/app/hours/group").status_code == 403
+
+
+def test_the_queue_shows_one_members_hours_or_a_span_of_days_and_select_all_keeps_to_them(
+        coord: CoordinatorStack, browser: Any, screenshot_dir: Any) -> None:
+    dee = coord.api.volunteer("co-dee", AREA, member_of=("co-library",), reference="L-9")
+    theirs = coord.api.post("/v1/hours", coord.library, {"volunteer_id": dee, "org_id": "co-library",
+                                                         "date": YESTERDAY, "minutes": 45, "activity": "Filter me"})
+    coord.api.applied(coord.api.accepted(theirs), coord.library)
+    old = _pending_hours(coord, 30, (date.today() - timedelta(days=20)).isoformat(), "Long ago shift")
+    client, csrf = _client(coord, coord.library_coordinator)
+    with client:
+        one = client.get("/app/approvals", params={"member": dee})
+        assert "Filter me" in one.text and "Long ago shift" not in one.text
+        span = client.get("/app/approvals", params={"from_day": (date.today() - timedelta(days=21)).isoformat(),
+                                                    "to_day": (date.today() - timedelta(days=19)).isoformat()})
+        assert "Long ago shift" in span.text and "Filter me" not in span.text
+        everything = client.post("/app/approvals", data={"csrf_token": csrf, "action": "select_all", "member": dee})
+        assert everything.text.count(" checked") == 1 and "Filter me" in everything.text
+    assert old  # still waiting: nothing was decided by filtering or selecting
+    card = people.new_card(coord.engine, coord.library_coordinator.id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, coord.url, card)
+        page.goto(coord.url + f"/app/approvals?member={dee}")
+        _shots(page, screenshot_dir, "coordinator-queue-filtered")
+    finally:
+        context.close()
