@@ -153,6 +153,10 @@ def test_a_volunteer_makes_a_spend_code_and_the_front_desk_takes_it(web: WebStac
 
         phone.goto(web.url + "/app")
         assert phone.locator(".panel").inner_text().strip() == "You have 3 credits to spend."
+        with web.engine.connect() as conn:  # what staff do is recorded against them (docs/design.md §8.2)
+            by_desk = conn.execute(text("SELECT count(*) FROM event_requests WHERE type = 'CreditsRedeemed' "
+                                        "AND person_id = :p AND actor = 'org:web-lido'"), {"p": web.desk.id}).scalar()
+        assert by_desk == 1
     finally:
         mine.close()
         theirs.close()
@@ -191,6 +195,12 @@ def test_a_session_idle_too_long_or_signed_out_everywhere_is_refused(web: WebSta
             conn.execute(text("UPDATE web_sessions SET last_seen_at = now() - interval '8 days' "
                               "WHERE id_sha256 = :d"), {"d": people.digest(idle.cookies["tc_session"])})
         assert idle.get("/app").headers["location"] == "/app/sign-in"
+    ended, _ = _signed_in_client(web, web.other_volunteer)
+    with ended:
+        with web.engine.begin() as conn:  # past its absolute end, however recently it was used
+            conn.execute(text("UPDATE web_sessions SET expires_at = now() - interval '1 second' "
+                              "WHERE id_sha256 = :d"), {"d": people.digest(ended.cookies["tc_session"])})
+        assert ended.get("/app").headers["location"] == "/app/sign-in"
     first, csrf = _signed_in_client(web, web.other_volunteer)
     second, _ = _signed_in_client(web, web.other_volunteer)
     with first, second:
@@ -394,7 +404,7 @@ def test_a_lead_signed_in_to_the_app_opens_the_dashboard_without_a_token(web: We
         _sign_in_with_card(page, web.url, card)
         page.get_by_role("link", name="The programme dashboard").click()
         page.wait_for_url(web.url + "/")
-        page.locator("#main").wait_for(state="visible")
+        page.locator('#main[data-state="ready"]').wait_for(state="visible", timeout=60_000)
         assert page.locator("#signin").is_hidden()  # no token pasted
         page.screenshot(path=str(screenshot_dir / "web-lead-dashboard.png"), full_page=True)
     finally:
@@ -405,7 +415,8 @@ def test_a_lead_signed_in_to_the_app_opens_the_dashboard_without_a_token(web: We
         page = context.new_page()
         _sign_in_with_card(page, web.url, volunteer_card)
         page.goto(web.url + "/")
-        page.locator("#signin").wait_for(state="visible")
+        page.locator("#signin-error").wait_for(state="visible")  # once the statistics refused the session
+        assert "needs the lead or admin role" in page.locator("#signin-error").inner_text()
         assert page.locator("#main").is_hidden()
     finally:
         context.close()
