@@ -33,6 +33,7 @@ from ledger.intake import DEFAULT_POLICY, IntakePolicy
 from timecredits.mail import SmtpMailer
 from timecredits.settings import Settings
 from web.app import install as install_web
+from web.uploads import UPLOAD_PATHS
 
 DESCRIPTION = """
 Time credits for community organisations, volunteers and programme leads.
@@ -54,7 +55,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                publish_timeout_s: float = 5.0, max_body_bytes: int = _DEFAULTS.max_body_bytes,
                rate_limits: RateLimits | None = None, policy: IntakePolicy = DEFAULT_POLICY,
                spend_code_guesses: int = _DEFAULTS.spend_code_guesses, mailer: SmtpMailer | None = None,
-               dev_mailbox_dir: Path | None = None) -> FastAPI:
+               dev_mailbox_dir: Path | None = None,
+               max_upload_bytes: int = _DEFAULTS.max_upload_bytes) -> FastAPI:
     """The app, for `services` already made (tests) or for the given endpoints (created at start-up)."""
 
     @asynccontextmanager
@@ -109,6 +111,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app.add_middleware(MetricsMiddleware)
     # Outermost: a request over its rate or with too large a body is refused before anything else runs.
     app.add_middleware(RateLimitMiddleware, limits=rate_limits or RateLimits.of(_DEFAULTS))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, upload_paths=UPLOAD_PATHS,
+                       upload_max_bytes=max_upload_bytes)
     return app
 

@@ -38,9 +38,13 @@ class BodyLimitMiddleware:
     The body is read here, up to the cap, and handed on whole; the app reads it as it would have.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_paths: tuple[str, ...] = (),
+                 upload_max_bytes: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Paths that take a file (the web app's spreadsheet upload) may send up to `upload_max_bytes`.
+        self.upload_paths = upload_paths
+        self.upload_max_bytes = max(upload_max_bytes, max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,14 +55,15 @@ class BodyLimitMiddleware:
         if length is None and not chunked:
             await self.app(scope, receive, send)
             return
-        too_large = f"a request body may be at most {_in_words(self.max_bytes)}"
+        cap = self.upload_max_bytes if scope["path"] in self.upload_paths else self.max_bytes
+        too_large = f"a request body may be at most {_in_words(cap)}"
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
                 await _refuse(send, 400, "bad_request", "Content-Length is not a number")
                 return
-            if declared > self.max_bytes:
+            if declared > cap:
                 await _refuse(send, 413, "payload_too_large", too_large)
                 return
         chunks: list[bytes] = []
@@ -69,7 +74,7 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > cap:
                 await _refuse(send, 413, "payload_too_large", too_large)
                 return
             chunks.append(chunk)

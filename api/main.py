@@ -20,4 +20,5 @@ app = create_app(
     spend_code_guesses=_settings.spend_code_guesses,
     mailer=SmtpMailer(_settings) if _settings.smtp_host else None,
     dev_mailbox_dir=_settings.dev_mailbox_dir,
+    max_upload_bytes=_settings.max_upload_bytes,
 )

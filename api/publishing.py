@@ -4,7 +4,8 @@ from __future__ import annotations
 import uuid
 from contextvars import ContextVar
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql import insert
 
 from api.auth import Principal
 from api.deps import Services
@@ -27,8 +28,10 @@ def publish(services: Services, principal: Principal, payload: EventPayload, con
     """
     event_id = request_event_id.get() or uuid.uuid4()
     request_event_id.set(None)  # one event a request; should a handler publish another, it gets an id of its own
-    request_row = insert(schema.event_requests).values(event_id=event_id, actor=principal.actor,
-                                                       type=type(payload).__name__, person_id=principal.person_id)
+    # Once an event id: the same event sent again (a sheet imported twice, docs/design.md §8.3) is the same request.
+    request_row = insert(schema.event_requests).values(
+        event_id=event_id, actor=principal.actor, type=type(payload).__name__, person_id=principal.person_id,
+    ).on_conflict_do_nothing(index_elements=["event_id"])
     try:
         if conn is not None:
             conn.execute(request_row)

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from ledger.events import EventPayload, HoursApproved, HoursLogged, summarise
 from producers.sheets import Header, RowProblem, SheetError, open_sheet
+from producers.xlsx import is_xlsx, xlsx_as_csv
 
 __all__ = [
     "NAMESPACE",
@@ -256,7 +257,8 @@ def read_sheet(path: Path | str, org_id: str, *, today: date | None = None,
 
 def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None,
                 resolve: Resolver | None = None) -> ParsedSheet:
-    """Parse a sheet for organisation `org_id`. `today` (default: today in London) bounds the dates.
+    """Parse a sheet (CSV text, or an Excel .xlsx workbook's first worksheet) for organisation `org_id`. `today`
+    (default: today in London) bounds the dates.
 
     With `resolve`, each row's `volunteer` cell is looked up (the organisation's own reference for a volunteer,
     or a volunteer id, docs/design.md §5.4) and the row carries the volunteer's id; a cell naming no one is a
@@ -266,6 +268,11 @@ def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None,
     """
     _check_org_id(org_id)
     today = today if today is not None else _london_today()
+    if isinstance(data, bytes) and is_xlsx(data):
+        try:
+            data = xlsx_as_csv(data)
+        except ValueError as exc:
+            raise SheetError(str(exc)) from exc
     table = open_sheet(data, _COLUMNS, required=tuple(_COLUMNS), expected="volunteer, date, hours, activity")
     sheet = ParsedSheet(encoding=table.encoding)
     seen: Counter[tuple[str, date, int, str]] = Counter()

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     ledger_batch_size: int = Field(default=1000, ge=1, alias="TIMECREDITS_BATCH_SIZE")
     #: The largest request body the API reads (docs/design.md §5.5); there is no upload endpoint.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="TIMECREDITS_MAX_BODY_BYTES")
+    #: The largest spreadsheet the web app's upload takes (docs/design.md §5.5, §8.3).
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, alias="TIMECREDITS_MAX_UPLOAD_BYTES")
     #: Writes (POST, PUT, PATCH, DELETE) a second, and the burst, per credential and per client address.
     rate_writes_per_s: float = Field(default=5000.0, gt=0, alias="TIMECREDITS_RATE_WRITES_PER_S")
     rate_writes_burst: int = Field(default=10_000, ge=1, alias="TIMECREDITS_RATE_WRITES_BURST")

@@ -84,7 +84,7 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
-    from web import admin, coordinator, lead, partner, volunteer  # the doors of §8.3, on this module's plumbing
+    from web import admin, coordinator, lead, partner, uploads, volunteer  # §8.3's doors, on this plumbing
 
     app.include_router(router)
     app.include_router(admin.router)
@@ -92,6 +92,7 @@ def install(app: FastAPI) -> None:
     app.include_router(coordinator.router)
     app.include_router(partner.router)
     app.include_router(lead.router)
+    app.include_router(uploads.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 
@@ -331,6 +332,7 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
                            (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/mailbox", "The development mailbox")],
         PersonRole.COORDINATOR: [(f"{PREFIX}/members", "Members: register, print a card, log hours"),
                                   (f"{PREFIX}/hours/group", "Log hours for a group"),
+                                  (f"{PREFIX}/import", "Import the monthly spreadsheet"),
                                   (f"{PREFIX}/approvals", "Hours waiting for approval")],
     }[person.role]
     return _page(request, "home_staff.html", title=f"Hello, {person.display_name}", session=session, actions=actions)

@@ -407,3 +407,59 @@ def test_the_queue_shows_one_members_hours_or_a_span_of_days_and_select_all_keep
         _shots(page, screenshot_dir, "coordinator-queue-filtered")
     finally:
         context.close()
+
+
+def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_imported_once(
+        coord: CoordinatorStack, browser: Any, screenshot_dir: Any, tmp_path: Any) -> None:
+    import io
+
+    from openpyxl import Workbook
+
+    day = (date.today() - timedelta(days=3)).strftime("%d/%m/%Y")
+    sheet = tmp_path / "november.csv"
+    sheet.write_text(f"Volunteer,Date,Hours,Activity\nG-001,{day},1.5,Sheet gardening\nG-404,{day},1,Nobody\n"
+                     f"G-001,{day},lots,Bad hours\nTotal,,2.5,\n")
+    card = people.new_card(coord.engine, coord.garden_coordinator.id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, coord.url, card)
+        _follow(page, "Import the monthly spreadsheet")
+        _shots(page, screenshot_dir, "coordinator-import")
+        page.locator("#sheet").set_input_files(str(sheet))
+        _press(page, "Check the spreadsheet")
+        text_ = page.locator("main").inner_text()
+        assert "1 row will be imported, 2 cannot be, 1 totals row left out" in text_, text_
+        assert "nobody has that reference or card number in your organisation" in text_
+        assert "the hours are not ones we can read" in text_
+        _shots(page, screenshot_dir, "coordinator-import-preview")
+        _press(page, "Import 1 row")
+        assert "1 row sent." in page.get_by_role("status").inner_text()
+        _shots(page, screenshot_dir, "coordinator-import-done")
+        # The same sheet again, as a workbook: the same row is the same event, so nothing is added twice.
+        book = Workbook()
+        rows = book.active
+        rows.append(["Volunteer", "Date", "Hours", "Activity"])
+        rows.append(["G-001", date.today() - timedelta(days=3), 1.5, "Sheet gardening"])
+        workbook = tmp_path / "november.xlsx"
+        buffer = io.BytesIO()
+        book.save(buffer)
+        workbook.write_bytes(buffer.getvalue())
+        page.goto(coord.url + "/app/import")
+        page.locator("#sheet").set_input_files(str(workbook))
+        _press(page, "Check the spreadsheet")
+        assert "1 row will be imported" in page.locator("main").inner_text()
+        _press(page, "Import 1 row")
+    finally:
+        context.close()
+
+    def logged() -> int:
+        with coord.engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM hours_logs WHERE activity = 'Sheet gardening'"))
+                       .scalar_one())
+    from tests.e2e.stack import wait_until
+    wait_until(lambda: logged() == 1, 30, "the imported row to be applied")
+    assert logged() == 1  # imported once, as CSV and again as .xlsx
+    client, csrf = _client(coord, coord.desk)
+    with client:
+        assert client.get("/app/import").status_code == 403

@@ -110,3 +110,14 @@ def test_failed_authentications_over_their_rate_are_refused_even_with_a_good_tok
         assert api.get("/healthz", None).status_code == 200  # outside /v1: liveness still answers
     finally:
         api.close()
+
+
+def test_the_spreadsheet_upload_may_be_larger_than_a_json_body_and_is_capped_too(generous: ApiProcess) -> None:
+    """A 2 MiB sheet reaches the upload page (which then asks the person to sign in); 11 MiB does not."""
+    with httpx.Client(base_url=generous.url, timeout=60, follow_redirects=False) as client:
+        fits = client.post("/app/import", files={"sheet": ("big.csv", b"x" * (2 * MIB), "text/csv")})
+        assert fits.status_code == 303 and fits.headers["location"] == "/app/sign-in"
+        too_big = client.post("/app/import", files={"sheet": ("huge.csv", b"x" * (11 * MIB), "text/csv")})
+        assert error_code(too_big) == (413, "payload_too_large")
+        elsewhere = client.post("/app/pay", files={"sheet": ("big.csv", b"x" * (2 * MIB), "text/csv")})
+        assert error_code(elsewhere) == (413, "payload_too_large")

@@ -408,3 +408,26 @@ def test_a_rows_volunteer_is_resolved_by_the_organisations_reference_and_an_unkn
     by_id = parse_sheet(b"volunteer,date,hours,activity\r\nv-0123456789ab,02/10/2026,1.5,Food bank\r\n", "ash",
                         today=TODAY, resolve=directory.get)
     assert by_id.rows[0].event_id == sheet.rows[0].event_id
+
+
+def test_an_excel_workbook_is_read_like_its_csv() -> None:
+    """The same rows from a .xlsx file as from its CSV: dates as dates, hours as numbers or text."""
+    import io
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Volunteer", "Date", "Hours", "Activity"])
+    sheet.append(["V1", datetime(2026, 11, 2), 1.5, "Food bank"])
+    sheet.append(["V2", "03/11/2026", "1:30", "Library"])
+    sheet.append(["V3", datetime(2026, 11, 4), 2, None])
+    data = io.BytesIO()
+    book.save(data)
+    parsed = parse_sheet(data.getvalue(), ORG, today=date(2026, 11, 30))
+    assert [(r.hours.volunteer_id, r.hours.date, r.hours.minutes) for r in parsed.rows] == [
+        ("V1", date(2026, 11, 2), 90), ("V2", date(2026, 11, 3), 90)]
+    assert [r.reason for r in parsed.rejected] == [RejectCode.MISSING_VALUE]
+    with pytest.raises(SheetError, match="cannot be read"):
+        parse_sheet(b"PK\x03\x04 not really a workbook", ORG)
