@@ -159,6 +159,10 @@ def _only(session: Session, *roles: PersonRole, who: str) -> Person:
     return session.person
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
 def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
 
@@ -228,7 +232,7 @@ def ask_for_link(request: Request, pre_token: Annotated[str, Form()] = "",
                          pre_token)
     services = _services(request)
     try:
-        found = people.request_link(services.engine, email, request.client.host if request.client else "")
+        found = people.request_link(services.engine, email, _address(request))
     except TooManyRequests as limited:
         minutes = max(1, round(limited.retry_after.total_seconds() / 60))
         return _message(request, "Too many sign-in links", [f"Try again in {minutes} minutes."], status_code=429)
@@ -278,7 +282,12 @@ def use_link(request: Request, token: str, pre_token: Annotated[str, Form()] = "
 def use_card(request: Request, pre_token: Annotated[str, Form()] = "", code: Annotated[str, Form()] = "") -> Response:
     if not _pre_ok(request, pre_token):
         return _refused_form(request)
-    person = people.use_card(_services(request).engine, code) if code.strip() else None
+    try:
+        person = people.use_card(_services(request).engine, code, _address(request)) if code.strip() else None
+    except TooManyRequests as limited:
+        minutes = max(1, round(limited.retry_after.total_seconds() / 60))
+        return _message(request, "Too many wrong codes", [f"Try again in {minutes} minutes, or ask your "
+                                                          "organisation for a new card."], status_code=429)
     if person is None:
         message = ("Enter the code on your sign-in card" if not code.strip() else
                    "That code does not sign anyone in: check it, or ask your organisation for a new card")

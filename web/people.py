@@ -216,15 +216,31 @@ def read_card_code(typed: str) -> str:
     return "".join(ch for ch in typed.upper() if ch.isalnum())
 
 
-def use_card(engine: Engine, typed: str, now: datetime | None = None) -> Person | None:
-    """Sign in once with a card: the person, or None for a code that is unknown, void or used."""
+#: Wrong card codes a client address may type in `REQUEST_WINDOW` before it is refused for a while: a code has
+#: about 49 bits, and this keeps guessing them hopeless (docs/design.md §8.1).
+CARD_FAILURES_AN_ADDRESS = 10
+#: The `sign_in_requests` rows of wrong card codes carry this in place of an e-mail address's digest.
+_CARD_FAILURE = digest("wrong sign-in card code")
+
+
+def use_card(engine: Engine, typed: str, address: str = "", now: datetime | None = None) -> Person | None:
+    """Sign in once with a card: the person, or None for a code that is unknown, void or used. Raises
+    `TooManyRequests` once `address` has typed `CARD_FAILURES_AN_ADDRESS` wrong codes in the window."""
     now = now or datetime.now(UTC)
-    cards = schema.sign_in_cards
+    cards, r = schema.sign_in_cards, schema.sign_in_requests
     with engine.begin() as conn:
+        failures = conn.execute(select(func.count(), func.min(r.c.requested_at)).where(
+            r.c.email_sha256 == _CARD_FAILURE, r.c.address == address,
+            r.c.requested_at > now - REQUEST_WINDOW)).one()
+        if failures[0] >= CARD_FAILURES_AN_ADDRESS:
+            raise TooManyRequests(failures[1] + REQUEST_WINDOW - now)
         person_id = conn.execute(update(cards).where(
             cards.c.code_sha256 == digest(read_card_code(typed)), cards.c.voided_at.is_(None),
             cards.c.used_at.is_(None)).values(used_at=now).returning(cards.c.person_id)).scalar_one_or_none()
-        return _enabled(conn, person_id)
+        person = _enabled(conn, person_id)
+        if person is None:
+            conn.execute(insert(r).values(email_sha256=_CARD_FAILURE, address=address, requested_at=now))
+        return person
 
 
 # --- sessions ------------------------------------------------------------------------------------------------

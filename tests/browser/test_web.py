@@ -480,3 +480,17 @@ def test_a_volunteer_gives_credits_by_card_number(web: WebStack, browser: Any, s
     with desk:
         assert desk.post("/app/gift", data={"csrf_token": csrf, "card": web.volunteer.volunteer_id,
                                             "amount": "1"}).status_code == 403
+
+
+def test_guessing_card_codes_is_refused_after_a_few_wrong_ones(web: WebStack) -> None:
+    """The last test of the module: afterwards this address may not sign in with a card for a while."""
+    right = people.new_card(web.engine, web.other_volunteer.id)
+    with httpx.Client(base_url=web.url, timeout=30, follow_redirects=False) as client:
+        pre = re.search(r'name="pre_token" value="([^"]+)"', client.get("/app/sign-in").text)
+        assert pre is not None
+        wrong = [f"WRONG{n:05d}" for n in range(people.CARD_FAILURES_AN_ADDRESS)]
+        answers = [client.post("/app/sign-in/card", data={"pre_token": pre[1], "code": code}) for code in wrong]
+        assert {a.status_code for a in answers} <= {422, 429}
+        limited = client.post("/app/sign-in/card", data={"pre_token": pre[1], "code": right})
+        assert limited.status_code == 429 and "Too many wrong codes" in limited.text
+    assert people.use_card(web.engine, right) == web.other_volunteer  # the card itself still works elsewhere
