@@ -281,6 +281,22 @@ def _today() -> Date:
     return datetime.now(LONDON).date()
 
 
+def _read_hours_form(date: str, hours_worked: str, activity: str) -> tuple[dict[str, str], Date | None, int | None]:
+    """The date, minutes and activity of an hours form as typed, with a message a field for what is wrong."""
+    errors: dict[str, str] = {}
+    day: Date | None = None
+    try:
+        day = Date.fromisoformat(date.strip())
+    except ValueError:
+        errors["date"] = "Enter the date the hours were worked, like 30/11/2026"
+    minutes = read_hours(hours_worked)
+    if minutes is None:
+        errors["hours"] = "Enter the hours worked, like 1.5 or 1:30, up to 24"
+    if not activity.strip() or len(activity.strip()) > 200:
+        errors["activity"] = "Say what they did, in up to 200 characters, like Gardening"
+    return errors, day, minutes
+
+
 _HOURS_FIELDS = {"too_many_hours": "hours", "invalid_minutes": "hours", "date_too_old": "date",
                  "date_in_future": "date"}
 
@@ -314,19 +330,10 @@ def log_hours(request: Request, volunteer_id: str, session: SignedIn, csrf_token
     except NotAMember:
         return not_a_member_page(request, session)
     form = {"date": date, "hours": hours_worked, "activity": activity}
-    errors: dict[str, str] = {}
-    try:
-        day = Date.fromisoformat(date.strip())
-    except ValueError:
-        errors["date"] = "Enter the date the hours were worked, like 30/11/2026"
-    minutes = read_hours(hours_worked)
-    if minutes is None:
-        errors["hours"] = "Enter the hours worked, like 1.5 or 1:30, up to 24"
-    if not activity.strip() or len(activity.strip()) > 200:
-        errors["activity"] = "Say what they did, in up to 200 characters, like Gardening"
+    errors, day, minutes = _read_hours_form(date, hours_worked, activity)
     if errors:
         return _hours_form(request, session, volunteer_id, name, 422, errors=errors, form=form)
-    assert minutes is not None
+    assert minutes is not None and day is not None
     services = _services(request)
     try:
         event_id = hours.log(services, person.principal(), volunteer_id, person.org_id, day, minutes,
@@ -494,22 +501,13 @@ def log_group(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
     assert person.org_id is not None
     chosen = list(dict.fromkeys(volunteer or []))
     form = {"date": date, "hours": hours_worked, "activity": activity, "approve": approve == "yes"}
-    errors: dict[str, str] = {}
-    try:
-        day = Date.fromisoformat(date.strip())
-    except ValueError:
-        errors["date"] = "Enter the date the hours were worked, like 30/11/2026"
-    minutes = read_hours(hours_worked)
-    if minutes is None:
-        errors["hours"] = "Enter the hours worked, like 1.5 or 1:30, up to 24"
-    if not activity.strip() or len(activity.strip()) > 200:
-        errors["activity"] = "Say what they did, in up to 200 characters, like Gardening"
+    errors, day, minutes = _read_hours_form(date, hours_worked, activity)
     names = {row["id"]: row["name"] for row in _current_members(request, person)}
     if not chosen or any(v not in names for v in chosen):
         errors["volunteers"] = "Choose the members who took part"
     if errors:
         return _group_form(request, session, 422, errors=errors, form=form, chosen=set(chosen))
-    assert minutes is not None
+    assert minutes is not None and day is not None
     services = _services(request)
     results: list[str] = []
     for volunteer_id in chosen:
