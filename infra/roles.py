@@ -55,7 +55,7 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     # The registry: the API inserts, the ledger worker upserts what an event carries (docs/design.md §4.2).
     "organisations": frozenset({"SELECT", "INSERT", "UPDATE (name, area, kinds, auto_approve, updated_at)"}),
     "volunteers": frozenset({"SELECT", "INSERT", "UPDATE (area, age_band, seb, seb_detail, first_time_volunteer, "
-                                                 "consent_stats, updated_at)"}),
+                                                 "consent_stats, consent_changed_at, updated_at)"}),
     "opportunities": frozenset({"SELECT", "INSERT", "UPDATE (partner_id, title, category, cost, capacity, area, "
                                                     "starts_at, updated_at)"}),
     # Personal data (docs/design.md §3.4): written at sign-up; the API never reads it back, a coordinator's pages
@@ -86,6 +86,8 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "sign_in_cards": frozenset({"SELECT", "INSERT", "UPDATE (voided_at, used_at)"}),
     "web_sessions": frozenset({"SELECT", "INSERT", "UPDATE (last_seen_at, revoked_at)", "DELETE"}),
     "sign_in_requests": frozenset({"SELECT", "INSERT", "DELETE"}),
+    # docs/design.md §5.7: a row each time consent changes; kept until the volunteer is erased.
+    "consent_changes": frozenset({"SELECT", "INSERT"}),
 }
 
 #: Sequences a batch draws its ids from (ledger/pg/processing.py): USAGE allows nextval, nothing else.

@@ -282,6 +282,26 @@ class VolunteerRegistered(AdminPayload):
         return self.volunteer_id
 
 
+class ConsentChanged(AdminPayload):
+    """A volunteer gives or withdraws consent to statistics (docs/design.md §5.7): the coded answers travel only
+    with consent, and never the free-text detail."""
+
+    volunteer_id: Id
+    consent_stats: StrictBool
+    age_band: AgeBand | None = None
+    seb: SebGroup | None = None
+
+    @model_validator(mode="after")
+    def _answers_only_with_consent(self) -> ConsentChanged:
+        if not self.consent_stats and (self.age_band is not None or self.seb is not None):
+            raise ValueError("age band and background travel only with consent to statistics")
+        return self
+
+    @property
+    def partition_key(self) -> str:
+        return self.volunteer_id  # after the volunteer's registration, on the same partition
+
+
 class OpportunityListed(AdminPayload):
     opportunity_id: Id
     partner_id: Id
@@ -423,6 +443,7 @@ _PAYLOAD_CLASSES: tuple[type[EventPayload], ...] = (
     EntryReversed,
     OrganisationRegistered,
     VolunteerRegistered,
+    ConsentChanged,
     OpportunityListed,
     MembershipStarted,
     MembershipEnded,
@@ -446,6 +467,7 @@ Payload = (
     | EntryReversed
     | OrganisationRegistered
     | VolunteerRegistered
+    | ConsentChanged
     | OpportunityListed
     | MembershipStarted
     | MembershipEnded

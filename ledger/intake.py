@@ -28,6 +28,7 @@ from ledger.domain import (
 from ledger.events import (
     BookingAttended,
     BookingCancelled,
+    ConsentChanged,
     CreditsGifted,
     CreditsRedeemed,
     DecodedEvent,
@@ -137,7 +138,7 @@ class HoursDecision:
 
 @dataclass(frozen=True, slots=True)
 class RegistryUpsert:
-    table: str  # "organisations" | "volunteers" | "opportunities" | "memberships"
+    table: str  # "organisations" | "volunteers" | "opportunities" | "memberships" | "consents"
     row: dict[str, object]
 
 
@@ -409,6 +410,15 @@ def _volunteer_registered(event: DecodedEvent, p: VolunteerRegistered, _: Regist
     return Plan(event, registry=[RegistryUpsert("volunteers", row)])
 
 
+def _consent_changed(event: DecodedEvent, p: ConsentChanged, registry: RegistryView) -> Plan:
+    """The answers as the event gives them (none without consent), and the free-text detail cleared either way:
+    it is never on the topic, and a changed answer may no longer match it (docs/design.md §5.7)."""
+    _volunteer(registry, p.volunteer_id)
+    row = {"id": p.volunteer_id, "consent_stats": p.consent_stats, "age_band": p.age_band, "seb": p.seb,
+           "changed_at": event.envelope.occurred_at}
+    return Plan(event, registry=[RegistryUpsert(CONSENTS, row)])
+
+
 def _opportunity_listed(event: DecodedEvent, p: OpportunityListed, registry: RegistryView) -> Plan:
     _organisation(registry, p.partner_id, "partner")
     row = {
@@ -443,6 +453,8 @@ def _membership_ended(event: DecodedEvent, p: MembershipEnded, _: RegistryView) 
 
 #: The registry table of memberships; an upsert of it with `ended_at` ends a membership.
 MEMBERSHIPS = "memberships"
+#: A change of a registered volunteer's consent and answers: an update of their row, never an insert.
+CONSENTS = "consents"
 
 _PLANNERS = {
     HoursApproved: _hours_approved,
@@ -455,6 +467,7 @@ _PLANNERS = {
     EntryReversed: _reversed,
     OrganisationRegistered: _organisation_registered,
     VolunteerRegistered: _volunteer_registered,
+    ConsentChanged: _consent_changed,
     OpportunityListed: _opportunity_listed,
     MembershipStarted: _membership_started,
     MembershipEnded: _membership_ended,

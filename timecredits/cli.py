@@ -378,6 +378,33 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="the token's id (
     console.print(f"token {token_id} revoked")
 
 
+@app.command("export-volunteer")
+def export_volunteer(
+    volunteer: Annotated[str, typer.Argument(help="the volunteer's id, like v-2957f17abc4b")],
+    out: Annotated[Path, typer.Option(help="where to write it: a .json file, or a .zip of CSV files")],
+    data_dir: DataDir = None,
+) -> None:
+    """Write everything held about a volunteer, for their subject access request (docs/design.md §5.7)."""
+    from api.auth import Principal, Role
+    from api.errors import ApiError
+    from api.services import subject_access
+
+    if out.suffix not in (".json", ".zip"):
+        console.print(f"[red]{out} should end in .json (one JSON file) or .zip (CSV files)[/red]")
+        raise typer.Exit(code=2)
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        try:
+            sections = subject_access.export(engine, Principal(Role.ADMIN), volunteer)
+        except ApiError as exc:
+            console.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(code=1) from exc
+    body = subject_access.as_csv_bundle(sections) if out.suffix == ".zip" else subject_access.as_json(sections)
+    out.write_bytes(body)
+    counts = ", ".join(f"{len(rows)} {name.replace('_', ' ')}" for name, rows in sections.items() if name != "profile")
+    console.print(f"Wrote everything held about {volunteer} to {out} ({counts}).")
+
+
 @app.command("import-areas")
 def import_areas(
     file: Annotated[Path, typer.Argument(help="Areas CSV: code, name, need_decile, population[, source].")],

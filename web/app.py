@@ -84,7 +84,7 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
-    from web import admin, coordinator, lead, partner, uploads, volunteer  # §8.3's doors, on this plumbing
+    from web import admin, coordinator, lead, partner, privacy, uploads, volunteer  # §8.3's doors, on this plumbing
 
     app.include_router(router)
     app.include_router(admin.router)
@@ -93,6 +93,7 @@ def install(app: FastAPI) -> None:
     app.include_router(partner.router)
     app.include_router(lead.router)
     app.include_router(uploads.router)
+    app.include_router(privacy.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 

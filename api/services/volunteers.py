@@ -13,6 +13,7 @@ from api.deps import Services, forbid
 from api.errors import ApiError
 from api.models import AreaCode, Id, OptionalText100, Request, Text200
 from api.publishing import publish
+from api.services.consent import add_to_history
 from api.services.members import Reference, set_reference, start_membership
 from ledger.events import VolunteerRegistered
 from ledger.pg import schema
@@ -70,9 +71,12 @@ def _write(conn: Connection, services: Services, principal: Principal, body: New
         raise ApiError(409, "volunteer_exists", "a volunteer with the id made is already registered; try again")
     attributes = body.model_dump(include={"area", "age_band", "seb", "seb_detail", "first_time_volunteer",
                                           "consent_stats"})
+    if not body.consent_stats:  # the answers exist only to be counted, and are kept only with consent (§5.7)
+        attributes.update(age_band=None, seb=None, seb_detail=None)
     conn.execute(insert(schema.volunteers).values(id=volunteer_id, **attributes))
     conn.execute(insert(schema.volunteer_profiles).values(volunteer_id=volunteer_id, display_name=body.display_name,
                                                           email=body.email))
+    add_to_history(conn, principal, volunteer_id, body.consent_stats)
     publish(services, principal, VolunteerRegistered(volunteer_id=volunteer_id, **attributes), conn)
     if org_id is not None:
         if body.reference is not None:

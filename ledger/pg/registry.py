@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import date
 from uuid import UUID
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from ledger.intake import MEMBERSHIPS, HoursLog, Opportunity, Organisation, RegistryUpsert, SpendCode
+from ledger.intake import CONSENTS, MEMBERSHIPS, HoursLog, Opportunity, Organisation, RegistryUpsert, SpendCode
 from ledger.pg import schema
 
 
@@ -112,6 +112,9 @@ def upsert_registry(conn: Connection, upserts: list[RegistryUpsert]) -> None:
         if table_name == MEMBERSHIPS:
             write_memberships(conn, rows)
             continue
+        if table_name == CONSENTS:
+            write_consents(conn, rows)
+            continue
         table = _REGISTRY_TABLES[table_name]
         latest = list({row["id"]: row for row in rows}.values())
         statement = insert(table).values(latest)
@@ -131,6 +134,19 @@ def write_memberships(conn: Connection, rows: list[dict[str, object]]) -> None:
     conn.execute(statement.on_conflict_do_update(
         index_elements=["id"],
         set_={"ended_at": func.coalesce(m.c.ended_at, statement.excluded.ended_at), "updated_at": func.now()}))
+
+
+def write_consents(conn: Connection, rows: list[dict[str, object]]) -> None:
+    """Consent changes of registered volunteers, in order: the answers as given, and the free-text detail cleared,
+    as the API does (docs/design.md §5.7). An update, as the row exists and an insert would need its area; and
+    only by an event no older than the answer held, which the API may have written after this one."""
+    v = schema.volunteers
+    conn.execute(update(v).where(v.c.id == bindparam("volunteer"), or_(
+        v.c.consent_changed_at.is_(None), v.c.consent_changed_at <= bindparam("at"))).values(
+        consent_stats=bindparam("consent"), age_band=bindparam("age"), seb=bindparam("background"), seb_detail=None,
+        consent_changed_at=bindparam("at"), updated_at=func.now()),
+        [{"volunteer": r["id"], "consent": r["consent_stats"], "age": r["age_band"], "background": r["seb"],
+          "at": r["changed_at"]} for r in rows])
 
 
 def _runs(upserts: list[RegistryUpsert]) -> list[tuple[str, list[dict[str, object]]]]:

@@ -139,6 +139,8 @@ volunteers = Table(
     Column("seb_detail", Text),
     Column("first_time_volunteer", Boolean),
     Column("consent_stats", Boolean, nullable=False),
+    #: When the consent now held was given, as its event says; none before the first change (docs/design.md §5.7).
+    Column("consent_changed_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
@@ -289,6 +291,18 @@ event_requests = Table(
     Column("type", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     #: The person who asked through the web app, when one did (docs/design.md §8.2).
+    Column("person_id", Uuid),
+)
+
+consent_changes = Table(
+    # Each time a volunteer's consent to statistics is given or withdrawn (docs/design.md §5.7); erasable.
+    "consent_changes",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id"), nullable=False),
+    Column("consent_stats", Boolean, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("recorded_by", Text, nullable=False),
     Column("person_id", Uuid),
 )
 

@@ -4,6 +4,14 @@ keyboard, their hours with what became of them; each page checked with axe-core 
 each refused to anyone else (docs/design.md §8.3)."""
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +23,7 @@ from sqlalchemy import insert, text
 
 from ledger.pg import schema
 from tests.browser.test_web import _context, _shots, _sign_in_with_card
-from tests.e2e.api_stack import Api, ready_api
+from tests.e2e.api_stack import Api, error_code, ready_api
 from tests.e2e.conftest import _make_stack
 from web import people
 from web.people import Person, PersonRole
@@ -283,3 +291,156 @@ def test_booking_without_the_forms_csrf_token_is_refused_and_books_nothing(vol: 
                                  "WHERE volunteer_id = :v AND kind = 'opportunity_booked'"),
                             {"v": vol.cy.volunteer_id}).scalar_one()
     assert held == 0
+
+
+# --- privacy: consent that can change, and everything held about them (docs/design.md §5.7) ----------------------
+
+
+def _answers(vol: VolunteerStack, volunteer_id: str) -> tuple[Any, ...]:
+    with vol.engine.connect() as conn:
+        return tuple(conn.execute(text("SELECT consent_stats, age_band, seb FROM volunteers WHERE id = :v"),
+                                  {"v": volunteer_id}).one())
+
+
+def test_a_volunteer_withdraws_and_gives_consent_again_and_downloads_their_data(vol: VolunteerStack, browser: Any,
+                                                                               screenshot_dir: Path) -> None:
+    cy = vol.cy.volunteer_id
+    assert cy is not None
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, vol.url, people.new_card(vol.engine, vol.cy.id))
+        _press(page, "link", "Your privacy and your data")
+        assert page.url == vol.url + "/app/privacy"
+        assert "You agreed to your age and background being counted" in page.locator(".panel").inner_text()
+        assert _lines(page, "ul.history li")[-1].endswith("agreed by the programme's administrator")
+        _shots(page, screenshot_dir, "volunteer-privacy")
+
+        page.get_by_label("No", exact=True).check()
+        _press(page, "button", "Save my answer")
+        assert "your answers about them are deleted" in page.get_by_role("status").inner_text()
+        assert "are not counted" in page.locator(".panel").inner_text()
+        assert _lines(page, "ul.history li")[0].endswith("did not agree by you")
+        assert _answers(vol, cy) == (False, None, None)
+        _shots(page, screenshot_dir, "volunteer-privacy-withdrawn")
+
+        page.get_by_label("Yes, I agree").check()
+        page.get_by_label("Age group").select_option("25-34")
+        _press(page, "button", "Save my answer")
+        assert _answers(vol, cy) == (True, "25-34", None)
+        assert page.get_by_label("Age group").input_value() == "25-34", "the form shows the answer held"
+
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download as one JSON file, to give to another service").click()
+        data = json.loads(Path(download.value.path()).read_text())
+        assert data["profile"][0]["volunteer_id"] == cy and data["profile"][0]["age_band"] == "25-34"
+        assert [c["consent_stats"] for c in data["consent"]] == [True, False, True]
+        statement = vol.api.get(f"/v1/volunteers/{cy}/statement", vol.api.admin, params={"limit": 200}).json()
+        spent = {row["entry_id"] for row in data["ledger"] if row["credits"] == "to spend"}
+        assert spent == {line["entry_id"] for line in statement["items"]} and spent
+        assert {row["what"] for row in data["sign_in"]} >= {"account", "sign-in card", "session"}
+        assert not {"code_sha256", "csrf_token", "token_sha256"} & {k for rows in data.values() for r in rows for k in r}
+
+        with page.expect_download() as bundle_download:
+            page.get_by_role("link", name="Download as spreadsheets (CSV files in a zip)").click()
+        with zipfile.ZipFile(bundle_download.value.path()) as bundle:
+            assert set(bundle.namelist()) == {"README.txt", *(f"{name}.csv" for name in data)}
+            hours = list(csv.DictReader(io.StringIO(bundle.read("hours.csv").decode("utf-8-sig"))))
+        assert [(row["minutes"], row["activity"], row["status"]) for row in hours] == [("60", "Gardening", "approved")]
+    finally:
+        context.close()
+
+
+def test_a_coordinator_records_a_members_answer_against_themself(vol: VolunteerStack, browser: Any,
+                                                                screenshot_dir: Path) -> None:
+    bo = vol.bo.volunteer_id
+    coordinator = people.add_person(vol.engine, "Kit at the kitchen", PersonRole.COORDINATOR, org_id="v-kitchen",
+                                     email=f"kit-{uuid.uuid4().hex[:6]}@v-kitchen.example")
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, vol.url, people.new_card(vol.engine, coordinator.id))
+        page.goto(vol.url + "/app/members")
+        _press(page, "link", "Consent to statistics for Vol bo")
+        _shots(page, screenshot_dir, "coordinator-consent")
+        _press(page, "button", "Save their answer")  # nothing chosen differs: nothing changes
+        page.get_by_label("No", exact=True).check()
+        _press(page, "button", "Save their answer")
+        assert "Vol bo does not agree" in page.get_by_role("status").inner_text()
+        assert _lines(page, "ul.history li")[0].endswith("did not agree by Org v-kitchen")
+    finally:
+        context.close()
+    with vol.engine.connect() as conn:
+        recorded = conn.execute(text("SELECT recorded_by, person_id FROM consent_changes WHERE volunteer_id = :v "
+                                     "ORDER BY id DESC LIMIT 1"), {"v": bo}).one()
+        asked = conn.execute(text("SELECT person_id FROM event_requests WHERE type = 'ConsentChanged' "
+                                  "ORDER BY created_at DESC LIMIT 1")).scalar_one()
+    assert tuple(recorded) == ("org:v-kitchen", coordinator.id) and asked == coordinator.id
+    outsider = people.add_person(vol.engine, "Pat at the lido", PersonRole.FRONT_DESK, org_id="v-lido")
+    desk, desk_csrf = _client(vol, outsider)
+    garden_coordinator = people.add_person(vol.engine, "Gus at the garden", PersonRole.COORDINATOR, org_id="v-garden")
+    with desk:
+        assert desk.get(f"/app/members/{bo}/consent").status_code == 403
+        assert desk.get("/app/privacy").status_code == 403
+        refused = desk.post(f"/app/members/{bo}/consent", data={"csrf_token": desk_csrf, "consent_stats": "yes"})
+        assert refused.status_code == 403
+    other = vol.api.volunteer("dee", AREA, member_of=("v-lido",))
+    gus, gus_csrf = _client(vol, garden_coordinator)
+    with gus:
+        assert gus.get(f"/app/members/{other}/consent").status_code == 403
+        assert gus.post(f"/app/members/{other}/consent",
+                        data={"csrf_token": gus_csrf, "consent_stats": "no"}).status_code == 403
+        assert gus.post(f"/app/members/{bo}/consent", data={"consent_stats": "yes"}).status_code == 403  # no CSRF
+    assert _answers(vol, other)[0] is True and _answers(vol, bo)[0] is False
+
+
+def test_consent_and_the_export_over_the_api_for_each_role(vol: VolunteerStack) -> None:
+    api, amina, bo = vol.api, vol.amina.volunteer_id, vol.bo.volunteer_id
+    lead = api.token("lead")
+    lido, kitchen = api.token("org", org_id="v-lido"), vol.kitchen_token
+    amina_token = api.token("volunteer", volunteer_id=amina)
+    consent, export = f"/v1/volunteers/{amina}/consent", f"/v1/volunteers/{amina}/export"
+    for path in (consent, export, export + ".zip"):
+        assert error_code(api.get(path, None)) == (401, "unauthenticated")
+        assert error_code(api.get(path, vol.bo_token)) == (403, "forbidden"), path
+        assert error_code(api.get(path, lead)) == (403, "forbidden"), path
+        assert api.get(path, amina_token).status_code == 200, path
+        assert api.get(path, api.admin).status_code == 200, path
+    assert error_code(api.get(consent, lido)) == (403, "not_a_member")
+    assert api.get(consent, kitchen).json()["consent_stats"] is True, "a member's organisation reads the answer"
+    assert error_code(api.get(export, kitchen)) == (403, "forbidden"), "but not the whole record"
+    assert error_code(api.get(export, lido)) == (403, "forbidden")
+    assert error_code(api.get("/v1/volunteers/v-000000000000/export", api.admin)) == (404, "unknown_volunteer")
+
+    assert error_code(api.request("PUT", consent, None, {"consent_stats": False})) == (401, "unauthenticated")
+    for token, code in ((vol.bo_token, "forbidden"), (lead, "forbidden"), (lido, "not_a_member")):
+        assert error_code(api.request("PUT", consent, token, {"consent_stats": False})) == (403, code)
+    assert error_code(api.request("PUT", consent, amina_token, {"consent_stats": False, "age_band": "65+"})) == (
+        422, "answers_without_consent")
+    assert _answers(vol, amina)[0] is True, "nothing refused changed anything"
+    changed = api.request("PUT", consent, amina_token, {"consent_stats": True, "age_band": "45-54", "seb": "lower"})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["age_band"], changed.json()["seb"]) == ("45-54", "lower")
+    assert len(changed.json()["history"]) == 1, "the same consent with new answers adds no history"
+    withdrawn = api.request("PUT", consent, kitchen, {"consent_stats": False})
+    assert withdrawn.json()["history"][-1]["recorded_by"] == "org:v-kitchen"
+    assert _answers(vol, amina) == (False, None, None)
+    assert api.request("PUT", consent, api.admin, {"consent_stats": True}).json()["consent_stats"] is True
+    assert api.get(f"/v1/volunteers/{bo}/export.zip", vol.bo_token).headers["content-type"] == "application/zip"
+
+
+def test_an_admin_answers_a_subject_access_request_from_the_command_line(vol: VolunteerStack, tmp_path: Path) -> None:
+    url = vol.engine.url.render_as_string(hide_password=False)
+    env = {**os.environ, "DATABASE_URL": url}
+    out = tmp_path / "amina.zip"
+    done = subprocess.run([sys.executable, "-m", "timecredits.cli", "export-volunteer", vol.amina.volunteer_id or "",
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Wrote everything held about {vol.amina.volunteer_id}" in done.stdout
+    with zipfile.ZipFile(out) as bundle:
+        profile = next(csv.DictReader(io.StringIO(bundle.read("profile.csv").decode("utf-8-sig"))))
+    assert profile["volunteer_id"] == vol.amina.volunteer_id and profile["name"] == "Vol amina"
+    unknown = subprocess.run([sys.executable, "-m", "timecredits.cli", "export-volunteer", "v-000000000000",
+                              "--out", str(tmp_path / "x.json")], env=env, capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert unknown.returncode == 1 and "no volunteer v-000000000000" in unknown.stdout + unknown.stderr

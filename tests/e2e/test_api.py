@@ -360,6 +360,8 @@ def _listing_written(stack: Stack, opportunity_id: str) -> tuple[Any, ...]:
 def test_a_partner_edits_the_title_capacity_and_start_of_its_own_opportunities(
         shared_stack: Stack, api: Api, world: World) -> None:
     lido = world.org(World.LIDO)
+    with shared_stack.engine.connect() as conn:
+        started = conn.execute(text("SELECT now()")).scalar_one()
     created = api.post("/v1/opportunities", lido, {"title": "Lane swim", "category": "sport", "cost": "2",
                                                    "capacity": 8, "area": AREA})
     assert created.status_code == 201, created.text
@@ -371,13 +373,18 @@ def test_a_partner_edits_the_title_capacity_and_start_of_its_own_opportunities(
     assert edited.json() == {**listed, "title": "Early lane swim", "starts_at": "2027-03-01T07:00:00Z"}
     unlimited = api.request("PATCH", path, api.admin, {"capacity": None})  # null: no limit; the rest stays
     assert unlimited.status_code == 200 and unlimited.json()["capacity"] is None
-    written_by_api, _ = _listing_written(shared_stack, listed["id"])
     # The worker writes each listing again from its OpportunityListed event (an upsert), in order: the last wins.
+    # Its write is later than the API's transaction of the last edit, whose time the edit's request row carries
+    # (the row's own time may already be the worker's, should the worker be quick).
+    with shared_stack.engine.connect() as conn:
+        last_edit = conn.execute(text("SELECT max(created_at) FROM event_requests WHERE type = 'OpportunityListed' "
+                                      "AND created_at >= :started"), {"started": started}).scalar_one()
+
     def upserted() -> bool:
         with shared_stack.engine.connect() as conn:
             row = conn.execute(text("SELECT updated_at, capacity FROM opportunities WHERE id = :o"),
                                {"o": listed["id"]}).one()
-        return bool(row.updated_at > written_by_api and row.capacity is None)
+        return bool(row.updated_at > last_edit and row.capacity is None)
 
     wait_until(upserted, 60, "the worker's upsert of the last edit")
     assert _listing_written(shared_stack, listed["id"])[1] == 0
@@ -801,6 +808,22 @@ def test_hours_dated_long_ago_need_an_admin_and_future_ones_are_refused(api: Api
 
 
 # --- memberships and organisations' references -------------------------------------------------------------------
+
+
+def test_a_volunteer_changes_consent_and_has_everything_held_about_them(api: Api, world: World) -> None:
+    """docs/design.md §5.7; every role's answer is tried in tests/browser/test_web_volunteer.py."""
+    volunteer, token = world.volunteer("privacy")
+    world.earn(volunteer, 90)
+    path = f"/v1/volunteers/{volunteer}/consent"
+    assert api.get(path, token).json()["consent_stats"] is True
+    withdrawn = api.request("PUT", path, token, {"consent_stats": False})
+    assert withdrawn.status_code == 200 and [c["consent_stats"] for c in withdrawn.json()["history"]] == [True, False]
+    expect(api.request("PUT", path, world.lead, {"consent_stats": True}), 403, "forbidden")
+    export = api.get(f"/v1/volunteers/{volunteer}/export", token)
+    assert export.status_code == 200 and export.json()["profile"][0]["consent_stats"] is False
+    assert [row["amount"] for row in export.json()["ledger"]] == ["1.50"]
+    bundle = api.get(f"/v1/volunteers/{volunteer}/export.zip", token)
+    assert bundle.status_code == 200 and bundle.content.startswith(b"PK")
 
 
 def _member_ids(api: Api, org_id: str, token: str) -> dict[str, str]:

@@ -89,7 +89,8 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
 
     pages = {"coordinator at Brixton Lunch Club": ["/app/members", "/app/approvals", "/app/hours/group"],
              "front desk at York Hall Leisure Centre": ["/app/take", "/app/listings", "/app/open-bookings"],
-             f"volunteer {volunteering().ids[0]}": ["/app/statement", "/app/opportunities", "/app/hours", "/app/pay"],
+             f"volunteer {volunteering().ids[0]}": ["/app/statement", "/app/opportunities", "/app/hours", "/app/pay",
+                                                    "/app/privacy"],
              "programme lead": ["/app/report", "/v1/stats/participation"]}
     for who, link in links.items():  # each printed link signs its person in; their pages answer as up's role
         with httpx.Client(timeout=30) as person:
@@ -115,6 +116,21 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
         assert DECIMAL_CREDITS.match(balance[name]), balance
     assert Decimal(balance["balance"]) > 0, balance
     assert Decimal(balance["balance"]) == Decimal(balance["held"]) + Decimal(balance["available"]), balance
+    # The subject-access export of a demo volunteer holds their profile and every entry of their statement.
+    admin = {"Authorization": f"Bearer {token}"}
+    export = httpx.get(f"{url}/v1/volunteers/{first}/export", headers=admin, timeout=30).json()
+    assert export["profile"][0]["volunteer_id"] == first and export["profile"][0]["area"]
+    statement, before = [], None
+    while True:
+        page = httpx.get(f"{url}/v1/volunteers/{first}/statement", headers=admin, timeout=30,
+                         params={"limit": 200, **({"before": before} if before else {})}).json()
+        statement += [(line["entry_id"], line["amount"]) for line in page["items"]]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert statement and sorted(statement) == sorted(
+        (row["entry_id"], row["amount"]) for row in export["ledger"] if row["credits"] == "to spend")
+    assert {row["what"] for row in export["sign_in"]} >= {"account", "session"}
 
     started = process_tree(running.process.pid, data_dir, broker_port)
     names = {" ".join(proc.cmdline()) for proc in started.values()}

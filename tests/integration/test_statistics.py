@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 from ledger.events import (
     BookingAttended,
     BookingCancelled,
+    ConsentChanged,
     CreditsGifted,
     CreditsRedeemed,
     DecodedEvent,
@@ -176,6 +177,32 @@ def test_volunteers_who_did_not_consent_are_never_broken_down_by_demographics(en
     by_seb = {row.group for row in participation(engine, "seb", START, END).rows}
     assert by_seb == {"lower", "undisclosed"}
     assert participation(engine, "month", START, END).totals.active_volunteers == 12, "everyone counts in totals"
+
+
+def test_a_withdrawal_of_consent_takes_effect_for_every_figure_computed_after_it(engine: Engine) -> None:
+    volunteers = [f"w{n}" for n in range(12)]
+    _apply(engine, _registry([(v, AREAS[0], "16-24", True) for v in volunteers]))
+    _apply(engine, _hours_for(volunteers, date(2026, 5, 2)))
+    before = {row.group: row.figures for row in participation(engine, "age_band", START, END).rows}
+    assert set(before) == {"16-24"} and before["16-24"].active_volunteers == 12
+    at = datetime(2026, 6, 1, tzinfo=UTC)
+    _apply(engine, [_ev(ConsentChanged(volunteer_id=v, consent_stats=False), at) for v in volunteers[:6]])
+    after = {row.group: row.figures for row in participation(engine, "age_band", START, END).rows}
+    assert after["16-24"].active_volunteers == 6 and after["undisclosed"].active_volunteers == 6
+    assert participation(engine, "month", START, END).totals.active_volunteers == 12, "they still count in totals"
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT count(*) FROM volunteers WHERE id = ANY (:ids) AND "
+                                 "(age_band IS NOT NULL OR seb IS NOT NULL OR consent_stats)"),
+                            {"ids": volunteers[:6]}).scalar_one()
+    assert kept == 0, "withdrawing deletes the answers about age and background"
+    _apply(engine, [_ev(ConsentChanged(volunteer_id="w0", consent_stats=True, age_band="25-34"), at)])
+    again = {row.group: row.figures for row in participation(engine, "age_band", START, END).rows}
+    assert again["undisclosed"].volunteers == 5 and "25-34" in again
+    # An older change met late (the API wrote a newer answer first) changes nothing.
+    _apply(engine, [_ev(ConsentChanged(volunteer_id="w0", consent_stats=False), at - timedelta(days=1))])
+    with engine.connect() as conn:
+        assert tuple(conn.execute(text("SELECT consent_stats, age_band FROM volunteers WHERE id = 'w0'")).one()) == (
+            True, "25-34")
 
 
 def test_a_figure_describing_fewer_than_five_volunteers_is_withheld_in_a_shown_cell(engine: Engine) -> None:

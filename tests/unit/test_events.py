@@ -23,6 +23,7 @@ from ledger.events import (
     BookingAttended,
     BookingCancelled,
     CommittedEntry,
+    ConsentChanged,
     CreditsGifted,
     CreditsRedeemed,
     DecodedEvent,
@@ -74,6 +75,7 @@ def samples() -> list[BaseModel]:
             first_time_volunteer=True,
             consent_stats=True,
         ),
+        ConsentChanged(volunteer_id="v-1", consent_stats=True, age_band="16-24", seb="intermediate"),
         OpportunityListed(
             opportunity_id="swim-01",
             partner_id="leisure",
@@ -141,7 +143,7 @@ def test_topics() -> None:
                 "BookingAttended", "CreditsRedeemed", "CreditsGifted", "EntryReversed"}
     assert {n for n, t in TOPIC_OF.items() if t == TOPIC_ACTIVITY} == activity
     assert {n for n, t in TOPIC_OF.items() if t == TOPIC_ADMIN} == {
-        "OrganisationRegistered", "VolunteerRegistered", "OpportunityListed", "MembershipStarted", "MembershipEnded"}
+        "OrganisationRegistered", "VolunteerRegistered", "ConsentChanged", "OpportunityListed", "MembershipStarted", "MembershipEnded"}
     assert {n for n, t in TOPIC_OF.items() if t == TOPIC_LEDGER} == {"EntryCommitted"}
 
 
@@ -648,3 +650,13 @@ def test_a_committed_entry_in_another_offset_is_published_in_utc() -> None:
     at = datetime(2026, 6, 1, 13, 30, tzinfo=timezone(timedelta(hours=1)))
     fast = CommittedEntry(1, uuid4(), "hours_approved", at, "v", "o", None, None, postings)
     assert b'"occurred_at":"2026-06-01T12:30:00Z"' in fast.to_json()
+
+
+def test_a_consent_change_carries_answers_only_with_consent() -> None:
+    withdrawn = ConsentChanged(volunteer_id="v-1", consent_stats=False)
+    assert withdrawn.age_band is None and withdrawn.seb is None and withdrawn.partition_key == "v-1"
+    for answers in ({"age_band": "25-34"}, {"seb": "lower"}):
+        with pytest.raises(ValidationError, match="only with consent"):
+            ConsentChanged(volunteer_id="v-1", consent_stats=False, **answers)
+    assert "seb_detail" not in ConsentChanged.model_fields  # free text never travels on the topic
+    assert TOPIC_OF["ConsentChanged"] == TOPIC_ADMIN
