@@ -377,6 +377,16 @@ def test_the_shipped_sample_sheet() -> None:
     assert sum(row.hours.minutes for row in parsed.rows) == 13 * 60 + 15
 
 
+def test_the_sample_sheet_names_members_of_the_organisation_the_readme_imports_it_for() -> None:
+    """README: `import-hours producers/samples/hours-2026-10.csv --org food-bank-th` beside `up --demo`."""
+    from timecredits.demo import volunteering
+
+    demo = volunteering()
+    parsed = read_sheet(SAMPLE, "food-bank-th", today=TODAY)
+    named = {row.hours.volunteer_id for row in parsed.rows}
+    assert named and all("food-bank-th" in demo.orgs.get(volunteer, ()) for volunteer in named), named
+
+
 def test_report_lists_rejected_and_skipped_rows_by_line(tmp_path: Path) -> None:
     parsed = sheet("V1,31/02/2026,1,x", "Total,,1,", "V2,02/11/2026,1,=HYPERLINK(\"http://x\")", "V3,02/11/2026,x,y")
     report = tmp_path / "out" / "report.csv"
