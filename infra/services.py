@@ -35,8 +35,9 @@ def running_services(
     """Yield the endpoints, starting an embedded service for each needed one that is not configured.
 
     A configured URL (``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``) is used as-is and nothing is
-    started for it; so is a service another live process (`timecredits up`) runs on the same data dir. Embedded services live under ``data_dir`` and are stopped on exit, in reverse
-    order of start, also when the body raises. An embedded service never takes one of ``reserved_ports``
+    started for it; so is a service another live process (`timecredits up`) runs on the same data dir.
+    Embedded services live under ``data_dir`` and are stopped on exit, in reverse order of start, also when the
+    body raises. An embedded service never takes one of ``reserved_ports``
     (the API's, bound only after the services are up).
     """
     database_url = settings.database_url or None
