@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, select
 
 from ledger.amounts import format_credits, minutes_to_hundredths
 from ledger.domain import Rejection
+from ledger.events import EventPayload
 from ledger.intake import IntakePolicy, check_payload
 from ledger.pg import schema
 from ledger.pg.processing import event_outcomes
@@ -24,7 +25,8 @@ from ledger.pg.registry import StoredRegistry
 from ledger.pipeline import EventOutcome
 from producers.hours_csv import GoodRow, ParsedSheet, RejectCode, RejectedRow
 
-__all__ = ["REASON_WORDS", "CheckedSheet", "ImportOutcome", "check_sheet", "reason_in_words", "wait_for_outcomes"]
+__all__ = ["REASON_WORDS", "CheckedSheet", "ImportOutcome", "check_sheet", "describe_credits", "reason_in_words",
+           "wait_for_outcomes"]
 
 #: Each reason a row is refused for, in the words a coordinator reads (the report keeps the code).
 REASON_WORDS: dict[str, str] = {
@@ -61,7 +63,7 @@ class CheckedSheet:
     approvals_skipped: bool = False
     auto_approve: bool = False
 
-    def events(self, *, approve: bool) -> list[tuple[UUID, object]]:
+    def events(self, *, approve: bool) -> list[tuple[UUID, EventPayload]]:
         return [event for row in self.to_produce for event in row.events(approve=approve and not self.auto_approve)]
 
 

@@ -89,7 +89,7 @@ def import_hours(
     ) as bar:
         task = bar.add_task(f"producing {Path(path).name}", total=len(events))
         for event_id, payload in events:
-            producer.publish(payload, actor=actor, event_id=event_id, occurred_at=occurred_at)  # type: ignore[arg-type]
+            producer.publish(payload, actor=actor, event_id=event_id, occurred_at=occurred_at)
             bar.advance(task)
         bar.update(task, description="waiting for the broker's acknowledgements")
         producer.flush(timeout=_FLUSH_TIMEOUT_S)
