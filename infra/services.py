@@ -6,7 +6,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.embedded import EmbeddedBroker, EmbeddedPostgres
+from infra.embedded import EmbeddedBroker, EmbeddedPostgres, running_broker
 from timecredits.settings import Settings
 
 __all__ = ["ServiceEndpoints", "running_services"]
@@ -35,8 +35,9 @@ def running_services(
     """Yield the endpoints, starting an embedded service for each needed one that is not configured.
 
     A configured URL (``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``) is used as-is and nothing is
-    started for it. Embedded services live under ``data_dir`` and are stopped on exit, in reverse
-    order of start, also when the body raises. An embedded service never takes one of ``reserved_ports``
+    started for it; so is a service another live process (`timecredits up`) runs on the same data dir.
+    Embedded services live under ``data_dir`` and are stopped on exit, in reverse order of start, also when the
+    body raises. An embedded service never takes one of ``reserved_ports``
     (the API's, bound only after the services are up).
     """
     database_url = settings.database_url or None
@@ -47,6 +48,8 @@ def running_services(
             postgres = stack.enter_context(EmbeddedPostgres(data_dir, durable=durable, avoid_ports=reserved_ports))
             database_url = postgres.url
             embedded["PostgreSQL"] = lambda: postgres.alive
+        if bootstrap_servers is None and need_broker:
+            bootstrap_servers = running_broker(data_dir)
         if bootstrap_servers is None and need_broker:
             broker = stack.enter_context(EmbeddedBroker(data_dir, avoid_ports=reserved_ports))
             bootstrap_servers = broker.bootstrap_servers

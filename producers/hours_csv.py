@@ -79,6 +79,7 @@ class RejectCode(StrEnum):
     UNKNOWN_VOLUNTEER = "unknown_volunteer"
     INVALID_ACTIVITY = "invalid_activity"
     INVALID_ROW = "invalid_row"
+    POSSIBLE_DUPLICATE = "possible_duplicate"
 
 
 TOTALS_ROW = "totals_row"
@@ -89,6 +90,7 @@ class GoodRow:
     line: int
     event_id: UUID
     hours: HoursLogged
+    raw: tuple[str, ...] = ()  # the row as the sheet has it, for the report when the registry refuses it
 
     def events(self, *, approve: bool) -> list[tuple[UUID, EventPayload]]:
         """The row's `HoursLogged`, followed by its `HoursApproved` when the sheet is approved as submitted."""
@@ -104,7 +106,7 @@ class GoodRow:
 @dataclass(frozen=True)
 class RejectedRow:
     line: int
-    reason: RejectCode
+    reason: str  # a `RejectCode`, or the intake rule's reason when the registry refuses the row before producing
     message: str
     raw: tuple[str, ...]
 
@@ -289,7 +291,7 @@ def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None,
         key = (hours.volunteer_id, hours.date, hours.minutes, hours.activity)
         event_id = log_event_id(org_id, *key, seen[key])
         seen[key] += 1
-        sheet.rows.append(GoodRow(line, event_id, hours))
+        sheet.rows.append(GoodRow(line, event_id, hours, raw))
     return sheet
 
 

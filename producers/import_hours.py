@@ -10,7 +10,12 @@ from uuid import UUID
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from producers.hours_csv import ParsedSheet, Resolver, read_sheet
+from sqlalchemy import Engine
+
+from ledger.intake import IntakePolicy
+from ledger.events import HoursLogged
+from producers.hours_csv import GoodRow, ParsedSheet, Resolver, read_sheet
+from producers.import_check import CheckedSheet, check_sheet
 from producers.kafka import EventProducer
 
 __all__ = ["REPORT_COLUMNS", "ImportSummary", "import_hours", "write_report"]
@@ -28,6 +33,10 @@ class ImportSummary:
     report_path: Path
     encoding: str
     log_event_ids: tuple[UUID, ...]
+    #: With the registry check: the rows produced, the rows already imported, the approval events produced.
+    checked: CheckedSheet | None = None
+    produced_rows: tuple[GoodRow, ...] = ()
+    approval_ids: tuple[UUID, ...] = ()
 
 
 def import_hours(
@@ -41,6 +50,9 @@ def import_hours(
     progress: bool = True,
     today: date | None = None,
     resolve: Resolver | None = None,
+    engine: Engine | None = None,
+    policy: IntakePolicy | None = None,
+    keep_duplicates: bool = False,
 ) -> ImportSummary:
     """Parse the sheet at `path` for `org_id`, write the report, produce every good row's events and flush.
 
@@ -49,10 +61,23 @@ def import_hours(
     unusable file and `DeliveryError` when the broker does not acknowledge every event; running the same
     file again is then safe (deterministic event ids). `resolve` names each row's volunteer (the organisation's
     own reference, or a volunteer id; see `producers.hours_csv.parse_sheet`).
+
+    With `engine`, rows are first checked against the registry (`producers.import_check.check_sheet`): refused
+    rows and possible duplicates go to the report, rows already imported are not produced again, and no approval
+    is produced for an organisation that approves automatically.
     """
     sheet = read_sheet(path, org_id, today=today, resolve=resolve)
+    checked: CheckedSheet | None = None
+    if engine is not None:
+        with engine.connect() as conn:
+            checked = check_sheet(conn, sheet, org_id, actor=actor, approve=approve,
+                                  policy=policy or IntakePolicy(), keep_duplicates=keep_duplicates)
+        produced_rows = checked.to_produce
+        events = checked.events(approve=approve)
+    else:
+        produced_rows = sheet.rows
+        events = sheet.events(approve=approve)
     write_report(sheet, report_path)
-    events = sheet.events(approve=approve)
     occurred_at = datetime.now(UTC)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -70,13 +95,16 @@ def import_hours(
         producer.flush(timeout=_FLUSH_TIMEOUT_S)
         bar.update(task, description=f"produced {Path(path).name}")
     return ImportSummary(
-        rows=len(sheet.rows),
+        rows=len(produced_rows),
         events=len(events),
         rejected=len(sheet.rejected),
         skipped=len(sheet.skipped),
         report_path=report_path,
         encoding=sheet.encoding,
         log_event_ids=tuple(row.event_id for row in sheet.rows),
+        checked=checked,
+        produced_rows=tuple(produced_rows),
+        approval_ids=tuple(event_id for event_id, payload in events if not isinstance(payload, HoursLogged)),
     )
 
 

@@ -20,6 +20,7 @@ from infra.services import running_services
 from ledger.amounts import format_credits
 from ledger.pg.repository import LedgerRepository
 from ledger.pg.verify import VerifyReport, verify_ledger
+from producers.cli import EXIT_CODES_HELP
 from timecredits.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -435,22 +436,48 @@ def report(
     raise typer.Exit(code=code)
 
 
-@app.command("import-hours")
+@app.command("import-hours", epilog=EXIT_CODES_HELP)
 def import_hours(
-    file: Annotated[Path, typer.Argument(help="The organisation's monthly sheet (CSV).")],
+    file: Annotated[Path, typer.Argument(help="The organisation's monthly sheet (.csv, or Excel .xlsx).")],
     org: Annotated[str, typer.Option(help="The organisation whose sheet it is.")],
-    approve: Annotated[bool, typer.Option(help="The organisation approves the rows as it submits them.")] = False,
-    report: Annotated[Path | None, typer.Option(help="Where to write rejected rows (default: FILE.report.csv).")] = None,
+    approve: Annotated[bool, typer.Option(
+        help="The organisation approves the rows as it submits them (nothing to add where it approves by itself).")]
+        = False,
+    report: Annotated[Path | None, typer.Option(
+        help="Where to write the rows not imported and why (default: FILE.report.csv next to FILE, e.g. "
+             "hours-2026-10.report.csv).")] = None,
+    keep_duplicates: Annotated[bool, typer.Option(
+        help="Import a row that repeats an earlier one exactly (same volunteer, date, hours and activity) as a "
+             "second session, rather than holding it back as a possible duplicate.")] = False,
+    as_admin: Annotated[bool, typer.Option(
+        help="Log the hours as the programme's admin, who may log hours older than TIMECREDITS_MAX_DAYS_BACK days.")]
+        = False,
+    wait: Annotated[float, typer.Option(
+        help="Seconds to wait for the ledger worker's outcome of every row (0: produce and do not wait).")] = 120.0,
+    data_dir: DataDir = None,
 ) -> None:
-    """Validate a spreadsheet of hours and produce one event per good row; re-running it adds nothing. Each row's
-    volunteer is the organisation's own reference for them, or their volunteer id."""
+    """Check a spreadsheet of hours against the registry, produce the good rows, wait for the ledger worker and say
+    what happened in credits; re-running it adds nothing. Each row's volunteer is the organisation's own reference
+    for them, or their volunteer id. Finds a running `timecredits up` on the same data dir by itself, else uses
+    DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS."""
+    from infra.embedded import running_broker
+    from ledger.intake import IntakePolicy
     from producers.cli import import_hours_command
 
     settings = get_settings()
-    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-    database_url = _require(settings.database_url, "DATABASE_URL")  # the organisation's references live there
-    code = import_hours_command(file, org, approve, report, bootstrap, settings.topic_partitions,
-                                topic_prefix=settings.topic_prefix, console=console, database_url=database_url)
+    directory = _data_dir(settings, data_dir)
+    bootstrap = settings.kafka_bootstrap_servers or running_broker(directory)
+    if not bootstrap:
+        console.print(f"[red]No broker to send the hours to[/red]: no `timecredits up` is running on {directory}. "
+                      "Start it (with the same --data-dir), or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.")
+        raise typer.Exit(code=2)
+    with running_services(settings, directory, need_broker=False) as endpoints:
+        assert endpoints.database_url is not None
+        code = import_hours_command(file, org, approve, report, bootstrap, settings.topic_partitions,
+                                    topic_prefix=settings.topic_prefix, console=console,
+                                    database_url=endpoints.database_url, keep_duplicates=keep_duplicates,
+                                    wait_timeout_s=wait if wait > 0 else None, as_admin=as_admin,
+                                    policy=IntakePolicy(max_days_back=settings.max_days_back))
     raise typer.Exit(code=code)
 
 

@@ -14,7 +14,9 @@ from fastapi.responses import HTMLResponse
 from api.errors import ApiError
 from api.publishing import publish, request_event_id
 from ledger.pg.registry import VolunteerDirectory
-from producers.hours_csv import ParsedSheet, RejectCode, parse_sheet
+from ledger.actors import org_actor
+from producers.hours_csv import ParsedSheet, parse_sheet
+from producers.import_check import REASON_WORDS, check_sheet
 from producers.sheets import SheetError
 from web.app import PREFIX, CsrfToken, SignedIn, _check_csrf, _only, _page, _services
 from web.people import PersonRole, Session
@@ -23,16 +25,8 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: Paths whose requests carry a sheet: the body limit at the edge lets them be larger (docs/design.md §5.5).
 UPLOAD_PATHS = (f"{PREFIX}/import", f"{PREFIX}/import/confirm")
 
-_REASONS = {
-    RejectCode.MISSING_VALUE: "a cell is empty",
-    RejectCode.BAD_DATE: "the date is not one we can read: write it like 31/10/2026",
-    RejectCode.FUTURE_DATE: "the date has not happened yet",
-    RejectCode.BAD_HOURS: "the hours are not ones we can read: write them like 1.5, 1:30 or 90m, up to 24",
-    RejectCode.INVALID_VOLUNTEER: "the volunteer cell is not a reference or card number",
-    RejectCode.UNKNOWN_VOLUNTEER: "nobody has that reference or card number in your organisation",
-    RejectCode.INVALID_ACTIVITY: "the activity is empty or too long (at most 200 characters)",
-    RejectCode.INVALID_ROW: "the row has more cells than the headings",
-}
+#: Why a row is not imported, in words (the parser's reasons and the intake rules' the registry check applies).
+_REASONS = REASON_WORDS
 
 
 def _coordinator(session: Session) -> str:
@@ -42,8 +36,19 @@ def _coordinator(session: Session) -> str:
 
 
 def _parse(request: Request, org_id: str, data: bytes) -> ParsedSheet:
-    with _services(request).engine.connect() as conn:
-        return parse_sheet(data, org_id, resolve=VolunteerDirectory(conn, org_id).resolve)
+    """The sheet parsed, each good row checked against the registry as `timecredits import-hours` checks it: a row
+    the worker would refuse (not a member, too old, ...) is shown as rejected, with why, and is not sent. Rows
+    already imported stay (sending them again adds nothing) and so do repeated rows (two sessions, as before)."""
+    services = _services(request)
+    with services.engine.connect() as conn:
+        parsed = parse_sheet(data, org_id, resolve=VolunteerDirectory(conn, org_id).resolve)
+        refused_before = len(parsed.rejected)
+        check_sheet(conn, parsed, org_id, actor=org_actor(org_id), approve=False, policy=services.policy,
+                    keep_duplicates=True)
+    if len(parsed.rejected) > refused_before:
+        refused = {row.line for row in parsed.rejected}
+        parsed.rows = [row for row in parsed.rows if row.line not in refused]
+    return parsed
 
 
 @router.get("/import", response_class=HTMLResponse)

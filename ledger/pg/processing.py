@@ -44,7 +44,7 @@ from ledger.pipeline import (
     needs_of,
 )
 
-__all__ = ["BatchResult", "EventOutcome", "EventProcessor", "count_decided", "event_status", "load_committed",
+__all__ = ["BatchResult", "EventOutcome", "EventProcessor", "count_decided", "event_outcomes", "event_status", "load_committed",
            "record_rejection", "run_batch"]
 
 #: How often a batch is decided again when a concurrent writer got in its way (`is_write_conflict`).
@@ -444,6 +444,11 @@ def count_decided(engine: Engine, event_ids: Sequence[UUID]) -> int:
     """How many of `event_ids` have been processed (applied or rejected): progress for loaders and tests."""
     with engine.connect() as conn:
         return len(_decided(conn, event_ids))
+
+
+def event_outcomes(conn: Connection, event_ids: Sequence[UUID]) -> dict[UUID, EventOutcome]:
+    """What became of each of `event_ids` that was processed (applied or rejected); pending ones are left out."""
+    return _decided(conn, event_ids)
 
 
 def event_status(engine: Engine, event_id: UUID) -> EventOutcome | None:

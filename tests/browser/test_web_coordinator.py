@@ -418,7 +418,7 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
     day = (date.today() - timedelta(days=3)).strftime("%d/%m/%Y")
     sheet = tmp_path / "november.csv"
     sheet.write_text(f"Volunteer,Date,Hours,Activity\nG-001,{day},1.5,Sheet gardening\nG-404,{day},1,Nobody\n"
-                     f"G-001,{day},lots,Bad hours\nTotal,,2.5,\n")
+                     f"G-001,{day},lots,Bad hours\n{coord.bo},{day},1,Not ours\nTotal,,2.5,\n")
     card = people.new_card(coord.engine, coord.garden_coordinator.id)
     context = _context(browser)
     try:
@@ -429,8 +429,10 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
         page.locator("#sheet").set_input_files(str(sheet))
         _press(page, "Check the spreadsheet")
         text_ = page.locator("main").inner_text()
-        assert "1 row will be imported, 2 cannot be, 1 totals row left out" in text_, text_
+        assert "1 row will be imported, 3 cannot be, 1 totals row left out" in text_, text_
         assert "nobody has that reference or card number in your organisation" in text_
+        # Bo is a volunteer of the library, not of the garden: the worker would refuse the row, so it is not sent.
+        assert "the volunteer is not a current member of the organisation" in text_
         assert "the hours are not ones we can read" in text_
         _shots(page, screenshot_dir, "coordinator-import-preview")
         _press(page, "Import 1 row")

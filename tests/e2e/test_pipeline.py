@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
+from rich.console import Console
 from sqlalchemy import text
 
 from ledger.actors import volunteer_actor
@@ -32,7 +37,8 @@ from ledger.events import (
 from ledger.pg.processing import event_status
 from ledger.pg.repository import LedgerRepository
 from ledger.pg.verify import verify_ledger
-from tests.e2e.conftest import Stack
+from producers.cli import EXIT_OK, EXIT_REFUSED, import_hours_command
+from tests.e2e.conftest import PARTITIONS, Stack
 from tests.e2e.stack import decided_count, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
@@ -41,11 +47,17 @@ AREA = "E09000012"
 ACTOR = "test"
 
 
-def _register(stack: Stack, tag: str, volunteers: int) -> list[str]:
+def _registered(stack: Stack, volunteer_id: str) -> bool:
+    with stack.engine.connect() as conn:
+        return conn.execute(text("SELECT 1 FROM volunteers WHERE id = :v"), {"v": volunteer_id}).first() is not None
+
+
+def _register(stack: Stack, tag: str, volunteers: int, *, auto_approve: bool = False) -> list[str]:
     """Organisations, volunteers and an opportunity through tc.admin; returns the volunteer ids."""
     ids = [f"{tag}-v{n}" for n in range(volunteers)]
     with stack.producer() as producer:
-        producer.publish(OrganisationRegistered(org_id=f"{tag}-club", name="Club", area=AREA, kinds=frozenset({"community"})), actor=ACTOR)
+        producer.publish(OrganisationRegistered(org_id=f"{tag}-club", name="Club", area=AREA, kinds=frozenset({"community"}),
+                                                 auto_approve=auto_approve), actor=ACTOR)
         producer.publish(OrganisationRegistered(org_id=f"{tag}-lido", name="Lido", area=AREA, kinds=frozenset({"partner"})), actor=ACTOR)
         producer.publish(OpportunityListed(opportunity_id=f"{tag}-swim", partner_id=f"{tag}-lido", title="Swim",
                                            category="sport", cost=100, area=AREA), actor=ACTOR)
@@ -237,3 +249,104 @@ def test_the_statistics_run_in_a_process_of_their_own_with_only(stack: Stack) ->
     wait_until(lambda: facts() == 1, 60, "the statistics process to record the entry")
     with stack.engine.connect() as conn:
         assert conn.execute(text("SELECT minutes FROM stats_facts")).scalar_one() == 90
+
+
+# --- `timecredits import-hours`: checked before producing, told after the worker ------------------------------
+
+
+def _sheet(path: Path, rows: list[str]) -> Path:
+    path.write_text("Volunteer,Date,Hours,Activity\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _import(stack: Stack, sheet: Path, org: str, **options: Any) -> tuple[int, str]:
+    buffer = io.StringIO()
+    code = import_hours_command(sheet, org, options.pop("approve", False), options.pop("report", None),
+                                stack.bootstrap, PARTITIONS, topic_prefix=stack.prefix, database_url=stack.database_url,
+                                console=Console(file=buffer, width=300), wait_timeout_s=90, **options)
+    return code, buffer.getvalue()
+
+
+def _report(path: Path) -> list[tuple[str, str]]:
+    return [(row["line"], row["reason"]) for row in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))]
+
+
+def _logs(stack: Stack, org: str) -> int:
+    with stack.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM hours_logs WHERE org_id = :o"), {"o": org}).scalar_one())
+
+
+def test_import_hours_refuses_unknown_and_non_members_before_producing_and_says_what_the_worker_did(
+        shared_stack: Stack, tmp_path: Path) -> None:
+    stack = shared_stack
+    ana, ben = _register(stack, "imp", 2)
+    with stack.producer() as producer:  # registered, but a member of no organisation
+        producer.publish(VolunteerRegistered(volunteer_id="imp-loner", area=AREA, consent_stats=True), actor=ACTOR)
+    wait_until(lambda: _registered(stack, "imp-loner"), 60, "the lone volunteer")
+    day = f"{date.today() - timedelta(days=3):%d/%m/%Y}"
+    sheet = _sheet(tmp_path / "hours.csv", [
+        f"{ana},{day},1.5,Food bank",
+        f"{ben},{day},1,Litter pick",
+        f"imp-nobody,{day},2,Food bank",
+        f"imp-loner,{day},2,Food bank",
+        f"{ana},{day},1.5,Food bank",
+        f"{ben},31/09/2026,1,Litter pick",
+    ])
+    code, out = _import(stack, sheet, "imp-club")
+    assert code == EXIT_REFUSED, out
+    assert "Produced 2 event(s) for 2 row(s) of hours.csv" in out
+    assert "Applied: 2 log(s), 2.5 hours, 0.00 credits approved, 2.50 credits waiting for approval." in out, out
+    assert "Rejected 4 row(s)" in out and str(tmp_path / "hours.report.csv") in out.replace("\n", "")
+    report = tmp_path / "hours.report.csv"
+    assert _report(report) == [("4", "unknown_volunteer"), ("5", "not_a_member"), ("6", "possible_duplicate"),
+                               ("7", "bad_date")]
+    assert "is not a member of imp-club" in report.read_text(encoding="utf-8-sig")
+    assert _logs(stack, "imp-club") == 2  # the refused rows were never produced
+
+    again, out = _import(stack, sheet, "imp-club")
+    assert again == EXIT_REFUSED, out
+    assert "Already imported: 2 row(s) of hours.csv" in out and "Produced" not in out, out
+    assert _report(report) == [("4", "unknown_volunteer"), ("5", "not_a_member"), ("6", "possible_duplicate"),
+                               ("7", "bad_date")]
+
+    # The same sheet as an Excel workbook: the same report, at the same default path (FILE.report.csv).
+    from openpyxl import Workbook
+
+    csv_report = report.read_text(encoding="utf-8-sig")
+    report.unlink()
+    workbook = Workbook()
+    for line in sheet.read_text(encoding="utf-8").splitlines():
+        workbook.active.append(line.split(","))
+    workbook.save(tmp_path / "hours.xlsx")
+    as_xlsx, out = _import(stack, tmp_path / "hours.xlsx", "imp-club")
+    assert as_xlsx == EXIT_REFUSED, out
+    assert "Already imported: 2 row(s) of hours.xlsx" in out, out
+    assert report.read_text(encoding="utf-8-sig") == csv_report
+
+    kept, out = _import(stack, sheet, "imp-club", keep_duplicates=True, report=tmp_path / "kept.csv")
+    assert kept == EXIT_REFUSED, out
+    assert "Produced 1 event(s) for 1 row(s)" in out and "Applied: 1 log(s), 1.5 hours" in out, out
+    assert ("6", "possible_duplicate") not in _report(tmp_path / "kept.csv")
+    assert _logs(stack, "imp-club") == 3
+
+
+def test_import_hours_skips_approvals_an_organisation_makes_itself_and_groups_the_workers_refusals(
+        shared_stack: Stack, tmp_path: Path) -> None:
+    stack = shared_stack
+    ids = _register(stack, "auto", 1, auto_approve=True)
+    day = f"{date.today() - timedelta(days=2):%d/%m/%Y}"
+    clean = _sheet(tmp_path / "clean.csv", [f"{ids[0]},{day},2,Gardening"])
+    code, out = _import(stack, clean, "auto-club", approve=True)
+    assert code == EXIT_OK, out
+    assert "No approvals produced: auto-club approves its volunteers' hours by itself" in out, out
+    assert "Produced 1 event(s) for 1 row(s)" in out
+    assert "Applied: 1 log(s), 2 hours, 2.00 credits approved, 0.00 credits waiting for approval." in out, out
+    assert "Every row of the sheet is in the ledger." in out
+
+    # 13 hours twice on one day pass the check one by one; the worker refuses the second past 24 approved hours.
+    long_day = _sheet(tmp_path / "long.csv", [f"{ids[0]},{day},11,Harvest", f"{ids[0]},{day},13,Harvest night"])
+    code, out = _import(stack, long_day, "auto-club", approve=True)
+    assert code == EXIT_REFUSED, out
+    assert "Refused by the ledger: 1 row(s) (more than 24 hours approved for the volunteer on one day)" in out, out
+    assert "Applied: 1 log(s), 11 hours, 11.00 credits approved" in out, out
+    assert LedgerRepository(stack.engine).volunteer_balance(ids[0]).available == 1300

@@ -11,7 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -32,7 +32,7 @@ from ledger.events import (
     decode_event,
     new_event,
 )
-from producers.cli import EXIT_BAD_FILE, EXIT_BROKER, EXIT_OK, import_hours_command
+from producers.cli import EXIT_BAD_FILE, EXIT_BROKER, EXIT_REFUSED, import_hours_command
 from producers.hours_csv import read_sheet
 from producers.import_hours import import_hours
 from producers.kafka import ALL_TOPICS, DeliveryError, EventProducer, ensure_topics
@@ -439,7 +439,7 @@ def test_import_hours_command_with_the_sample_sheet(topics: str, tail: Tail, tmp
     code = import_hours_command(sample, f"org-{tag}", True, None, topics, PARTITIONS,
                                 console=Console(file=buffer, width=200))
     output = buffer.getvalue()
-    assert code == EXIT_OK, output
+    assert code == EXIT_REFUSED, output  # the sample's one bad row
     assert "Produced 16 event(s) for 8 row(s)" in output
     assert "Rejected 1 row(s)" in output and "hours-2026-10.report.csv" in output
     assert "Skipped 1 totals row(s)" in output
@@ -489,15 +489,44 @@ def test_import_hours_command_names_volunteers_by_the_organisations_own_referenc
                                                            for v in (volunteer, other)]))
             conn.execute(insert(schema.volunteer_references).values(org_id=org, reference="FB-0042",
                                                                     volunteer_id=volunteer))
+            conn.execute(insert(schema.memberships).values([
+                {"id": uuid.uuid4(), "org_id": org, "volunteer_id": v, "started_at": datetime.now(UTC)}
+                for v in (volunteer, other)]))
     finally:
         engine.dispose()
-    sheet = _write_sheet(tmp_path, "Volunteer,Date,Hours,Activity\r\nFB-0042,01/10/2025,1.5,Food bank\r\n"
-                                   f"{other},01/10/2025,1,Food bank\r\nFB-0999,01/10/2025,1,Food bank\r\n")
+    day = f"{date.today() - timedelta(days=3):%d/%m/%Y}"
+    sheet = _write_sheet(tmp_path, f"Volunteer,Date,Hours,Activity\r\nFB-0042,{day},1.5,Food bank\r\n"
+                                   f"{other},{day},1,Food bank\r\nFB-0999,{day},1,Food bank\r\n")
     buffer = io.StringIO()
     code = import_hours_command(sheet, org, False, None, topics, PARTITIONS, console=Console(file=buffer, width=200),
-                                database_url=database_url)
-    assert code == EXIT_OK, buffer.getvalue()
+                                database_url=database_url, wait_timeout_s=None)  # no worker here: produced only
+    assert code == EXIT_REFUSED, buffer.getvalue()
     produced = sorted(_decoded(r).payload.volunteer_id for r in tail.read(2, of_org(org)))  # type: ignore[attr-defined]
     assert produced == sorted([volunteer, other])
     report = (tmp_path / "hours.report.csv").read_text(encoding="utf-8-sig")
     assert "4,unknown_volunteer,\"no volunteer has the reference 'FB-0999'" in report
+
+
+def test_another_command_finds_the_broker_running_on_its_data_dir(tmp_path: Path) -> None:
+    """What `import-hours` does beside a running `up`: the broker's state file names where it listens, while the
+    process that started it lives; once stopped, nothing is found (a command then asks for an address)."""
+    import subprocess
+    import sys
+
+    from infra.embedded import broker_state_file, running_broker
+
+    find = [sys.executable, "-c", "import sys; from infra.embedded import running_broker; "
+                                  "print(running_broker(sys.argv[1]))", str(tmp_path)]
+    broker = EmbeddedBroker(tmp_path)
+    try:
+        broker.start()
+    except Exception as exc:  # noqa: BLE001
+        service_missing(f"embedded broker did not start: {exc}")
+    try:
+        found = subprocess.run(find, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        assert found == broker.bootstrap_servers
+        assert running_broker(tmp_path) is None  # its own broker is not "another one running"
+    finally:
+        broker.stop()
+    assert not broker_state_file(tmp_path).exists()
+    assert subprocess.run(find, capture_output=True, text=True, timeout=60, check=True).stdout.strip() == "None"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import io
 import random
 from datetime import date
@@ -377,6 +378,16 @@ def test_the_shipped_sample_sheet() -> None:
     assert sum(row.hours.minutes for row in parsed.rows) == 13 * 60 + 15
 
 
+def test_the_sample_sheet_names_members_of_the_organisation_the_readme_imports_it_for() -> None:
+    """README: `import-hours producers/samples/hours-2026-10.csv --org food-bank-th` beside `up --demo`."""
+    from timecredits.demo import volunteering
+
+    demo = volunteering()
+    parsed = read_sheet(SAMPLE, "food-bank-th", today=TODAY)
+    named = {row.hours.volunteer_id for row in parsed.rows}
+    assert named and all("food-bank-th" in demo.orgs.get(volunteer, ()) for volunteer in named), named
+
+
 def test_report_lists_rejected_and_skipped_rows_by_line(tmp_path: Path) -> None:
     parsed = sheet("V1,31/02/2026,1,x", "Total,,1,", "V2,02/11/2026,1,=HYPERLINK(\"http://x\")", "V3,02/11/2026,x,y")
     report = tmp_path / "out" / "report.csv"
@@ -431,3 +442,31 @@ def test_an_excel_workbook_is_read_like_its_csv() -> None:
     assert [r.reason for r in parsed.rejected] == [RejectCode.MISSING_VALUE]
     with pytest.raises(SheetError, match="cannot be read"):
         parse_sheet(b"PK\x03\x04 not really a workbook", ORG)
+
+
+def test_import_hours_help_names_the_report_path_the_code_writes_and_the_exit_codes() -> None:
+    from typer.testing import CliRunner
+
+    from producers.cli import EXIT_NOT_CHECKED, EXIT_REFUSED, default_report_path
+    from timecredits.cli import app
+
+    result = CliRunner().invoke(app, ["import-hours", "--help"], env={"COLUMNS": "300"}, terminal_width=300)
+    assert result.exit_code == 0, result.output
+    help_text = " ".join(result.output.split())
+    assert "default: FILE.report.csv next to FILE, e.g. hours-2026-10.report.csv" in help_text
+    assert default_report_path(Path("/in/hours-2026-10.csv")) == Path("/in/hours-2026-10.report.csv")
+    assert default_report_path(Path("/in/hours-2026-10.xlsx")) == Path("/in/hours-2026-10.report.csv")
+    assert f"{EXIT_REFUSED} some rows were refused" in help_text and f"{EXIT_NOT_CHECKED} some rows" in help_text
+
+
+def test_import_hours_without_a_configured_or_running_broker_says_so(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS") and not key.startswith("TIMECREDITS_")}
+    result = subprocess.run([sys.executable, "-m", "timecredits.cli", "import-hours", str(SAMPLE), "--org", "x",
+                             "--data-dir", str(tmp_path)], env={**env, "COLUMNS": "300"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no `timecredits up` is running on" in result.stdout and "KAFKA_BOOTSTRAP_SERVERS" in result.stdout
