@@ -86,6 +86,9 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "sign_in_cards": frozenset({"SELECT", "INSERT", "UPDATE (voided_at, used_at)"}),
     "web_sessions": frozenset({"SELECT", "INSERT", "UPDATE (last_seen_at, revoked_at)", "DELETE"}),
     "sign_in_requests": frozenset({"SELECT", "INSERT", "DELETE"}),
+    # docs/design.md §5.7: the API adds and removes waiting volunteers, the offer job makes and lapses offers, the
+    # ledger worker removes a volunteer who booked.
+    "waitlist": frozenset({"SELECT", "INSERT", "UPDATE (offered_at, offered_until)", "DELETE"}),
 }
 
 #: Sequences a batch draws its ids from (ledger/pg/processing.py): USAGE allows nextval, nothing else.
