@@ -23,7 +23,7 @@ from uuid import UUID
 from ledger.accounts import holds_account, issuer_account, partner_account, volunteer_account
 from ledger.batch import BatchView
 from ledger.domain import EntryDraft, EntryKind, RecordedEntry, Rejection, draft_entry
-from ledger.events import DecodedEvent, Undecodable
+from ledger.events import DecodedEvent, OpportunityBooked, Undecodable
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
 from ledger.intake import (
     DEFAULT_POLICY,
@@ -81,6 +81,8 @@ class BatchNeeds:
     spend_codes: frozenset[UUID] = frozenset()
     #: (volunteer_id, day) of hours logged in the batch; the loader adds the days of `log_ids`.
     days: frozenset[tuple[str, date]] = frozenset()
+    #: Opportunities the batch books: those with a capacity are locked before their places are counted (§5.7).
+    booked: frozenset[str] = frozenset()
 
 
 def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
@@ -93,6 +95,7 @@ def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
     accounts: set[str] = set()
     codes: set[UUID] = set()
     days: set[tuple[str, date]] = set()
+    booked: set[str] = set()
     for item in items:
         if item.event_id is not None:
             event_ids.add(item.event_id)
@@ -116,6 +119,8 @@ def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
         value = fields.get("opportunity_id")
         if isinstance(value, str):
             opportunities.add(value)
+            if isinstance(item.payload, OpportunityBooked):
+                booked.add(value)
         value = fields.get("log_event_id")
         if isinstance(value, UUID):
             logs.add(value)
@@ -131,7 +136,7 @@ def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
                 referenced.add(value)
     return BatchNeeds(frozenset(event_ids), frozenset(volunteers), frozenset(orgs), frozenset(opportunities),
                       frozenset(logs), frozenset(referenced), frozenset(accounts), frozenset(chains),
-                      frozenset(codes), frozenset(days))
+                      frozenset(codes), frozenset(days), frozenset(booked))
 
 
 @dataclass

@@ -212,8 +212,21 @@ UNION ALL SELECT 17, NULL, w.opportunity_id, w.volunteer_id, NULL, NULL, NULL, N
 """)
 
 
+#: The opportunities with a capacity that a batch books, locked in id order until its commit: batches of other
+#: workers (other partitions) that book the same opportunity, and the offer job, count its places after this one
+#: has committed, never alongside it (docs/design.md §5.7). NO KEY: the waiting list's foreign key is not blocked.
+_LOCK_PLACES = text("""
+SELECT id FROM opportunities WHERE id = ANY (CAST(:ids AS text[])) AND capacity IS NOT NULL
+ORDER BY id FOR NO KEY UPDATE
+""")
+
+
 def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
-    """Everything `needs` names, as the store holds it now (one round trip)."""
+    """Everything `needs` names, as the store holds it now (one round trip, two for a batch that books)."""
+    if needs.booked:
+        # Before the load, in a statement of its own: the load's snapshot then includes what the batch that held
+        # the lock before committed.
+        conn.execute(_LOCK_PLACES, {"ids": array_literal(sorted(needs.booked))})
     days = sorted(needs.days)
     rows = conn.execute(_LOAD_STATE, {
         "event_ids": array_literal(needs.event_ids),

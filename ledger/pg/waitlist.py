@@ -44,9 +44,12 @@ def offer_places(engine: Engine, now: datetime, offer_hours: float = DEFAULT_OFF
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _OFFER_LOCK})
         lapsed = [(row[0], row[1]) for row in conn.execute(
             delete(w).where(w.c.offered_until <= now).returning(w.c.opportunity_id, w.c.volunteer_id))]
+        # Locked as a booking batch locks them (ledger/pg/processing.py), so that no booking is applied between
+        # the count of free places and the offers made for them.
         capacities = dict(conn.execute(
             select(op.c.id, op.c.capacity).where(op.c.capacity.is_not(None), op.c.id.in_(
-                select(w.c.opportunity_id).where(w.c.offered_until.is_(None))))).all())
+                select(w.c.opportunity_id).where(w.c.offered_until.is_(None))))
+            .order_by(op.c.id).with_for_update(key_share=True)).all())
         taken = open_bookings(conn, list(capacities))
         held = dict(conn.execute(select(w.c.opportunity_id, func.count())
                                  .where(w.c.opportunity_id.in_(list(capacities)), w.c.offered_until > now)

@@ -2,11 +2,12 @@
 PostgreSQL with raw batches."""
 from __future__ import annotations
 
+import threading
 from datetime import date, timedelta
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, text
 
 from ledger.events import (
     BookingAttended,
@@ -19,7 +20,7 @@ from ledger.events import (
     VolunteerRegistered,
 )
 from ledger.pg import schema
-from ledger.pg.processing import EventProcessor
+from ledger.pg.processing import EventProcessor, run_batch
 from ledger.pg.registry import StoredRegistry
 from ledger.pg.waitlist import join, offer_places, places_of
 from tests.integration.test_processing import AREA, WHEN, ev, registry
@@ -121,3 +122,35 @@ def test_offers_go_in_order_and_pass_on_when_they_lapse(processor: EventProcesso
     assert [o.volunteer_id for o in run.offered] == ["cy"]
     with engine.connect() as conn:
         assert places_of(conn, "dee") == [] and places_of(conn, "cy")[0].position == 1
+
+
+def test_two_workers_booking_the_last_place_at_once_apply_exactly_one(processor: EventProcessor,
+                                                                      engine: Engine) -> None:
+    """Two batches on different partitions (two workers' transactions): the second counts the places only once
+    the first has committed, so it cannot take a place the first took."""
+    assert processor.process([book("ana")]).outcomes[0].applied
+    results: list[str | None] = []
+    first = engine.connect()
+    transaction = first.begin()
+    try:
+        assert run_batch(first, [book("ben")], ["tc.activity/0"]).outcomes[0].applied
+
+        def second() -> None:
+            with engine.begin() as conn:
+                results.append(run_batch(conn, [book("cy")], ["tc.activity/1"]).outcomes[0].reason)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND datname = current_database()")
+        with engine.connect() as watcher:
+            for _ in range(200):
+                if watcher.execute(waiting).scalar_one() > 0:
+                    break
+                thread.join(0.05)
+            assert watcher.execute(waiting).scalar_one() == 1, "the second batch should wait for the first"
+        transaction.commit()
+    finally:
+        first.close()
+    thread.join(30)
+    assert results == ["fully_booked"]
