@@ -283,3 +283,55 @@ def test_booking_without_the_forms_csrf_token_is_refused_and_books_nothing(vol: 
                                  "WHERE volunteer_id = :v AND kind = 'opportunity_booked'"),
                             {"v": vol.cy.volunteer_id}).scalar_one()
     assert held == 0
+
+
+def test_a_volunteer_joins_the_waiting_list_of_a_full_opportunity_and_books_the_place_offered(
+        vol: VolunteerStack, browser: Any, screenshot_dir: Path) -> None:
+    from datetime import UTC, datetime
+
+    from ledger.pg.waitlist import offer_places
+
+    made = vol.api.post("/v1/opportunities", vol.api.admin, {
+        "partner_id": "v-lido", "id": "v-yoga", "title": "Yoga class", "category": "other", "cost": "1",
+        "capacity": 1, "area": OTHER_AREA, "starts_at": "2027-01-16T09:00:00Z"})
+    assert made.status_code == 201, made.text
+    assert vol.cy.volunteer_id is not None
+    cy_token = vol.api.token("volunteer", volunteer_id=vol.cy.volunteer_id)
+    booked = vol.api.accepted(vol.api.post("/v1/bookings", cy_token, {"opportunity_id": "v-yoga"}))
+    vol.api.applied(booked, cy_token)
+    listing = f"{vol.url}/app/opportunities?area={OTHER_AREA}"
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, vol.url, people.new_card(vol.engine, vol.amina.id))
+        page.goto(listing)
+        yoga = page.locator("li.opportunity", has_text="Yoga class")
+        assert "No places left" in yoga.inner_text() and "Book Yoga class" not in yoga.inner_text()
+        _press(page, "button", "Join the waiting list for Yoga class")
+        assert page.get_by_role("status").inner_text().strip().startswith(
+            "You are number 1 on the waiting list for Yoga class.")
+        _shots(page, screenshot_dir, "volunteer-waitlist-joined")
+        page.goto(listing)
+        assert "You are number 1 on the waiting list." in page.locator("li.opportunity", has_text="Yoga class").inner_text()
+        _shots(page, screenshot_dir, "volunteer-waitlist-waiting")
+
+        # Cy cancels; the offer job holds the place for Amina, who is told on her home page.
+        vol.api.applied(vol.api.accepted(vol.api.post(f"/v1/bookings/{booked}/cancel", cy_token)), cy_token)
+        assert [o.volunteer_id for o in offer_places(vol.engine, datetime.now(UTC)).offered] == [vol.amina.volunteer_id]
+        page.goto(vol.url + "/app")
+        assert _lines(page, "ul.offers li")[0].startswith("A place on Yoga class is held for you until ")
+        _shots(page, screenshot_dir, "volunteer-home-offer")
+
+        bo, bo_csrf = _client(vol, vol.bo)
+        with bo:
+            refused = bo.post("/app/opportunities/v-yoga/book", data={"csrf_token": bo_csrf})
+            assert "Not booked: there are no places left on Yoga class." in refused.text
+
+        page.goto(listing)
+        assert "A place is held for you until" in page.locator("li.opportunity", has_text="Yoga class").inner_text()
+        _press(page, "button", "Book Yoga class for 1 credit")
+        assert page.get_by_role("status").inner_text().strip().startswith("Booked: 1 credit is held for Yoga class.")
+        page.goto(vol.url + "/app")
+        assert page.locator("ul.offers").count() == 0
+    finally:
+        context.close()
