@@ -144,11 +144,12 @@ def test_two_workers_booking_the_last_place_at_once_apply_exactly_one(processor:
         waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                        "AND datname = current_database()")
         with engine.connect() as watcher:
-            for _ in range(200):
-                if watcher.execute(waiting).scalar_one() > 0:
+            for _ in range(1200):  # up to a minute on a loaded machine; it stops as soon as the wait is seen
+                if watcher.execute(waiting).scalar_one() > 0 or not thread.is_alive():
                     break
                 thread.join(0.05)
-            assert watcher.execute(waiting).scalar_one() == 1, "the second batch should wait for the first"
+            assert thread.is_alive() and watcher.execute(waiting).scalar_one() >= 1, (
+                f"the second batch should wait for the first, not decide alongside it: {results}")
         transaction.commit()
     finally:
         first.close()
