@@ -28,6 +28,7 @@ from api.routes import (
     statistics,
     status,
     tokens,
+    waitlist,
 )
 from timecredits.heap import freeze_startup_heap
 from ledger.intake import DEFAULT_POLICY, IntakePolicy
@@ -94,8 +95,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app = FastAPI(title="timecredits", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
     # Balance reads first: routes are matched in order, and they are the most frequent request by far.
-    for module in (accounts, registry, memberships, tokens, spend_codes, privacy, activity, statistics, status,
-                   dashboard):
+    for module in (accounts, registry, memberships, tokens, spend_codes, privacy, activity, waitlist, statistics,
+                   status, dashboard):
         app.include_router(module.router)
 
     @app.exception_handler(Exception)

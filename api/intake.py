@@ -22,6 +22,7 @@ _STATUS = {
     IntakeReason.UNKNOWN_LOG: 404,
     IntakeReason.ALREADY_DECIDED: 409,
     IntakeReason.CODE_USED: 409,
+    IntakeReason.FULLY_BOOKED: 409,
     IntakeReason.AUTHORISATION_REQUIRED: 403,
 }
 

@@ -88,6 +88,9 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "sign_in_requests": frozenset({"SELECT", "INSERT", "DELETE"}),
     # docs/design.md §5.7: a row each time consent changes; kept until the volunteer is erased.
     "consent_changes": frozenset({"SELECT", "INSERT"}),
+    # docs/design.md §5.8: the API adds and removes waiting volunteers, the offer job makes and lapses offers, the
+    # ledger worker removes a volunteer who booked.
+    "waitlist": frozenset({"SELECT", "INSERT", "UPDATE (offered_at, offered_until)", "DELETE"}),
 }
 
 #: Sequences a batch draws its ids from (ledger/pg/processing.py): USAGE allows nextval, nothing else.

@@ -71,6 +71,7 @@ class IntakeReason(StrEnum):
     TOO_MANY_HOURS = "too_many_hours"
     DATE_TOO_OLD = "date_too_old"
     DATE_IN_FUTURE = "date_in_future"
+    FULLY_BOOKED = "fully_booked"
 
 
 #: At most this many approved minutes for one volunteer on one day, across every organisation (§5.6).
@@ -111,6 +112,8 @@ class Opportunity:
     id: str
     partner_id: str
     cost: int
+    #: At most this many open bookings (docs/design.md §5.8); None: open to everyone.
+    capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,8 @@ class Plan:
     approves: HoursLog | None = None
     #: The spend code this plan uses up once applied.
     spend_code_id: UUID | None = None
+    #: The place this booking takes once applied, as (opportunity_id, volunteer_id) (docs/design.md §5.8).
+    takes_place: tuple[str, str] | None = None
 
 
 class RegistryView(Protocol):
@@ -178,6 +183,11 @@ class RegistryView(Protocol):
 
     def approved_minutes(self, volunteer_id: str, day: date) -> int:
         """Minutes approved so far for the volunteer's work on `day`, across every organisation."""
+        ...
+
+    def places_taken(self, opportunity_id: str, volunteer_id: str, at: datetime) -> int:
+        """Open bookings of the opportunity plus the waiting-list offers live at `at` to volunteers other than
+        `volunteer_id` (docs/design.md §5.8)."""
         ...
 
 
@@ -256,6 +266,18 @@ def check_day_total(log: HoursLog, registry: RegistryView) -> None:
         raise Rejection(IntakeReason.TOO_MANY_HOURS,
                         f"{_hours(approved)} already approved for this volunteer on {log.worked_on}; "
                         f"{_hours(log.minutes)} more would pass 24 hours in one day")
+
+
+def check_places(opportunity: Opportunity, volunteer_id: str, at: datetime, registry: RegistryView) -> None:
+    """A booking takes a place only while one is left for this volunteer: open bookings and offers held for
+    others count as taken (docs/design.md §5.8)."""
+    if opportunity.capacity is None:
+        return
+    taken = registry.places_taken(opportunity.id, volunteer_id, at)
+    if taken >= opportunity.capacity:
+        raise Rejection(IntakeReason.FULLY_BOOKED,
+                        f"there are no places left on opportunity {opportunity.id}: "
+                        f"all {opportunity.capacity} are taken or offered to others")
 
 
 def _hours(minutes: int) -> str:
@@ -350,9 +372,11 @@ def _booked(event: DecodedEvent, p: OpportunityBooked, registry: RegistryView) -
             f"{format_credits(opportunity.cost)} credits",
         )
     code = authorise_spend(event, p.volunteer_id, p.partner_id, p.amount, p.spend_code_id, registry)
+    check_places(opportunity, p.volunteer_id, event.envelope.occurred_at, registry)
     command = BookOpportunity(event.event_id, event.envelope.occurred_at, p.volunteer_id, p.partner_id, p.amount,
                               p.opportunity_id)
-    return Plan(event, command=command, spend_code_id=code)
+    place = (p.opportunity_id, p.volunteer_id) if opportunity.capacity is not None else None
+    return Plan(event, command=command, spend_code_id=code, takes_place=place)
 
 
 def _cancelled(event: DecodedEvent, p: BookingCancelled, _: RegistryView) -> Plan:
@@ -488,6 +512,7 @@ class BatchRegistry:
         spend_codes: dict[UUID, SpendCode] | None = None,
         used_codes: set[UUID] | None = None,
         day_minutes: dict[tuple[str, date], int] | None = None,
+        places: Places | None = None,
     ) -> None:
         self._volunteers = set(volunteers)
         self._organisations = dict(organisations)
@@ -500,6 +525,7 @@ class BatchRegistry:
         self._used_codes = set(used_codes or ())
         #: Approved minutes by (volunteer_id, day); a pair missing here has none.
         self._day_minutes = dict(day_minutes or {})
+        self.places = places or Places()
 
     def volunteer_exists(self, volunteer_id: str) -> bool:
         return volunteer_id in self._volunteers
@@ -528,10 +554,15 @@ class BatchRegistry:
     def approved_minutes(self, volunteer_id: str, day: date) -> int:
         return self._day_minutes.get((volunteer_id, day), 0)
 
+    def places_taken(self, opportunity_id: str, volunteer_id: str, at: datetime) -> int:
+        return self.places.taken(opportunity_id, volunteer_id, at)
+
     def accept(self, plan: Plan) -> None:
         """What an applied plan changes for the events after it in the batch."""
         if plan.spend_code_id is not None:
             self._used_codes.add(plan.spend_code_id)
+        if plan.takes_place is not None:
+            self.places.take(*plan.takes_place)
         if plan.approves is not None:
             key = (plan.approves.volunteer_id, plan.approves.worked_on)
             self._day_minutes[key] = self._day_minutes.get(key, 0) + plan.approves.minutes  # type: ignore[index]
@@ -554,6 +585,36 @@ class BatchRegistry:
                 else:
                     self._members.add(pair)
             elif upsert.table == "opportunities":
+                capacity = row.get("capacity")
                 self._opportunities[str(row["id"])] = Opportunity(
-                    str(row["id"]), str(row["partner_id"]), int(row["cost"])  # type: ignore[call-overload]
+                    str(row["id"]), str(row["partner_id"]), int(row["cost"]),  # type: ignore[call-overload]
+                    int(capacity) if capacity is not None else None,  # type: ignore[call-overload]
                 )
+
+
+class Places:
+    """The places of opportunities with a capacity as one batch sees them (docs/design.md §5.8): open bookings
+    loaded with the batch, advanced by the bookings and settlements applied earlier in it, and the waiting-list
+    offers live when the batch began."""
+
+    def __init__(self, open_bookings: dict[str, int] | None = None,
+                 offers: dict[str, dict[str, datetime]] | None = None) -> None:
+        #: Open bookings by opportunity; an opportunity missing here has none (or was not loaded).
+        self._open = dict(open_bookings or {})
+        #: Live offers by opportunity: volunteer_id -> offered_until.
+        self._offers = {opportunity: dict(held) for opportunity, held in (offers or {}).items()}
+
+    def taken(self, opportunity_id: str, volunteer_id: str, at: datetime) -> int:
+        held = sum(1 for who, until in self._offers.get(opportunity_id, {}).items()
+                   if who != volunteer_id and until > at)
+        return self._open.get(opportunity_id, 0) + held
+
+    def take(self, opportunity_id: str, volunteer_id: str) -> None:
+        """A booking applied: one more open booking, and the volunteer's offer (if any) is used."""
+        self._open[opportunity_id] = self._open.get(opportunity_id, 0) + 1
+        self._offers.get(opportunity_id, {}).pop(volunteer_id, None)
+
+    def free(self, opportunity_id: str) -> None:
+        """A booking settled (cancelled, attended, reversed, lapsed): its place is free again."""
+        if self._open.get(opportunity_id, 0) > 0:
+            self._open[opportunity_id] -= 1

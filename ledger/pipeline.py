@@ -22,8 +22,8 @@ from uuid import UUID
 
 from ledger.accounts import holds_account, issuer_account, partner_account, volunteer_account
 from ledger.batch import BatchView
-from ledger.domain import EntryDraft, RecordedEntry, Rejection, draft_entry
-from ledger.events import DecodedEvent, Undecodable
+from ledger.domain import EntryDraft, EntryKind, RecordedEntry, Rejection, draft_entry
+from ledger.events import DecodedEvent, OpportunityBooked, Undecodable
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
 from ledger.intake import (
     DEFAULT_POLICY,
@@ -81,6 +81,8 @@ class BatchNeeds:
     spend_codes: frozenset[UUID] = frozenset()
     #: (volunteer_id, day) of hours logged in the batch; the loader adds the days of `log_ids`.
     days: frozenset[tuple[str, date]] = frozenset()
+    #: Opportunities the batch books: those with a capacity are locked before their places are counted (§5.8).
+    booked: frozenset[str] = frozenset()
 
 
 def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
@@ -93,6 +95,7 @@ def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
     accounts: set[str] = set()
     codes: set[UUID] = set()
     days: set[tuple[str, date]] = set()
+    booked: set[str] = set()
     for item in items:
         if item.event_id is not None:
             event_ids.add(item.event_id)
@@ -116,6 +119,8 @@ def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
         value = fields.get("opportunity_id")
         if isinstance(value, str):
             opportunities.add(value)
+            if isinstance(item.payload, OpportunityBooked):
+                booked.add(value)
         value = fields.get("log_event_id")
         if isinstance(value, UUID):
             logs.add(value)
@@ -131,7 +136,7 @@ def needs_of(items: Sequence[Item], chains: Sequence[str]) -> BatchNeeds:
                 referenced.add(value)
     return BatchNeeds(frozenset(event_ids), frozenset(volunteers), frozenset(orgs), frozenset(opportunities),
                       frozenset(logs), frozenset(referenced), frozenset(accounts), frozenset(chains),
-                      frozenset(codes), frozenset(days))
+                      frozenset(codes), frozenset(days), frozenset(booked))
 
 
 @dataclass
@@ -219,6 +224,8 @@ class BatchDecision:
     referenced_entry_ids: dict[UUID, int]
     #: Spend codes used up by the batch's payments, as (code id, event id).
     spend_code_uses: list[tuple[UUID, UUID]] = field(default_factory=list)
+    #: (opportunity_id, volunteer_id) of the bookings of limited places applied: off that waiting list.
+    places_taken: list[tuple[str, str]] = field(default_factory=list)
 
     def outcomes(self, entry_ids: Mapping[UUID, int]) -> list[EventOutcome]:
         """Each item's outcome, once the entries are numbered (`entry_ids` by event id)."""
@@ -251,6 +258,7 @@ def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, reco
     decisions: list[tuple[HoursDecision, UUID | None]] = []
     drafts: list[tuple[EntryDraft, str]] = []
     code_uses: list[tuple[UUID, UUID]] = []
+    places_taken: list[tuple[str, str]] = []
     for item, chain in zip(items, chains, strict=True):
         event_id = item.event_id
         if event_id is not None and event_id in state.decided:
@@ -280,6 +288,7 @@ def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, reco
                 continue
             view.accept(draft)
             drafts.append((draft, chain))
+            _free_place(draft, view, registry)
         # Only now is the plan applied: what it changes is seen by the events after it.
         registry.accept(plan)
         upserts.extend(plan.registry)
@@ -289,6 +298,8 @@ def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, reco
             decisions.append((plan.decision, draft.event_id if draft is not None else None))
         if plan.spend_code_id is not None:
             code_uses.append((plan.spend_code_id, item.event_id))
+        if plan.takes_place is not None:
+            places_taken.append(plan.takes_place)
         slots.append(_Applied(item.event_id, item.type, draft.event_id if draft is not None else None))
 
     entries, links = seal(drafts, state.heads, recorded_at)
@@ -297,7 +308,17 @@ def decide(items: Sequence[Item], chains: Sequence[str], state: BatchState, reco
                        if isinstance(slot, EventOutcome) and slot.duplicate and slot.entry_id is not None})
     return BatchDecision(slots, upserts, logs, decisions, entries, links, refusals, recorded_at,
                          [account for account in posted if account not in state.accounts], repeated,
-                         state.entry_ids, code_uses)
+                         state.entry_ids, code_uses, places_taken)
+
+
+def _free_place(draft: EntryDraft, view: BatchView, registry: BatchRegistry) -> None:
+    """An entry that settles a booking (of any kind: cancelled, attended, reversed, lapsed) frees its place for
+    the events after it (docs/design.md §5.8)."""
+    if draft.related_event_id is None:
+        return
+    settled = view.entry(draft.related_event_id)
+    if settled is not None and settled.kind is EntryKind.OPPORTUNITY_BOOKED and settled.opportunity_id:
+        registry.places.free(settled.opportunity_id)
 
 
 def _refuse(item: DecodedEvent, refused: Rejection, refusals: list[Refusal]) -> EventOutcome:

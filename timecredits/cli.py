@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -632,7 +634,11 @@ def up(
                 lead_token, _ = create_token(engine, Role.LEAD, label="demo dashboard")
                 console.print(f"[bold]lead token (sign in to the dashboard at {url}/): {lead_token}[/bold]")
             console.print("running; press Ctrl-C to stop")
+            next_offers = 0.0
             while keep_going():
+                if time.monotonic() >= next_offers:
+                    _offer_places_once(engine, settings)
+                    next_offers = time.monotonic() + settings.waitlist_interval_s
                 stop.wait(0.5)
         except (_Interrupted, LoadInterrupted) as exc:
             if supervisor.failure is None and not stop.is_set():
@@ -648,6 +654,37 @@ def up(
         console.print(f"[red]stopped: {supervisor.failure}[/red]")
         raise typer.Exit(code=1)
     console.print("stopped")
+
+
+def _offer_places_once(engine: Engine, settings: Settings) -> None:
+    """One run of the waiting lists' offer job inside `up`; a failure is reported and the next run tries again."""
+    from ledger.pg.waitlist import offer_places
+
+    try:
+        run = offer_places(engine, datetime.now(UTC), settings.waitlist_offer_hours)
+    except Exception as exc:  # noqa: BLE001 - the job must not stop the programme; it runs again on the timer
+        console.print(f"[yellow]waiting lists: offers not made this time ({type(exc).__name__}: {exc})[/yellow]")
+        return
+    for offer in run.offered:
+        console.print(f"waiting list: a place on {offer.opportunity_id} offered to {offer.volunteer_id} "
+                      f"until {offer.offered_until:%Y-%m-%d %H:%M} UTC")
+
+
+@app.command("waitlist-offers")
+def waitlist_offers(data_dir: DataDir = None) -> None:
+    """Run the waiting lists' offer job once (docs/design.md §5.8): lapse offers whose time ran out, then offer
+    each full opportunity's freed places to the first volunteers waiting, for TIMECREDITS_WAITLIST_OFFER_HOURS."""
+    from ledger.pg.waitlist import offer_places
+
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        run = offer_places(engine, datetime.now(UTC), settings.waitlist_offer_hours)
+    for opportunity_id, volunteer_id in run.lapsed:
+        console.print(f"lapsed: the place on {opportunity_id} held for {volunteer_id}")
+    for offer in run.offered:
+        console.print(f"offered: a place on {offer.opportunity_id} to {offer.volunteer_id} "
+                      f"until {offer.offered_until:%Y-%m-%d %H:%M} UTC")
+    console.print(f"{len(run.lapsed)} offers lapsed, {len(run.offered)} made")
 
 
 if __name__ == "__main__":

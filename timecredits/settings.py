@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     max_days_back: int = Field(default=92, ge=0, le=3650, alias="TIMECREDITS_MAX_DAYS_BACK")
     #: Wrong spend codes one actor may type in 15 minutes before being refused (docs/design.md §5.6).
     spend_code_guesses: int = Field(default=10, ge=1, alias="TIMECREDITS_SPEND_CODE_GUESSES")
+    #: How long a place offered from a waiting list is held for its volunteer (docs/design.md §5.8).
+    waitlist_offer_hours: float = Field(default=24.0, gt=0, le=24 * 30, alias="TIMECREDITS_WAITLIST_OFFER_HOURS")
+    #: How often `timecredits up` runs the offer job, in seconds.
+    waitlist_interval_s: float = Field(default=60.0, gt=0, alias="TIMECREDITS_WAITLIST_INTERVAL")
     #: The mail server that sends sign-in links (docs/design.md §8.1); unset, `up` starts a development
     #: mailbox and points the API at it (§8.4).
     smtp_host: str | None = Field(default=None, alias="TIMECREDITS_SMTP_HOST")

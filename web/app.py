@@ -331,8 +331,11 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
             words += f" {credits(balance.held)} {'is' if balance.held == 100 else 'are'} held for your bookings."
         from web.volunteer import held_sentences  # here, not at the top: web.volunteer imports this module
 
+        from web.volunteer import offer_sentences
+
         return _page(request, "volunteer/home.html", title=f"Hello, {person.display_name}", session=session,
-                     balance_words=words, held=held_sentences(_services(request), person.volunteer_id))
+                     balance_words=words, held=held_sentences(_services(request), person.volunteer_id),
+                     offers=offer_sentences(_services(request), person.volunteer_id))
     actions = {
         PersonRole.FRONT_DESK: [(f"{PREFIX}/take", "Take credits with a spend code"),
                                 (f"{PREFIX}/listings", "Your opportunities"),

@@ -7,7 +7,7 @@ cancelled through the same rule as the API's (`api.services.bookings.cancel`), s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -17,14 +17,15 @@ from sqlalchemy import select
 
 from api.deps import Services
 from api.errors import ApiError
-from api.services import accounts, bookings, spending
+from api.services import accounts, bookings, spending, waitlist
 from ledger.accounts import volunteer_account
 from ledger.domain import EntryKind
 from ledger.pg import schema
+from ledger.pg.registry import places_taken
 from web.app import (LONDON, PREFIX, CsrfToken, SignedIn, _check_csrf, _credits_typed, _message, _only, _page,
                      _services, _wait_outcome)
 from web.people import Person, PersonRole, Session
-from web.words import credits, refusal
+from web.words import credits, not_booked, refusal
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 WHO = "volunteers"
@@ -130,6 +131,10 @@ class Shown:
     places: str
     full: bool
     booking_event_id: UUID | None
+    #: Their place on the waiting list (1 is next) while it is full for them; None when not waiting.
+    waiting: int | None = None
+    #: Until when a place is held for them, in words; None without an offer.
+    offered_until: str | None = None
 
 
 def _areas(services: Services, own: str) -> list[tuple[str, str]]:
@@ -157,14 +162,80 @@ def _opportunities(services: Services, volunteer_id: str, area: str, category: s
         rows = conn.execute(query).all()
     taken = bookings.open_counts(services, [row.id for row in rows])
     mine = {b.opportunity_id: b.event_id for b in bookings.open_bookings(services, volunteer_id)}
+    waiting = {w.opportunity_id: w for w in waitlist.places(services, volunteer_id)}
+    now = datetime.now(UTC)
+    with services.engine.connect() as conn:
+        # Places held for others count as taken, as the worker counts them (docs/design.md §5.8).
+        held = {row.id: places_taken(conn, row.id, volunteer_id, now) - taken.get(row.id, 0)
+                for row in rows if row.capacity is not None}
     shown = []
     for row in rows:
-        left = None if row.capacity is None else max(0, row.capacity - taken.get(row.id, 0))
+        left = None if row.capacity is None else max(0, row.capacity - taken.get(row.id, 0) - held.get(row.id, 0))
+        place = waiting.get(row.id)
         places = ("Open to everyone" if left is None else "No places left" if left == 0 else
                   f"{left} place{'' if left == 1 else 's'} left")
         shown.append(Shown(row.id, row.title, row.name, CATEGORIES.get(row.category, row.category), when(row.starts_at),
-                           credits(row.cost), places, left == 0, mine.get(row.id)))
+                           credits(row.cost), places, left == 0, mine.get(row.id),
+                           place.position if place else None,
+                           when(place.offered_until) if place and place.offered_until else None))
     return shown
+
+
+def offer_sentences(services: Services, volunteer_id: str) -> list[str]:
+    """'A place on Swim session is held for you until Thursday 3 December at 19:00: book it before then.'"""
+    held = [w for w in waitlist.places(services, volunteer_id) if w.offered_until is not None]
+    if not held:
+        return []
+    op = schema.opportunities
+    with services.engine.connect() as conn:
+        titles = {row.id: row.title for row in conn.execute(
+            select(op.c.id, op.c.title).where(op.c.id.in_([w.opportunity_id for w in held])))}
+    return [f"A place on {titles.get(w.opportunity_id, w.opportunity_id)} is held for you until "
+            f"{when(w.offered_until)}: book it before then." for w in held]
+
+
+def _waitlist_outcome(request: Request, session: Session, title: str, joined: bool,
+                      refused: ApiError | None, position: int | None = None) -> HTMLResponse:
+    if refused is not None:
+        return _outcome(request, session, "Waiting list not changed", f"Not changed: {refusal(refused.code)}.", True)
+    if joined:
+        return _outcome(request, session, "On the waiting list", f"You are number {position} on the waiting list "
+                        f"for {title}. When a place is free it is held for you, and shows on your home page.", False)
+    return _outcome(request, session, "Off the waiting list", f"You have left the waiting list for {title}.", False)
+
+
+@router.post("/opportunities/{opportunity_id}/waitlist", response_class=HTMLResponse)
+def join_waitlist(request: Request, opportunity_id: str, session: SignedIn, csrf_token: CsrfToken = "") -> HTMLResponse:
+    """The same rule as `POST /v1/opportunities/{id}/waitlist` (api.services.waitlist)."""
+    _check_csrf(session, csrf_token)
+    person, _ = _volunteer(session)
+    services = _services(request)
+    title = _title(services, opportunity_id)
+    try:
+        place, _ = waitlist.join(services, person.principal(), opportunity_id)
+    except ApiError as refused:
+        return _waitlist_outcome(request, session, title, True, refused)
+    return _waitlist_outcome(request, session, title, True, None, place.position)
+
+
+@router.post("/opportunities/{opportunity_id}/waitlist/leave", response_class=HTMLResponse)
+def leave_waitlist(request: Request, opportunity_id: str, session: SignedIn,
+                   csrf_token: CsrfToken = "") -> HTMLResponse:
+    _check_csrf(session, csrf_token)
+    person, _ = _volunteer(session)
+    services = _services(request)
+    title = _title(services, opportunity_id)
+    try:
+        waitlist.leave(services, person.principal(), opportunity_id)
+    except ApiError as refused:
+        return _waitlist_outcome(request, session, title, False, refused)
+    return _waitlist_outcome(request, session, title, False, None)
+
+
+def _title(services: Services, opportunity_id: str) -> str:
+    op = schema.opportunities
+    with services.engine.connect() as conn:
+        return conn.execute(select(op.c.title).where(op.c.id == opportunity_id)).scalar() or "that opportunity"
 
 
 @router.get("/opportunities", response_class=HTMLResponse)
@@ -210,13 +281,13 @@ def book(request: Request, opportunity_id: str, session: SignedIn, csrf_token: C
     try:
         event_id = spending.book(services, person.principal(), opportunity_id)
     except ApiError as refused:
-        return _outcome(request, session, "Not booked", f"Not booked: {refusal(refused.code)}.", True)
+        return _outcome(request, session, "Not booked", not_booked(refused.code, found.title), True)
     status, reason = _wait_outcome(services, event_id)
     if status == "applied":
         return _outcome(request, session, "Booked", f"Booked: {credits(found.cost)} {_are(found.cost)} held for "
                         f"{found.title}. Cancel before it starts and they come back to you.", False)
     if status == "rejected":
-        return _outcome(request, session, "Not booked", f"Not booked: {refusal(reason or '')}.", True)
+        return _outcome(request, session, "Not booked", not_booked(reason or "", found.title), True)
     return _outcome(request, session, "Booking sent", "Sent: your booking will show on your home page in a moment.",
                     False)
 

@@ -15,6 +15,10 @@ _SENTENCES = {
     "not_a_partner": "that organisation does not take credits",
     "unknown_organisation": "there is no such organisation",
     "invalid_amount": "enter an amount of credits more than zero, like 2 or 1.50",
+    "fully_booked": "there are no places left",
+    "places_left": "there are places left: you can book it",
+    "already_booked": "you have booked this already",
+    "not_waiting": "you are not on that waiting list",
     "too_many_hours": "that would be more than 24 hours in one day",
     "date_too_old": "those hours are too long ago to log here: ask the programme's admin",
     "date_in_future": "those hours have not happened yet",
@@ -31,6 +35,12 @@ _SENTENCES = {
 def refusal(code: str) -> str:
     """A sentence for a reason code; the same sentence for codes a person need not tell apart."""
     return _SENTENCES.get(code, "that could not be done: please try again, or ask for help")
+
+
+def not_booked(code: str, title: str) -> str:
+    """'Not booked: there are no places left on Swim session.'"""
+    words = refusal(code)
+    return f"Not booked: {words} on {title}." if code == "fully_booked" else f"Not booked: {words}."
 
 
 def credits(hundredths: int) -> str:

@@ -17,7 +17,7 @@ from api.publishing import publish
 from ledger.accounts import holds_account
 from ledger.domain import EntryKind
 from ledger.events import BookingAttended, BookingCancelled
-from ledger.pg import schema
+from ledger.pg import registry, schema
 
 
 def booking(services: Services, event_id: UUID) -> Row[Any]:
@@ -76,13 +76,8 @@ def open_bookings(services: Services, volunteer_id: str) -> list[OpenBooking]:
 
 def open_counts(services: Services, opportunity_ids: list[str]) -> dict[str, int]:
     """How many open bookings each opportunity has: its capacity less these is the places left."""
-    e = schema.entries
-    if not opportunity_ids:
-        return {}
-    query = (select(e.c.opportunity_id, func.count()).where(e.c.opportunity_id.in_(opportunity_ids), _unsettled())
-             .group_by(e.c.opportunity_id))
     with services.engine.connect() as conn:
-        return {row[0]: row[1] for row in conn.execute(query)}
+        return registry.open_bookings(conn, opportunity_ids)
 
 
 def attend(services: Services, principal: Principal, event_id: UUID) -> UUID:

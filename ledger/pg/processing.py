@@ -27,7 +27,16 @@ from sqlalchemy.sql.elements import Label
 from ledger.accounts import split_account_key
 from ledger.domain import EntryKind, Posting, RecordedEntry
 from ledger.events import CommittedEntry
-from ledger.intake import DEFAULT_POLICY, BatchRegistry, HoursLog, IntakePolicy, Opportunity, Organisation, SpendCode
+from ledger.intake import (
+    DEFAULT_POLICY,
+    BatchRegistry,
+    HoursLog,
+    IntakePolicy,
+    Opportunity,
+    Organisation,
+    Places,
+    SpendCode,
+)
 from ledger.pg import schema
 from ledger.pg.bulk import array_literal, copy_rows, insert_rows_ignoring_conflicts
 from ledger.pg.registry import upsert_registry
@@ -158,7 +167,7 @@ UNION ALL SELECT 4, NULL, v.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 
     FROM volunteers v WHERE v.id = ANY (CAST(:volunteers AS text[]))
 UNION ALL SELECT 5, NULL, o.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.auto_approve, o.kinds, NULL
     FROM organisations o WHERE o.id = ANY (CAST(:orgs AS text[]))
-UNION ALL SELECT 6, NULL, op.id, op.partner_id, NULL, NULL, op.cost, NULL, NULL, NULL, NULL, NULL, NULL
+UNION ALL SELECT 6, NULL, op.id, op.partner_id, NULL, NULL, op.cost, op.capacity, NULL, NULL, NULL, NULL, NULL
     FROM opportunities op WHERE op.id = ANY (CAST(:opportunities AS text[]))
 UNION ALL SELECT 7, l.event_id, l.volunteer_id, l.org_id, l.activity, l.actor, l.minutes, NULL, l.worked_on,
                  l.logged_at, NULL, NULL, NULL
@@ -190,11 +199,34 @@ UNION ALL SELECT 15, NULL, p.volunteer_id, NULL, NULL, NULL, sum(l.minutes), NUL
     JOIN hours_logs l ON l.volunteer_id = p.volunteer_id AND l.worked_on = p.worked_on
     JOIN hours_decisions hd ON hd.log_event_id = l.event_id AND hd.decision = 'approved'
     GROUP BY p.volunteer_id, p.worked_on
+UNION ALL SELECT 16, NULL, e.opportunity_id, NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL, NULL, NULL
+    FROM entries e
+    WHERE e.opportunity_id = ANY (ARRAY(SELECT op.id FROM opportunities op
+                                        WHERE op.id = ANY (CAST(:opportunities AS text[])) AND op.capacity IS NOT NULL))
+      AND e.kind = 'opportunity_booked'
+      AND NOT EXISTS (SELECT 1 FROM entries r WHERE r.related_entry_id = e.id)
+    GROUP BY e.opportunity_id
+UNION ALL SELECT 17, NULL, w.opportunity_id, w.volunteer_id, NULL, NULL, NULL, NULL, NULL, w.offered_until, NULL,
+                 NULL, NULL
+    FROM waitlist w WHERE w.opportunity_id = ANY (CAST(:opportunities AS text[])) AND w.offered_until IS NOT NULL
+""")
+
+
+#: The opportunities with a capacity that a batch books, locked in id order until its commit: batches of other
+#: workers (other partitions) that book the same opportunity, and the offer job, count its places after this one
+#: has committed, never alongside it (docs/design.md §5.8). NO KEY: the waiting list's foreign key is not blocked.
+_LOCK_PLACES = text("""
+SELECT id FROM opportunities WHERE id = ANY (CAST(:ids AS text[])) AND capacity IS NOT NULL
+ORDER BY id FOR NO KEY UPDATE
 """)
 
 
 def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
-    """Everything `needs` names, as the store holds it now (one round trip)."""
+    """Everything `needs` names, as the store holds it now (one round trip, two for a batch that books)."""
+    if needs.booked:
+        # Before the load, in a statement of its own: the load's snapshot then includes what the batch that held
+        # the lock before committed.
+        conn.execute(_LOCK_PLACES, {"ids": array_literal(sorted(needs.booked))})
     days = sorted(needs.days)
     rows = conn.execute(_LOAD_STATE, {
         "event_ids": array_literal(needs.event_ids),
@@ -224,6 +256,8 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     spend_codes: dict[UUID, SpendCode] = {}
     used_codes: set[UUID] = set()
     day_minutes: dict[tuple[str, Any], int] = {}
+    open_bookings: dict[str, int] = {}
+    offers: dict[str, dict[str, datetime]] = {}
     for tag, u, t1, t2, t3, t4, n1, n2, d, ts, flag, arr, binary in rows:
         if tag <= 3:
             if u not in sources or sources[u][0] < tag:
@@ -233,7 +267,7 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
         elif tag == 5:
             organisations[t1] = Organisation(t1, frozenset(arr), flag)
         elif tag == 6:
-            opportunities[t1] = Opportunity(t1, t2, n1)
+            opportunities[t1] = Opportunity(t1, t2, n1, n2)
         elif tag == 7:
             logs[u] = HoursLog(u, t1, t2, d, n1, t3, ts, t4)
         elif tag == 8:
@@ -254,6 +288,10 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
                 used_codes.add(u)
         elif tag == 15:
             day_minutes[(t1, d)] = n1
+        elif tag == 16:
+            open_bookings[t1] = n1
+        elif tag == 17:
+            offers.setdefault(t1, {})[t2] = ts
     decided = {event_id: _outcome(event_id, tag, values) for event_id, (tag, values) in sources.items()}
     entries = {
         event_id: RecordedEntry(event_id, EntryKind(kind), tuple(postings.get(entry_id, ())), volunteer_id, org_id,
@@ -268,7 +306,7 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     for account in wanted:
         balances.setdefault(account, 0)
     registry = BatchRegistry(volunteers, organisations, opportunities, logs, decided_logs, members, spend_codes,
-                             used_codes, day_minutes)
+                             used_codes, day_minutes, Places(open_bookings, offers))
     return BatchState(decided, registry, entries, entry_ids, balances, existing, heads)
 
 
@@ -296,9 +334,21 @@ def write_decision(conn: Connection, decision: BatchDecision) -> BatchResult:
     copy_rows(conn, schema.spend_code_uses, [
         {"code_id": code_id, "event_id": event_id, "used_at": decision.recorded_at}
         for code_id, event_id in decision.spend_code_uses])
+    _leave_waitlists(conn, decision.places_taken)
     committed = [_committed(entry_ids[sealed.draft.event_id], sealed) for sealed in decision.entries]
     # A batch delivered again after a crash may have committed before tc.ledger heard of it: say it again.
     return BatchResult(decision.outcomes(entry_ids), committed + load_committed(conn, decision.repeated_entry_ids))
+
+
+def _leave_waitlists(conn: Connection, booked: Sequence[tuple[str, str]]) -> None:
+    """A volunteer who booked an opportunity waits for it no longer: their row (and offer) goes (§5.8)."""
+    if not booked:
+        return
+    conn.execute(text(
+        "DELETE FROM waitlist w USING unnest(CAST(:opportunities AS text[]), CAST(:volunteers AS text[])) "
+        "AS b(opportunity_id, volunteer_id) WHERE w.opportunity_id = b.opportunity_id "
+        "AND w.volunteer_id = b.volunteer_id"),
+        {"opportunities": array_literal(o for o, _ in booked), "volunteers": array_literal(v for _, v in booked)})
 
 
 def _write_entries(conn: Connection, decision: BatchDecision) -> dict[UUID, int]:

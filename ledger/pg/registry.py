@@ -6,12 +6,13 @@ the API's pre-checks, so that a request is refused at once by the very rule the 
 """
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from uuid import UUID
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from ledger.domain import EntryKind
 from ledger.intake import CONSENTS, MEMBERSHIPS, HoursLog, Opportunity, Organisation, RegistryUpsert, SpendCode
 from ledger.pg import schema
 
@@ -33,8 +34,9 @@ class StoredRegistry:
 
     def opportunity(self, opportunity_id: str) -> Opportunity | None:
         op = schema.opportunities
-        row = self._conn.execute(select(op.c.id, op.c.partner_id, op.c.cost).where(op.c.id == opportunity_id)).first()
-        return Opportunity(row.id, row.partner_id, row.cost) if row else None
+        row = self._conn.execute(select(op.c.id, op.c.partner_id, op.c.cost, op.c.capacity)
+                                 .where(op.c.id == opportunity_id)).first()
+        return Opportunity(row.id, row.partner_id, row.cost, row.capacity) if row else None
 
     def hours_log(self, event_id: UUID) -> HoursLog | None:
         logs = schema.hours_logs
@@ -69,6 +71,29 @@ class StoredRegistry:
             .where(logs.c.volunteer_id == volunteer_id, logs.c.worked_on == day, d.c.decision == "approved")
         ).scalar_one()
         return int(total)
+
+    def places_taken(self, opportunity_id: str, volunteer_id: str, at: datetime) -> int:
+        return places_taken(self._conn, opportunity_id, volunteer_id, at)
+
+
+def open_bookings(conn: Connection, opportunity_ids: list[str]) -> dict[str, int]:
+    """Bookings of each opportunity that no entry settles yet (docs/design.md §5.8)."""
+    if not opportunity_ids:
+        return {}
+    e, settled = schema.entries, schema.entries.alias("settled")
+    query = (select(e.c.opportunity_id, func.count())
+             .where(e.c.opportunity_id.in_(opportunity_ids), e.c.kind == EntryKind.OPPORTUNITY_BOOKED.value,
+                    ~exists().where(settled.c.related_entry_id == e.c.id))
+             .group_by(e.c.opportunity_id))
+    return {row[0]: row[1] for row in conn.execute(query)}
+
+
+def places_taken(conn: Connection, opportunity_id: str, volunteer_id: str, at: datetime) -> int:
+    """Open bookings plus the offers live at `at` to volunteers other than `volunteer_id`, as the worker counts."""
+    w = schema.waitlist
+    offers = conn.execute(select(func.count()).where(
+        w.c.opportunity_id == opportunity_id, w.c.volunteer_id != volunteer_id, w.c.offered_until > at)).scalar_one()
+    return open_bookings(conn, [opportunity_id]).get(opportunity_id, 0) + int(offers)
 
 
 def is_current_member(conn: Connection, org_id: str, volunteer_id: str) -> bool:

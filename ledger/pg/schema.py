@@ -200,6 +200,18 @@ opportunities = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+waitlist = Table(
+    # Volunteers waiting for a place on a full opportunity, and the offers made to them (docs/design.md §5.8):
+    # ordinary and erasable, ids only, never on Kafka.
+    "waitlist",
+    metadata,
+    Column("opportunity_id", Text, ForeignKey("opportunities.id"), primary_key=True),
+    Column("volunteer_id", Text, ForeignKey("volunteers.id"), primary_key=True),
+    Column("joined_at", DateTime(timezone=True), nullable=False),
+    Column("offered_at", DateTime(timezone=True)),
+    Column("offered_until", DateTime(timezone=True)),
+)
+
 hours_logs = Table(
     "hours_logs",
     metadata,

@@ -444,3 +444,60 @@ def test_an_admin_answers_a_subject_access_request_from_the_command_line(vol: Vo
                               "--out", str(tmp_path / "x.json")], env=env, capture_output=True, text=True,
                              timeout=120, check=False)
     assert unknown.returncode == 1 and "no volunteer v-000000000000" in unknown.stdout + unknown.stderr
+
+
+def test_a_volunteer_joins_the_waiting_list_of_a_full_opportunity_and_books_the_place_offered(
+        vol: VolunteerStack, browser: Any, screenshot_dir: Path) -> None:
+    from datetime import UTC, datetime
+
+    from ledger.pg.waitlist import offer_places
+
+    made = vol.api.post("/v1/opportunities", vol.api.admin, {
+        "partner_id": "v-lido", "id": "v-yoga", "title": "Yoga class", "category": "other", "cost": "1",
+        "capacity": 1, "area": OTHER_AREA, "starts_at": "2027-01-16T09:00:00Z"})
+    assert made.status_code == 201, made.text
+    # The place goes first to a volunteer of this test's own, with a credit to book it.
+    yogi = vol.api.volunteer("yogi", AREA, member_of=("v-garden",))
+    garden = vol.api.token("org", org_id="v-garden")
+    vol.api.applied(vol.api.accepted(vol.api.post("/v1/hours", garden, {
+        "volunteer_id": yogi, "org_id": "v-garden", "date": "2026-11-30", "minutes": 60, "activity": "Weeding"})),
+        garden)
+    cy_token = vol.api.token("volunteer", volunteer_id=yogi)
+    booked = vol.api.accepted(vol.api.post("/v1/bookings", cy_token, {"opportunity_id": "v-yoga"}))
+    vol.api.applied(booked, cy_token)
+    listing = f"{vol.url}/app/opportunities?area={OTHER_AREA}"
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, vol.url, people.new_card(vol.engine, vol.amina.id))
+        page.goto(listing)
+        yoga = page.locator("li.opportunity", has_text="Yoga class")
+        assert "No places left" in yoga.inner_text() and "Book Yoga class" not in yoga.inner_text()
+        _press(page, "button", "Join the waiting list for Yoga class")
+        assert page.get_by_role("status").inner_text().strip().startswith(
+            "You are number 1 on the waiting list for Yoga class.")
+        _shots(page, screenshot_dir, "volunteer-waitlist-joined")
+        page.goto(listing)
+        assert "You are number 1 on the waiting list." in page.locator("li.opportunity", has_text="Yoga class").inner_text()
+        _shots(page, screenshot_dir, "volunteer-waitlist-waiting")
+
+        # The first cancels; the offer job holds the place for Amina, who is told on her home page.
+        vol.api.applied(vol.api.accepted(vol.api.post(f"/v1/bookings/{booked}/cancel", cy_token)), cy_token)
+        assert [o.volunteer_id for o in offer_places(vol.engine, datetime.now(UTC)).offered] == [vol.amina.volunteer_id]
+        page.goto(vol.url + "/app")
+        assert _lines(page, "ul.offers li")[0].startswith("A place on Yoga class is held for you until ")
+        _shots(page, screenshot_dir, "volunteer-home-offer")
+
+        bo, bo_csrf = _client(vol, vol.bo)
+        with bo:
+            refused = bo.post("/app/opportunities/v-yoga/book", data={"csrf_token": bo_csrf})
+            assert "Not booked: there are no places left on Yoga class." in refused.text
+
+        page.goto(listing)
+        assert "A place is held for you until" in page.locator("li.opportunity", has_text="Yoga class").inner_text()
+        _press(page, "button", "Book Yoga class for 1 credit")
+        assert page.get_by_role("status").inner_text().strip().startswith("Booked: 1 credit is held for Yoga class.")
+        page.goto(vol.url + "/app")
+        assert page.locator("ul.offers").count() == 0
+    finally:
+        context.close()

@@ -573,6 +573,123 @@ def test_bookings_stay_within_the_callers_scope(api: Api, world: World) -> None:
     assert api.balance(ben, ben_token)["balance"] == "0.00"
 
 
+# --- places and waiting lists (docs/design.md §5.8) ----------------------------------------------------------------
+
+
+def _limited(api: Api, world: World, opportunity_id: str, capacity: int) -> None:
+    response = api.post("/v1/opportunities", world.org(World.LIDO), {
+        "id": opportunity_id, "title": f"Swim session {opportunity_id}", "category": "sport", "cost": "1",
+        "area": AREA, "capacity": capacity, "starts_at": "2027-01-05T10:00:00Z"})
+    assert response.status_code == 201, response.text
+
+
+def test_two_volunteers_racing_for_the_last_place_one_gets_it(api: Api, world: World) -> None:
+    _limited(api, world, "lido-last", 1)
+    racers = [world.volunteer(f"race-{n}") for n in range(2)]
+    for volunteer_id, _ in racers:
+        world.earn(volunteer_id, 120)
+    answers: list[httpx.Response] = []
+    barrier = threading.Barrier(len(racers))
+
+    def race(token: str) -> None:
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            barrier.wait()
+            answers.append(client.post("/v1/bookings", json={"opportunity_id": "lido-last"},
+                                       headers={"Authorization": f"Bearer {token}"}))
+
+    threads = [threading.Thread(target=race, args=(token,)) for _, token in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Each is taken at once (the API's pre-check saw a place) or refused at once (the other applied first);
+    # the worker decides the rest: exactly one booking of the last place is applied.
+    fates = []
+    for answer in answers:
+        if answer.status_code == 202:
+            outcome = api.outcome(answer.json()["event_id"])
+            fates.append(outcome["reason"] if outcome["status"] == "rejected" else "applied")
+        else:
+            fates.append(error_code(answer)[1])
+    assert sorted(fates) == ["applied", "fully_booked"], fates
+    late, late_token = world.volunteer("race-late")
+    world.earn(late, 120)
+    refused = api.post("/v1/bookings", late_token, {"opportunity_id": "lido-last"})
+    expect(refused, 409, "fully_booked")
+    assert "no places left" in refused.json()["error"]["message"]
+
+
+def test_a_waiting_list_is_joined_and_left_by_the_volunteer_for_themself(api: Api, world: World) -> None:
+    _limited(api, world, "lido-wl-roles", 1)
+    booker, booker_token = world.volunteer("wl-booker")
+    world.earn(booker, 120)
+    api.applied(api.accepted(api.post("/v1/bookings", booker_token, {"opportunity_id": "lido-wl-roles"})))
+    ana, ana_token = world.volunteer("wl-ana")
+    ben, ben_token = world.volunteer("wl-ben")
+    path = "/v1/opportunities/lido-wl-roles/waitlist"
+    for method in ("POST", "GET", "DELETE"):
+        expect(api.request(method, path, None), 401, "unauthenticated")
+        for other in (world.org(World.LIDO), world.lead, api.admin):
+            expect(api.request(method, path, other), 403, "forbidden")
+    expect(api.post(path, ana_token, {"volunteer_id": ben}), 403, "forbidden")  # not for someone else
+    expect(api.get(path, ana_token), 404, "not_waiting")
+    joined = api.post(path, ana_token)
+    assert joined.status_code == 201, joined.text
+    assert joined.json() == {"opportunity_id": "lido-wl-roles", "volunteer_id": ana, "position": 1,
+                             "offered_until": None}
+    again = api.post(path, ana_token, {"volunteer_id": ana})
+    assert (again.status_code, again.json()["position"]) == (200, 1)
+    assert api.post(path, ben_token).json()["position"] == 2
+    assert api.get(path, ben_token).json()["position"] == 2
+    # Who may not join: the one who booked it, a list of an opportunity with places left, or none at all.
+    expect(api.post(path, booker_token), 409, "already_booked")
+    expect(api.post(f"/v1/opportunities/{World.SWIM}/waitlist", ana_token), 409, "places_left")
+    expect(api.post("/v1/opportunities/no-such-thing/waitlist", ana_token), 404, "unknown_opportunity")
+    unlimited = api.post("/v1/opportunities", world.org(World.LIDO), {
+        "id": "lido-open", "title": "Open swim", "category": "sport", "cost": "1", "area": AREA})
+    assert unlimited.status_code == 201, unlimited.text
+    expect(api.post("/v1/opportunities/lido-open/waitlist", ana_token), 422, "no_capacity")
+    # Leaving: one's own place only; ben moves up.
+    assert api.request("DELETE", path, ana_token).status_code == 204
+    expect(api.request("DELETE", path, ana_token), 404, "not_waiting")
+    assert api.get(path, ben_token).json()["position"] == 1
+
+
+def test_a_freed_place_is_offered_in_order_held_and_passed_on_when_it_lapses(
+        api: Api, world: World, shared_stack: Stack) -> None:
+    from ledger.pg.waitlist import offer_places
+
+    _limited(api, world, "lido-wl-offer", 1)
+    path = "/v1/opportunities/lido-wl-offer/waitlist"
+    people = {name: world.volunteer(f"wl-{name}") for name in ("first", "second", "third")}
+    for volunteer_id, _ in people.values():
+        world.earn(volunteer_id, 120)
+    first_booking = api.accepted(api.post("/v1/bookings", people["first"][1], {"opportunity_id": "lido-wl-offer"}))
+    api.applied(first_booking)
+    for name in ("second", "third"):
+        assert api.post(path, people[name][1]).status_code == 201
+    now = datetime.now(UTC)
+    assert offer_places(shared_stack.engine, now).offered == []  # no place is free
+
+    api.applied(api.accepted(api.post(f"/v1/bookings/{first_booking}/cancel", people["first"][1])))
+    run = offer_places(shared_stack.engine, now, offer_hours=24)
+    assert [(o.opportunity_id, o.volunteer_id) for o in run.offered] == [("lido-wl-offer", people["second"][0])]
+    held = api.get(path, people["second"][1]).json()
+    assert held["position"] == 1 and held["offered_until"] is not None
+    # The place is held for the second volunteer: the third (and the first, who cancelled) are refused.
+    expect(api.post("/v1/bookings", people["third"][1], {"opportunity_id": "lido-wl-offer"}), 409, "fully_booked")
+    expect(api.post("/v1/bookings", people["first"][1], {"opportunity_id": "lido-wl-offer"}), 409, "fully_booked")
+
+    # A day later the second has not booked: the offer lapses, the place passes to the third, who books it.
+    run = offer_places(shared_stack.engine, now + timedelta(hours=25), offer_hours=24)
+    assert run.lapsed == [("lido-wl-offer", people["second"][0])]
+    assert [o.volunteer_id for o in run.offered] == [people["third"][0]]
+    expect(api.get(path, people["second"][1]), 404, "not_waiting")
+    expect(api.post("/v1/bookings", people["second"][1], {"opportunity_id": "lido-wl-offer"}), 409, "fully_booked")
+    api.applied(api.accepted(api.post("/v1/bookings", people["third"][1], {"opportunity_id": "lido-wl-offer"})))
+    expect(api.get(path, people["third"][1]), 404, "not_waiting")  # booked: off the list
+
+
 # --- redemptions and gifts ---------------------------------------------------------------------------------------
 
 
