@@ -32,6 +32,7 @@ _REASONS = {
     RejectCode.UNKNOWN_VOLUNTEER: "nobody has that reference or card number in your organisation",
     RejectCode.INVALID_ACTIVITY: "the activity is empty or too long (at most 200 characters)",
     RejectCode.INVALID_ROW: "the row has more cells than the headings",
+    RejectCode.UNKNOWN_CATEGORY: "the category is not one of the kinds of activity, like Befriending or Environment",
 }
 
 
