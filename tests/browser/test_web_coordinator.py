@@ -180,10 +180,20 @@ def test_a_coordinator_registers_a_volunteer_prints_their_card_and_logs_their_ho
         page.locator("#date").fill(YESTERDAY)
         _type_into(page, "#hours", "1:30")
         _type_into(page, "#activity", "Gardening")
+        assert page.locator("#category").input_value() == "other", "the kind of activity starts as Other"
+        page.locator("#category").focus()
+        page.keyboard.press("Home")  # with the keyboard alone: the first kind, then down the list
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowDown")
+        assert page.locator("#category option:checked").inner_text() == "Environment"
         _press(page, "Log the hours")
         outcome = page.get_by_role("status").inner_text().strip()
         assert outcome.startswith("Approved: 1 hour 30 minutes of Gardening on ") and outcome.endswith(
             " for Dev Patel."), outcome
+        assert page.locator("#category").input_value() == "environment", "kept for the next session of the day"
+        with coord.engine.connect() as conn:
+            kinds = conn.execute(text("SELECT category FROM hours_logs WHERE activity = 'Gardening'")).scalars().all()
+        assert kinds == ["environment"]
         _shots(page, screenshot_dir, "coordinator-hours-approved")
 
         page.locator("#hours").fill("23")  # 24.5 hours in one day

@@ -998,7 +998,7 @@ def test_statistics_are_for_leads_and_admins(api: Api, world: World) -> None:
         expect(api.get(path, world.lead, params={"period": "2026-Q5"}), 422, "invalid_request")
         assert api.get(path, api.admin).status_code == 200
 
-    for group_by in ("month", "org", "area", "age_band", "seb"):
+    for group_by in ("month", "org", "area", "age_band", "seb", "activity"):
         response = api.get("/v1/stats/participation", world.lead, params={"group_by": group_by})
         assert response.status_code == 200, response.text
         body = response.json()
@@ -1020,6 +1020,31 @@ def test_statistics_are_for_leads_and_admins(api: Api, world: World) -> None:
     assert csv_answer.text.splitlines()[0].startswith("area,label,")
     spots = api.get("/v1/stats/cold-spots", world.lead, params={"period": str(TODAY.year)})
     assert spots.status_code == 200 and isinstance(spots.json()["areas"], list)
+
+
+def test_the_kind_of_activity_given_with_hours_reaches_the_statistics_breakdown(api: Api, world: World) -> None:
+    auto = world.org(World.AUTO)
+    expect(api.post("/v1/hours", auto, world.hours(world.face, World.AUTO, category="knitting")), 422,
+           "invalid_request")
+    volunteers = [world.volunteer(f"kind-{n}")[0] for n in range(5)]
+    for volunteer_id in volunteers:
+        api.applied(api.accepted(api.post("/v1/hours", auto, world.hours(volunteer_id, World.AUTO, 40,
+                                                                         category="arts_and_culture"))), auto)
+
+    period = {"group_by": "activity", "from": YESTERDAY, "to": TODAY.isoformat()}
+
+    def arts() -> dict[str, Any] | None:
+        rows = api.get("/v1/stats/participation", world.lead, params=period).json()["rows"]
+        found = [row for row in rows if row["group"] == "arts_and_culture"]
+        return found[0] if found and not found[0]["suppressed"] else None
+
+    # The facts follow tc.ledger; five volunteers' hours show once all of them are counted.
+    wait_until(lambda: arts() is not None and arts()["active_volunteers"] == 5, timeout=30,  # type: ignore[index]
+               what="the five volunteers' arts and culture hours in the statistics")
+    row = arts()
+    assert row is not None and row["label"] == "Arts and culture" and row["hours"] == f"{5 * 40 / 60:.2f}"
+    csv_answer = api.get("/v1/stats/participation.csv", world.lead, params=period)
+    assert csv_answer.status_code == 200 and "arts_and_culture,Arts and culture," in csv_answer.text
 
 
 # --- roles that write nothing ------------------------------------------------------------------------------------
