@@ -22,6 +22,7 @@ from api.routes import (
     activity,
     dashboard,
     memberships,
+    openreferral,
     registry,
     spend_codes,
     statistics,
@@ -93,7 +94,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app = FastAPI(title="timecredits", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
     # Balance reads first: routes are matched in order, and they are the most frequent request by far.
-    for module in (accounts, registry, memberships, tokens, spend_codes, activity, statistics, status, dashboard):
+    for module in (accounts, registry, memberships, tokens, spend_codes, activity, statistics, status, openreferral,
+                   dashboard):
         app.include_router(module.router)
 
     @app.exception_handler(Exception)
