@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from api.errors import ApiError
 from api.publishing import publish, request_event_id
 from ledger.pg.registry import VolunteerDirectory
+from ledger.activities import ACTIVITY_LABELS
 from producers.hours_csv import ParsedSheet, RejectCode, parse_sheet
 from producers.sheets import SheetError
 from web.app import PREFIX, CsrfToken, SignedIn, _check_csrf, _only, _page, _services
@@ -68,7 +69,7 @@ async def preview(request: Request, session: SignedIn, csrf_token: CsrfToken = "
         return _page(request, "coordinator/import.html", 422, title="Import the monthly spreadsheet",
                      session=session, errors={"sheet": f"That file cannot be imported: {unusable}"})
     return _page(request, "coordinator/import_preview.html", title="Check the spreadsheet", session=session,
-                 parsed=parsed, reasons=_REASONS, filename=sheet.filename if sheet else "",
+                 parsed=parsed, reasons=_REASONS, kinds=ACTIVITY_LABELS, filename=sheet.filename if sheet else "",
                  content=base64.b64encode(data).decode())
 
 
