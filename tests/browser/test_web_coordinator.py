@@ -427,8 +427,8 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
 
     day = (date.today() - timedelta(days=3)).strftime("%d/%m/%Y")
     sheet = tmp_path / "november.csv"
-    sheet.write_text(f"Volunteer,Date,Hours,Activity\nG-001,{day},1.5,Sheet gardening\nG-404,{day},1,Nobody\n"
-                     f"G-001,{day},lots,Bad hours\nTotal,,2.5,\n")
+    sheet.write_text(f"Volunteer,Date,Hours,Activity,Category\nG-001,{day},1.5,Sheet gardening,Environment\n"
+                     f"G-404,{day},1,Nobody,\nG-001,{day},lots,Bad hours,\nTotal,,2.5,,\n")
     card = people.new_card(coord.engine, coord.garden_coordinator.id)
     context = _context(browser)
     try:
@@ -442,6 +442,8 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
         assert "1 row will be imported, 2 cannot be, 1 totals row left out" in text_, text_
         assert "nobody has that reference or card number in your organisation" in text_
         assert "the hours are not ones we can read" in text_
+        assert "Sheet gardening\tEnvironment" in page.locator("tr", has_text="Sheet gardening").inner_text(), \
+            "the kind as read"
         _shots(page, screenshot_dir, "coordinator-import-preview")
         _press(page, "Import 1 row")
         assert "1 row sent." in page.get_by_role("status").inner_text()
@@ -470,6 +472,9 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
     from tests.e2e.stack import wait_until
     wait_until(lambda: logged() == 1, 30, "the imported row to be applied")
     assert logged() == 1  # imported once, as CSV and again as .xlsx
+    with coord.engine.connect() as conn:
+        assert conn.execute(text("SELECT category FROM hours_logs WHERE activity = 'Sheet gardening'")).scalar_one() \
+            == "environment", "the sheet's Category column, in words"
     client, csrf = _client(coord, coord.desk)
     with client:
         assert client.get("/app/import").status_code == 403
