@@ -23,6 +23,7 @@ from api.routes import (
     dashboard,
     memberships,
     privacy,
+    openreferral,
     registry,
     spend_codes,
     statistics,
@@ -96,7 +97,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     install_error_handlers(app)
     # Balance reads first: routes are matched in order, and they are the most frequent request by far.
     for module in (accounts, registry, memberships, tokens, spend_codes, privacy, activity, waitlist, statistics,
-                   status, dashboard):
+                   status, openreferral, dashboard):
         app.include_router(module.router)
 
     @app.exception_handler(Exception)

@@ -125,6 +125,12 @@ AgeBand = Literal["under_16", "16-24", "25-34", "35-44", "45-54", "55-64", "65+"
 SebGroup = Literal["professional", "intermediate", "lower", "other", "prefer_not_to_say"]
 OrgKind = Literal["community", "partner"]
 OpportunityCategory = Literal["course", "training", "culture", "sport", "work_experience", "other"]
+#: The kind of activity logged hours were (docs/design.md §5.9); hours logged before it existed count as "other".
+ActivityCategory = Literal[
+    "befriending", "food_and_essentials", "environment", "sport_and_wellbeing", "arts_and_culture",
+    "education_and_mentoring", "admin_and_fundraising", "other",
+]
+ACTIVITY_CATEGORIES: tuple[str, ...] = ActivityCategory.__args__  # type: ignore[attr-defined]
 
 
 # --- envelope -------------------------------------------------------------------------------
@@ -183,6 +189,8 @@ class HoursLogged(ActivityPayload):
     date: IsoDate
     minutes: Annotated[int, Field(strict=True, ge=1, le=1440)]
     activity: Text200
+    #: Optional and defaulted, so version 1 events written before it still decode (as "other").
+    category: ActivityCategory = "other"
 
 
 class HoursApproved(ActivityPayload):

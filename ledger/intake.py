@@ -126,6 +126,8 @@ class HoursLog:
     activity: str
     logged_at: datetime
     actor: str
+    #: Only the statistics read it, so the rows loaded for intake's checks leave it at its default.
+    category: str = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +334,8 @@ def _hours_logged(event: DecodedEvent, p: HoursLogged, registry: RegistryView, p
     check_hours_date(event.envelope.occurred_at, event.envelope.actor, p.date, policy)
     occurred_at = event.envelope.occurred_at
     actor = event.envelope.actor
-    log = HoursLog(event.event_id, p.volunteer_id, p.org_id, p.date, p.minutes, p.activity, occurred_at, actor)
+    log = HoursLog(event.event_id, p.volunteer_id, p.org_id, p.date, p.minutes, p.activity, occurred_at, actor,
+                   p.category)
     plan = Plan(event, hours_log=log)
     if organisation.auto_approve:
         check_day_total(log, registry)

@@ -40,6 +40,7 @@ from uuid import UUID, uuid5
 
 from pydantic import ValidationError
 
+from ledger.activities import ACTIVITY_LABELS, activity_category
 from ledger.events import EventPayload, HoursApproved, HoursLogged, summarise
 from producers.sheets import Header, RowProblem, SheetError, open_sheet
 from producers.xlsx import is_xlsx, xlsx_as_csv
@@ -78,6 +79,7 @@ class RejectCode(StrEnum):
     INVALID_VOLUNTEER = "invalid_volunteer"
     UNKNOWN_VOLUNTEER = "unknown_volunteer"
     INVALID_ACTIVITY = "invalid_activity"
+    UNKNOWN_CATEGORY = "unknown_category"
     INVALID_ROW = "invalid_row"
     POSSIBLE_DUPLICATE = "possible_duplicate"
 
@@ -243,7 +245,9 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "date": ("date",),
     "hours": ("hours", "time"),
     "activity": ("activity", "description"),
+    "category": ("category", "kind of activity", "activity category"),
 }
+_REQUIRED = ("volunteer", "date", "hours", "activity")
 _TOTALS = re.compile(r"(?:sub[\s-]?|grand\s+)?totals?\b", re.IGNORECASE)
 
 
@@ -275,7 +279,7 @@ def parse_sheet(data: bytes | str, org_id: str, *, today: date | None = None,
             data = xlsx_as_csv(data)
         except ValueError as exc:
             raise SheetError(str(exc)) from exc
-    table = open_sheet(data, _COLUMNS, required=tuple(_COLUMNS), expected="volunteer, date, hours, activity")
+    table = open_sheet(data, _COLUMNS, required=_REQUIRED, expected="volunteer, date, hours, activity")
     sheet = ParsedSheet(encoding=table.encoding)
     seen: Counter[tuple[str, date, int, str]] = Counter()
     for line, raw in table.rows:
@@ -303,11 +307,12 @@ def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date, resolve
             "(and hours take a decimal point, not a comma)",
         )
     values = {name: raw[index].strip() if index < len(raw) else "" for name, index in header.columns.items()}
-    missing = [name for name in _COLUMNS if not values[name]]
+    missing = [name for name in _REQUIRED if not values[name]]
     if missing:
         raise RowProblem(RejectCode.MISSING_VALUE, f"no {', no '.join(missing)}")
     day = parse_uk_date(values["date"], today=today)
     minutes = parse_duration(values["hours"])
+    category = _category(values.get("category", ""))
     if resolve is not None:
         volunteer_id = resolve(values["volunteer"])
         if volunteer_id is None:
@@ -319,7 +324,8 @@ def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date, resolve
         values["volunteer"] = volunteer_id
     try:
         return HoursLogged(
-            volunteer_id=values["volunteer"], org_id=org_id, date=day, minutes=minutes, activity=values["activity"]
+            volunteer_id=values["volunteer"], org_id=org_id, date=day, minutes=minutes, activity=values["activity"],
+            category=category,
         )
     except ValidationError as exc:
         fields = {error["loc"][0] for error in exc.errors() if error["loc"]}
@@ -332,6 +338,17 @@ def _row(raw: tuple[str, ...], header: Header, org_id: str, today: date, resolve
         if fields == {"activity"}:
             raise RowProblem(RejectCode.INVALID_ACTIVITY, summarise(exc)) from None
         raise RowProblem(RejectCode.INVALID_ROW, summarise(exc)) from None
+
+
+def _category(text: str) -> str:
+    """An empty or absent Category cell is "other"; otherwise the code or the words of a kind of activity."""
+    if not text:
+        return "other"
+    code = activity_category(text)
+    if code is None:
+        raise RowProblem(RejectCode.UNKNOWN_CATEGORY, f"{text!r} is not a kind of activity (use one of: "
+                                                       f"{', '.join(ACTIVITY_LABELS.values())})")
+    return code
 
 
 def _check_org_id(org_id: str) -> None:

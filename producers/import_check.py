@@ -39,6 +39,7 @@ REASON_WORDS: dict[str, str] = {
     RejectCode.INVALID_ACTIVITY: "the activity is empty or too long (at most 200 characters)",
     RejectCode.INVALID_ROW: "the row has more cells than the headings",
     RejectCode.POSSIBLE_DUPLICATE: "the same volunteer, date, hours and activity as a row above it",
+    RejectCode.UNKNOWN_CATEGORY: "the category is not one of the kinds of activity, like Befriending or Environment",
     "not_a_member": "the volunteer is not a current member of the organisation",
     "unknown_organisation": "the organisation is not registered",
     "not_a_community_organisation": "the organisation does not log volunteering hours",

@@ -52,10 +52,11 @@ def facts_for(conn: Connection, entries: Sequence[LedgerEntry]) -> list[dict[str
         ):
             originals[row.event_id] = row
     entry_ids = [entry.entry_id for entry in entries] + [row.id for row in originals.values()]
-    worked: dict[int, tuple[int, date]] = {
-        row.entry_id: (row.minutes, row.worked_on)
+    worked: dict[int, tuple[int, date, str]] = {
+        row.entry_id: (row.minutes, row.worked_on, row.category)
         for row in conn.execute(
-            select(d.c.entry_id, logs.c.minutes, logs.c.worked_on).join(logs, logs.c.event_id == d.c.log_event_id)
+            select(d.c.entry_id, logs.c.minutes, logs.c.worked_on, logs.c.category)
+            .join(logs, logs.c.event_id == d.c.log_event_id)
             .where(any_of(d.c.entry_id, entry_ids))
         )
     }
@@ -85,14 +86,14 @@ def facts_for(conn: Connection, entries: Sequence[LedgerEntry]) -> list[dict[str
                 base = (row.id, row.kind, row.occurred_at, row.volunteer_id, row.org_id, row.opportunity_id,
                         _recipient_of_postings(entry, row.volunteer_id))
             original_id, kind, occurred_at, volunteer_id, org_id, opportunity_id, recipient = base
-            minutes, day = worked.get(original_id, (0, _local_day(occurred_at)))
+            minutes, day, activity = worked.get(original_id, (0, _local_day(occurred_at), None))
             facts.append(_fact(entry.entry_id, kind, day, volunteer_id, recipient, org_id,
-                               category(kind, opportunity_id, org_id), amount, minutes, -1, original_id))
+                               category(kind, opportunity_id, org_id), activity, amount, minutes, -1, original_id))
         else:
-            minutes, day = worked.get(entry.entry_id, (0, _local_day(entry.occurred_at)))
+            minutes, day, activity = worked.get(entry.entry_id, (0, _local_day(entry.occurred_at), None))
             facts.append(_fact(entry.entry_id, entry.kind, day, entry.volunteer_id, _recipient(entry),
-                               entry.org_id, category(entry.kind, entry.opportunity_id, entry.org_id), amount, minutes,
-                               1, None))
+                               entry.org_id, category(entry.kind, entry.opportunity_id, entry.org_id), activity,
+                               amount, minutes, 1, None))
     return facts
 
 
@@ -135,7 +136,8 @@ def _local_day(moment: datetime) -> date:
 
 
 def _fact(entry_id: int, kind: str, day: date, volunteer_id: str | None, other: str | None, org_id: str | None,
-          category: str | None, amount: int, minutes: int, sign: int, original_entry_id: int | None) -> dict[str, Any]:
+          category: str | None, activity_category: str | None, amount: int, minutes: int, sign: int,
+          original_entry_id: int | None) -> dict[str, Any]:
     return {
         "entry_id": entry_id,
         "kind": kind,
@@ -144,6 +146,7 @@ def _fact(entry_id: int, kind: str, day: date, volunteer_id: str | None, other: 
         "other_volunteer_id": other,
         "org_id": org_id,
         "category": category,
+        "activity_category": activity_category,
         "amount": amount,
         "minutes": minutes,
         "sign": sign,

@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from ledger.activities import ACTIVITY_LABELS  # noqa: F401  (re-exported: the statistics label rows with it)
+
 #: A cell describing fewer volunteers than this shows no figures (docs/design.md §5, as UK official statistics do).
 SUPPRESSION_THRESHOLD = 5
-GROUPINGS = ("month", "quarter", "org", "area", "age_band", "seb", "category")
+GROUPINGS = ("month", "quarter", "org", "area", "age_band", "seb", "category", "activity")
 #: The figures of a row, in the order CSV exports and reports show them.
 FIGURES = (
     "volunteers", "active_volunteers", "new_volunteers", "retained_volunteers", "first_time_volunteers", "hours",

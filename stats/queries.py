@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from sqlalchemy import Engine, exists, func, select
 
 from ledger.pg import schema
-from stats.model import GROUPINGS, SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation, Row
+from stats.model import ACTIVITY_LABELS, GROUPINGS, SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation, Row
 
 SEB_LABELS = {
     "professional": "Professional background",
@@ -60,6 +60,7 @@ class _Fact:
     volunteer: str
     org: str | None
     category: str | None
+    activity: str | None  # hours' kind of activity; "other" for hours recorded before there were kinds
     amount: int
     minutes: int
     sign: int
@@ -89,7 +90,8 @@ class _Data:
         earliest = months_before(quarter_of(start)[0], 3)
         with engine.connect() as conn:
             self.facts = [
-                _Fact(r.kind, r.occurred_on, r.volunteer_id, r.org_id, r.category, r.amount, r.minutes, r.sign)
+                _Fact(r.kind, r.occurred_on, r.volunteer_id, r.org_id, r.category, _activity(r.kind, r.activity_category),
+                      r.amount, r.minutes, r.sign)
                 for r in conn.execute(select(f).where(f.c.occurred_on.between(earliest, end)))
             ]
             volunteers = {fact.volunteer for fact in self.facts}
@@ -175,6 +177,8 @@ class _Data:
                 return (volunteer.seb or "not_given") if volunteer.consent else UNDISCLOSED
             case "category":
                 return fact.category
+            case "activity":
+                return fact.activity
         raise ValueError(group_by)
 
     def label(self, group: str, group_by: str) -> str:
@@ -188,7 +192,16 @@ class _Data:
             return self.area_names.get(group, group)
         if group_by == "seb":
             return SEB_LABELS.get(group, group.replace("_", " "))
+        if group_by == "activity":
+            return ACTIVITY_LABELS.get(group, group.replace("_", " "))
         return group.replace("_", " ")
+
+
+def _activity(kind: str, recorded: str | None) -> str | None:
+    """Approved hours' kind of activity: facts recorded before kinds existed have none, and count as "other"."""
+    if kind != "hours_approved":
+        return None
+    return recorded or "other"
 
 
 _COUNTERS = {"opportunity_booked": "bookings", "booking_attended": "attendances",
@@ -215,7 +228,7 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
     for fact in in_period:
         group = data.group_of(fact, group_by)
         if group is None:
-            continue  # a gift has no organisation; hours have no category
+            continue  # a gift has no organisation; hours have no category; spending no kind of activity
         if group not in cells:
             cells[group] = _Cell(*_cell_period(group, group_by, start, end))
         cells[group].facts.append(fact)

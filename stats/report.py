@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, select
 
 from ledger.pg import schema
-from stats.model import SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation
+from stats.model import ACTIVITY_LABELS, SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation
 from stats.numbers import hours_text
 from stats.queries import (
     COLD_SPOT_METHOD,
@@ -506,6 +506,7 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
     spots: list[_Spot] = []
     if few:
         spend_figure, area_figure, cold_block, people_block = few_note, few_note, "", few_note
+        activity_figure = few_note
     else:
         categories = _protect(
             [line for line in _lines(participation(engine, "category", start, end),
@@ -522,6 +523,19 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
         ) if categories else '<p class="empty">No credits were spent in this period.</p>'
         spend_figure = (f'<p class="legend dim">{_count(now.attendances)} bookings attended and '
                         f'{_count(now.redemptions)} direct redemptions.</p>' + spend_figure)
+
+        kinds = _protect(_lines(participation(engine, "activity", start, end),
+                                lambda group, label: ACTIVITY_LABELS.get(group, label)), _few_people)
+        activity_figure = _bar_chart(
+            [_Bar(line.group, line.label, None if line.hidden else line.figures.minutes,
+                  SUPPRESSED if line.hidden
+                  else f"{_hours(line.figures.minutes)} h · {_count(line.figures.active_volunteers)}")
+             for line in sorted(kinds, key=lambda line: (line.hidden, -line.figures.minutes * (not line.hidden),
+                                                         line.label))],
+            width=340, label_width=170, text_width=90, title="Hours given by kind of activity", breakdown="activity",
+        ) if kinds else '<p class="empty">No hours were given in this period.</p>'
+        activity_figure = ('<p class="legend dim">Hours given · active volunteers, by kind of activity</p>'
+                           + activity_figure)
 
         areas = _protect(_lines(participation(engine, "area", start, end)), _few_people)
         spots, withheld = _cold_rows(cold_spots(engine, start, end), areas)
@@ -564,6 +578,9 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
 <div class="grid">{month_block}
   <figure><h2>Redemptions by partner category</h2>{spend_figure}</figure>
 </div>
+<section class="activities"><h2>Participation by kind of activity</h2>
+  <figure>{activity_figure}</figure>
+</section>
 <section class="areas"><h2>Participation by area, and cold spots against need</h2>
   <div class="grid area-grid"><figure>{area_figure}</figure><div>{cold_block}</div></div>
   <p class="small method">{_e(method)} Area figures: {_e("; ".join(sources) if sources else "not stated")}.</p>

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from api.errors import ApiError
 from api.services import hours, members, volunteers
 from api.services.volunteers import NewVolunteer
+from ledger.activities import ACTIVITY_LABELS
 from ledger.pg import schema
 from ledger.pg.repository import LedgerRepository
 from web import people
@@ -281,8 +282,10 @@ def _today() -> Date:
     return datetime.now(LONDON).date()
 
 
-def _read_hours_form(date: str, hours_worked: str, activity: str) -> tuple[dict[str, str], Date | None, int | None]:
-    """The date, minutes and activity of an hours form as typed, with a message a field for what is wrong."""
+def _read_hours_form(date: str, hours_worked: str, activity: str,
+                     category: str = "other") -> tuple[dict[str, str], Date | None, int | None]:
+    """The date, minutes, activity and kind of activity of an hours form as typed, with a message a field for
+    what is wrong."""
     errors: dict[str, str] = {}
     day: Date | None = None
     try:
@@ -294,6 +297,8 @@ def _read_hours_form(date: str, hours_worked: str, activity: str) -> tuple[dict[
         errors["hours"] = "Enter the hours worked, like 1.5 or 1:30, up to 24"
     if not activity.strip() or len(activity.strip()) > 200:
         errors["activity"] = "Say what they did, in up to 200 characters, like Gardening"
+    if category not in ACTIVITY_LABELS:
+        errors["category"] = "Choose the kind of activity from the list"
     return errors, day, minutes
 
 
@@ -305,7 +310,7 @@ def _hours_form(request: Request, session: Session, volunteer_id: str, name: str
                 **context: Any) -> HTMLResponse:
     context.setdefault("form", {"date": _today().isoformat()})
     return _page(request, "coordinator/hours.html", status_code, title=f"Log hours for {name}", session=session,
-                 volunteer_id=volunteer_id, name=name, **context)
+                 volunteer_id=volunteer_id, name=name, kinds=ACTIVITY_LABELS, **context)
 
 
 @router.get("/members/{volunteer_id}/hours", response_class=HTMLResponse)
@@ -321,7 +326,7 @@ def hours_page(request: Request, volunteer_id: str, session: SignedIn) -> HTMLRe
 @router.post("/members/{volunteer_id}/hours", response_class=HTMLResponse)
 def log_hours(request: Request, volunteer_id: str, session: SignedIn, csrf_token: CsrfToken = "",
               date: Annotated[str, Form()] = "", hours_worked: Annotated[str, Form()] = "",
-              activity: Annotated[str, Form()] = "") -> HTMLResponse:
+              activity: Annotated[str, Form()] = "", category: Annotated[str, Form()] = "other") -> HTMLResponse:
     _check_csrf(session, csrf_token)
     person = _coordinator(session)
     assert person.org_id is not None
@@ -329,15 +334,15 @@ def log_hours(request: Request, volunteer_id: str, session: SignedIn, csrf_token
         _, name = _member(request, person, volunteer_id)
     except NotAMember:
         return not_a_member_page(request, session)
-    form = {"date": date, "hours": hours_worked, "activity": activity}
-    errors, day, minutes = _read_hours_form(date, hours_worked, activity)
+    form = {"date": date, "hours": hours_worked, "activity": activity, "category": category}
+    errors, day, minutes = _read_hours_form(date, hours_worked, activity, category)
     if errors:
         return _hours_form(request, session, volunteer_id, name, 422, errors=errors, form=form)
     assert minutes is not None and day is not None
     services = _services(request)
     try:
         event_id = hours.log(services, person.principal(), volunteer_id, person.org_id, day, minutes,
-                             activity.strip())
+                             activity.strip(), category)
     except (ApiError, ValueError) as refused:
         code = refused.code if isinstance(refused, ApiError) else "invalid_request"
         field = _HOURS_FIELDS.get(code, "activity")
@@ -355,7 +360,7 @@ def log_hours(request: Request, volunteer_id: str, session: SignedIn, csrf_token
         outcome, refused_ = f"Sent: {what} for {name}. It will show in a moment.", False
     # The date and activity stay filled in: a coordinator often logs several sessions of one day in a row.
     return _hours_form(request, session, volunteer_id, name, outcome=outcome, refused=refused_,
-                       form={"date": day.isoformat(), "activity": activity.strip()})
+                       form={"date": day.isoformat(), "activity": activity.strip(), "category": category})
 
 
 # --- the approval queue ---------------------------------------------------------------------------------------
@@ -480,7 +485,7 @@ def _group_form(request: Request, session: Session, status_code: int = 200, **co
     context.setdefault("form", {"date": _today().isoformat()})
     context.setdefault("chosen", set())
     return _page(request, "coordinator/group.html", status_code, title="Log hours for a group", session=session,
-                 rows=_current_members(request, session.person), **context)
+                 rows=_current_members(request, session.person), kinds=ACTIVITY_LABELS, **context)
 
 
 @router.get("/hours/group", response_class=HTMLResponse)
@@ -492,7 +497,8 @@ def group_page(request: Request, session: SignedIn) -> HTMLResponse:
 @router.post("/hours/group", response_class=HTMLResponse)
 def log_group(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
               date: Annotated[str, Form()] = "", hours_worked: Annotated[str, Form()] = "",
-              activity: Annotated[str, Form()] = "", volunteer: Annotated[list[str] | None, Form()] = None,
+              activity: Annotated[str, Form()] = "", category: Annotated[str, Form()] = "other",
+              volunteer: Annotated[list[str] | None, Form()] = None,
               approve: Annotated[str, Form()] = "") -> HTMLResponse:
     """One activity, many volunteers: one log each (each volunteer's own day counts), and, when asked, one
     decision for all of them: each still its own approval event (docs/design.md §8.3)."""
@@ -500,8 +506,9 @@ def log_group(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
     person = _coordinator(session)
     assert person.org_id is not None
     chosen = list(dict.fromkeys(volunteer or []))
-    form = {"date": date, "hours": hours_worked, "activity": activity, "approve": approve == "yes"}
-    errors, day, minutes = _read_hours_form(date, hours_worked, activity)
+    form = {"date": date, "hours": hours_worked, "activity": activity, "category": category,
+            "approve": approve == "yes"}
+    errors, day, minutes = _read_hours_form(date, hours_worked, activity, category)
     names = {row["id"]: row["name"] for row in _current_members(request, person)}
     if not chosen or any(v not in names for v in chosen):
         errors["volunteers"] = "Choose the members who took part"
@@ -514,7 +521,7 @@ def log_group(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
         name = names[volunteer_id]
         try:
             event_id = hours.log(services, person.principal(), volunteer_id, person.org_id, day, minutes,
-                                 activity.strip())
+                                 activity.strip(), category)
         except (ApiError, ValueError) as refused:
             code = refused.code if isinstance(refused, ApiError) else "invalid_request"
             results.append(f"{name}: not logged: {refusal(code)}.")
@@ -539,4 +546,4 @@ def log_group(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
                        f"{name}: logged, not approved: {refusal(why or '')}.")
     what = f"{hours_words(minutes)} of {activity.strip()} on {date_words(day)}"
     return _group_form(request, session, outcome=what, results=results,
-                       form={"date": date, "hours": hours_worked, "activity": activity})
+                       form={"date": date, "hours": hours_worked, "activity": activity, "category": category})

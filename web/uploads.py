@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from api.errors import ApiError
 from api.publishing import publish, request_event_id
 from ledger.pg.registry import VolunteerDirectory
+from ledger.activities import ACTIVITY_LABELS
 from ledger.actors import org_actor
 from producers.hours_csv import ParsedSheet, parse_sheet
 from producers.import_check import REASON_WORDS, check_sheet
@@ -25,8 +26,10 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: Paths whose requests carry a sheet: the body limit at the edge lets them be larger (docs/design.md §5.5).
 UPLOAD_PATHS = (f"{PREFIX}/import", f"{PREFIX}/import/confirm")
 
-#: Why a row is not imported, in words (the parser's reasons and the intake rules' the registry check applies).
-_REASONS = REASON_WORDS
+from ledger.activities import ACTIVITY_LABELS
+from ledger.actors import org_actor
+from producers.hours_csv import ParsedSheet, parse_sheet
+from producers.import_check import REASON_WORDS, check_sheet
 
 
 def _coordinator(session: Session) -> str:
@@ -72,7 +75,7 @@ async def preview(request: Request, session: SignedIn, csrf_token: CsrfToken = "
         return _page(request, "coordinator/import.html", 422, title="Import the monthly spreadsheet",
                      session=session, errors={"sheet": f"That file cannot be imported: {unusable}"})
     return _page(request, "coordinator/import_preview.html", title="Check the spreadsheet", session=session,
-                 parsed=parsed, reasons=_REASONS, filename=sheet.filename if sheet else "",
+                 parsed=parsed, reasons=_REASONS, kinds=ACTIVITY_LABELS, filename=sheet.filename if sheet else "",
                  content=base64.b64encode(data).decode())
 
 

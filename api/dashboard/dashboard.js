@@ -16,7 +16,7 @@
   // A figure is hidden when its whole cell is suppressed or when it alone describes 1 to 4 volunteers (withheld).
   const isHidden = (row, key) => !row || row.suppressed || row[key] === null || row[key] === undefined
     || (row.withheld || []).includes(key);
-  const BREAKDOWNS = ["month", "area", "org", "age_band", "seb", "category"];
+  const BREAKDOWNS = ["month", "area", "org", "activity", "age_band", "seb", "category"];
   const MAX_BAR_ROWS = 30;
   const MEASURES = {
     active_volunteers: { label: "Active volunteers", unit: "active volunteers" },
@@ -412,7 +412,7 @@
     renderHeadline(data.month.totals);
     renderMonths(data.month, data.period);
     const measure = $("#measure").value;
-    for (const groupBy of ["area", "org", "age_band", "seb"]) renderBreakdown(groupBy, data[groupBy], measure);
+    for (const groupBy of ["area", "org", "activity", "age_band", "seb"]) renderBreakdown(groupBy, data[groupBy], measure);
     renderCategories(data.category);
     renderColdSpots(data.cold);
     for (const groupBy of BREAKDOWNS) renderTable(groupBy, data[groupBy]);
@@ -860,7 +860,7 @@
     }
     $("#measure").addEventListener("change", () => {
       if (!state.data) return;
-      for (const groupBy of ["area", "org", "age_band", "seb"]) renderBreakdown(groupBy, state.data[groupBy], $("#measure").value);
+      for (const groupBy of ["area", "org", "activity", "age_band", "seb"]) renderBreakdown(groupBy, state.data[groupBy], $("#measure").value);
       renderTable("org", state.data.org);
     });
     $$("[data-csv]").forEach((button) => button.addEventListener("click", () => downloadCsv(button)));

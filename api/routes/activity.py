@@ -26,6 +26,7 @@ from api.models import (
     hundredths,
 )
 from api.services import bookings, hours, spending
+from ledger.events import ActivityCategory
 
 router = APIRouter(prefix="/v1", tags=["activity"])
 WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
@@ -40,6 +41,7 @@ class LogHours(Request):
     date: IsoDate
     minutes: Annotated[int, Field(strict=True, ge=1, le=1440)]
     activity: Text200
+    category: ActivityCategory = Field("other", description="the kind of activity, for the statistics")
 
 
 class Decision(Request):
@@ -82,7 +84,7 @@ def _positive(amount: str) -> int:
 def log_hours(body: LogHours, services: ServicesDep, principal: OrgOrAdmin) -> Accepted:
     """Hours earn nothing until approved, unless the organisation approves automatically."""
     return Accepted(event_id=hours.log(services, principal, body.volunteer_id, body.org_id, body.date, body.minutes,
-                                       body.activity))
+                                       body.activity, body.category))
 
 
 def _decide(event_id: UUID, services: ServicesDep, principal: Principal, approve: bool, reason: str) -> Accepted:

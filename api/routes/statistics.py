@@ -27,7 +27,7 @@ from stats.queries import (
 
 router = APIRouter(prefix="/v1/stats", tags=["statistics"])
 LeadOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.LEAD))]
-GroupBy = Literal["month", "quarter", "org", "area", "age_band", "seb", "category"]
+GroupBy = Literal["month", "quarter", "org", "area", "age_band", "seb", "category", "activity"]
 
 
 class Cell(BaseModel):

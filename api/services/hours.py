@@ -18,12 +18,13 @@ from ledger.pg import schema
 
 
 def log(services: Services, principal: Principal, volunteer_id: str, org_id: str, date: Date, minutes: int,
-        activity: str) -> UUID:
+        activity: str, category: str = "other") -> UUID:
     """Hours earn nothing until approved, unless the organisation approves automatically."""
     if principal.role is Role.ORG and org_id != principal.org_id:
         raise forbid("an organisation logs hours for itself only")
     return publish_checked(services, principal, HoursLogged(
-        volunteer_id=volunteer_id, org_id=org_id, date=date, minutes=minutes, activity=activity))
+        volunteer_id=volunteer_id, org_id=org_id, date=date, minutes=minutes, activity=activity,
+        category=category))
 
 
 def decide(services: Services, principal: Principal, event_id: UUID, approve: bool, reason: str = "") -> UUID:

@@ -430,6 +430,7 @@ def _insert_hours_logs(conn: Connection, logs: list[HoursLog]) -> None:
             "worked_on": log.worked_on,
             "minutes": log.minutes,
             "activity": log.activity,
+            "category": log.category,
             "logged_at": log.logged_at,
             "actor": log.actor,
         }

@@ -221,6 +221,8 @@ hours_logs = Table(
     Column("worked_on", Date, nullable=False),
     Column("minutes", Integer, nullable=False),
     Column("activity", Text, nullable=False),
+    #: The kind of activity (ledger.events.ActivityCategory); "other" for hours logged before migration 0014.
+    Column("category", Text, nullable=False, server_default="other"),
     Column("logged_at", DateTime(timezone=True), nullable=False),
     Column("actor", Text, nullable=False),
 )
@@ -386,6 +388,8 @@ stats_facts = Table(
     Column("other_volunteer_id", Text),
     Column("org_id", Text),
     Column("category", Text),
+    #: Hours' kind of activity (approved hours and their reversals); none for spending and gifts.
+    Column("activity_category", Text),
     Column("amount", BigInteger, nullable=False),
     Column("minutes", Integer, nullable=False),
     Column("sign", Integer, nullable=False),

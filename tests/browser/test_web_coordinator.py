@@ -180,10 +180,20 @@ def test_a_coordinator_registers_a_volunteer_prints_their_card_and_logs_their_ho
         page.locator("#date").fill(YESTERDAY)
         _type_into(page, "#hours", "1:30")
         _type_into(page, "#activity", "Gardening")
+        assert page.locator("#category").input_value() == "other", "the kind of activity starts as Other"
+        page.locator("#category").focus()
+        page.keyboard.press("Home")  # with the keyboard alone: the first kind, then down the list
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowDown")
+        assert page.locator("#category option:checked").inner_text() == "Environment"
         _press(page, "Log the hours")
         outcome = page.get_by_role("status").inner_text().strip()
         assert outcome.startswith("Approved: 1 hour 30 minutes of Gardening on ") and outcome.endswith(
             " for Dev Patel."), outcome
+        assert page.locator("#category").input_value() == "environment", "kept for the next session of the day"
+        with coord.engine.connect() as conn:
+            kinds = conn.execute(text("SELECT category FROM hours_logs WHERE activity = 'Gardening'")).scalars().all()
+        assert kinds == ["environment"]
         _shots(page, screenshot_dir, "coordinator-hours-approved")
 
         page.locator("#hours").fill("23")  # 24.5 hours in one day
@@ -417,8 +427,9 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
 
     day = (date.today() - timedelta(days=3)).strftime("%d/%m/%Y")
     sheet = tmp_path / "november.csv"
-    sheet.write_text(f"Volunteer,Date,Hours,Activity\nG-001,{day},1.5,Sheet gardening\nG-404,{day},1,Nobody\n"
-                     f"G-001,{day},lots,Bad hours\n{coord.bo},{day},1,Not ours\nTotal,,2.5,\n")
+    sheet.write_text(f"Volunteer,Date,Hours,Activity,Category\nG-001,{day},1.5,Sheet gardening,Environment\n"
+                     f"G-404,{day},1,Nobody,\nG-001,{day},lots,Bad hours,\n{coord.bo},{day},1,Not ours,\n"
+                     f"Total,,2.5,,\n")
     card = people.new_card(coord.engine, coord.garden_coordinator.id)
     context = _context(browser)
     try:
@@ -434,6 +445,8 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
         # Bo is a volunteer of the library, not of the garden: the worker would refuse the row, so it is not sent.
         assert "the volunteer is not a current member of the organisation" in text_
         assert "the hours are not ones we can read" in text_
+        assert "Sheet gardening\tEnvironment" in page.locator("tr", has_text="Sheet gardening").inner_text(), \
+            "the kind as read"
         _shots(page, screenshot_dir, "coordinator-import-preview")
         _press(page, "Import 1 row")
         assert "1 row sent." in page.get_by_role("status").inner_text()
@@ -462,6 +475,9 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
     from tests.e2e.stack import wait_until
     wait_until(lambda: logged() == 1, 30, "the imported row to be applied")
     assert logged() == 1  # imported once, as CSV and again as .xlsx
+    with coord.engine.connect() as conn:
+        assert conn.execute(text("SELECT category FROM hours_logs WHERE activity = 'Sheet gardening'")).scalar_one() \
+            == "environment", "the sheet's Category column, in words"
     client, csrf = _client(coord, coord.desk)
     with client:
         assert client.get("/app/import").status_code == 403

@@ -7,6 +7,7 @@ so an endpoint added without a test fails it.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,9 +18,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from sqlalchemy import text
 
@@ -1138,7 +1141,7 @@ def test_statistics_are_for_leads_and_admins(api: Api, world: World) -> None:
         expect(api.get(path, world.lead, params={"period": "2026-Q5"}), 422, "invalid_request")
         assert api.get(path, api.admin).status_code == 200
 
-    for group_by in ("month", "org", "area", "age_band", "seb"):
+    for group_by in ("month", "org", "area", "age_band", "seb", "activity"):
         response = api.get("/v1/stats/participation", world.lead, params={"group_by": group_by})
         assert response.status_code == 200, response.text
         body = response.json()
@@ -1160,6 +1163,88 @@ def test_statistics_are_for_leads_and_admins(api: Api, world: World) -> None:
     assert csv_answer.text.splitlines()[0].startswith("area,label,")
     spots = api.get("/v1/stats/cold-spots", world.lead, params={"period": str(TODAY.year)})
     assert spots.status_code == 200 and isinstance(spots.json()["areas"], list)
+
+
+def test_the_kind_of_activity_given_with_hours_reaches_the_statistics_breakdown(api: Api, world: World) -> None:
+    auto = world.org(World.AUTO)
+    expect(api.post("/v1/hours", auto, world.hours(world.face, World.AUTO, category="knitting")), 422,
+           "invalid_request")
+    volunteers = [world.volunteer(f"kind-{n}")[0] for n in range(5)]
+    for volunteer_id in volunteers:
+        api.applied(api.accepted(api.post("/v1/hours", auto, world.hours(volunteer_id, World.AUTO, 40,
+                                                                         category="arts_and_culture"))), auto)
+
+    period = {"group_by": "activity", "from": YESTERDAY, "to": TODAY.isoformat()}
+
+    def arts() -> dict[str, Any] | None:
+        rows = api.get("/v1/stats/participation", world.lead, params=period).json()["rows"]
+        found = [row for row in rows if row["group"] == "arts_and_culture"]
+        return found[0] if found and not found[0]["suppressed"] else None
+
+    # The facts follow tc.ledger; five volunteers' hours show once all of them are counted.
+    wait_until(lambda: arts() is not None and arts()["active_volunteers"] == 5, timeout=30,  # type: ignore[index]
+               what="the five volunteers' arts and culture hours in the statistics")
+    row = arts()
+    assert row is not None and row["label"] == "Arts and culture" and row["hours"] == f"{5 * 40 / 60:.2f}"
+    csv_answer = api.get("/v1/stats/participation.csv", world.lead, params=period)
+    assert csv_answer.status_code == 200 and "arts_and_culture,Arts and culture," in csv_answer.text
+
+
+_ORUK = Path(__file__).parent.parent / "openreferral"
+
+
+def _oruk_validator(name: str) -> Any:
+    schema = json.loads((_ORUK / f"{name}.json").read_text(encoding="utf-8"))
+    return jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_the_opportunities_are_open_data_in_the_open_referral_uk_standard(api: Api, world: World) -> None:
+    page_schema, listed, full = (_oruk_validator(n) for n in ("page", "service_list", "service"))
+    answer = api.get("/openreferral/services", None, params={"per_page": 100})
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "*"
+    body = answer.json()
+    page_schema.validate(body)
+    assert body["contents"] and body["content"] == body["contents"] and body["totalElements"] == body["total_items"]
+    for item in body["contents"]:
+        listed.validate(item)
+        full.validate(item)
+    full_props = set(json.loads((_ORUK / "service.json").read_text(encoding="utf-8"))["properties"])
+    assert all(set(item) <= full_props for item in body["contents"]), "the standard's fields only"
+    assert world.face not in answer.text, "nothing about a volunteer"
+    by_name = {item["name"]: item for item in body["contents"]}
+    swim = next(item for item in body["contents"] if item["organization"]["name"] and
+                item["cost_options"][0]["amount"] == 2.0 and item["attributes"][0]["taxonomy_term"]["name"] == "sport"
+                and item["service_areas"][0]["extent"] == AREA)
+    assert "2.00 credits" in swim["description"] and by_name
+
+    one = api.get(f"/openreferral/services/{swim['id']}", None)
+    assert one.status_code == 200 and one.json() == swim
+    full.validate(one.json())
+    expect(api.get("/openreferral/services/00000000-0000-4000-8000-000000000000", None), 404, "unknown_service")
+
+    in_area = api.get("/openreferral/services", None, params={"area": OTHER_AREA, "per_page": 100}).json()
+    assert in_area["contents"] and {i["service_areas"][0]["extent"] for i in in_area["contents"]} == {OTHER_AREA}
+    courses = api.get("/openreferral/services", None, params={"taxonomy_id": "course", "per_page": 100}).json()
+    assert courses["contents"] and {i["attributes"][0]["taxonomy_term"]["name"] for i in courses["contents"]} == {"course"}
+    term = swim["attributes"][0]["taxonomy_term_id"]
+    sport = api.get("/openreferral/services", None, params={"taxonomy_term_id": term, "per_page": 100}).json()
+    assert swim["id"] in {i["id"] for i in sport["contents"]}
+    assert all(i["attributes"][0]["taxonomy_term_id"] == term for i in sport["contents"])
+    expect(api.get("/openreferral/services", None, params={"taxonomy_id": "party"}), 422, "unknown_taxonomy_term")
+    expect(api.get("/openreferral/services", None, params={"page": 0}), 422, "invalid_request")
+
+    total = body["total_items"]
+    first = api.get("/openreferral/services", None, params={"per_page": 1}).json()
+    second = api.get("/openreferral/services", None, params={"per_page": 1, "page": 2}).json()
+    last = api.get("/openreferral/services", None, params={"per_page": 1, "page": total}).json()
+    assert (first["totalPages"], first["number"], first["size"], first["first"], first["last"]) == (total, 1, 1, True,
+                                                                                                     False)
+    assert second["number"] == 2 and not second["first"] and second["content"][0]["id"] != first["content"][0]["id"]
+    assert last["last"] and last["last_page"] and len(last["contents"]) == 1
+    beyond = api.get("/openreferral/services", None, params={"per_page": 1, "page": total + 1}).json()
+    assert beyond["empty"] and beyond["contents"] == []
+
+    expect(api.get("/v1/opportunities", None), 401, "unauthenticated")  # the rest of the API still needs a token
 
 
 # --- roles that write nothing ------------------------------------------------------------------------------------

@@ -138,7 +138,8 @@ def _apply(engine: Engine, events: list[DecodedEvent], batch: int = 500) -> None
 def _few_hours(day: date) -> list[DecodedEvent]:
     at = datetime(day.year, day.month, day.day, 17, tzinfo=UTC)
     return [_decoded(HoursLogged(volunteer_id=v, org_id="bike-buddies", date=day, minutes=FEW_MINUTES,
-                                 activity="Litter pick"), None, at) for v in FEW]  # bike-buddies auto-approves
+                                 activity="Litter pick", category="environment"), None, at)
+            for v in FEW]  # bike-buddies auto-approves; the only hours of their kind: a small cell of it too
 
 
 @pytest.fixture()
@@ -257,16 +258,19 @@ def test_every_small_cell_shows_c_and_its_true_figures_nowhere(programme: Engine
     # Every grouping the report breaks down: each small row is [c] with no figure beside it.
     checked = 0
     for breakdown, start in (("area", Q2[0]), ("age_band", Q2[0]), ("seb", Q2[0]), ("category", Q2[0]),
-                             ("month", date(2026, 1, 1))):
+                             ("activity", Q2[0]), ("month", date(2026, 1, 1))):
         rows = _rows(_section(document, breakdown))
         for row in participation(engine, breakdown, start, Q2[1]).rows:
             small = row.figures.suppressed if breakdown == "category" else _too_few(row.figures)
             if small and row.group in rows:
                 _assert_hidden(rows[row.group], f"{breakdown} {row.group}")
                 checked += 1
-            elif not small and breakdown in ("area", "age_band", "seb") and "[c]" not in rows[row.group]:
+            elif not small and breakdown in ("area", "age_band", "seb", "activity") and "[c]" not in rows[row.group]:
                 assert f"{row.figures.active_volunteers:,}" in _figures_text(rows[row.group])
     assert checked >= 1, "the data has small cells to check (Westminster at least)"
+    kinds = _rows(_section(document, "activity"))
+    _assert_hidden(kinds["environment"], "the three volunteers' litter pick, the only environment hours")
+    assert sum("[c]" in row for row in kinds.values()) == 2, "hidden with the next smallest, as areas are"
 
     # Whatever is marked confidential says only that.
     for marked in re.findall(r'class="[^"]*\bc\b[^"]*"[^>]*>([^<]*)<', document):
@@ -319,9 +323,10 @@ def test_a_period_with_fewer_than_5_volunteers_shows_no_figure_at_all(programme:
     _assert_hidden(months["2026-08"], "August")
     assert "[c]" not in months["2026-07"] + months["2026-09"], "a month nobody took part in hides nothing"
     # No breakdown at all: which rows exist (an area, an age band) would say who the few volunteers are.
-    for breakdown in ("area", "cold_spots", "age_band", "seb", "category"):
+    for breakdown in ("area", "cold_spots", "age_band", "seb", "category", "activity"):
         assert f'data-breakdown="{breakdown}"' not in document
-    assert document.count("Not broken down: fewer than 5 volunteers took part") == 3  # spending, areas, people
+    # spending, kinds of activity, areas, people
+    assert document.count("Not broken down: fewer than 5 volunteers took part") == 4
     assert "Westminster" not in document and "25-34" not in document
 
 
