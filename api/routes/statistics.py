@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from api.auth import Principal, Role
 from api.deps import ServicesDep, require
 from api.errors import ApiError, responses
+from api.spreadsheet_cells import inert
 from api.models import credits
 from stats.model import FIGURES, Figures
 from stats.queries import (
@@ -172,7 +173,9 @@ def get_participation_csv(services: ServicesDep, _: LeadOrAdmin, group_by: Group
     writer.writerow([group_by, "label", *FIGURES])
     for group, label, figures in [*((r.group, r.label, r.figures) for r in report.rows), ("total", "Total", report.totals)]:
         values = cell_values(figures)
-        writer.writerow([group, label, *("[c]" if figures.hidden(name) else values[name] for name in FIGURES)])
+        # An organisation's name is typed by people: made inert as a formula, as in every export.
+        writer.writerow([inert(group), inert(label),
+                         *("[c]" if figures.hidden(name) else values[name] for name in FIGURES)])
     filename = f"participation-{group_by}-{first}-{last}.csv"
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{filename}"'})

@@ -1190,6 +1190,23 @@ def test_the_kind_of_activity_given_with_hours_reaches_the_statistics_breakdown(
     assert csv_answer.status_code == 200 and "arts_and_culture,Arts and culture," in csv_answer.text
 
 
+def test_a_name_that_a_spreadsheet_would_run_as_a_formula_is_inert_in_the_csv(api: Api, world: World) -> None:
+    created = api.post("/v1/organisations", api.admin, {"id": "formula-club", "name": '=HYPERLINK("http://x","y")',
+                                                        "area": AREA, "kinds": ["community"], "auto_approve": True})
+    assert created.status_code == 201, created.text
+    token = api.token("org", org_id="formula-club")
+    volunteer, _ = world.volunteer("formula", member_of=("formula-club",))
+    api.applied(api.accepted(api.post("/v1/hours", token, world.hours(volunteer, "formula-club", 30))), token)
+    period = {"group_by": "org", "from": YESTERDAY, "to": TODAY.isoformat()}
+
+    def rows() -> list[str]:
+        answer = api.get("/v1/stats/participation.csv", world.lead, params=period)
+        return [line for line in answer.text.splitlines() if line.startswith("formula-club,")]
+
+    wait_until(lambda: bool(rows()), timeout=30, what="the organisation's row in the statistics")
+    assert rows()[0].startswith('formula-club,"\'=HYPERLINK(""http://x"",""y"")"'), rows()
+
+
 _ORUK = Path(__file__).parent.parent / "openreferral"
 
 
