@@ -13,9 +13,9 @@ from fastapi.responses import HTMLResponse
 
 from api.errors import ApiError
 from api.publishing import publish, request_event_id
-from ledger.pg.registry import VolunteerDirectory
 from ledger.activities import ACTIVITY_LABELS
 from ledger.actors import org_actor
+from ledger.pg.registry import VolunteerDirectory
 from producers.hours_csv import ParsedSheet, parse_sheet
 from producers.import_check import REASON_WORDS, check_sheet
 from producers.sheets import SheetError
@@ -26,10 +26,8 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: Paths whose requests carry a sheet: the body limit at the edge lets them be larger (docs/design.md §5.5).
 UPLOAD_PATHS = (f"{PREFIX}/import", f"{PREFIX}/import/confirm")
 
-from ledger.activities import ACTIVITY_LABELS
-from ledger.actors import org_actor
-from producers.hours_csv import ParsedSheet, parse_sheet
-from producers.import_check import REASON_WORDS, check_sheet
+#: Why a row is not imported, in words (the parser's reasons and the intake rules' the registry check applies).
+_REASONS = REASON_WORDS
 
 
 def _coordinator(session: Session) -> str:
