@@ -70,6 +70,33 @@ def _form_context(request: Request, found: consent.Consent, *, own_page: bool) -
             "age_bands": AGE_BANDS, "seb_choices": SEB}
 
 
+class NotSaved(Exception):
+    """The change could not be made (the broker did not take its event): nothing changed."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _save(request: Request, person: Person, volunteer_id: str, consent_stats: str, age_band: str,
+          seb: str) -> tuple[consent.Consent, dict[str, str], bool]:
+    """(the consent now held, the form's errors, whether it was saved) for a posted answer."""
+    services = _services(request)
+    answer, errors = _answer(consent_stats, age_band, seb)
+    if answer is None:
+        return consent.read(services, person.principal(), volunteer_id), errors, False
+    try:
+        return consent.change(services, person.principal(), volunteer_id, answer), {}, True
+    except ApiError as refused:
+        raise NotSaved(refused.status) from refused
+
+
+def _not_saved(request: Request, session: Session, status: int, link: tuple[str, str]) -> HTMLResponse:
+    return _message(request, "The answer was not saved", [
+        "Something went wrong on our side. Nothing has changed; please try again in a minute."],
+        status_code=status, session=session, link=link)
+
+
 # --- the volunteer's privacy page ------------------------------------------------------------------------------
 
 
@@ -93,20 +120,13 @@ def change_own_consent(request: Request, session: SignedIn, csrf_token: CsrfToke
                        seb: Annotated[str, Form()] = "") -> HTMLResponse:
     _check_csrf(session, csrf_token)
     person, volunteer_id = _volunteer(session)
-    services = _services(request)
-    answer, errors = _answer(consent_stats, age_band, seb)
-    notice = None
-    if answer is not None:
-        try:
-            found = consent.change(services, person.principal(), volunteer_id, answer)
-        except ApiError as refused:
-            return _message(request, "Your answer was not saved", [
-                "Something went wrong on our side. Nothing has changed; please try again in a minute."],
-                status_code=refused.status, session=session, link=(f"{PREFIX}/privacy", "Back to your privacy"))
-        notice = ("Saved: your age and background will be counted in the statistics." if found.consent_stats else
-                  "Saved: your age and background will not be counted, and your answers about them are deleted.")
-    else:
-        found = consent.read(services, person.principal(), volunteer_id)
+    try:
+        found, errors, saved = _save(request, person, volunteer_id, consent_stats, age_band, seb)
+    except NotSaved as failed:
+        return _not_saved(request, session, failed.status, (f"{PREFIX}/privacy", "Back to your privacy"))
+    notice = None if not saved else (
+        "Saved: your age and background will be counted in the statistics." if found.consent_stats else
+        "Saved: your age and background will not be counted, and your answers about them are deleted.")
     return _page(request, "volunteer/privacy.html", 422 if errors else 200, title="Your privacy", session=session,
                  errors=errors, notice=notice, **_form_context(request, found, own_page=True))
 
@@ -155,20 +175,13 @@ def record_member_consent(request: Request, volunteer_id: str, session: SignedIn
         _, name = _member(request, person, volunteer_id)
     except NotAMember:
         return not_a_member_page(request, session)
-    services = _services(request)
-    answer, errors = _answer(consent_stats, age_band, seb)
-    notice = None
-    if answer is not None:
-        try:
-            found = consent.change(services, person.principal(), volunteer_id, answer)
-        except ApiError as refused:
-            return _message(request, "The answer was not saved", [
-                "Something went wrong on our side. Nothing has changed; please try again in a minute."],
-                status_code=refused.status, session=session, link=(f"{PREFIX}/members", "Back to your members"))
-        notice = (f"Saved: {name} agrees to their age and background being counted." if found.consent_stats else
-                  f"Saved: {name} does not agree; their answers about age and background are deleted.")
-    else:
-        found = consent.read(services, person.principal(), volunteer_id)
+    try:
+        found, errors, saved = _save(request, person, volunteer_id, consent_stats, age_band, seb)
+    except NotSaved as failed:
+        return _not_saved(request, session, failed.status, (f"{PREFIX}/members", "Back to your members"))
+    notice = None if not saved else (
+        f"Saved: {name} agrees to their age and background being counted." if found.consent_stats else
+        f"Saved: {name} does not agree; their answers about age and background are deleted.")
     return _page(request, "coordinator/consent.html", 422 if errors else 200, title=f"Consent for {name}",
                  session=session, name=name, volunteer_id=volunteer_id, errors=errors, notice=notice,
                  **_form_context(request, found, own_page=False))
