@@ -20,6 +20,7 @@ from api.reads import FastReads
 from api.routes import (
     accounts,
     activity,
+    corrections,
     dashboard,
     memberships,
     privacy,
@@ -96,8 +97,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app = FastAPI(title="timecredits", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
     # Balance reads first: routes are matched in order, and they are the most frequent request by far.
-    for module in (accounts, registry, memberships, tokens, spend_codes, privacy, activity, waitlist, statistics,
-                   status, openreferral, dashboard):
+    for module in (accounts, registry, memberships, tokens, spend_codes, privacy, activity, waitlist, corrections,
+                   statistics, status, openreferral, dashboard):
         app.include_router(module.router)
 
     @app.exception_handler(Exception)

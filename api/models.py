@@ -19,6 +19,7 @@ from ledger.events import (  # noqa: E402,F401 - re-exported for the routes
     OptionalText100,
     OptionalText500,
     Text200,
+    Text500,
     UtcDatetime,
 )
 
@@ -80,6 +81,8 @@ class StatementLine(BaseModel):
     occurred_at: datetime
     amount: str = Field(description="this volunteer's side of the entry; negative when credits left")
     related_event_id: UUID | None = None
+    reason_code: str | None = Field(None, description="a correction's coded reason (docs/design.md §5.14)")
+    reason: str | None = Field(None, description="a correction's reason, in the words of who asked")
 
 
 class Statement(BaseModel):

@@ -20,6 +20,14 @@ from producers.kafka import DeliveryError
 request_event_id: ContextVar[uuid.UUID | None] = ContextVar("request_event_id", default=None)
 
 
+def reserve_event_id() -> uuid.UUID:
+    """The id the request's next `publish` will give its event, for a caller that writes a row keyed by it first
+    (a correction's reason, docs/design.md §5.14); the Idempotency-Key's id when the request has one."""
+    event_id = request_event_id.get() or uuid.uuid4()
+    request_event_id.set(event_id)
+    return event_id
+
+
 def publish(services: Services, principal: Principal, payload: EventPayload, conn: Connection | None = None) -> Envelope:
     """Produce `payload` and wait for the broker's acknowledgement; record who asked, for `GET /v1/events`.
 

@@ -91,6 +91,10 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     # docs/design.md §5.8: the API adds and removes waiting volunteers, the offer job makes and lapses offers, the
     # ledger worker removes a volunteer who booked.
     "waitlist": frozenset({"SELECT", "INSERT", "UPDATE (offered_at, offered_until)", "DELETE"}),
+    # docs/design.md §5.14: a correction's reason is written with its event and deleted only by an erasure; the
+    # audit log only grows.
+    "corrections": frozenset({"SELECT", "INSERT", "DELETE"}),
+    "audit_log": _APPEND_ONLY,
 }
 
 #: Sequences a batch draws its ids from (ledger/pg/processing.py): USAGE allows nextval, nothing else.
@@ -98,7 +102,8 @@ RUNTIME_SEQUENCES: frozenset[str] = frozenset({"entries_id_seq", "chain_links_id
 
 #: The append-only tables the runtime role may never UPDATE, DELETE, TRUNCATE, ALTER or disable a trigger of.
 LEDGER_TABLES: tuple[str, ...] = ("entries", "postings", "accounts", "rejections", "hours_logs", "hours_decisions",
-                                  "chain_links", "chain_checkpoints", "balances", "spend_code_uses")
+                                  "chain_links", "chain_checkpoints", "balances", "spend_code_uses",
+                                  "audit_log")
 
 _PRIVILEGE = re.compile(r"^(SELECT|INSERT|DELETE)$|^UPDATE \(([a-z_]+(?:, [a-z_]+)*)\)$")
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

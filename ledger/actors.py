@@ -24,3 +24,8 @@ def admin_actor(token_id: str | None) -> str:
 
 def is_admin(actor: str) -> bool:
     return actor.startswith(ADMIN_PREFIX)
+
+
+def org_of(actor: str) -> str | None:
+    """The organisation an `org:` actor speaks for; None for any other actor."""
+    return actor[len(ORG_PREFIX):] if actor.startswith(ORG_PREFIX) else None

@@ -44,6 +44,7 @@ class BatchView:
             org_id=draft.org_id,
             opportunity_id=draft.opportunity_id,
             closed=False,
+            occurred_at=draft.occurred_at,
         )
         if draft.related_event_id is not None:
             related = self._entries[draft.related_event_id]

@@ -7,7 +7,7 @@ reason. Persistence, hashing and batching live elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
@@ -56,6 +56,8 @@ class Reason(StrEnum):
     BOOKING_CLOSED = "booking_closed"
     ALREADY_REVERSED = "already_reversed"
     NOT_REVERSIBLE = "not_reversible"
+    NOT_YOURS_TO_CORRECT = "not_yours_to_correct"
+    CORRECTION_WINDOW_CLOSED = "correction_window_closed"
     INVALID_ID = "invalid_id"
 
 
@@ -135,13 +137,19 @@ class GiftCredits:
     amount: int
 
 
+#: How long an organisation may correct its own approvals; later, an admin's job (docs/design.md §5.14).
+ORG_CORRECTION_DAYS = 30
+
+
 @dataclass(frozen=True, slots=True)
 class ReverseEntry:
-    """Correct a mistake with the mirror of an earlier entry; each entry can be reversed once."""
+    """Correct a mistake with the mirror of an earlier entry; each entry can be reversed once. `by_org` names the
+    organisation that asks (None: an admin), which may correct only its own recent approvals."""
 
     event_id: UUID
     occurred_at: datetime
     target_event_id: UUID
+    by_org: str | None = None
 
 
 LedgerCommand = (
@@ -183,6 +191,7 @@ class RecordedEntry:
     org_id: str | None
     opportunity_id: str | None
     closed: bool  # reversed, or (for a booking) cancelled or attended: nothing may refer to it again
+    occurred_at: datetime | None = None
 
 
 class LedgerView(Protocol):
@@ -293,15 +302,31 @@ def _gift(c: GiftCredits, _: LedgerView) -> EntryDraft:
     )
 
 
-def _reverse(c: ReverseEntry, view: LedgerView) -> EntryDraft:
-    target = view.entry(c.target_event_id)
+def check_correction(target: RecordedEntry | None, target_event_id: UUID, by_org: str | None,
+                     at: datetime) -> RecordedEntry:
+    """The entry a correction asked at `at` may mirror, or `Rejection` (docs/design.md §5.14): it exists, can be
+    reversed, is not reversed or settled yet, and, when an organisation asks, is its own approval of at most
+    `ORG_CORRECTION_DAYS` before."""
     if target is None:
-        raise Rejection(Reason.UNKNOWN_ENTRY, f"no entry with event id {c.target_event_id}")
+        raise Rejection(Reason.UNKNOWN_ENTRY, f"no entry with event id {target_event_id}")
     if target.kind not in REVERSIBLE_KINDS:
         raise Rejection(Reason.NOT_REVERSIBLE, f"a {target.kind.value} entry cannot be reversed")
+    if by_org is not None:
+        if target.kind is not EntryKind.HOURS_APPROVED or target.org_id != by_org:
+            raise Rejection(Reason.NOT_YOURS_TO_CORRECT,
+                            "an organisation corrects its own approvals of hours only; ask an admin")
+        if target.occurred_at is not None and at - target.occurred_at > timedelta(days=ORG_CORRECTION_DAYS):
+            raise Rejection(Reason.CORRECTION_WINDOW_CLOSED,
+                            f"approvals can be corrected by the organisation for {ORG_CORRECTION_DAYS} days; "
+                            "ask an admin")
     if target.closed:
         reason = Reason.BOOKING_CLOSED if target.kind is EntryKind.OPPORTUNITY_BOOKED else Reason.ALREADY_REVERSED
-        raise Rejection(reason, f"entry {c.target_event_id} was already reversed or settled")
+        raise Rejection(reason, f"entry {target_event_id} was already reversed or settled")
+    return target
+
+
+def _reverse(c: ReverseEntry, view: LedgerView) -> EntryDraft:
+    target = check_correction(view.entry(c.target_event_id), c.target_event_id, c.by_org, c.occurred_at)
     return EntryDraft(
         c.event_id,
         EntryKind.ENTRY_REVERSED,

@@ -131,6 +131,10 @@ ActivityCategory = Literal[
     "education_and_mentoring", "admin_and_fundraising", "other",
 ]
 ACTIVITY_CATEGORIES: tuple[str, ...] = ActivityCategory.__args__  # type: ignore[attr-defined]
+#: Why an entry is corrected (docs/design.md §5.14): the code travels on Kafka, the words stay in PostgreSQL.
+CorrectionReason = Literal["approved_in_error", "wrong_volunteer", "wrong_amount", "duplicate", "made_by_mistake",
+                           "other"]
+CORRECTION_REASONS: tuple[str, ...] = CorrectionReason.__args__  # type: ignore[attr-defined]
 
 
 # --- envelope -------------------------------------------------------------------------------
@@ -253,9 +257,13 @@ class CreditsGifted(ActivityPayload):
 
 
 class EntryReversed(ActivityPayload):
+    """A correction: ids and a coded reason only; the reason's words are kept in PostgreSQL, where they can be
+    erased (docs/design.md §5.14). `reason` is read from events written before the code existed, never written."""
+
     target_event_id: UUID
     volunteer_id: Id
-    reason: Text500
+    reason_code: CorrectionReason = "other"
+    reason: OptionalText500 = ""
 
 
 class OrganisationRegistered(AdminPayload):

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
-from ledger.actors import is_admin, volunteer_actor
+from ledger.actors import is_admin, org_of, volunteer_actor
 from ledger.amounts import format_credits, minutes_to_hundredths
 from ledger.domain import (
     AttendBooking,
@@ -416,7 +416,14 @@ def _gifted(event: DecodedEvent, p: CreditsGifted, registry: RegistryView) -> Pl
 
 
 def _reversed(event: DecodedEvent, p: EntryReversed, _: RegistryView) -> Plan:
-    return Plan(event, command=ReverseEntry(event.event_id, event.envelope.occurred_at, p.target_event_id))
+    """A correction is an admin's, or an organisation's for its own recent approvals (docs/design.md §5.14); the
+    ledger's `check_correction` applies the second part, where the entry is known."""
+    actor = event.envelope.actor
+    by_org = org_of(actor)
+    if by_org is None and not is_admin(actor):
+        raise Rejection(IntakeReason.AUTHORISATION_REQUIRED,
+                        "only an admin, or the organisation that approved the hours, can correct an entry")
+    return Plan(event, command=ReverseEntry(event.event_id, event.envelope.occurred_at, p.target_event_id, by_org))
 
 
 def _organisation_registered(event: DecodedEvent, p: OrganisationRegistered, _: RegistryView) -> Plan:

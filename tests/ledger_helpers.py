@@ -39,6 +39,7 @@ from ledger.events import (
     encode_event,
 )
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
+from ledger.actors import admin_actor
 from ledger.intake import DEFAULT_POLICY, MAX_MINUTES_A_DAY, own_actor
 from ledger.pg.processing import EventOutcome, EventProcessor
 from ledger.pg.repository import LedgerRepository
@@ -263,11 +264,19 @@ class LedgerDriver:
         return sorted(events, key=lambda event: event.type in ("OpportunityListed", "MembershipStarted"))
 
 
+def actor_for(payload: EventPayload, default: str = "test") -> str:
+    """Who a test's event says asked: the volunteer for their own spend or gift (docs/design.md §5.6), an admin
+    for a correction (§5.14), else `default`."""
+    if isinstance(payload, EntryReversed):
+        return admin_actor("test")
+    return own_actor(payload) or default
+
+
 def as_event(payload: EventPayload, event_id: uuid.UUID | None = None, occurred_at: datetime | None = None,
              actor: str | None = None) -> DecodedEvent:
     """A payload as a worker receives it: encoded, then decoded. A spend or a gift is, unless `actor` says
     otherwise, the volunteer's own act (docs/design.md §5.6)."""
-    actor = actor or own_actor(payload) or "test"
+    actor = actor or actor_for(payload)
     _, raw = encode_event(payload, actor=actor, event_id=event_id, occurred_at=occurred_at or NOW)
     decoded = decode_event(raw)
     assert isinstance(decoded, DecodedEvent), decoded

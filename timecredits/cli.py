@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 import stats
 from infra.migrate import MigrationNotPermitted, upgrade_to_head
+from api.auth import Principal, Role
 from infra.services import running_services
 from ledger.amounts import format_credits
 from ledger.pg.repository import LedgerRepository
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="timecredits: a volunteering and time-credits ledger.", no_args_is_help=True)
 console = Console()
+#: Who the command line acts as: the programme's admin, seen in the audit log as `admin:cli` (docs/design.md §5.14).
+CLI_ADMIN = Principal(Role.ADMIN, token_id="cli")
 
 DEMO_AREAS = Path(stats.__file__).resolve().parent / "samples" / "areas-london-sample.csv"
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where embedded services keep their data.")]
@@ -267,14 +270,14 @@ def tokens_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create a token and print it (once: only its digest is stored)."""
-    from api.auth import Role, create_token, expiry_after
+    from api.auth import Role, expiry_after
     from api.errors import ApiError
-    from api.routes.tokens import check_scope
+    from api.routes.tokens import NewToken, check_scope, issue_token
 
     try:
         chosen = Role(role)
         check_scope(chosen, org, volunteer)
-        expires_at = expiry_after(expires_in_days)
+        expiry_after(expires_in_days)  # a lifetime out of range is refused here, before any database work
     except (ValueError, ApiError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(code=2) from exc
@@ -282,8 +285,12 @@ def tokens_create(
     with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
         upgrade_to_head(engine.url.render_as_string(hide_password=False))
         try:
-            token, token_id = create_token(engine, chosen, org, volunteer, label, expires_at)
-        except Exception as exc:  # noqa: BLE001 - an unknown organisation or volunteer
+            token, _, _ = issue_token(engine, NewToken(role=chosen, org_id=org, volunteer_id=volunteer, label=label,
+                                                       expires_in_days=expires_in_days), CLI_ADMIN)
+        except ApiError as exc:  # an unknown organisation or volunteer
+            console.print(f"[red]could not create the token: {exc.message}[/red]")
+            raise typer.Exit(code=1) from exc
+        except Exception as exc:  # noqa: BLE001 - any other refusal, said in one line
             console.print(f"[red]could not create the token: {str(exc).splitlines()[0]}[/red]")
             raise typer.Exit(code=1) from exc
     print(token)
@@ -375,10 +382,66 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="the token's id (
     settings = get_settings()
     with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
         upgrade_to_head(engine.url.render_as_string(hide_password=False))
-        if not revoke_token(engine, Principal(Role.ADMIN), parsed):
+        if not revoke_token(engine, CLI_ADMIN, parsed):
             console.print(f"[red]no token {token_id}[/red]")
             raise typer.Exit(code=1)
     console.print(f"token {token_id} revoked")
+
+
+@app.command()
+def reverse(
+    entry: Annotated[str, typer.Argument(help="the event id of the entry to correct (from a statement)")],
+    reason: Annotated[str, typer.Option(help="why, in words (1 to 500 characters): the volunteer reads it")],
+    code: Annotated[str, typer.Option(help="the reason's code: approved_in_error, wrong_volunteer, wrong_amount, "
+                                           "duplicate, made_by_mistake or other")] = "other",
+    wait: Annotated[float, typer.Option(help="seconds to wait for the ledger worker's outcome (0: do not wait)")]
+        = 30.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Correct a ledger entry with its mirror, as the programme's admin; the reason is kept and audited
+    (docs/design.md §5.14). Finds a running `timecredits up` on the same data dir by itself."""
+    import uuid
+
+    from api.broker import BrokerLink
+    from api.deps import Services
+    from api.errors import ApiError
+    from api.services import corrections
+    from ledger.pg.processing import outcome_within
+    from infra.embedded import running_broker
+    from ledger.events import CORRECTION_REASONS
+
+    try:
+        target = uuid.UUID(entry)
+    except ValueError as exc:
+        console.print(f"[red]{entry} is not an entry's event id[/red]")
+        raise typer.Exit(code=2) from exc
+    if code not in CORRECTION_REASONS or not 1 <= len(reason.strip()) <= 500:
+        console.print(f"[red]Give a reason of 1 to 500 characters and a code from: {', '.join(CORRECTION_REASONS)}"
+                      "[/red]")
+        raise typer.Exit(code=2)
+    settings = get_settings()
+    directory = _data_dir(settings, data_dir)
+    bootstrap = settings.kafka_bootstrap_servers or running_broker(directory)
+    if not bootstrap:
+        console.print(f"[red]No broker to send the correction to[/red]: no `timecredits up` is running on {directory}. "
+                      "Start it (with the same --data-dir), or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.")
+        raise typer.Exit(code=2)
+    with _ledger_engine(settings, directory) as engine:
+        services = Services(engine=engine, producer=BrokerLink(bootstrap, topic_prefix=settings.topic_prefix),
+                            admin_token=None)
+        try:
+            event_id = corrections.reverse(services, CLI_ADMIN, target, reason.strip(), code)
+        except ApiError as exc:
+            console.print(f"[red]Not corrected[/red]: {exc.message} ({exc.code})")
+            raise typer.Exit(code=1) from exc
+        finally:
+            services.producer.close()
+        status, why = outcome_within(engine, event_id, wait) if wait > 0 else ("pending", None)
+    if status == "rejected":
+        console.print(f"[red]The ledger refused the correction[/red]: {why}")
+        raise typer.Exit(code=1)
+    said = "applied" if status == "applied" else "sent; the ledger worker applies it in a moment"
+    console.print(f"Correction {event_id} of entry {target}: {said}.")
 
 
 @app.command("export-volunteer")

@@ -163,7 +163,7 @@ def disable(request: Request, person_id: uuid.UUID, session: SignedIn, csrf_toke
     _admin(session)
     if person_id == session.person.id:
         return _people_page(request, session, 422, notice="You cannot disable yourself.")
-    name = people.disable(_services(request).engine, person_id)
+    name = people.disable(_services(request).engine, person_id, session.person.principal())
     notice = f"{name} can no longer sign in, and is signed out everywhere." if name else "Nobody to disable."
     return _people_page(request, session, notice=notice)
 
@@ -193,7 +193,7 @@ def make_token(request: Request, session: SignedIn, csrf_token: CsrfToken = "", 
     try:
         body = NewToken(role=role, org_id=org_id or None, label=label.strip(),
                         expires_in_days=int(expires_in_days) if expires_in_days.strip().isdigit() else 0)
-        token, _, expires_at = issue_token(_services(request).engine, body)
+        token, _, expires_at = issue_token(_services(request).engine, body, session.person.principal())
     except ValidationError as refused:
         errors = {str(p["loc"][0]): _TOKEN_WORDS.get(str(p["loc"][0]), "Check this answer") for p in refused.errors()}
         return _tokens_page(request, session, 422, errors=errors, form=form)

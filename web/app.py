@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-import time
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -28,7 +27,7 @@ from api.models import hundredths
 from api.services import spending
 from api.spend_codes import make_code, qr_svg
 from ledger.pg import schema
-from ledger.pg.processing import event_status
+from ledger.pg.processing import outcome_within
 from ledger.pg.repository import LedgerRepository
 from ledger.spend_codes import DEFAULT_VALID_MINUTES, read_code, shown
 from web import people
@@ -84,7 +83,7 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
-    from web import admin, coordinator, lead, partner, privacy, uploads, volunteer  # §8.3's doors, on this plumbing
+    from web import admin, coordinator, corrections, lead, partner, privacy, uploads, volunteer  # §8.3's doors
 
     app.include_router(router)
     app.include_router(admin.router)
@@ -94,6 +93,7 @@ def install(app: FastAPI) -> None:
     app.include_router(lead.router)
     app.include_router(uploads.router)
     app.include_router(privacy.router)
+    app.include_router(corrections.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 
@@ -200,14 +200,7 @@ def _refused_form(request: Request) -> HTMLResponse:
 def _wait_outcome(services: Services, event_id: UUID, timeout_s: float = 5.0) -> tuple[str, str | None]:
     """What became of an event the page published: ('applied'|'rejected'|'pending', reason), waiting a little for
     the worker, so that a person sees the result rather than an event id."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        outcome = event_status(services.engine, event_id)
-        if outcome is not None:
-            return outcome.status, outcome.reason
-        if time.monotonic() > deadline:
-            return "pending", None
-        time.sleep(0.1)
+    return outcome_within(services.engine, event_id, timeout_s)
 
 
 # --- signing in and out ---------------------------------------------------------------------------------------
@@ -342,11 +335,13 @@ def home(request: Request, session: SignedIn) -> HTMLResponse:
                                 (f"{PREFIX}/open-bookings", "Open bookings")],
         PersonRole.LEAD: [("/", "The programme dashboard"), (f"{PREFIX}/report", "The committee report")],
         PersonRole.ADMIN: [(f"{PREFIX}/organisations", "Organisations"), (f"{PREFIX}/people", "People who sign in"),
-                           (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/mailbox", "The development mailbox")],
+                           (f"{PREFIX}/tokens", "API tokens"), (f"{PREFIX}/corrections", "Correct an entry"),
+                           (f"{PREFIX}/audit", "The audit log"), (f"{PREFIX}/mailbox", "The development mailbox")],
         PersonRole.COORDINATOR: [(f"{PREFIX}/members", "Members: register, print a card, log hours"),
                                   (f"{PREFIX}/hours/group", "Log hours for a group"),
                                   (f"{PREFIX}/import", "Import the monthly spreadsheet"),
-                                  (f"{PREFIX}/approvals", "Hours waiting for approval")],
+                                  (f"{PREFIX}/approvals", "Hours waiting for approval"),
+                                  (f"{PREFIX}/corrections", "Correct an approval")],
     }[person.role]
     return _page(request, "home_staff.html", title=f"Hello, {person.display_name}", session=session, actions=actions)
 

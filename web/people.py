@@ -12,6 +12,7 @@ from enum import StrEnum
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from api.auth import Principal, Role
+from api.services import audit
 from ledger.pg import schema
 
 LINK_LIFETIME = timedelta(minutes=15)
@@ -291,7 +292,7 @@ def end_every_session(engine: Engine, person_id: uuid.UUID) -> int:
                             .values(revoked_at=func.now())).rowcount
 
 
-def disable(engine: Engine, person_id: uuid.UUID) -> str | None:
+def disable(engine: Engine, person_id: uuid.UUID, by: Principal | str) -> str | None:
     """The person can no longer sign in, and every session of theirs ends; their name, or None if unknown."""
     p, s = schema.people, schema.web_sessions
     with engine.begin() as conn:
@@ -299,4 +300,6 @@ def disable(engine: Engine, person_id: uuid.UUID) -> str | None:
                             .values(disabled_at=func.now()).returning(p.c.display_name)).scalar_one_or_none()
         conn.execute(update(s).where(s.c.person_id == person_id, s.c.revoked_at.is_(None))
                      .values(revoked_at=func.now()))
+        if name is not None:
+            audit.record(conn, by, "person_disabled", f"person:{person_id}")
     return name

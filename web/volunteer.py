@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from api.deps import Services
 from api.errors import ApiError
-from api.services import accounts, bookings, spending, waitlist
+from api.services import accounts, bookings, corrections, spending, waitlist
 from ledger.accounts import volunteer_account
 from ledger.domain import EntryKind
 from ledger.pg import schema
@@ -87,7 +87,7 @@ def _line_words(kind: EntryKind, amount: int, org: str | None, title: str | None
         return f"Paid {value}{at}" + (f" for {title}" if title else "")
     if kind is EntryKind.CREDITS_GIFTED:
         return f"Gave {value} as a gift" if amount < 0 else f"Received {value} as a gift"
-    return f"Corrected: {value} {'taken off' if amount < 0 else 'added back'}"
+    return f"Correction: {value} {'taken off' if amount < 0 else 'added back'}"
 
 
 def _statement_words(services: Services, lines: list[Any]) -> list[tuple[str, str, str]]:
@@ -98,12 +98,15 @@ def _statement_words(services: Services, lines: list[Any]) -> list[tuple[str, st
         about = {row[0]: (row[1], row[2]) for row in conn.execute(
             select(e.c.id, o.c.name, op.c.title).outerjoin(o, o.c.id == e.c.org_id)
             .outerjoin(op, op.c.id == e.c.opportunity_id).where(e.c.id.in_(ids)))} if ids else {}
+    why = corrections.reasons(services, [line.event_id for line in lines if line.kind is EntryKind.ENTRY_REVERSED])
     words = []
     for line in lines:
         org, title = about.get(line.entry_id, (None, None))
         sign = "+" if line.amount > 0 else "−"
-        words.append((day(line.occurred_at), _line_words(line.kind, line.amount, org, title),
-                      f"{sign}{credits(abs(line.amount))}"))
+        what = _line_words(line.kind, line.amount, org, title)
+        if line.event_id in why:  # the reason in the words of who corrected it (docs/design.md §5.14)
+            what += f". Why: {why[line.event_id].reason}"
+        words.append((day(line.occurred_at), what, f"{sign}{credits(abs(line.amount))}"))
     return words
 
 

@@ -29,6 +29,11 @@ _SENTENCES = {
     "opportunity_exists": "an opportunity with that id is listed already",
     "forbidden": "that belongs to another organisation",
     "broker_unavailable": "the system is busy: nothing was done, please try again in a moment",
+    "unknown_entry": "there is no such entry: check the id on the statement",
+    "not_reversible": "that kind of entry cannot be corrected",
+    "already_reversed": "that entry has been corrected already",
+    "not_yours_to_correct": "an organisation corrects only its own approvals of hours: ask the programme's admin",
+    "correction_window_closed": "approvals can be corrected here for 30 days: ask the programme's admin",
 }
 
 

@@ -9,8 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import PrincipalDep, Services, ServicesDep
 from api.errors import ApiError, responses
 from api.models import Balance, Id, Statement, StatementLine, credits
-from api.services import accounts
+from api.services import accounts, corrections
 from api.services.accounts import may_read, may_read_without_lookup
+from ledger.domain import EntryKind
 from ledger.pg.repository import LedgerRepository, VolunteerBalance
 
 __all__ = ["as_balance", "may_read_without_lookup", "router"]
@@ -49,9 +50,12 @@ def statement(
 ) -> Statement:
     """Entries that moved the volunteer's available credits, newest first."""
     lines, next_before = accounts.statement(services, principal, volunteer_id, limit, before)
+    why = corrections.reasons(services, [line.event_id for line in lines if line.kind is EntryKind.ENTRY_REVERSED])
     items = [
         StatementLine(entry_id=line.entry_id, event_id=line.event_id, kind=line.kind.value, occurred_at=line.occurred_at,
-                      amount=credits(line.amount), related_event_id=line.related_event_id)
+                      amount=credits(line.amount), related_event_id=line.related_event_id,
+                      reason_code=why[line.event_id].reason_code if line.event_id in why else None,
+                      reason=why[line.event_id].reason if line.event_id in why else None)
         for line in lines
     ]
     return Statement(volunteer_id=volunteer_id, items=items, next_before=next_before)

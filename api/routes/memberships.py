@@ -19,7 +19,7 @@ from api.deps import PrincipalDep, ServicesDep, forbid, require
 from api.errors import ApiError, responses
 from api.models import Id, Request
 from api.publishing import publish
-from api.services import members
+from api.services import audit, members
 from api.services.members import (  # noqa: F401 - Reference, set_reference, start_membership: re-exported
     Member,
     Reference,
@@ -136,8 +136,10 @@ def end_membership(org_id: Id, volunteer_id: Id, services: ServicesDep, principa
                 raise ApiError(404, "not_a_member", f"volunteer {volunteer_id} is not a member of {org_id}")
             return Member(org_id=org_id, volunteer_id=volunteer_id, status="ended",
                           reference=reference_of(conn, org_id, volunteer_id), since=withdrawn.requested_at, ended_at=now)
-        publish(services, principal, MembershipEnded(membership_id=ended.id, org_id=org_id, volunteer_id=volunteer_id),
-                conn)
+        sent = publish(services, principal,
+                       MembershipEnded(membership_id=ended.id, org_id=org_id, volunteer_id=volunteer_id), conn)
+        audit.record(conn, principal, "membership_ended", f"volunteer:{volunteer_id}", event_id=sent.event_id,
+                     org_id=org_id)
         return Member(org_id=org_id, volunteer_id=volunteer_id, status="ended",
                       reference=reference_of(conn, org_id, volunteer_id), since=ended.started_at, ended_at=now)
 

@@ -16,6 +16,7 @@ from api.auth import DEFAULT_LIFETIME_DAYS, MAX_LIFETIME_DAYS, Principal, Role, 
 from api.deps import PrincipalDep, ServicesDep, require
 from api.errors import ApiError, responses
 from api.models import Id, OptionalText500, Request
+from api.services import audit
 from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -66,13 +67,13 @@ def check_scope(role: Role, org_id: str | None, volunteer_id: str | None) -> Non
 @router.post("/tokens", status_code=201, response_model=TokenCreated,
              responses=responses(400, 401, 403, 404, 422))
 def create(body: NewToken, services: ServicesDep,
-           _: Annotated[Principal, Depends(require(Role.ADMIN))]) -> TokenCreated:
-    token, token_id, expires_at = issue_token(services.engine, body)
+           principal: Annotated[Principal, Depends(require(Role.ADMIN))]) -> TokenCreated:
+    token, token_id, expires_at = issue_token(services.engine, body, principal)
     return TokenCreated(token=token, id=str(token_id), role=body.role, org_id=body.org_id,
                         volunteer_id=body.volunteer_id, expires_at=expires_at)
 
 
-def issue_token(engine: Engine, body: NewToken) -> tuple[str, uuid.UUID, datetime]:
+def issue_token(engine: Engine, body: NewToken, by: Principal | str) -> tuple[str, uuid.UUID, datetime]:
     """A new token for a scope that exists: (the token, shown once; its id; when it expires)."""
     check_scope(body.role, body.org_id, body.volunteer_id)
     with engine.connect() as conn:
@@ -84,6 +85,9 @@ def issue_token(engine: Engine, body: NewToken) -> tuple[str, uuid.UUID, datetim
             raise ApiError(404, "unknown_volunteer", f"no volunteer {body.volunteer_id}")
     expires_at = expiry_after(body.expires_in_days)
     token, token_id = create_token(engine, body.role, body.org_id, body.volunteer_id, body.label, expires_at)
+    with engine.begin() as conn:
+        audit.record(conn, by, "token_issued", f"token:{token_id}", role=body.role.value, org_id=body.org_id,
+                     volunteer_id=body.volunteer_id)
     return token, token_id, expires_at
 
 
@@ -120,6 +124,7 @@ def revoke_token(engine: Engine, principal: Principal, token_id: uuid.UUID) -> b
             return False
         if found.revoked_at is None:
             conn.execute(update(_tokens).where(_tokens.c.id == token_id).values(revoked_at=func.now()))
+            audit.record(conn, principal, "token_revoked", f"token:{token_id}")
     return True
 
 

@@ -12,6 +12,7 @@ from api.deps import Services, forbid
 from api.errors import ApiError
 from api.models import Request
 from api.publishing import publish
+from api.services import audit
 from ledger.events import AgeBand, ConsentChanged, SebGroup
 from ledger.pg import schema
 from ledger.pg.registry import is_current_member
@@ -109,4 +110,7 @@ def change(services: Services, principal: Principal, volunteer_id: str, answer: 
             consent_changed_at=sent.occurred_at, updated_at=func.now()))
         if current.consent_stats != answer.consent_stats:
             add_to_history(conn, principal, volunteer_id, answer.consent_stats)
+        if principal.role is not Role.VOLUNTEER:  # recorded for them: an administrative act (docs/design.md §5.14)
+            audit.record(conn, principal, "consent_recorded", f"volunteer:{volunteer_id}", event_id=sent.event_id,
+                         consent_stats=answer.consent_stats)
         return _current(conn, volunteer_id)

@@ -14,6 +14,7 @@ from api.auth import Principal, Role
 from api.deps import Services, forbid
 from api.errors import ApiError
 from api.publishing import publish
+from api.services import audit
 from ledger.events import MembershipStarted
 from ledger.pg import schema
 
@@ -71,8 +72,10 @@ def start_membership(conn: Connection, services: Services, principal: Principal,
         return None
     conn.execute(delete(schema.membership_requests).where(schema.membership_requests.c.org_id == org_id,
                                                           schema.membership_requests.c.volunteer_id == volunteer_id))
-    publish(services, principal, MembershipStarted(membership_id=membership_id, org_id=org_id,
-                                                   volunteer_id=volunteer_id), conn)
+    sent = publish(services, principal, MembershipStarted(membership_id=membership_id, org_id=org_id,
+                                                          volunteer_id=volunteer_id), conn)
+    audit.record(conn, principal, "membership_started", f"volunteer:{volunteer_id}", event_id=sent.event_id,
+                 org_id=org_id)
     return started_at
 
 

@@ -14,6 +14,8 @@ to another worker), or a deadlock came between two writers, the batch is decided
 """
 from __future__ import annotations
 
+import time
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,7 +144,7 @@ def _now() -> datetime:
 #: the planner cannot choose to hash a whole table to join them), so its cost follows the batch, not the ledger.
 _LOAD_STATE = text("""
 WITH refs AS (
-    SELECT e.id, e.event_id, e.kind, e.volunteer_id, e.org_id, e.opportunity_id,
+    SELECT e.id, e.event_id, e.kind, e.volunteer_id, e.org_id, e.opportunity_id, e.occurred_at,
            EXISTS (SELECT 1 FROM entries r WHERE r.related_entry_id = e.id) AS closed
     FROM entries e WHERE e.event_id = ANY (CAST(:referenced AS uuid[]))
 ), ref_postings AS (
@@ -174,8 +176,8 @@ UNION ALL SELECT 7, l.event_id, l.volunteer_id, l.org_id, l.activity, l.actor, l
     FROM hours_logs l WHERE l.event_id = ANY (CAST(:logs AS uuid[]))
 UNION ALL SELECT 8, d.log_event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM hours_decisions d WHERE d.log_event_id = ANY (CAST(:logs AS uuid[]))
-UNION ALL SELECT 9, r.event_id, r.kind, r.volunteer_id, r.org_id, r.opportunity_id, r.id, NULL, NULL, NULL,
-                 r.closed, NULL, NULL
+UNION ALL SELECT 9, r.event_id, r.kind, r.volunteer_id, r.org_id, r.opportunity_id, r.id, NULL, NULL,
+                 r.occurred_at, r.closed, NULL, NULL
     FROM refs r
 UNION ALL SELECT 10, NULL, p.account_key, NULL, NULL, NULL, p.entry_id, p.amount, NULL, NULL, NULL, NULL, NULL
     FROM ref_postings p
@@ -273,7 +275,7 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
         elif tag == 8:
             decided_logs.add(u)
         elif tag == 9:
-            referenced[n1] = (u, t1, t2, t3, t4, flag)
+            referenced[n1] = (u, t1, t2, t3, t4, flag, ts)
         elif tag == 10:
             postings.setdefault(n1, []).append(Posting(t1, n2))
         elif tag == 11:
@@ -295,8 +297,9 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     decided = {event_id: _outcome(event_id, tag, values) for event_id, (tag, values) in sources.items()}
     entries = {
         event_id: RecordedEntry(event_id, EntryKind(kind), tuple(postings.get(entry_id, ())), volunteer_id, org_id,
-                                opportunity_id, closed)
-        for entry_id, (event_id, kind, volunteer_id, org_id, opportunity_id, closed) in referenced.items()
+                                opportunity_id, closed, occurred_at)
+        for entry_id, (event_id, kind, volunteer_id, org_id, opportunity_id, closed, occurred_at)
+        in referenced.items()
     }
     entry_ids = {values[0]: entry_id for entry_id, values in referenced.items()}
     existing = set(balances)
@@ -506,6 +509,19 @@ def event_status(engine: Engine, event_id: UUID) -> EventOutcome | None:
     """What became of an event, or None while it is pending (not processed yet)."""
     with engine.connect() as conn:
         return _decided(conn, [event_id]).get(event_id)
+
+
+def outcome_within(engine: Engine, event_id: UUID, timeout_s: float) -> tuple[str, str | None]:
+    """('applied'|'rejected'|'pending', reason) of an event just produced, waiting up to `timeout_s` for the
+    worker, so that a person (a page, a command) sees the result rather than an event id."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcome = event_status(engine, event_id)
+        if outcome is not None:
+            return outcome.status, outcome.reason
+        if time.monotonic() > deadline:
+            return "pending", None
+        time.sleep(0.1)
 
 
 def load_committed(conn: Connection, entry_ids: Sequence[int]) -> list[CommittedEntry]:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import Engine, Select, Text, bindparam, literal, select
+from sqlalchemy import Connection, Engine, Select, Text, bindparam, exists, literal, select
 from sqlalchemy.exc import DBAPIError
 
 from ledger.accounts import holds_account, volunteer_account
-from ledger.domain import EntryKind, Reason
+from ledger.domain import EntryKind, Posting, Reason, RecordedEntry
 from ledger.pg import schema
 from ledger.pg.schema import any_of
 
@@ -96,6 +96,21 @@ def _balance_query() -> Select[tuple[int | None, int | None]]:
         .outerjoin(held, held.c.account_key == literal(holds_account("x")[:-1]) + volunteer_id)
         .where(v.c.id == volunteer_id)
     )
+
+
+def recorded_entry(conn: Connection, event_id: UUID) -> RecordedEntry | None:
+    """The committed entry of `event_id`, as the ledger's rules see it (for checks made before an event is
+    produced, such as a correction's, docs/design.md §5.14); None when there is none."""
+    e, p = schema.entries, schema.entries.alias("settling")
+    row = conn.execute(select(e.c.id, e.c.kind, e.c.volunteer_id, e.c.org_id, e.c.opportunity_id, e.c.occurred_at,
+                              exists().where(p.c.related_entry_id == e.c.id))
+                       .where(e.c.event_id == event_id)).first()
+    if row is None:
+        return None
+    postings = conn.execute(select(schema.postings.c.account_key, schema.postings.c.amount)
+                            .where(schema.postings.c.entry_id == row.id)).all()
+    return RecordedEntry(event_id, EntryKind(row.kind), tuple(Posting(a, n) for a, n in postings), row.volunteer_id,
+                         row.org_id, row.opportunity_id, bool(row[6]), row.occurred_at)
 
 
 #: Built once: the API runs it for every balance read, and building its aliases per call is wasted work.

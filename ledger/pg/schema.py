@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     literal,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import ColumnElement
 
 from ledger.pg.bulk import array_literal
@@ -318,6 +319,31 @@ consent_changes = Table(
     Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("recorded_by", Text, nullable=False),
     Column("person_id", Uuid),
+)
+
+corrections = Table(
+    # Why an entry was corrected, in the words of who asked (docs/design.md §5.14): erasable, never on Kafka.
+    "corrections",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("target_event_id", Uuid, nullable=False),
+    Column("reason_code", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+audit_log = Table(
+    # Every administrative act (docs/design.md §5.14): append-only, ids and codes only.
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("event_id", Uuid),
+    Column("detail", JSONB, nullable=False),
 )
 
 # --- the web app's people, sign-in and sessions (docs/design.md §8.1) ----------------------------------------

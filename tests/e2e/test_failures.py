@@ -33,7 +33,7 @@ from ledger.events import (
     VolunteerRegistered,
     encode_event,
 )
-from ledger.intake import own_actor
+from tests.ledger_helpers import actor_for
 from ledger.pg.processing import EventProcessor, event_status
 from consumers.publishing import partition_of
 from tests.e2e.conftest import PARTITIONS, Stack
@@ -48,7 +48,7 @@ ACTOR = "test"
 
 
 def _raw(payload: Any, occurred_at: datetime | None = None) -> tuple[uuid.UUID, bytes]:
-    envelope, raw = encode_event(payload, actor=own_actor(payload) or ACTOR, occurred_at=occurred_at)
+    envelope, raw = encode_event(payload, actor=actor_for(payload, ACTOR), occurred_at=occurred_at)
     return envelope.event_id, raw
 
 

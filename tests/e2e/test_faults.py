@@ -27,7 +27,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.intake import own_actor
+from tests.ledger_helpers import actor_for
 from ledger.pg.processing import EventProcessor
 from tests.e2e.conftest import Stack
 from tests.e2e.stack import decided_count, ledger_summary, wait_until
@@ -47,7 +47,7 @@ def _registry() -> list[DecodedEvent]:
         *(VolunteerRegistered(volunteer_id=v, area=AREA, consent_stats=True) for v in VOLUNTEERS),
         *(MembershipStarted(membership_id=uuid.uuid4(), org_id="club", volunteer_id=v) for v in VOLUNTEERS),
     ]
-    return [decode_event(encode_event(p, actor=own_actor(p) or "test")[1]) for p in payloads]  # type: ignore[misc]
+    return [decode_event(encode_event(p, actor=actor_for(p))[1]) for p in payloads]  # type: ignore[misc]
 
 
 def _backlog(count: int, seed: int = 11) -> list[tuple[bytes, bytes]]:
@@ -72,12 +72,12 @@ def _backlog(count: int, seed: int = 11) -> list[tuple[bytes, bytes]]:
             booking_id = uuid.UUID(int=rng.getrandbits(128), version=4)
             payloads = [OpportunityBooked(volunteer_id=volunteer, opportunity_id="swim", partner_id="lido", amount=150),
                         BookingAttended(booking_event_id=booking_id, volunteer_id=volunteer)]
-            _, raw = encode_event(payloads[0], actor=own_actor(payloads[0]) or "test", event_id=booking_id, occurred_at=at)
+            _, raw = encode_event(payloads[0], actor=actor_for(payloads[0]), event_id=booking_id, occurred_at=at)
             records.append((volunteer.encode(), raw))
             payloads = payloads[1:]
         for payload in payloads:
             event_id = uuid.UUID(int=rng.getrandbits(128), version=4)
-            _, raw = encode_event(payload, actor=own_actor(payload) or "test", event_id=event_id, occurred_at=at)
+            _, raw = encode_event(payload, actor=actor_for(payload), event_id=event_id, occurred_at=at)
             records.append((volunteer.encode(), raw))
     return records
 

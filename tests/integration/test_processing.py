@@ -26,7 +26,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.intake import own_actor
+from tests.ledger_helpers import actor_for
 from ledger.pg.processing import EventProcessor, event_status
 from ledger.pg.repository import LedgerRepository
 from ledger.pg.verify import verify_ledger
@@ -36,7 +36,7 @@ AREA = "E09000030"
 
 
 def ev(payload, event_id: UUID | None = None) -> DecodedEvent:  # type: ignore[no-untyped-def]
-    _, raw = encode_event(payload, actor=own_actor(payload) or "test", event_id=event_id, occurred_at=WHEN)
+    _, raw = encode_event(payload, actor=actor_for(payload), event_id=event_id, occurred_at=WHEN)
     decoded = decode_event(raw)
     assert isinstance(decoded, DecodedEvent), decoded
     return decoded

@@ -27,7 +27,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.intake import own_actor
+from tests.ledger_helpers import actor_for
 from ledger.pg.processing import EventProcessor
 from stats.areas import AreaRejectCode, import_areas
 from stats.cli import import_areas_command, report_command
@@ -122,7 +122,7 @@ def test_a_file_with_one_bad_row_imports_nothing_and_the_command_says_where(engi
 
 
 def _decoded(payload: EventPayload, event_id, at: datetime) -> DecodedEvent:  # type: ignore[no-untyped-def]
-    decoded = decode_event(encode_event(payload, actor=own_actor(payload) or "test", event_id=event_id, occurred_at=at)[1])
+    decoded = decode_event(encode_event(payload, actor=actor_for(payload), event_id=event_id, occurred_at=at)[1])
     assert isinstance(decoded, DecodedEvent), decoded
     return decoded
 

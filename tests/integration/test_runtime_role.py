@@ -119,6 +119,8 @@ def _a_row_in_every_ledger_table(engine: Engine) -> None:
         conn.execute(text("INSERT INTO spend_codes VALUES (gen_random_uuid(), 'rt-ana', 'rt-garden', 100, '\\x01', "
                           "now(), now() + interval '10 minutes')"))
         conn.execute(text("INSERT INTO spend_code_uses SELECT id, gen_random_uuid(), now() FROM spend_codes"))
+        conn.execute(text("INSERT INTO audit_log (actor, action, subject) "
+                          "VALUES ('admin:rt', 'token_revoked', 'token:rt')"))
         empty = [t for t in LEDGER_TABLES if not conn.execute(text(f"SELECT EXISTS (SELECT FROM {t})")).scalar()]
     assert not empty, empty
 

@@ -26,7 +26,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
-from ledger.intake import own_actor
+from tests.ledger_helpers import actor_for
 from ledger.pg.processing import EventProcessor
 from stats.facts import write_facts
 from stats.queries import participation
@@ -37,7 +37,7 @@ END = date(2026, 12, 31)
 
 
 def _ev(payload: EventPayload, at: datetime, event_id: uuid.UUID | None = None) -> DecodedEvent:
-    decoded = decode_event(encode_event(payload, actor=own_actor(payload) or "test", event_id=event_id, occurred_at=at)[1])
+    decoded = decode_event(encode_event(payload, actor=actor_for(payload), event_id=event_id, occurred_at=at)[1])
     assert isinstance(decoded, DecodedEvent), decoded
     return decoded
 

@@ -62,7 +62,7 @@ def samples() -> list[BaseModel]:
         BookingAttended(booking_event_id=uuid4(), volunteer_id="v-1"),
         CreditsRedeemed(volunteer_id="v-1", partner_id="theatre", amount=150, opportunity_id="panto"),
         CreditsGifted(from_volunteer_id="v-1", to_volunteer_id="v-2", amount=50),
-        EntryReversed(target_event_id=uuid4(), volunteer_id="v-1", reason="hours logged against the wrong person"),
+        EntryReversed(target_event_id=uuid4(), volunteer_id="v-1", reason_code="wrong_volunteer"),
         OrganisationRegistered(
             org_id="org.1", name="Mile End Community Café", area="E09000030", kinds=frozenset({"community", "partner"})
         ),
@@ -532,9 +532,13 @@ def test_entry_committed_must_balance(postings: list[dict[str, Any]]) -> None:
     assert rejected(with_payload(entry, postings=postings)).reason == "invalid_payload"
 
 
-def test_reversal_needs_a_reason() -> None:
-    reversal = next(p for p in samples() if isinstance(p, EntryReversed))
-    assert rejected(with_payload(reversal, reason=" ")).reason == "invalid_payload"
+def test_a_correction_carries_a_coded_reason_and_no_words() -> None:
+    """docs/design.md §5.14: the reason's words stay in PostgreSQL; an older event's words still decode."""
+    reversal = EntryReversed(target_event_id=uuid4(), volunteer_id="v-1", reason_code="duplicate")
+    assert valid_json(reversal)["payload"].get("reason", "") == ""
+    assert rejected(with_payload(reversal, reason_code="because")).reason == "invalid_payload"
+    older = decode_event(with_payload(reversal, reason="hours logged against the wrong person"))
+    assert isinstance(older, DecodedEvent) and older.payload.reason_code == "duplicate"
 
 
 def test_payload_detail_stays_short_and_printable() -> None:

@@ -17,7 +17,7 @@ def test_each_kind_of_statement_line_reads_as_a_sentence() -> None:
     assert _line_words(EntryKind.BOOKING_CANCELLED, 100, "York Hall", "Swim") == "1 credit back: Swim was cancelled"
     assert _line_words(EntryKind.CREDITS_GIFTED, -100, None, None) == "Gave 1 credit as a gift"
     assert _line_words(EntryKind.CREDITS_GIFTED, 250, None, None) == "Received 2.50 credits as a gift"
-    assert _line_words(EntryKind.ENTRY_REVERSED, -300, "Brixton Lunch Club", None) == "Corrected: 3 credits taken off"
+    assert _line_words(EntryKind.ENTRY_REVERSED, -300, "Brixton Lunch Club", None) == "Correction: 3 credits taken off"
 
 
 def test_no_line_shows_hundredths_or_a_reason_code() -> None:
