@@ -1529,6 +1529,86 @@ def test_a_holder_lists_and_revokes_their_own_token(api: Api) -> None:
     assert api.request("DELETE", f"/v1/tokens/{row['id']}", lead).status_code == 204
 
 
+# --- corrections with reasons, and the audit log (docs/design.md §5.14) ---------------------------------------------
+
+
+def test_an_approval_is_corrected_once_with_its_reason_on_the_statement_and_in_the_audit_log(
+        shared_stack: Stack, api: Api, world: World) -> None:
+    club = world.org(World.CLUB)
+    volunteer_id, token = world.volunteer("fix-ana")
+    logged = api.accepted(api.post("/v1/hours", club, world.hours(volunteer_id, World.CLUB, 120)))
+    api.applied(logged, club)
+    approval = api.accepted(api.post(f"/v1/hours/{logged}/approve", club))
+    api.applied(approval, club)
+    assert api.balance(volunteer_id)["available"] == "2.00"
+
+    why = "Ana was not on the rota that day: approved by mistake"
+    for who in (token, world.lead, world.org(World.AUTO), world.org(World.LIDO)):  # not theirs to correct
+        expect(api.post(f"/v1/entries/{approval}/reverse", who, {"reason": why}), 403, "forbidden")
+    expect(api.post(f"/v1/entries/{approval}/reverse", None, {"reason": why}), 401, "unauthenticated")
+    expect(api.post(f"/v1/entries/{approval}/reverse", club, {"reason": ""}), 422, "invalid_request")
+    expect(api.post(f"/v1/entries/{approval}/reverse", club, {"reason": why, "reason_code": "oops"}), 422,
+           "invalid_request")
+    expect(api.post(f"/v1/entries/{uuid.uuid4()}/reverse", club, {"reason": why}), 404, "unknown_entry")
+
+    corrected = api.accepted(api.post(f"/v1/entries/{approval}/reverse", club,
+                                      {"reason": why, "reason_code": "approved_in_error"}))
+    outcome = api.applied(corrected, club)
+    assert isinstance(outcome["entry_id"], int)
+    assert api.balance(volunteer_id)["available"] == "0.00"
+    expect(api.post(f"/v1/entries/{approval}/reverse", club, {"reason": why}), 409, "already_reversed")
+    expect(api.post(f"/v1/entries/{approval}/reverse", api.admin, {"reason": why}), 409, "already_reversed")
+    expect(api.post(f"/v1/entries/{corrected}/reverse", api.admin, {"reason": why}), 409, "not_reversible")
+
+    items = api.get(f"/v1/volunteers/{volunteer_id}/statement", token).json()["items"]
+    assert [(i["kind"], i["amount"], i["related_event_id"], i["reason_code"], i["reason"]) for i in items] == [
+        ("entry_reversed", "-2.00", approval, "approved_in_error", why),
+        ("hours_approved", "2.00", None, None, None)]
+
+    # The audit log: for admins only; ids and codes, never the reason's words.
+    for who in (club, token, world.lead):
+        expect(api.get("/v1/audit", who), 403, "forbidden")
+    expect(api.get("/v1/audit.csv", world.lead), 403, "forbidden")
+    expect(api.get("/v1/audit?action=nothing", api.admin), 422, "unknown_action")
+    found = api.get(f"/v1/audit?action=entry_correction_requested&subject=entry:{approval}", api.admin)
+    assert found.status_code == 200, found.text
+    (row,) = found.json()["items"]
+    assert (row["actor"], row["event_id"], row["detail"]) == (org_actor(World.CLUB), corrected,
+                                                              {"reason_code": "approved_in_error"})
+    assert why not in found.text
+    csv_text = api.get(f"/v1/audit.csv?subject=entry:{approval}", api.admin)
+    assert csv_text.status_code == 200 and csv_text.headers["content-type"].startswith("text/csv")
+    assert corrected in csv_text.text and why not in csv_text.text
+    with shared_stack.engine.connect() as conn:  # nothing of the words on the event, all of them in PostgreSQL
+        kept = conn.execute(text("SELECT reason, requested_by FROM corrections WHERE event_id = :e"),
+                            {"e": corrected}).one()
+    assert tuple(kept) == (why, org_actor(World.CLUB))
+
+
+def test_an_admin_corrects_a_gift_and_the_acts_of_admins_are_audited(api: Api, world: World) -> None:
+    giver, giver_token = world.volunteer("fix-gift-a")
+    taker, _ = world.volunteer("fix-gift-b")
+    world.earn(giver, 60)
+    gift = api.accepted(api.post("/v1/gifts", giver_token, {"to_volunteer_id": taker, "amount": "1"}))
+    api.applied(gift, giver_token)
+    expect(api.post(f"/v1/entries/{gift}/reverse", giver_token, {"reason": "wrong person"}), 403, "forbidden")
+    expect(api.post(f"/v1/entries/{gift}/reverse", world.org(World.AUTO), {"reason": "wrong person"}), 403,
+           "forbidden")
+    corrected = api.accepted(api.post(f"/v1/entries/{gift}/reverse", api.admin,
+                                      {"reason": "sent to the wrong person", "reason_code": "made_by_mistake"}))
+    api.applied(corrected, api.admin)
+    assert api.balance(giver)["available"] == "1.00" and api.balance(taker)["available"] == "0.00"
+
+    token_id = api.get("/v1/tokens", api.admin).json()["tokens"][-1]["id"]
+    assert api.request("DELETE", f"/v1/tokens/{token_id}", api.admin).status_code == 204
+    acts = {(r["action"], r["subject"]) for r in api.get("/v1/audit?limit=500", api.admin).json()["items"]}
+    assert {("entry_correction_requested", f"entry:{gift}"), ("token_revoked", f"token:{token_id}"),
+            ("token_issued", f"token:{token_id}"), ("membership_started", f"volunteer:{giver}")} <= acts
+    page = api.get("/v1/audit?limit=1", api.admin).json()
+    older = api.get(f"/v1/audit?limit=1&before={page['next_before']}", api.admin).json()
+    assert older["items"][0]["id"] < page["items"][0]["id"]
+
+
 # --- every documented endpoint was exercised (keep this test last) ------------------------------------------------
 
 

@@ -270,3 +270,69 @@ def test_a_refusal_by_a_constraint_of_the_ledgers_rules_is_still_recorded(
     outcomes = processor.process([ana, ben]).outcomes
     assert [(o.status, o.reason) for o in outcomes] == [("applied", None), ("rejected", "insufficient_credits")]
     assert event_status(engine, ben.event_id).reason == "insufficient_credits"  # type: ignore[union-attr]
+
+
+# --- corrections (docs/design.md §5.14) ----------------------------------------------------------------------------
+
+
+def _at(payload, actor: str, occurred_at: datetime) -> DecodedEvent:  # type: ignore[no-untyped-def]
+    decoded = decode_event(encode_event(payload, actor=actor, occurred_at=occurred_at)[1])
+    assert isinstance(decoded, DecodedEvent), decoded
+    return decoded
+
+
+def test_a_correction_is_an_admins_or_the_approving_organisations_within_thirty_days(
+        processor: EventProcessor, engine: Engine) -> None:
+    """The worker decides from the committed ledger (the approval's time as PostgreSQL holds it) and the events'
+    own times, so a replay decides the same."""
+    from datetime import timedelta
+
+    from ledger.actors import admin_actor, org_actor, volunteer_actor
+
+    logs = [ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="Dig"))
+            for _ in range(3)]
+    assert all(o.applied for o in processor.process(logs).outcomes)
+
+    def correct(log: DecodedEvent, actor: str, days_later: int) -> str | None:
+        payload = EntryReversed(target_event_id=log.event_id, volunteer_id="ana", reason_code="approved_in_error")
+        [outcome] = processor.process([_at(payload, actor, WHEN + timedelta(days=days_later))]).outcomes
+        return outcome.reason
+
+    assert correct(logs[0], volunteer_actor("ana"), 1) == "authorisation_required"
+    assert correct(logs[0], "lead:t", 1) == "authorisation_required"
+    assert correct(logs[0], org_actor("food-bank"), 1) == "not_yours_to_correct"
+    assert correct(logs[0], org_actor("garden"), 31) == "correction_window_closed"
+    assert correct(logs[0], org_actor("garden"), 30) is None
+    assert correct(logs[0], org_actor("garden"), 30) == "already_reversed"
+    assert correct(logs[1], admin_actor("t"), 400) is None
+    assert LedgerRepository(engine).volunteer_balance("ana").available == 100
+    assert verify_ledger(engine).ok
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE audit_log SET action = 'token_issued'",
+    "DELETE FROM audit_log",
+    "TRUNCATE audit_log",
+])
+def test_the_audit_log_is_append_only_even_for_the_owner(engine: Engine, sql: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO audit_log (actor, action, subject) VALUES ('admin:t', 'token_revoked', "
+                          "'token:x')"))
+    with pytest.raises(Exception, match="append_only"), engine.begin() as conn:
+        conn.execute(text(sql))
+
+
+@pytest.mark.parametrize(("sql", "constraint"), [
+    ("INSERT INTO audit_log (actor, action, subject) VALUES ('admin:t', 'anything', 'token:x')",
+     "audit_log_action_known"),
+    ("INSERT INTO audit_log (actor, action, subject) VALUES ('admin:t', 'token_revoked', 'Ana Smith')",
+     "audit_log_subject_is_an_id"),
+    ("INSERT INTO corrections (event_id, target_event_id, reason_code, reason, requested_by) "
+     "VALUES (gen_random_uuid(), gen_random_uuid(), 'other', '', 'admin:t')", "corrections_reason_length"),
+    ("INSERT INTO corrections (event_id, target_event_id, reason_code, reason, requested_by) "
+     "VALUES (gen_random_uuid(), gen_random_uuid(), 'because', 'x', 'admin:t')", "corrections_reason_code_known"),
+])
+def test_postgresql_keeps_the_audit_log_and_corrections_to_their_codes(engine: Engine, sql: str,
+                                                                       constraint: str) -> None:
+    with pytest.raises(IntegrityError, match=constraint), engine.begin() as conn:
+        conn.execute(text(sql))

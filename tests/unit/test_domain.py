@@ -108,3 +108,31 @@ def test_a_refused_spend_says_what_is_there_and_what_is_needed_in_credits() -> N
 
     assert _not_enough(AccountKind.VOLUNTEER, "v-1", 200, 5000) == "volunteer v-1 has 2.00 credits; this needs 50.00"
     assert _not_enough(AccountKind.HOLDS, "v-1", 0, 150) == "volunteer v-1 has held 0.00 credits; this needs 1.50"
+
+
+# --- corrections (docs/design.md §5.14) ----------------------------------------------------------------------------
+
+
+def _approved_and_gifted(view: BatchView) -> tuple[uuid.UUID, uuid.UUID]:
+    approval = _apply(view, EarnCredits(uuid.uuid4(), NOW, "v", "club", 1000))
+    _apply(view, EarnCredits(uuid.uuid4(), NOW, "v", "garden", 500))
+    gift = _apply(view, GiftCredits(uuid.uuid4(), NOW, "v", "w", 300))
+    return approval.event_id, gift.event_id
+
+
+def test_an_admin_corrects_any_reversible_entry_and_an_organisation_its_own_recent_approvals() -> None:
+    from datetime import timedelta
+
+    from ledger.domain import ORG_CORRECTION_DAYS
+
+    view = BatchView({}, {})
+    approval, gift = _approved_and_gifted(view)
+    late = NOW + timedelta(days=ORG_CORRECTION_DAYS, seconds=1)
+    assert _refusal(view, ReverseEntry(uuid.uuid4(), NOW, approval, by_org="other")) is Reason.NOT_YOURS_TO_CORRECT
+    assert _refusal(view, ReverseEntry(uuid.uuid4(), NOW, gift, by_org="club")) is Reason.NOT_YOURS_TO_CORRECT
+    assert _refusal(view, ReverseEntry(uuid.uuid4(), late, approval, by_org="club")) is Reason.CORRECTION_WINDOW_CLOSED
+    on_the_last_day = NOW + timedelta(days=ORG_CORRECTION_DAYS)
+    draft = _apply(view, ReverseEntry(uuid.uuid4(), on_the_last_day, approval, by_org="club"))
+    assert draft.kind is EntryKind.ENTRY_REVERSED and draft.related_event_id == approval
+    assert _refusal(view, ReverseEntry(uuid.uuid4(), NOW, approval)) is Reason.ALREADY_REVERSED
+    assert _apply(view, ReverseEntry(uuid.uuid4(), late, gift)).related_event_id == gift  # an admin, any time
