@@ -105,7 +105,9 @@ def _form(request: Request, session: Session, event_id: UUID, entry: RecordedEnt
 
 
 def _refused(request: Request, session: Session, refused: ApiError) -> HTMLResponse:
-    return _message(request, "This entry cannot be corrected here", [f"Not corrected: {refusal(refused.code)}."],
+    # A 403 here is always the correction rule's: an organisation corrects its own approvals only.
+    code = "not_yours_to_correct" if refused.code == "forbidden" else refused.code
+    return _message(request, "This entry cannot be corrected here", [f"Not corrected: {refusal(code)}."],
                     status_code=refused.status, session=session, link=(f"{PREFIX}/corrections", "Back"))
 
 

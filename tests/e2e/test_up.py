@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.e2e.up_helpers import (
     UpProcess,
     accepts,
     describe,
+    fresh_clone_env,
     markers_alive,
     postmaster,
     process_tree,
@@ -131,6 +133,25 @@ def test_up_demo_serves_and_ctrl_c_leaves_nothing_behind(up: tuple[UpProcess, Pa
     assert statement and sorted(statement) == sorted(
         (row["entry_id"], row["amount"]) for row in export["ledger"] if row["credits"] == "to spend")
     assert {row["what"] for row in export["sign_in"]} >= {"account", "session"}
+
+    # `timecredits reverse` finds the running `up` by itself and corrects an approval, its reason on the statement.
+    items = httpx.get(f"{url}/v1/volunteers/{first}/statement", headers=admin, params={"limit": 200},
+                      timeout=30).json()["items"]
+    available = Decimal(httpx.get(f"{url}/v1/volunteers/{first}/balance", headers=admin, timeout=10).json()["available"])
+    target = next(i for i in items if i["kind"] == "hours_approved" and Decimal(i["amount"]) <= available)
+    reversed_ = subprocess.run(
+        [sys.executable, "-m", "timecredits.cli", "reverse", target["event_id"], "--reason", "Logged twice in the demo",
+         "--code", "duplicate", "--data-dir", str(data_dir)],
+        env=fresh_clone_env(), capture_output=True, text=True, timeout=120)
+    assert reversed_.returncode == 0 and "applied" in reversed_.stdout, reversed_.stdout + reversed_.stderr
+    newest = httpx.get(f"{url}/v1/volunteers/{first}/statement", headers=admin, params={"limit": 1},
+                       timeout=30).json()["items"][0]
+    assert (newest["kind"], newest["related_event_id"], newest["reason"]) == (
+        "entry_reversed", target["event_id"], "Logged twice in the demo")
+    again = subprocess.run(
+        [sys.executable, "-m", "timecredits.cli", "reverse", target["event_id"], "--reason", "again",
+         "--data-dir", str(data_dir)], env=fresh_clone_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "already_reversed" in again.stdout, again.stdout + again.stderr
 
     started = process_tree(running.process.pid, data_dir, broker_port)
     names = {" ".join(proc.cmdline()) for proc in started.values()}
