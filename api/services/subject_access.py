@@ -29,7 +29,7 @@ SECTIONS: dict[str, str] = {
     "consent": "each time you gave or withdrew consent to statistics, and who recorded it",
     "memberships": "the organisations you belong to or belonged to, and their reference for you",
     "hours": "every log of hours given, with what became of it",
-    "ledger": "every entry that moved your credits (to spend, or held for a booking)",
+    "ledger": "every entry that moved your credits (to spend, or held for a booking), and why a correction was made",
     "bookings": "the opportunities you booked and how each booking settled",
     "spend_codes": "the spend codes you made (never the digits)",
     "sign_in": "how you sign in: your account, cards, e-mail links and sessions (never a secret)",
@@ -97,15 +97,17 @@ def _hours(conn: Connection, volunteer_id: str) -> Section:
 
 def _ledger(conn: Connection, volunteer_id: str) -> Section:
     e, p, o, op = schema.entries, schema.postings, schema.organisations, schema.opportunities
+    fix = schema.corrections
     accounts = {volunteer_account(volunteer_id): "to spend", holds_account(volunteer_id): "held for a booking"}
     rows = conn.execute(select(e.c.id, e.c.event_id, e.c.kind, e.c.occurred_at, p.c.account_key, p.c.amount, o.c.name,
-                               op.c.title)
+                               op.c.title, fix.c.reason)
                         .join(e, e.c.id == p.c.entry_id)
                         .outerjoin(o, o.c.id == e.c.org_id).outerjoin(op, op.c.id == e.c.opportunity_id)
+                        .outerjoin(fix, fix.c.event_id == e.c.event_id)
                         .where(p.c.account_key.in_(list(accounts))).order_by(e.c.id, p.c.account_key)).all()
     return [{"entry_id": row.id, "event_id": row.event_id, "kind": row.kind, "at": row.occurred_at,
              "credits": accounts[row.account_key], "amount": credits(row.amount), "organisation": row.name,
-             "opportunity": row.title} for row in rows]
+             "opportunity": row.title, "why_corrected": row.reason} for row in rows]
 
 
 def _bookings(conn: Connection, volunteer_id: str) -> Section:

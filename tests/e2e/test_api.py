@@ -1579,6 +1579,8 @@ def test_an_approval_is_corrected_once_with_its_reason_on_the_statement_and_in_t
     csv_text = api.get(f"/v1/audit.csv?subject=entry:{approval}", api.admin)
     assert csv_text.status_code == 200 and csv_text.headers["content-type"].startswith("text/csv")
     assert corrected in csv_text.text and why not in csv_text.text
+    exported = api.get(f"/v1/volunteers/{volunteer_id}/export", token).json()["ledger"]
+    assert [row["why_corrected"] for row in exported if row["kind"] == "entry_reversed"] == [why]
     with shared_stack.engine.connect() as conn:  # nothing of the words on the event, all of them in PostgreSQL
         kept = conn.execute(text("SELECT reason, requested_by FROM corrections WHERE event_id = :e"),
                             {"e": corrected}).one()
