@@ -23,7 +23,7 @@ _SENTENCES = {
     "date_too_old": "those hours are too long ago to log here: ask the programme's admin",
     "date_in_future": "those hours have not happened yet",
     "not_a_member": "that volunteer is not a member of this organisation",
-    "booking_closed": "that booking was settled already: attended, cancelled, missed or released",
+    "booking_closed": "that booking was settled already (attended, cancelled, missed or released)",
     "wrong_partner": "that booking is of another organisation's opportunity",
     "unknown_booking": "there is no such booking: it may have been settled already",
     "unknown_opportunity": "there is no such opportunity",
