@@ -231,7 +231,7 @@ def test_a_front_desk_marks_a_volunteer_who_did_not_come(partner: PartnerStack, 
         assert "1.50 credits" in row.inner_text()
         _shots(page, screenshot_dir, "bookings-no-show")
         with page.expect_navigation():  # the answer, not the page before it
-            page.get_by_role("button", name=f"Did not come: {volunteer_id} at Aqua aerobics").press("Enter")
+            page.get_by_role("button", name=f"Did not come to Aqua aerobics: {volunteer_id}").press("Enter")
         said = page.get_by_role("status").inner_text().strip()
         assert said == f"Marked as did not come: volunteer {volunteer_id} has 1.50 credits back.", said
         assert "Aqua aerobics" not in page.locator("main").inner_text()

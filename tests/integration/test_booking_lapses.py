@@ -6,10 +6,14 @@ Attacks on the new rules are raw SQL that bypasses the pipeline, as in test_ledg
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -202,6 +206,31 @@ def test_only_the_hold_release_job_expires_a_booking(processor: EventProcessor, 
         [outcome] = processor.process([as_event(payload, actor=actor)]).outcomes
         assert (outcome.status, outcome.reason) == ("rejected", "authorisation_required"), actor
     assert available_and_held(engine, "ana") == (400, 100)
+
+
+def _expire_holds_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "TIMECREDITS_", "KAFKA_"))}
+    return subprocess.run([sys.executable, "-m", "timecredits.cli", "expire-holds"],
+                          env={**clean, "COLUMNS": "300", **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_timecredits_expire_holds_runs_the_job_once_on_the_configured_services(
+        processor: EventProcessor, engine: Engine, database_url: str, kafka_bootstrap: str, prefix: str,
+        topic: Topic, tmp_path: Path) -> None:
+    """The command runs at the real time, weeks after these bookings of November 2026 were made."""
+    assert all(o.applied for o in processor.process([book("ana", "swim"), book("ben", "class")]).outcomes)
+    env = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "TIMECREDITS_TOPIC_PREFIX": prefix, "TIMECREDITS_DATA_DIR": str(tmp_path / "data")}
+    ran = _expire_holds_cli(env)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "2 bookings not attended within 72 hours of their session released" in ran.stdout, ran.stdout
+    assert all(o.applied for o in processor.process(topic.take(2)).outcomes)
+    assert available_and_held(engine, "ana") == available_and_held(engine, "ben") == (500, 0)
+    assert "0 bookings" in _expire_holds_cli(env).stdout
+
+    # No broker configured and no `timecredits up` running on the data dir: it says so and exits 2.
+    alone = _expire_holds_cli({"DATABASE_URL": database_url, "TIMECREDITS_DATA_DIR": str(tmp_path / "data")})
+    assert alone.returncode == 2 and "No broker to send the releases to" in alone.stdout, alone.stdout
 
 
 # --- no-shows ----------------------------------------------------------------------------------------------------
