@@ -36,16 +36,6 @@ class EntryKind(StrEnum):
     ENTRY_REVERSED = "entry_reversed"
 
 
-#: Kinds that settle a booking, each final: the booking's hold is released once, by one of them (docs/design.md §3).
-SETTLEMENT_KINDS = frozenset(
-    {
-        EntryKind.BOOKING_CANCELLED,
-        EntryKind.BOOKING_ATTENDED,
-        EntryKind.BOOKING_EXPIRED,
-        EntryKind.BOOKING_NO_SHOW,
-    }
-)
-
 #: Kinds a reversal may undo. Settling a booking (cancel, attend, lapse, no-show) is final, and so is a reversal.
 REVERSIBLE_KINDS = frozenset(
     {
@@ -280,7 +270,7 @@ def _open_booking(booking_event_id: UUID, view: LedgerView) -> RecordedEntry:
         raise Rejection(Reason.NOT_A_BOOKING, f"entry {booking_event_id} is a {booking.kind.value}, not a booking")
     if booking.closed:
         raise Rejection(Reason.BOOKING_CLOSED, f"booking {booking_event_id} was already settled "
-                                                   f"(attended, cancelled, released, missed or reversed)")
+                                               f"(attended, cancelled, released, missed or reversed)")
     return booking
 
 
@@ -305,7 +295,8 @@ def _settle(c: Settlement, view: LedgerView) -> EntryDraft:
         kind, receiver = EntryKind.BOOKING_EXPIRED, to_volunteer
     else:
         if c.partner_id is not None and c.partner_id != booking.org_id:
-            raise Rejection(Reason.WRONG_PARTNER, f"booking {c.booking_event_id} is not of {c.partner_id}'s opportunity")
+            raise Rejection(Reason.WRONG_PARTNER,
+                            f"booking {c.booking_event_id} is not of an opportunity of {c.partner_id}")
         kind, receiver = EntryKind.BOOKING_NO_SHOW, to_partner if c.forfeit else to_volunteer
     return EntryDraft(
         c.event_id,

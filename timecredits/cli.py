@@ -53,6 +53,18 @@ def _ledger_engine(settings: Settings, data_dir: Path) -> Iterator[Engine]:
             engine.dispose()
 
 
+def _broker_of(settings: Settings, data_dir: Path, what: str) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, or the broker of a `timecredits up` running on `data_dir`; exit 2 when neither."""
+    from infra.embedded import running_broker
+
+    bootstrap = settings.kafka_bootstrap_servers or running_broker(data_dir)
+    if not bootstrap:
+        console.print(f"[red]No broker to send {what} to[/red]: no `timecredits up` is running on {data_dir}. "
+                      "Start it (with the same --data-dir), or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.")
+        raise typer.Exit(code=2)
+    return bootstrap
+
+
 def _runtime_role(owner_url: str, settings: Settings, data_dir: Path) -> str:
     """Grant the runtime role after a migration; its URL (docs/design.md §6.1). Exit 2 when it cannot be set up."""
     from infra.roles import RuntimeRoleError, prepare_runtime_role
@@ -463,17 +475,12 @@ def import_hours(
     what happened in credits; re-running it adds nothing. Each row's volunteer is the organisation's own reference
     for them, or their volunteer id. Finds a running `timecredits up` on the same data dir by itself, else uses
     DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS."""
-    from infra.embedded import running_broker
     from ledger.intake import IntakePolicy
     from producers.cli import import_hours_command
 
     settings = get_settings()
     directory = _data_dir(settings, data_dir)
-    bootstrap = settings.kafka_bootstrap_servers or running_broker(directory)
-    if not bootstrap:
-        console.print(f"[red]No broker to send the hours to[/red]: no `timecredits up` is running on {directory}. "
-                      "Start it (with the same --data-dir), or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.")
-        raise typer.Exit(code=2)
+    bootstrap = _broker_of(settings, directory, "the hours")
     with running_services(settings, directory, need_broker=False) as endpoints:
         assert endpoints.database_url is not None
         code = import_hours_command(file, org, approve, report, bootstrap, settings.topic_partitions,
@@ -693,17 +700,12 @@ def expire_holds_command(data_dir: DataDir = None) -> None:
     """Run the hold-release job once (docs/design.md §5.11): every booking neither attended nor cancelled within
     TIMECREDITS_HOLD_RELEASE_HOURS after its session gives its credits back. Finds a running `timecredits up` on
     the same data dir by itself, else uses DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS."""
-    from infra.embedded import running_broker
     from producers.kafka import EventProducer
     from timecredits.expiry import expire_holds
 
     settings = get_settings()
     directory = _data_dir(settings, data_dir)
-    bootstrap = settings.kafka_bootstrap_servers or running_broker(directory)
-    if not bootstrap:
-        console.print(f"[red]No broker to send the releases to[/red]: no `timecredits up` is running on {directory}. "
-                      "Start it (with the same --data-dir), or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.")
-        raise typer.Exit(code=2)
+    bootstrap = _broker_of(settings, directory, "the releases")
     with _ledger_engine(settings, directory) as engine, \
             EventProducer(bootstrap, topic_prefix=settings.topic_prefix) as producer:
         count = expire_holds(engine, producer, datetime.now(UTC), settings.hold_release_hours)

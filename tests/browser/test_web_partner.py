@@ -1,6 +1,6 @@
 """The partner's front desk in Debian's Chromium against the real stack (PostgreSQL, broker, worker, API): it lists
-an opportunity and changes it, marks bookings attended, cancelled or not come to, and takes credits with a scanned spend code
-after seeing the amount; every page checked with axe-core at phone and desktop sizes and used with the keyboard
+an opportunity and changes it, marks bookings attended, cancelled or not come to, and takes credits with a scanned
+spend code after seeing the amount; every page checked with axe-core at phone and desktop sizes and used with the keyboard
 (docs/design.md §8.3). A desk sees and changes its own partner's opportunities and bookings only."""
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ def test_each_entry_kind_has_the_postings_of_design_section_3() -> None:
      "volunteer:v"),
     (lambda b: MarkNoShow(uuid.uuid4(), NOW, b, forfeit=True), EntryKind.BOOKING_NO_SHOW, "partner:p"),
 ], ids=["lapsed", "missed-costs-nothing", "missed-costs-the-booking"])
-def test_a_lapse_or_a_no_show_settles_the_booking_once(settle, kind: EntryKind, receiver: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_lapse_or_a_no_show_settles_the_booking_once(settle, kind: EntryKind,  # type: ignore[no-untyped-def]
+                                                       receiver: str) -> None:
     view = BatchView({"volunteer:v": 500}, {})
     booking = BookOpportunity(uuid.uuid4(), NOW, "v", "p", 200, "o")
     _apply(view, booking)
