@@ -60,7 +60,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                rate_limits: RateLimits | None = None, policy: IntakePolicy = DEFAULT_POLICY,
                spend_code_guesses: int = _DEFAULTS.spend_code_guesses, mailer: SmtpMailer | None = None,
                dev_mailbox_dir: Path | None = None,
-               max_upload_bytes: int = _DEFAULTS.max_upload_bytes) -> FastAPI:
+               max_upload_bytes: int = _DEFAULTS.max_upload_bytes,
+               no_show_forfeit: bool = _DEFAULTS.no_show_cost == "full") -> FastAPI:
     """The app, for `services` already made (tests) or for the given endpoints (created at start-up)."""
 
     @asynccontextmanager
@@ -78,6 +79,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                 publish_timeout_s=publish_timeout_s,
                 reads=FastReads(database_url),
                 policy=policy,
+                no_show_forfeit=no_show_forfeit,
                 spend_code_guesses=spend_code_guesses,
                 mailer=mailer,
                 dev_mailbox_dir=dev_mailbox_dir,

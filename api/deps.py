@@ -30,6 +30,8 @@ class Services:
     reads: FastReads | None = None
     #: The programme's settings the intake rules apply, as the worker does (docs/design.md §5.6).
     policy: IntakePolicy = DEFAULT_POLICY
+    #: The programme's no-show cost (docs/design.md §5.11): true, a missed booking's credits go to the partner.
+    no_show_forfeit: bool = False
     #: Wrong spend codes an actor may type in 15 minutes.
     spend_code_guesses: int = 10
     #: Sends the web app's sign-in links (docs/design.md §8.1); None where no mail server is set up.

@@ -21,4 +21,5 @@ app = create_app(
     mailer=SmtpMailer(_settings) if _settings.smtp_host else None,
     dev_mailbox_dir=_settings.dev_mailbox_dir,
     max_upload_bytes=_settings.max_upload_bytes,
+    no_show_forfeit=_settings.no_show_cost == "full",
 )

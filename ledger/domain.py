@@ -29,12 +29,14 @@ class EntryKind(StrEnum):
     OPPORTUNITY_BOOKED = "opportunity_booked"
     BOOKING_CANCELLED = "booking_cancelled"
     BOOKING_ATTENDED = "booking_attended"
+    BOOKING_EXPIRED = "booking_expired"
+    BOOKING_NO_SHOW = "booking_no_show"
     CREDITS_REDEEMED = "credits_redeemed"
     CREDITS_GIFTED = "credits_gifted"
     ENTRY_REVERSED = "entry_reversed"
 
 
-#: Kinds a reversal may undo. Settling a booking (cancel, attend) is final, and so is a reversal.
+#: Kinds a reversal may undo. Settling a booking (cancel, attend, lapse, no-show) is final, and so is a reversal.
 REVERSIBLE_KINDS = frozenset(
     {
         EntryKind.HOURS_APPROVED,
@@ -59,6 +61,7 @@ class Reason(StrEnum):
     NOT_YOURS_TO_CORRECT = "not_yours_to_correct"
     CORRECTION_WINDOW_CLOSED = "correction_window_closed"
     INVALID_ID = "invalid_id"
+    WRONG_PARTNER = "wrong_partner"
 
 
 class Rejection(Exception):
@@ -117,6 +120,27 @@ class AttendBooking:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpireBooking:
+    """A hold that lapsed (docs/design.md §5.11): the held credits go back to the volunteer."""
+
+    event_id: UUID
+    occurred_at: datetime
+    booking_event_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class MarkNoShow:
+    """The volunteer did not come (docs/design.md §5.11): the held credits go to the partner when `forfeit`, else
+    back to the volunteer. `partner_id` is the partner who says so, None for an admin, who may for any."""
+
+    event_id: UUID
+    occurred_at: datetime
+    booking_event_id: UUID
+    forfeit: bool
+    partner_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RedeemCredits:
     """Spend credits directly with a partner."""
 
@@ -157,6 +181,8 @@ LedgerCommand = (
     | BookOpportunity
     | CancelBooking
     | AttendBooking
+    | ExpireBooking
+    | MarkNoShow
     | RedeemCredits
     | GiftCredits
     | ReverseEntry
@@ -190,7 +216,7 @@ class RecordedEntry:
     volunteer_id: str | None
     org_id: str | None
     opportunity_id: str | None
-    closed: bool  # reversed, or (for a booking) cancelled or attended: nothing may refer to it again
+    closed: bool  # reversed, or (for a booking) settled: nothing may refer to it again
     occurred_at: datetime | None = None
 
 
@@ -252,7 +278,8 @@ def _open_booking(booking_event_id: UUID, view: LedgerView) -> RecordedEntry:
     if booking.kind is not EntryKind.OPPORTUNITY_BOOKED:
         raise Rejection(Reason.NOT_A_BOOKING, f"entry {booking_event_id} is a {booking.kind.value}, not a booking")
     if booking.closed:
-        raise Rejection(Reason.BOOKING_CLOSED, f"booking {booking_event_id} was already cancelled, attended or reversed")
+        raise Rejection(Reason.BOOKING_CLOSED, f"booking {booking_event_id} was already settled "
+                                               f"(attended, cancelled, released, missed or reversed)")
     return booking
 
 
@@ -260,14 +287,26 @@ def _held_amount(booking: RecordedEntry) -> int:
     return next(p.amount for p in booking.postings if p.amount > 0)
 
 
-def _settle(c: CancelBooking | AttendBooking, view: LedgerView) -> EntryDraft:
-    """Release a booking's held credits: back to the volunteer (cancelled) or on to the partner (attended)."""
+Settlement = CancelBooking | AttendBooking | ExpireBooking | MarkNoShow
+
+
+def _settle(c: Settlement, view: LedgerView) -> EntryDraft:
+    """Release a booking's held credits: back to the volunteer (cancelled, lapsed, a no-show that costs nothing)
+    or on to the partner (attended, a no-show that costs the booking)."""
     booking = _open_booking(c.booking_event_id, view)
     assert booking.volunteer_id is not None and booking.org_id is not None
+    to_volunteer, to_partner = volunteer_account(booking.volunteer_id), partner_account(booking.org_id)
     if isinstance(c, CancelBooking):
-        kind, receiver = EntryKind.BOOKING_CANCELLED, volunteer_account(booking.volunteer_id)
+        kind, receiver = EntryKind.BOOKING_CANCELLED, to_volunteer
+    elif isinstance(c, AttendBooking):
+        kind, receiver = EntryKind.BOOKING_ATTENDED, to_partner
+    elif isinstance(c, ExpireBooking):
+        kind, receiver = EntryKind.BOOKING_EXPIRED, to_volunteer
     else:
-        kind, receiver = EntryKind.BOOKING_ATTENDED, partner_account(booking.org_id)
+        if c.partner_id is not None and c.partner_id != booking.org_id:
+            raise Rejection(Reason.WRONG_PARTNER,
+                            f"booking {c.booking_event_id} is not of an opportunity of {c.partner_id}")
+        kind, receiver = EntryKind.BOOKING_NO_SHOW, to_partner if c.forfeit else to_volunteer
     return EntryDraft(
         c.event_id,
         kind,
@@ -365,6 +404,8 @@ _DRAFTERS = {
     BookOpportunity: _book,
     CancelBooking: _settle,
     AttendBooking: _settle,
+    ExpireBooking: _settle,
+    MarkNoShow: _settle,
     RedeemCredits: _redeem,
     GiftCredits: _gift,
     ReverseEntry: _reverse,

@@ -229,6 +229,24 @@ class BookingAttended(ActivityPayload):
     volunteer_id: Id
 
 
+class BookingExpired(ActivityPayload):
+    """A hold that lapsed: neither attended nor cancelled in time after its session (docs/design.md §5.11).
+    Produced by the hold-release job only, with an event id derived from the booking's."""
+
+    booking_event_id: UUID
+    volunteer_id: Id
+
+
+class BookingNoShow(ActivityPayload):
+    """The partner says the volunteer did not come (docs/design.md §5.11). `forfeit` is the programme's no-show
+    cost as the API applied it when it accepted the request: true, the held credits go to the partner; false,
+    back to the volunteer. On the event, so a replay decides the same whatever the settings are by then."""
+
+    booking_event_id: UUID
+    volunteer_id: Id
+    forfeit: StrictBool
+
+
 class CreditsRedeemed(ActivityPayload):
     volunteer_id: Id
     partner_id: Id
@@ -454,6 +472,8 @@ _PAYLOAD_CLASSES: tuple[type[EventPayload], ...] = (
     OpportunityBooked,
     BookingCancelled,
     BookingAttended,
+    BookingExpired,
+    BookingNoShow,
     CreditsRedeemed,
     CreditsGifted,
     EntryReversed,
@@ -478,6 +498,8 @@ Payload = (
     | OpportunityBooked
     | BookingCancelled
     | BookingAttended
+    | BookingExpired
+    | BookingNoShow
     | CreditsRedeemed
     | CreditsGifted
     | EntryReversed

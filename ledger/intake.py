@@ -12,15 +12,17 @@ from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
-from ledger.actors import is_admin, org_of, volunteer_actor
+from ledger.actors import HOLD_RELEASE_ACTOR, is_admin, org_of, volunteer_actor
 from ledger.amounts import format_credits, minutes_to_hundredths
 from ledger.domain import (
     AttendBooking,
     BookOpportunity,
     CancelBooking,
     EarnCredits,
+    ExpireBooking,
     GiftCredits,
     LedgerCommand,
+    MarkNoShow,
     RedeemCredits,
     Rejection,
     ReverseEntry,
@@ -28,6 +30,8 @@ from ledger.domain import (
 from ledger.events import (
     BookingAttended,
     BookingCancelled,
+    BookingExpired,
+    BookingNoShow,
     ConsentChanged,
     CreditsGifted,
     CreditsRedeemed,
@@ -390,6 +394,26 @@ def _attended(event: DecodedEvent, p: BookingAttended, _: RegistryView) -> Plan:
     return Plan(event, command=AttendBooking(event.event_id, event.envelope.occurred_at, p.booking_event_id))
 
 
+def _expired(event: DecodedEvent, p: BookingExpired, _: RegistryView) -> Plan:
+    """Only the programme's hold-release job releases a hold that lapsed (docs/design.md §5.11)."""
+    if event.envelope.actor != HOLD_RELEASE_ACTOR:
+        raise Rejection(IntakeReason.AUTHORISATION_REQUIRED,
+                        "only the programme's hold-release job releases a booking that was not attended")
+    return Plan(event, command=ExpireBooking(event.event_id, event.envelope.occurred_at, p.booking_event_id))
+
+
+def _no_show(event: DecodedEvent, p: BookingNoShow, _: RegistryView) -> Plan:
+    """The partner whose opportunity it is (checked against the booking by the ledger's rules) or an admin says
+    the volunteer did not come (docs/design.md §5.11)."""
+    actor = event.envelope.actor
+    partner_id = org_of(actor)
+    if partner_id is None and not is_admin(actor):
+        raise Rejection(IntakeReason.AUTHORISATION_REQUIRED,
+                        "only the partner whose opportunity it is, or an admin, says a volunteer did not come")
+    return Plan(event, command=MarkNoShow(event.event_id, event.envelope.occurred_at, p.booking_event_id, p.forfeit,
+                                          partner_id))
+
+
 def _redeemed(event: DecodedEvent, p: CreditsRedeemed, registry: RegistryView) -> Plan:
     _volunteer(registry, p.volunteer_id)
     _organisation(registry, p.partner_id, "partner")
@@ -496,6 +520,8 @@ _PLANNERS = {
     OpportunityBooked: _booked,
     BookingCancelled: _cancelled,
     BookingAttended: _attended,
+    BookingExpired: _expired,
+    BookingNoShow: _no_show,
     CreditsRedeemed: _redeemed,
     CreditsGifted: _gifted,
     EntryReversed: _reversed,
@@ -625,6 +651,6 @@ class Places:
         self._offers.get(opportunity_id, {}).pop(volunteer_id, None)
 
     def free(self, opportunity_id: str) -> None:
-        """A booking settled (cancelled, attended, reversed, lapsed): its place is free again."""
+        """A booking settled (cancelled, attended, reversed, lapsed, missed): its place is free again."""
         if self._open.get(opportunity_id, 0) > 0:
             self._open[opportunity_id] -= 1

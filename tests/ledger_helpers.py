@@ -15,8 +15,10 @@ from ledger.domain import (
     BookOpportunity,
     CancelBooking,
     EarnCredits,
+    ExpireBooking,
     GiftCredits,
     LedgerCommand,
+    MarkNoShow,
     Posting,
     RedeemCredits,
     ReverseEntry,
@@ -24,6 +26,8 @@ from ledger.domain import (
 from ledger.events import (
     BookingAttended,
     BookingCancelled,
+    BookingExpired,
+    BookingNoShow,
     CreditsGifted,
     CreditsRedeemed,
     DecodedEvent,
@@ -38,6 +42,7 @@ from ledger.events import (
     decode_event,
     encode_event,
 )
+from ledger.actors import HOLD_RELEASE_ACTOR, admin_actor, org_actor
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
 from ledger.actors import admin_actor
 from ledger.intake import DEFAULT_POLICY, MAX_MINUTES_A_DAY, own_actor
@@ -181,6 +186,7 @@ class LedgerDriver:
 
     def event(self, command: LedgerCommand) -> DecodedEvent:
         payload: EventPayload
+        actor: str | None = None
         match command:
             case EarnCredits():
                 minutes = round(command.amount * 60 / DEFAULT_HUNDREDTHS_PER_HOUR)
@@ -194,6 +200,14 @@ class LedgerDriver:
                 cls = BookingCancelled if isinstance(command, CancelBooking) else BookingAttended
                 payload = cls(booking_event_id=command.booking_event_id,
                               volunteer_id=self._volunteer_of.get(command.booking_event_id, "nobody"))
+            case ExpireBooking():
+                payload = BookingExpired(booking_event_id=command.booking_event_id,
+                                         volunteer_id=self._volunteer_of.get(command.booking_event_id, "nobody"))
+                actor = HOLD_RELEASE_ACTOR
+            case MarkNoShow():
+                payload = BookingNoShow(booking_event_id=command.booking_event_id, forfeit=command.forfeit,
+                                        volunteer_id=self._volunteer_of.get(command.booking_event_id, "nobody"))
+                actor = admin_actor(None) if command.partner_id is None else org_actor(command.partner_id)
             case RedeemCredits():
                 payload = CreditsRedeemed(volunteer_id=command.volunteer_id, partner_id=command.partner_id,
                                           amount=command.amount)
@@ -206,7 +220,7 @@ class LedgerDriver:
                                         reason="test")
         self._volunteer_of.setdefault(command.event_id, getattr(payload, "volunteer_id", None)
                                       or getattr(payload, "from_volunteer_id", "nobody"))
-        return as_event(payload, command.event_id, command.occurred_at)
+        return as_event(payload, command.event_id, command.occurred_at, actor)
 
     def _day_for(self, command: EarnCredits, minutes: int) -> date:
         """The day the hours were worked: the event's own, or the latest before it with room, so that a test may

@@ -27,6 +27,7 @@ from producers.cli import EXIT_CODES_HELP
 from timecredits.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from producers.kafka import EventProducer
     from timecredits.supervisor import Supervised, Supervisor
 
 app = typer.Typer(help="timecredits: a volunteering and time-credits ledger.", no_args_is_help=True)
@@ -53,6 +54,18 @@ def _ledger_engine(settings: Settings, data_dir: Path) -> Iterator[Engine]:
             yield engine
         finally:
             engine.dispose()
+
+
+def _broker_of(settings: Settings, data_dir: Path, what: str) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, or the broker of a `timecredits up` running on `data_dir`; exit 2 when neither."""
+    from infra.embedded import running_broker
+
+    bootstrap = settings.kafka_bootstrap_servers or running_broker(data_dir)
+    if not bootstrap:
+        console.print(f"[red]No broker to send {what} to[/red]: no `timecredits up` is running on {data_dir}. "
+                      "Start it (with the same --data-dir), or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.")
+        raise typer.Exit(code=2)
+    return bootstrap
 
 
 def _runtime_role(owner_url: str, settings: Settings, data_dir: Path) -> str:
@@ -525,17 +538,12 @@ def import_hours(
     what happened in credits; re-running it adds nothing. Each row's volunteer is the organisation's own reference
     for them, or their volunteer id. Finds a running `timecredits up` on the same data dir by itself, else uses
     DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS."""
-    from infra.embedded import running_broker
     from ledger.intake import IntakePolicy
     from producers.cli import import_hours_command
 
     settings = get_settings()
     directory = _data_dir(settings, data_dir)
-    bootstrap = settings.kafka_bootstrap_servers or running_broker(directory)
-    if not bootstrap:
-        console.print(f"[red]No broker to send the hours to[/red]: no `timecredits up` is running on {directory}. "
-                      "Start it (with the same --data-dir), or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL.")
-        raise typer.Exit(code=2)
+    bootstrap = _broker_of(settings, directory, "the hours")
     with running_services(settings, directory, need_broker=False) as endpoints:
         assert endpoints.database_url is not None
         code = import_hours_command(file, org, approve, report, bootstrap, settings.topic_partitions,
@@ -697,12 +705,16 @@ def up(
                 lead_token, _ = create_token(engine, Role.LEAD, label="demo dashboard")
                 console.print(f"[bold]lead token (sign in to the dashboard at {url}/): {lead_token}[/bold]")
             console.print("running; press Ctrl-C to stop")
-            next_offers = 0.0
-            while keep_going():
-                if time.monotonic() >= next_offers:
-                    _offer_places_once(engine, settings)
-                    next_offers = time.monotonic() + settings.waitlist_interval_s
-                stop.wait(0.5)
+            with EventProducer(endpoints.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix) as producer:
+                jobs = [(settings.waitlist_interval_s, lambda: _offer_places_once(engine, settings)),
+                        (settings.hold_release_interval_s, lambda: _expire_holds_once(engine, producer, settings))]
+                due = [0.0] * len(jobs)
+                while keep_going():
+                    for index, (interval_s, job) in enumerate(jobs):
+                        if time.monotonic() >= due[index]:
+                            job()
+                            due[index] = time.monotonic() + interval_s
+                    stop.wait(0.5)
         except (_Interrupted, LoadInterrupted) as exc:
             if supervisor.failure is None and not stop.is_set():
                 raise
@@ -731,6 +743,37 @@ def _offer_places_once(engine: Engine, settings: Settings) -> None:
     for offer in run.offered:
         console.print(f"waiting list: a place on {offer.opportunity_id} offered to {offer.volunteer_id} "
                       f"until {offer.offered_until:%Y-%m-%d %H:%M} UTC")
+
+
+def _expire_holds_once(engine: Engine, producer: EventProducer, settings: Settings) -> None:
+    """One run of the hold-release job inside `up`; a failure is reported and the next run tries again."""
+    from timecredits.expiry import expire_holds
+
+    try:
+        count = expire_holds(engine, producer, datetime.now(UTC), settings.hold_release_hours)
+    except Exception as exc:  # noqa: BLE001 - the job must not stop the programme; it runs again on the timer
+        console.print(f"[yellow]holds: lapsed bookings not released this time ({type(exc).__name__}: {exc})[/yellow]")
+        return
+    if count:
+        console.print(f"holds: {count} bookings not attended within {settings.hold_release_hours:g} hours released")
+
+
+@app.command("expire-holds")
+def expire_holds_command(data_dir: DataDir = None) -> None:
+    """Run the hold-release job once (docs/design.md §5.11): every booking neither attended nor cancelled within
+    TIMECREDITS_HOLD_RELEASE_HOURS after its session gives its credits back. Finds a running `timecredits up` on
+    the same data dir by itself, else uses DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS."""
+    from producers.kafka import EventProducer
+    from timecredits.expiry import expire_holds
+
+    settings = get_settings()
+    directory = _data_dir(settings, data_dir)
+    bootstrap = _broker_of(settings, directory, "the releases")
+    with _ledger_engine(settings, directory) as engine, \
+            EventProducer(bootstrap, topic_prefix=settings.topic_prefix) as producer:
+        count = expire_holds(engine, producer, datetime.now(UTC), settings.hold_release_hours)
+    console.print(f"{count} bookings not attended within {settings.hold_release_hours:g} hours of their session "
+                  "released: their credits go back to the volunteers once the ledger worker applies them")
 
 
 @app.command("waitlist-offers")

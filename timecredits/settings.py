@@ -5,7 +5,7 @@ import ipaddress
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 #: The shortest `TIMECREDITS_ADMIN_TOKEN` accepted: 32 characters, as a generated token is 46.
 MIN_ADMIN_TOKEN_LENGTH = 32
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg2"}
+#: What a volunteer's no-show costs them (docs/design.md §5.11).
+NoShowCost = Literal["nothing", "full"]
 
 
 def sqlalchemy_database_url(url: str, name: str = "DATABASE_URL") -> str:
@@ -71,6 +73,13 @@ class Settings(BaseSettings):
     waitlist_offer_hours: float = Field(default=24.0, gt=0, le=24 * 30, alias="TIMECREDITS_WAITLIST_OFFER_HOURS")
     #: How often `timecredits up` runs the offer job, in seconds.
     waitlist_interval_s: float = Field(default=60.0, gt=0, alias="TIMECREDITS_WAITLIST_INTERVAL")
+    #: Hours after its session (or, undated, after the booking) that a booking neither attended nor cancelled
+    #: gives its held credits back to the volunteer (docs/design.md §5.11).
+    hold_release_hours: float = Field(default=72.0, gt=0, le=24 * 365, alias="TIMECREDITS_HOLD_RELEASE_HOURS")
+    #: How often `timecredits up` runs the hold-release job, in seconds.
+    hold_release_interval_s: float = Field(default=300.0, gt=0, alias="TIMECREDITS_HOLD_RELEASE_INTERVAL")
+    #: What a no-show costs the volunteer: `nothing` (the credits go back) or `full` (they go to the partner).
+    no_show_cost: NoShowCost = Field(default="nothing", alias="TIMECREDITS_NO_SHOW_COST")
     #: The mail server that sends sign-in links (docs/design.md §8.1); unset, `up` starts a development
     #: mailbox and points the API at it (§8.4).
     smtp_host: str | None = Field(default=None, alias="TIMECREDITS_SMTP_HOST")

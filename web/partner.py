@@ -1,6 +1,7 @@
 """The partner's front desk (docs/design.md §8.3): its opportunities (list, create, edit) and its open bookings
-(attended or cancelled). A front desk acts as its organisation, `org:{id}`, through the same service functions
-as `POST /v1/opportunities`, `PATCH /v1/opportunities/{id}` and `POST /v1/bookings/{id}/attend|cancel`."""
+(attended, cancelled, or did not come). A front desk acts as its organisation, `org:{id}`, through the same service
+functions as `POST /v1/opportunities`, `PATCH /v1/opportunities/{id}` and
+`POST /v1/bookings/{id}/attend|cancel|no-show`."""
 from __future__ import annotations
 
 import re
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
+from api.deps import Services
 from api.errors import ApiError
 from api.services import bookings, opportunities
 from ledger.pg import schema
@@ -242,8 +244,11 @@ def _bookings_page(request: Request, session: Session, outcome: str | None = Non
     rows = bookings.open_of_partner(_services(request), org_id)
     listed = [{"id": b.event_id, "volunteer": b.volunteer_id, "title": b.title, "when": when(b.starts_at),
                "held": credits(b.held)} for b in rows]
+    no_show = ("If someone did not come, the credits come to you as if they had."
+               if _services(request).no_show_forfeit else
+               "If someone did not come, the credits go back to them.")
     return _page(request, "partner/bookings.html", status_code, title="Open bookings", session=session,
-                 listed=listed, outcome=outcome, refused=refused)
+                 listed=listed, outcome=outcome, refused=refused, no_show=no_show)
 
 
 @router.get("/open-bookings", response_class=HTMLResponse)
@@ -251,10 +256,27 @@ def bookings_page(request: Request, session: SignedIn) -> HTMLResponse:
     return _bookings_page(request, session)
 
 
-def _settle(request: Request, session: Session, event_id: UUID, attended: bool) -> HTMLResponse:
+#: What the desk says of a booking: the service function that settles it, and what the page then says happened.
+_SETTLEMENTS = {
+    "attend": (bookings.attend, "Marked attended: volunteer {volunteer} paid {amount}."),
+    "cancel": (bookings.cancel, "Cancelled: volunteer {volunteer} has {amount} back."),
+}
+
+
+def _no_show_words(services: Services) -> str:
+    """What a no-show does, as the programme's setting says (docs/design.md §5.11)."""
+    if services.no_show_forfeit:
+        return "Marked as did not come: volunteer {volunteer} paid {amount}, as if they had come."
+    return "Marked as did not come: volunteer {volunteer} has {amount} back."
+
+
+def _settle(request: Request, session: Session, event_id: UUID, how: str) -> HTMLResponse:
     person, org_id = _desk(session)
     services = _services(request)
-    settle = bookings.attend if attended else bookings.cancel
+    if how == "no-show":
+        settle, words = bookings.no_show, _no_show_words(services)
+    else:
+        settle, words = _SETTLEMENTS[how]
     try:
         found = bookings.booking(services, event_id)
         held = next((b.held for b in bookings.open_of_partner(services, org_id)
@@ -267,10 +289,8 @@ def _settle(request: Request, session: Session, event_id: UUID, attended: bool) 
         return _bookings_page(request, session, f"Nothing was changed: {refusal(refused.code)}.", True, 422)
     status, reason = _wait_outcome(services, settled)
     amount = credits(held) if held is not None else "the held credits"
-    if status == "applied" and attended:
-        outcome = f"Marked attended: volunteer {found.volunteer_id} paid {amount}."
-    elif status == "applied":
-        outcome = f"Cancelled: volunteer {found.volunteer_id} has {amount} back."
+    if status == "applied":
+        outcome = words.format(volunteer=found.volunteer_id, amount=amount)
     elif status == "rejected":
         return _bookings_page(request, session, f"Nothing was changed: {refusal(reason or '')}.", True)
     else:
@@ -281,10 +301,16 @@ def _settle(request: Request, session: Session, event_id: UUID, attended: bool) 
 @router.post("/open-bookings/{event_id}/attend", response_class=HTMLResponse)
 def attend(request: Request, event_id: UUID, session: SignedIn, csrf_token: CsrfToken = "") -> HTMLResponse:
     _check_csrf(session, csrf_token)
-    return _settle(request, session, event_id, attended=True)
+    return _settle(request, session, event_id, "attend")
 
 
 @router.post("/open-bookings/{event_id}/cancel", response_class=HTMLResponse)
 def cancel(request: Request, event_id: UUID, session: SignedIn, csrf_token: CsrfToken = "") -> HTMLResponse:
     _check_csrf(session, csrf_token)
-    return _settle(request, session, event_id, attended=False)
+    return _settle(request, session, event_id, "cancel")
+
+
+@router.post("/open-bookings/{event_id}/no-show", response_class=HTMLResponse)
+def no_show(request: Request, event_id: UUID, session: SignedIn, csrf_token: CsrfToken = "") -> HTMLResponse:
+    _check_csrf(session, csrf_token)
+    return _settle(request, session, event_id, "no-show")

@@ -83,6 +83,10 @@ def _line_words(kind: EntryKind, amount: int, org: str | None, title: str | None
         return f"Held {value} for {title}{at}" if title else f"Held {value} for a booking{at}"
     if kind is EntryKind.BOOKING_CANCELLED:
         return f"{value.capitalize()} back: {title or 'a booking'} was cancelled"
+    if kind is EntryKind.BOOKING_EXPIRED:
+        return f"{value.capitalize()} back. Booking released: {title or 'a booking'} was not attended in time"
+    if kind is EntryKind.BOOKING_NO_SHOW:
+        return f"{value.capitalize()} back. Did not come to {title or 'a booking'}{at}"
     if kind in (EntryKind.CREDITS_REDEEMED, EntryKind.BOOKING_ATTENDED):
         return f"Paid {value}{at}" + (f" for {title}" if title else "")
     if kind is EntryKind.CREDITS_GIFTED:

@@ -121,6 +121,13 @@ def attend_booking(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin)
     return Accepted(event_id=bookings.attend(services, principal, event_id))
 
 
+@router.post("/bookings/{event_id}/no-show", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
+def no_show(event_id: UUID, services: ServicesDep, principal: OrgOrAdmin) -> Accepted:
+    """The partner says the volunteer did not come; the held credits go back to the volunteer, or to the partner
+    when the programme's `TIMECREDITS_NO_SHOW_COST` is `full`. A booking settled already: 409 `booking_closed`."""
+    return Accepted(event_id=bookings.no_show(services, principal, event_id))
+
+
 @router.post("/redemptions", status_code=202, response_model=Accepted, responses=WRITE_ERRORS)
 def redeem(body: Redeem, services: ServicesDep, principal: VolunteerOrgOrAdmin) -> Accepted:
     """Spend credits directly with a partner: by the volunteer, or by the partner with the volunteer's spend code."""

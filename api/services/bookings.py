@@ -1,6 +1,7 @@
-"""Bookings after they are made, for the API and the web app alike (docs/design.md §5, §8.2): who may cancel
-or confirm one (attended, the held credits go to the partner; cancelled, back to the volunteer; each one event,
-decided by the worker), and which bookings are still open."""
+"""Bookings after they are made, for the API and the web app alike (docs/design.md §5, §8.2, §5.11): who may
+cancel one, confirm it or say the volunteer did not come (attended, the held credits go to the partner;
+cancelled, back to the volunteer; missed, as the programme's no-show cost says; each one event, decided by the
+worker), and which bookings are still open."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,15 +17,16 @@ from api.errors import ApiError
 from api.publishing import publish
 from ledger.accounts import holds_account
 from ledger.domain import EntryKind
-from ledger.events import BookingAttended, BookingCancelled
+from ledger.events import BookingAttended, BookingCancelled, BookingNoShow
 from ledger.pg import registry, schema
 
 
 def booking(services: Services, event_id: UUID) -> Row[Any]:
-    """The applied booking `event_id` (its volunteer and partner), or 404."""
-    e = schema.entries
+    """The applied booking `event_id` (its volunteer, its partner, and whether an entry settled it), or 404."""
+    e, settled = schema.entries, schema.entries.alias("settled")
     with services.engine.connect() as conn:
-        found = conn.execute(select(e.c.volunteer_id, e.c.org_id).where(
+        found = conn.execute(select(e.c.volunteer_id, e.c.org_id,
+                                    exists().where(settled.c.related_entry_id == e.c.id).label("closed")).where(
             e.c.event_id == event_id, e.c.kind == EntryKind.OPPORTUNITY_BOOKED.value)).first()
     if found is None:
         raise ApiError(404, "unknown_booking", f"no booking {event_id} (if just made, wait until "
@@ -54,7 +56,7 @@ class OpenBooking:
 
 
 def _unsettled():  # type: ignore[no-untyped-def]
-    """Booking entries not yet settled: no cancellation, attendance or reversal relates to them."""
+    """Booking entries not yet settled: no cancellation, attendance, lapse, no-show or reversal relates to them."""
     e, r = schema.entries, schema.entries.alias("settled")
     return (e.c.kind == EntryKind.OPPORTUNITY_BOOKED.value) & ~exists().where(r.c.related_entry_id == e.c.id)
 
@@ -91,6 +93,23 @@ def attend(services: Services, principal: Principal, event_id: UUID) -> UUID:
     return publish(services, principal, payload).event_id
 
 
+def no_show(services: Services, principal: Principal, event_id: UUID) -> UUID:
+    """The partner (or an admin) says the volunteer did not come. The programme's no-show cost is applied here, once,
+    and travels on the event (`forfeit`), so the worker and any replay decide the same (docs/design.md §5.11).
+    A booking settled already is refused at once; two racing are told apart by the worker. The event's id."""
+    found = booking(services, event_id)
+    if principal.role not in (Role.ORG, Role.ADMIN):
+        raise forbid("the partner says whether a volunteer came")
+    if principal.role is Role.ORG and principal.org_id != found.org_id:
+        raise forbid("an organisation marks no-shows at its own opportunities only")
+    if found.closed:
+        raise ApiError(409, "booking_closed", f"booking {event_id} was already settled "
+                                              f"(attended, cancelled, released, missed or reversed)")
+    payload = BookingNoShow(booking_event_id=event_id, volunteer_id=found.volunteer_id,
+                            forfeit=services.no_show_forfeit)
+    return publish(services, principal, payload).event_id
+
+
 @dataclass(frozen=True, slots=True)
 class PartnerBooking:
     event_id: UUID
@@ -102,7 +121,7 @@ class PartnerBooking:
 
 
 def open_of_partner(services: Services, partner_id: str, limit: int = 500) -> list[PartnerBooking]:
-    """A partner's bookings neither attended, cancelled nor reversed (no entry settles them), soonest first."""
+    """A partner's bookings no entry settles yet (attended, cancelled, released, missed, reversed), soonest first."""
     e, settled, op, p = schema.entries, schema.entries.alias("settled"), schema.opportunities, schema.postings
     held = select(func.max(p.c.amount)).where(p.c.entry_id == e.c.id).scalar_subquery()
     query = (select(e.c.event_id, e.c.volunteer_id, e.c.opportunity_id, op.c.title, op.c.starts_at,

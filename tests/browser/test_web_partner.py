@@ -1,6 +1,6 @@
 """The partner's front desk in Debian's Chromium against the real stack (PostgreSQL, broker, worker, API): it lists
-an opportunity and changes it, marks bookings attended or cancelled, and takes credits with a scanned spend code
-after seeing the amount; every page checked with axe-core at phone and desktop sizes and used with the keyboard
+an opportunity and changes it, marks bookings attended, cancelled or not come to, and takes credits with a scanned
+spend code after seeing the amount; every page checked with axe-core at phone and desktop sizes and used with the keyboard
 (docs/design.md §8.3). A desk sees and changes its own partner's opportunities and bookings only."""
 from __future__ import annotations
 
@@ -201,8 +201,52 @@ def test_a_front_desk_lists_an_opportunity_changes_it_and_settles_its_bookings(
         client, csrf = _client(partner, partner.desk)
         with client:  # a booking settled already is settled once
             again = client.post(f"/app/open-bookings/{booked[0]}/attend", data={"csrf_token": csrf})
-            assert "Nothing was changed: that booking was attended or cancelled already." in again.text
+            assert ("Nothing was changed: that booking was settled already (attended, cancelled, missed or released)."
+                    in again.text)
         assert _available(partner, partner.volunteer_token, volunteer_id) == f"{float(before) + 2:.2f}"
+    finally:
+        context.close()
+
+
+def test_a_front_desk_marks_a_volunteer_who_did_not_come(partner: PartnerStack, browser: Any,
+                                                          screenshot_dir: Path) -> None:
+    """By default a no-show costs the volunteer nothing: the held credits go back (docs/design.md §5.11)."""
+    volunteer_id = partner.volunteer.volunteer_id
+    assert volunteer_id is not None
+    lido = partner.api.token("org", org_id=LIDO)
+    listed = partner.api.post("/v1/opportunities", lido, {"title": "Aqua aerobics", "category": "sport", "cost": "1.5",
+                                                           "area": AREA, "starts_at": "2030-07-02T09:00:00Z"})
+    assert listed.status_code == 201, listed.text
+    booked = partner.api.accepted(partner.api.post("/v1/bookings", partner.volunteer_token,
+                                                   {"opportunity_id": listed.json()["id"]}))
+    partner.api.applied(booked)
+    before = _available(partner, partner.volunteer_token, volunteer_id)
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, partner.url, people.new_card(partner.engine, partner.desk.id))
+        _follow(page, "Open bookings", partner.url + "/app/open-bookings")
+        assert "If someone did not come, the credits go back to them." in page.locator("main").inner_text()
+        row = page.locator("ul.items > li", has_text="Aqua aerobics")
+        assert "1.50 credits" in row.inner_text()
+        _shots(page, screenshot_dir, "bookings-no-show")
+        with page.expect_navigation():  # the answer, not the page before it
+            page.get_by_role("button", name=f"Did not come to Aqua aerobics: {volunteer_id}").press("Enter")
+        said = page.get_by_role("status").inner_text().strip()
+        assert said == f"Marked as did not come: volunteer {volunteer_id} has 1.50 credits back.", said
+        assert "Aqua aerobics" not in page.locator("main").inner_text()
+        _shots(page, screenshot_dir, "bookings-no-show-done")
+        assert _available(partner, partner.volunteer_token, volunteer_id) == f"{float(before) + 1.5:.2f}"
+        statement = partner.api.get(f"/v1/volunteers/{volunteer_id}/statement", partner.volunteer_token).json()
+        assert (statement["items"][0]["kind"], statement["items"][0]["amount"]) == ("booking_no_show", "1.50")
+
+        client, csrf = _client(partner, partner.desk)
+        with client:  # settled once: a second "Did not come" changes nothing and says so in words
+            again = client.post(f"/app/open-bookings/{booked}/no-show", data={"csrf_token": csrf})
+            assert again.status_code == 422, again.text
+            assert ("Nothing was changed: that booking was settled already (attended, cancelled, missed or released)."
+                    in again.text)
+        assert _available(partner, partner.volunteer_token, volunteer_id) == f"{float(before) + 1.5:.2f}"
     finally:
         context.close()
 
@@ -276,8 +320,8 @@ def test_volunteers_and_coordinators_cannot_use_the_front_desks_pages(partner: P
             for path in pages:
                 refused = client.get(path)
                 assert refused.status_code == 403 and "front desk" in refused.text, path
-            for path in (f"/app/open-bookings/{partner.arts_booking}/attend", f"/app/open-bookings/{partner.arts_booking}/cancel",
-                         "/app/listings/new"):
+            for path in (*(f"/app/open-bookings/{partner.arts_booking}/{action}"
+                           for action in ("attend", "cancel", "no-show")), "/app/listings/new"):
                 assert client.post(path, data={"csrf_token": csrf, "title": "x"}).status_code == 403, path
     desk, _ = _client(partner, partner.other_desk)
     with desk:
@@ -304,7 +348,7 @@ def test_a_desk_cannot_see_or_change_another_partners_opportunities_or_bookings(
         changed = client.post(path, data={"csrf_token": csrf, "title": "Lido pottery", "capacity": "",
                                           "start_date": "", "start_time": ""})
         assert changed.status_code == 403
-        for action in ("attend", "cancel"):
+        for action in ("attend", "cancel", "no-show"):
             assert client.post(f"/app/open-bookings/{partner.arts_booking}/{action}",
                                data={"csrf_token": csrf}).status_code == 403
         assert client.get("/app/listings/opp-nowhere/edit").status_code == 404
@@ -321,7 +365,7 @@ def test_the_front_desks_forms_without_their_csrf_token_change_nothing(partner: 
         for token in ("", "not-the-token"):
             refused = client.post("/app/listings/new", data={**form, "csrf_token": token})
             assert refused.status_code == 403 and "This form has expired" in refused.text
-            for action in ("attend", "cancel"):
+            for action in ("attend", "cancel", "no-show"):
                 assert client.post(f"/app/open-bookings/{partner.arts_booking}/{action}",
                                    data={"csrf_token": token}).status_code == 403
         with partner.engine.connect() as conn:

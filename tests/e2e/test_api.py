@@ -541,6 +541,60 @@ def test_a_booking_holds_credits_until_attended_or_cancelled(api: Api, world: Wo
     assert items[0]["related_event_id"] == by_admin and items[3]["related_event_id"] == booked
 
 
+def test_a_no_show_is_the_partners_or_an_admins_word_and_costs_what_the_programme_says(
+        api: Api, world: World, shared_stack: Stack) -> None:
+    volunteer_id, token = world.volunteer("ns-nia")
+    _, other_token = world.volunteer("ns-olu")
+    world.earn(volunteer_id, 300)  # 5.00
+    lido = world.org(World.LIDO)
+    booked = api.accepted(api.post("/v1/bookings", token, {"opportunity_id": World.SWIM}))
+    api.applied(booked, token)
+
+    # Who may not: the volunteer, another volunteer, a lead, another partner, a community organisation, nobody.
+    for who in (token, other_token, world.lead, world.org(World.ARTS), world.org(World.CLUB)):
+        expect(api.post(f"/v1/bookings/{booked}/no-show", who), 403, "forbidden")
+    expect(api.post(f"/v1/bookings/{booked}/no-show", None), 401, "unauthenticated")
+    expect(api.post(f"/v1/bookings/{uuid.uuid4()}/no-show", lido), 404, "unknown_booking")
+    expect(api.post("/v1/bookings/not-a-uuid/no-show", lido), 422, "invalid_request")
+    assert api.balance(volunteer_id)["held"] == "2.00"  # none of that changed anything
+
+    # The partner whose opportunity it is; by default a no-show costs the volunteer nothing.
+    missed = api.applied(api.accepted(api.post(f"/v1/bookings/{booked}/no-show", lido)), lido)
+    assert isinstance(missed["entry_id"], int)
+    assert api.balance(volunteer_id, token) == {"volunteer_id": volunteer_id, "balance": "5.00", "held": "0.00",
+                                                "available": "5.00"}
+    expect(api.post(f"/v1/bookings/{booked}/no-show", lido), 409, "booking_closed")
+    expect(api.post(f"/v1/bookings/{booked}/no-show", api.admin), 409, "booking_closed")
+    after = api.outcome(api.accepted(api.post(f"/v1/bookings/{booked}/attend", lido)), lido)
+    assert (after["status"], after["reason"]) == ("rejected", "booking_closed")
+    items = api.get(f"/v1/volunteers/{volunteer_id}/statement", token).json()["items"]
+    assert [(i["kind"], i["amount"], i["related_event_id"]) for i in items[:2]] == [
+        ("booking_no_show", "2.00", booked), ("opportunity_booked", "-2.00", None)]
+    expect(api.get(f"/v1/volunteers/{volunteer_id}/statement", other_token), 403, "forbidden")
+
+    # An admin may say so for any partner's booking.
+    by_admin = api.accepted(api.post("/v1/bookings", token, {"opportunity_id": World.CLASS}))
+    api.applied(by_admin, token)
+    api.applied(api.accepted(api.post(f"/v1/bookings/{by_admin}/no-show", api.admin)))
+    assert api.balance(volunteer_id)["available"] == "5.00"
+
+    # A programme whose no-shows cost the booking: the API applies its setting, the credits go to the partner.
+    env = {**shared_stack.env(), "TIMECREDITS_ADMIN_TOKEN": ADMIN_TOKEN, "TIMECREDITS_NO_SHOW_COST": "full"}
+    with ready_api(env, shared_stack.tmp / "api-no-show-full.log") as process:
+        full = Api(process.url, ADMIN_TOKEN)
+        try:
+            again = api.accepted(full.post("/v1/bookings", token, {"opportunity_id": World.SWIM}))
+            api.applied(again, token)
+            expect(full.post(f"/v1/bookings/{again}/no-show", world.org(World.ARTS)), 403, "forbidden")
+            api.applied(api.accepted(full.post(f"/v1/bookings/{again}/no-show", lido)), lido)
+        finally:
+            full.close()
+    assert api.balance(volunteer_id, token) == {"volunteer_id": volunteer_id, "balance": "3.00", "held": "0.00",
+                                                "available": "3.00"}
+    items = api.get(f"/v1/volunteers/{volunteer_id}/statement", token).json()["items"]
+    assert items[0]["kind"] == "opportunity_booked"  # the forfeit moved the held credits, not the available ones
+
+
 def test_bookings_stay_within_the_callers_scope(api: Api, world: World) -> None:
     ana, ana_token = world.volunteer("bk-cara")
     ben, ben_token = world.volunteer("bk-dev")

@@ -35,10 +35,14 @@ def _migrate(database_url: str, direction: str, revision: str) -> None:
 
 
 def test_the_balance_check_goes_down_step_by_step_and_up_again(database_url: str) -> None:
-    head = importlib.import_module("infra.migrations.versions.0008_chain_per_partition")
+    head = importlib.import_module("infra.migrations.versions.0017_booking_lapses")
+    eighth = importlib.import_module("infra.migrations.versions.0008_chain_per_partition")
     seventh = importlib.import_module("infra.migrations.versions.0007_balance_check_without_limit")
     assert _postings_check(database_url).strip() in head.POSTINGS_INSERTED
+    assert "'booking_expired', 'booking_no_show'" in _postings_check(database_url)
     assert "ORDER BY account_key FOR UPDATE" in _postings_check(database_url)
+    _migrate(database_url, "downgrade", "0016_activity_categories")
+    assert _postings_check(database_url).strip() in eighth.POSTINGS_INSERTED
     _migrate(database_url, "downgrade", "0007_balance_check_without_limit")
     assert _postings_check(database_url).strip() in seventh.POSTINGS_INSERTED
     _migrate(database_url, "downgrade", "0006_scale_with_the_ledger")

@@ -12,7 +12,9 @@ from ledger.domain import (
     CancelBooking,
     EarnCredits,
     EntryKind,
+    ExpireBooking,
     GiftCredits,
+    MarkNoShow,
     Posting,
     Reason,
     RedeemCredits,
@@ -54,6 +56,34 @@ def test_each_entry_kind_has_the_postings_of_design_section_3() -> None:
     ]
     assert all(sum(p.amount for p in d.postings) == 0 for d in drafts)
     assert view.balance("volunteer:v") == 400
+
+
+@pytest.mark.parametrize(("settle", "kind", "receiver"), [
+    (lambda b: ExpireBooking(uuid.uuid4(), NOW, b), EntryKind.BOOKING_EXPIRED, "volunteer:v"),
+    (lambda b: MarkNoShow(uuid.uuid4(), NOW, b, forfeit=False, partner_id="p"), EntryKind.BOOKING_NO_SHOW,
+     "volunteer:v"),
+    (lambda b: MarkNoShow(uuid.uuid4(), NOW, b, forfeit=True), EntryKind.BOOKING_NO_SHOW, "partner:p"),
+], ids=["lapsed", "missed-costs-nothing", "missed-costs-the-booking"])
+def test_a_lapse_or_a_no_show_settles_the_booking_once(settle, kind: EntryKind,  # type: ignore[no-untyped-def]
+                                                       receiver: str) -> None:
+    view = BatchView({"volunteer:v": 500}, {})
+    booking = BookOpportunity(uuid.uuid4(), NOW, "v", "p", 200, "o")
+    _apply(view, booking)
+    draft = _apply(view, settle(booking.event_id))
+    assert (draft.kind, draft.postings, draft.related_event_id) == (
+        kind, (Posting("holds:v", -200), Posting(receiver, 200)), booking.event_id)
+    for again in (settle(booking.event_id), CancelBooking(uuid.uuid4(), NOW, booking.event_id),
+                  AttendBooking(uuid.uuid4(), NOW, booking.event_id)):
+        assert _refusal(view, again) is Reason.BOOKING_CLOSED
+    assert _refusal(view, ReverseEntry(uuid.uuid4(), NOW, draft.event_id)) is Reason.NOT_REVERSIBLE
+
+
+def test_a_partner_says_no_show_only_of_its_own_bookings() -> None:
+    view = BatchView({"volunteer:v": 500}, {})
+    booking = BookOpportunity(uuid.uuid4(), NOW, "v", "p", 200, "o")
+    _apply(view, booking)
+    assert _refusal(view, MarkNoShow(uuid.uuid4(), NOW, booking.event_id, True, "other")) is Reason.WRONG_PARTNER
+    assert view.balance("holds:v") == 200
 
 
 def test_cancel_returns_held_credits_and_closes_the_booking() -> None:

@@ -21,6 +21,8 @@ from ledger.events import (
     TOPIC_LEDGER,
     TOPIC_OF,
     BookingAttended,
+    BookingExpired,
+    BookingNoShow,
     BookingCancelled,
     CommittedEntry,
     ConsentChanged,
@@ -60,6 +62,8 @@ def samples() -> list[BaseModel]:
         OpportunityBooked(volunteer_id="v-1", opportunity_id="swim-01", partner_id="leisure", amount=200),
         BookingCancelled(booking_event_id=uuid4(), volunteer_id="v-1"),
         BookingAttended(booking_event_id=uuid4(), volunteer_id="v-1"),
+        BookingExpired(booking_event_id=uuid4(), volunteer_id="v-1"),
+        BookingNoShow(booking_event_id=uuid4(), volunteer_id="v-1", forfeit=False),
         CreditsRedeemed(volunteer_id="v-1", partner_id="theatre", amount=150, opportunity_id="panto"),
         CreditsGifted(from_volunteer_id="v-1", to_volunteer_id="v-2", amount=50),
         EntryReversed(target_event_id=uuid4(), volunteer_id="v-1", reason_code="wrong_volunteer"),
@@ -140,7 +144,8 @@ def test_every_registered_type_has_a_sample_and_a_topic() -> None:
 
 def test_topics() -> None:
     activity = {"HoursLogged", "HoursApproved", "HoursRejected", "OpportunityBooked", "BookingCancelled",
-                "BookingAttended", "CreditsRedeemed", "CreditsGifted", "EntryReversed"}
+                "BookingAttended", "BookingExpired", "BookingNoShow", "CreditsRedeemed", "CreditsGifted",
+                "EntryReversed"}
     assert {n for n, t in TOPIC_OF.items() if t == TOPIC_ACTIVITY} == activity
     assert {n for n, t in TOPIC_OF.items() if t == TOPIC_ADMIN} == {
         "OrganisationRegistered", "VolunteerRegistered", "ConsentChanged", "OpportunityListed", "MembershipStarted", "MembershipEnded"}

@@ -15,6 +15,10 @@ def test_each_kind_of_statement_line_reads_as_a_sentence() -> None:
     assert _line_words(EntryKind.OPPORTUNITY_BOOKED, -150, "York Hall", "Swim") == (
         "Held 1.50 credits for Swim at York Hall")
     assert _line_words(EntryKind.BOOKING_CANCELLED, 100, "York Hall", "Swim") == "1 credit back: Swim was cancelled"
+    assert _line_words(EntryKind.BOOKING_EXPIRED, 200, "York Hall", "Swim") == (
+        "2 credits back. Booking released: Swim was not attended in time")
+    assert _line_words(EntryKind.BOOKING_NO_SHOW, 150, "York Hall", "Swim") == (
+        "1.50 credits back. Did not come to Swim at York Hall")
     assert _line_words(EntryKind.CREDITS_GIFTED, -100, None, None) == "Gave 1 credit as a gift"
     assert _line_words(EntryKind.CREDITS_GIFTED, 250, None, None) == "Received 2.50 credits as a gift"
     assert _line_words(EntryKind.ENTRY_REVERSED, -300, "Brixton Lunch Club", None) == "Correction: 3 credits taken off"

@@ -1,7 +1,7 @@
 """Corrections' reasons in words, and the append-only audit log of administrative acts.
 
 Revision ID: 0018_corrections_and_audit
-Revises: 0016_activity_categories
+Revises: 0017_booking_lapses
 Create Date: 2026-12-03
 
 docs/design.md §5.14. `corrections` is an ordinary, erasable table (the reason as typed); `audit_log` is
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0018_corrections_and_audit"
-down_revision = "0016_activity_categories"
+down_revision = "0017_booking_lapses"
 branch_labels = None
 depends_on = None
 
