@@ -243,7 +243,7 @@ def _bookings_page(request: Request, session: Session, outcome: str | None = Non
     listed = [{"id": b.event_id, "volunteer": b.volunteer_id, "title": b.title, "when": when(b.starts_at),
                "held": credits(b.held)} for b in rows]
     return _page(request, "partner/bookings.html", status_code, title="Open bookings", session=session,
-                 listed=listed, outcome=outcome, refused=refused)
+                 listed=listed, outcome=outcome, refused=refused, partner_id=org_id)
 
 
 @router.get("/open-bookings", response_class=HTMLResponse)
