@@ -539,6 +539,8 @@ def log_group(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
     names = {row["id"]: row["name"] for row in _current_members(request, person)}
     if not chosen or any(v not in names for v in chosen):
         errors["volunteers"] = "Choose the members who took part"
+    elif len(chosen) > hours.MAX_AT_ONCE:
+        errors["volunteers"] = f"Choose up to {hours.MAX_AT_ONCE} members at a time"
     if errors:
         return _group_form(request, session, 422, errors=errors, form=form, chosen=set(chosen))
     assert minutes is not None and day is not None

@@ -51,12 +51,13 @@ def log_items(found: list[hours.LoggedHours]) -> list[LogItem]:
             for h in found]
 
 
-StatusQ = Annotated[str | None, Query(description="pending, approved or rejected (default: all)", max_length=20)]
-VolunteerQ = Annotated[str | None, Query(description="one volunteer's logs only", max_length=64)]
+StatusQ = Annotated[str | None, Query(description="pending, approved or rejected (default: all; another is "
+                                                  "422 `invalid_status`)", max_length=20)]
+VolunteerQ = Annotated[Id | None, Query(description="one volunteer's logs only")]
 FromQ = Annotated[date | None, Query(alias="from", description="first day worked")]
 ToQ = Annotated[date | None, Query(alias="to", description="last day worked")]
-OrgQ = Annotated[str | None, Query(description="an admin's choice of organisation (default: all); an "
-                                               "organisation's own by default", max_length=64)]
+OrgQ = Annotated[Id | None, Query(description="an admin's choice of organisation (default: all); an "
+                                              "organisation's own by default")]
 
 
 @router.get("", response_model=LogPageOut, responses=responses(401, 403, 422))

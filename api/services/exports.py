@@ -112,18 +112,18 @@ ACTIVITY_HEADER = ["volunteer", "org_id", "area", "month", "minutes", "category"
                    "first_time_volunteer"]
 
 
-def pseudonymiser() -> "Pseudonyms":
-    """Pseudonyms under a key made for one export and then forgotten: stable within the file, so an analyst can
-    follow one volunteer across months, and linked to nothing else (not even another export)."""
-    return Pseudonyms(secrets.token_bytes(32))
-
-
 @dataclass(frozen=True, slots=True)
 class Pseudonyms:
     key: bytes
 
     def of(self, volunteer_id: str) -> str:
         return "p-" + hmac.new(self.key, volunteer_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def pseudonymiser() -> Pseudonyms:
+    """Pseudonyms under a key made for one export and then forgotten: stable within the file, so an analyst can
+    follow one volunteer across months, and linked to nothing else (not even another export)."""
+    return Pseudonyms(secrets.token_bytes(32))
 
 
 def activity_table(services: Services, principal: Principal, start: Date, end: Date) -> Table:
@@ -145,12 +145,13 @@ def activity_table(services: Services, principal: Principal, start: Date, end: D
         rows = conn.execute(query).all()
     names = pseudonymiser()
 
-    def shown(row, value):  # type: ignore[no-untyped-def]
-        return "" if not row.consent_stats or value is None else value
+    def background(consented: bool, value: str | None) -> str:
+        return value if consented and value is not None else ""
 
     return Table(f"activity-{start}-{end}", ACTIVITY_HEADER, [
         [names.of(r.volunteer_id), r.org_id, r.area, r.worked_on.strftime("%Y-%m"), r.minutes, r.category,
-         shown(r, r.age_band), shown(r, r.seb),
-         shown(r, None if r.first_time_volunteer is None else ("yes" if r.first_time_volunteer else "no"))]
+         background(r.consent_stats, r.age_band), background(r.consent_stats, r.seb),
+         background(r.consent_stats, None if r.first_time_volunteer is None else
+                    ("yes" if r.first_time_volunteer else "no"))]
         for r in rows])
 
