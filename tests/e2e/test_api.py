@@ -1816,6 +1816,7 @@ def test_a_leads_activity_export_is_pseudonymous_with_background_only_by_consent
         expect(api.get("/v1/stats/activity.csv", who), 403, "forbidden")
     expect(api.get("/v1/stats/activity.csv", world.lead, params={"from": day, "to": "2020-01-01"}), 422,
            "invalid_period")
+    expect(api.get("/v1/stats/activity.csv", world.lead, params={"to": "0001-01-01"}), 422, "invalid_period")
 
 
 def _request_samples(metrics_text: str) -> dict[tuple[str, str, str], float]:
