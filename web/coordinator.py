@@ -1,17 +1,18 @@
 """The volunteer coordinator's door (docs/design.md §8.3): a community organisation's members with their
-references and balances, registering a volunteer, printing a sign-in card, logging hours for a member, and the
-approval queue. A coordinator acts as their organisation, `org:{id}` (§8.2), through the same service functions
-as the API's routes (`api/services/`): the organisation sees its own members and hours only.
+references and balances, registering a volunteer, printing a sign-in card, logging hours for a member or a
+group, the approval queue, and links to download the hours (§5.12). A coordinator acts as their organisation,
+`org:{id}` (§8.2), through the same service functions as the API's routes (`api/services/`): the organisation
+sees its own members and hours only.
 """
 from __future__ import annotations
 
 import io
-from urllib.parse import quote, urlencode
 from dataclasses import dataclass
 import re
 from datetime import date as Date
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 from uuid import UUID
 
 import segno

@@ -1,5 +1,6 @@
 """Hours logged and decided, for the API and the web app alike (docs/design.md §5.6, §8.2): each log and each
-decision one event, checked at once by the worker's own intake rules."""
+decision one event, checked at once by the worker's own intake rules; the approval queue, bulk decisions and
+group logs are these same rules over many logs (§5.12)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
