@@ -68,18 +68,16 @@ class PendingLog:
 
 
 def pending(services: Services, org_id: str, limit: int = 500) -> list[PendingLog]:
-    """The organisation's hours that are not decided yet, oldest work first."""
-    logs, d = schema.hours_logs, schema.hours_decisions
-    profiles, refs = schema.volunteer_profiles, schema.volunteer_references
-    query = (select(logs.c.event_id, logs.c.volunteer_id, profiles.c.display_name, refs.c.reference, logs.c.worked_on,
-                    logs.c.minutes, logs.c.activity, logs.c.logged_at)
-             .outerjoin(d, d.c.log_event_id == logs.c.event_id)
+    """The organisation's hours that are not decided yet, oldest work first, with the volunteers' names: the
+    queue's own query (`queue`), for a page that shows names."""
+    logs, profiles = schema.hours_logs, schema.volunteer_profiles
+    query = (_logs_query(org_id, LogFilter(status="pending"))
+             .add_columns(profiles.c.display_name, logs.c.logged_at)
              .outerjoin(profiles, profiles.c.volunteer_id == logs.c.volunteer_id)
-             .outerjoin(refs, (refs.c.volunteer_id == logs.c.volunteer_id) & (refs.c.org_id == logs.c.org_id))
-             .where(logs.c.org_id == org_id, d.c.log_event_id.is_(None))
-             .order_by(logs.c.worked_on, logs.c.logged_at).limit(limit))
+             .order_by(*_OLDEST_WORK_FIRST).limit(limit))
     with services.engine.connect() as conn:
-        return [PendingLog(r[0], r[1], r[2] or "(name erased)", *r[3:]) for r in conn.execute(query)]
+        return [PendingLog(r.event_id, r.volunteer_id, r.display_name or "(name erased)", r.reference, r.worked_on,
+                           r.minutes, r.activity, r.logged_at) for r in conn.execute(query)]
 
 
 # --- the approval queue, bulk decisions and group logs (docs/design.md §5.12) -------------------------------------
@@ -144,8 +142,10 @@ def _logs_query(org_id: str | None, shown: LogFilter):  # type: ignore[no-untype
              .outerjoin(refs, (refs.c.volunteer_id == logs.c.volunteer_id) & (refs.c.org_id == logs.c.org_id)))
     if org_id is not None:
         query = query.where(logs.c.org_id == org_id)
-    if shown.status is not None:
-        query = query.where(status == shown.status)
+    if shown.status == "pending":
+        query = query.where(d.c.log_event_id.is_(None))
+    elif shown.status is not None:
+        query = query.where(d.c.decision == shown.status)
     if shown.volunteer_id is not None:
         query = query.where(logs.c.volunteer_id == shown.volunteer_id)
     if shown.start is not None:
@@ -153,6 +153,10 @@ def _logs_query(org_id: str | None, shown: LogFilter):  # type: ignore[no-untype
     if shown.end is not None:
         query = query.where(logs.c.worked_on <= shown.end)
     return query
+
+
+#: The queue's order: the day worked, then when logged, then the id (so that pages never overlap).
+_OLDEST_WORK_FIRST = (schema.hours_logs.c.worked_on, schema.hours_logs.c.logged_at, schema.hours_logs.c.event_id)
 
 
 def _logged(row: Any) -> LoggedHours:
@@ -173,11 +177,10 @@ def queue(services: Services, principal: Principal, org_id: str | None, shown: L
     scope = logs_scope(principal, org_id)
     _check_filter(shown)
     query = _logs_query(scope, shown)
-    logs = schema.hours_logs
     with services.engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        rows = conn.execute(query.order_by(logs.c.worked_on, logs.c.logged_at, logs.c.event_id)
-                            .limit(per_page).offset((page - 1) * per_page)).all()
+        rows = conn.execute(query.order_by(*_OLDEST_WORK_FIRST).limit(per_page)
+                            .offset((page - 1) * per_page)).all()
     return LogPage([_logged(row) for row in rows], total, page, per_page)
 
 
@@ -185,10 +188,8 @@ def every_log(services: Services, principal: Principal, org_id: str, shown: LogF
     """All the logs the filter keeps, oldest work first: what an export writes."""
     scope = logs_scope(principal, org_id)
     _check_filter(shown)
-    logs = schema.hours_logs
     with services.engine.connect() as conn:
-        rows = conn.execute(_logs_query(scope, shown).order_by(logs.c.worked_on, logs.c.logged_at,
-                                                                logs.c.event_id)).all()
+        rows = conn.execute(_logs_query(scope, shown).order_by(*_OLDEST_WORK_FIRST)).all()
     return [_logged(row) for row in rows]
 
 
