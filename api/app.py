@@ -22,6 +22,8 @@ from api.routes import (
     activity,
     corrections,
     dashboard,
+    exports,
+    hours_queue,
     memberships,
     privacy,
     openreferral,
@@ -99,8 +101,8 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     app = FastAPI(title="timecredits", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
     # Balance reads first: routes are matched in order, and they are the most frequent request by far.
-    for module in (accounts, registry, memberships, tokens, spend_codes, privacy, activity, waitlist, corrections,
-                   statistics, status, openreferral, dashboard):
+    for module in (accounts, registry, memberships, tokens, spend_codes, privacy, activity, hours_queue, exports,
+                   waitlist, corrections, statistics, status, openreferral, dashboard):
         app.include_router(module.router)
 
     @app.exception_handler(Exception)

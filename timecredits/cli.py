@@ -419,7 +419,7 @@ def reverse(
     from api.deps import Services
     from api.errors import ApiError
     from api.services import corrections
-    from ledger.pg.processing import outcome_within
+    from api.services.outcomes import wait_outcome
     from infra.embedded import running_broker
     from ledger.events import CORRECTION_REASONS
 
@@ -449,7 +449,7 @@ def reverse(
             raise typer.Exit(code=1) from exc
         finally:
             services.producer.close()
-        status, why = outcome_within(engine, event_id, wait) if wait > 0 else ("pending", None)
+        status, why = wait_outcome(services, event_id, wait) if wait > 0 else ("pending", None)
     if status == "rejected":
         console.print(f"[red]The ledger refused the correction[/red]: {why}")
         raise typer.Exit(code=1)

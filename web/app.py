@@ -25,9 +25,9 @@ from api.deps import SESSION_COOKIE, Services
 from api.errors import ApiError
 from api.models import hundredths
 from api.services import spending
+from api.services.outcomes import wait_outcome as _wait_outcome
 from api.spend_codes import make_code, qr_svg
 from ledger.pg import schema
-from ledger.pg.processing import outcome_within
 from ledger.pg.repository import LedgerRepository
 from ledger.spend_codes import DEFAULT_VALID_MINUTES, read_code, shown
 from web import people
@@ -195,12 +195,6 @@ def _pre_ok(request: Request, token: str) -> bool:
 def _refused_form(request: Request) -> HTMLResponse:
     return _message(request, "This form has expired", ["Nothing was done. Go back, reload the page and try again."],
                     status_code=403, link=(f"{PREFIX}/sign-in", "Sign in"))
-
-
-def _wait_outcome(services: Services, event_id: UUID, timeout_s: float = 5.0) -> tuple[str, str | None]:
-    """What became of an event the page published: ('applied'|'rejected'|'pending', reason), waiting a little for
-    the worker, so that a person sees the result rather than an event id."""
-    return outcome_within(services.engine, event_id, timeout_s)
 
 
 # --- signing in and out ---------------------------------------------------------------------------------------

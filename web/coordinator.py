@@ -1,7 +1,8 @@
 """The volunteer coordinator's door (docs/design.md §8.3): a community organisation's members with their
-references and balances, registering a volunteer, printing a sign-in card, logging hours for a member, and the
-approval queue. A coordinator acts as their organisation, `org:{id}` (§8.2), through the same service functions
-as the API's routes (`api/services/`): the organisation sees its own members and hours only.
+references and balances, registering a volunteer, printing a sign-in card, logging hours for a member or a
+group, the approval queue, and links to download the hours (§5.12). A coordinator acts as their organisation,
+`org:{id}` (§8.2), through the same service functions as the API's routes (`api/services/`): the organisation
+sees its own members and hours only.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 from datetime import date as Date
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 from uuid import UUID
 
 import segno
@@ -21,6 +23,7 @@ from sqlalchemy import select
 
 from api.errors import ApiError
 from api.services import hours, members, volunteers
+from api.services.outcomes import wait_outcomes
 from api.services.volunteers import NewVolunteer
 from ledger.activities import ACTIVITY_LABELS
 from ledger.pg import schema
@@ -95,6 +98,15 @@ def _member(request: Request, person: Person, volunteer_id: str) -> tuple[member
     except ApiError as refused:
         raise NotAMember from refused
     return member, _names(request, [volunteer_id]).get(volunteer_id, "(name erased)")
+
+
+def hours_downloads(org_id: str, what: str, **filters: str) -> list[dict[str, str]]:
+    """Links to the organisation's hours as CSV and as Excel (`GET /v1/organisations/{org}/hours.csv|.xlsx`, read
+    with the session as the API's reads are, docs/design.md §8.1), with the filters that are set."""
+    query = urlencode({name: value for name, value in filters.items() if value})
+    base = f"/v1/organisations/{quote(org_id)}/hours"
+    return [{"href": f"{base}.csv" + (f"?{query}" if query else ""), "words": f"{what} (CSV)"},
+            {"href": f"{base}.xlsx" + (f"?{query}" if query else ""), "words": f"{what} (Excel)"}]
 
 
 class NotAMember(Exception):
@@ -309,8 +321,12 @@ _HOURS_FIELDS = {"too_many_hours": "hours", "invalid_minutes": "hours", "date_to
 def _hours_form(request: Request, session: Session, volunteer_id: str, name: str, status_code: int = 200,
                 **context: Any) -> HTMLResponse:
     context.setdefault("form", {"date": _today().isoformat()})
+    assert session.person.org_id is not None
+    downloads = hours_downloads(session.person.org_id, f"{name}'s hours, with what was decided",
+                                volunteer_id=volunteer_id)
     return _page(request, "coordinator/hours.html", status_code, title=f"Log hours for {name}", session=session,
-                 volunteer_id=volunteer_id, name=name, kinds=ACTIVITY_LABELS, **context)
+                 volunteer_id=volunteer_id, name=name, kinds=ACTIVITY_LABELS, downloads=downloads,
+                 downloads_heading=f"Download {name}'s hours", **context)
 
 
 @router.get("/members/{volunteer_id}/hours", response_class=HTMLResponse)
@@ -402,9 +418,15 @@ def _queue(request: Request, session: Session, status_code: int = 200, selected:
     rows = [{"id": str(log.event_id), "name": log.name, "reference": log.reference,
              "date": date_words(log.worked_on), "hours": hours_words(log.minutes), "activity": log.activity}
             for log in logs]
+    assert session.person.org_id is not None
+    day = QueueFilter._day
+    downloads = [*hours_downloads(session.person.org_id, "The hours shown, waiting for approval", status="pending",
+                                  volunteer_id=shown.member, **{"from": str(day(shown.from_day) or ""),
+                                                                "to": str(day(shown.to_day) or "")}),
+                 *hours_downloads(session.person.org_id, "All your organisation's hours, with what was decided")]
     return _page(request, "coordinator/approvals.html", status_code, title="Hours waiting for approval",
                  session=session, rows=rows, selected=selected or set(), shown=shown,
-                 members_waiting=members_waiting, **context)
+                 members_waiting=members_waiting, downloads=downloads, **context)
 
 
 @router.get("/approvals", response_class=HTMLResponse)
@@ -442,23 +464,26 @@ def decide(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
                       errors={"reason": "Give the reason in up to 500 characters"}, reason=reason)
     waiting = {p.event_id: p for p in hours.pending(services, person.org_id)}
     outcomes: list[tuple[str, bool]] = []
-    for typed in dict.fromkeys(chosen):  # each decision is one event
+    wanted: list[UUID] = []
+    for typed in dict.fromkeys(chosen):
         try:
             log_id = UUID(typed)
         except ValueError:
             continue
-        found = waiting.get(log_id)
-        if found is None:
+        if log_id in waiting:
+            wanted.append(log_id)
+        else:
             outcomes.append(("Those hours were decided already, or are not your organisation's.", True))
-            continue
+    decided = hours.decide_many(services, person.principal(), wanted, approve, reason.strip())  # one event a log
+    told = wait_outcomes(services, [d.event_id for d in decided if d.event_id is not None])
+    for decision in decided:
+        found = waiting[decision.log_event_id]
         what = f"{found.name}, {hours_words(found.minutes)} on {date_words(found.worked_on)}"
         not_done = f"Not {'approved' if approve else 'rejected'}: {what}"
-        try:
-            event_id = hours.decide(services, person.principal(), log_id, approve, reason.strip())
-        except ApiError as refused:  # refused at once, by the rules the worker would apply
-            outcomes.append((f"{not_done}: {refusal(refused.code)}.", True))
+        if decision.event_id is None:  # refused at once, by the rules the worker would apply
+            outcomes.append((f"{not_done}: {refusal(decision.code or '')}.", True))
             continue
-        status, why = _wait_outcome(services, event_id)
+        status, why = told[decision.event_id]
         if status == "rejected":
             outcomes.append((f"{not_done}: {refusal(why or '')}.", True))
         elif status == "applied":
@@ -484,8 +509,11 @@ def _current_members(request: Request, person: Person) -> list[dict[str, Any]]:
 def _group_form(request: Request, session: Session, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("form", {"date": _today().isoformat()})
     context.setdefault("chosen", set())
+    assert session.person.org_id is not None
+    downloads = hours_downloads(session.person.org_id, "All your organisation's hours, with what was decided")
     return _page(request, "coordinator/group.html", status_code, title="Log hours for a group", session=session,
-                 rows=_current_members(request, session.person), kinds=ACTIVITY_LABELS, **context)
+                 rows=_current_members(request, session.person), kinds=ACTIVITY_LABELS, downloads=downloads,
+                 **context)
 
 
 @router.get("/hours/group", response_class=HTMLResponse)
@@ -512,38 +540,31 @@ def log_group(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
     names = {row["id"]: row["name"] for row in _current_members(request, person)}
     if not chosen or any(v not in names for v in chosen):
         errors["volunteers"] = "Choose the members who took part"
+    elif len(chosen) > hours.MAX_AT_ONCE:
+        errors["volunteers"] = f"Choose up to {hours.MAX_AT_ONCE} members at a time"
     if errors:
         return _group_form(request, session, 422, errors=errors, form=form, chosen=set(chosen))
     assert minutes is not None and day is not None
     services = _services(request)
     results: list[str] = []
-    for volunteer_id in chosen:
-        name = names[volunteer_id]
-        try:
-            event_id = hours.log(services, person.principal(), volunteer_id, person.org_id, day, minutes,
-                                 activity.strip(), category)
-        except (ApiError, ValueError) as refused:
-            code = refused.code if isinstance(refused, ApiError) else "invalid_request"
-            results.append(f"{name}: not logged: {refusal(code)}.")
-            continue
-        status, reason = _wait_outcome(services, event_id)
-        if status == "rejected":
-            results.append(f"{name}: not logged: {refusal(reason or '')}.")
-            continue
-        if hours.decision(services, event_id) == "approved":
+    logged = hours.log_group(services, person.principal(), person.org_id, chosen, day, minutes, activity.strip(),
+                             category, approve=form["approve"])
+    approvals = wait_outcomes(services, [o.approval_event_id for o in logged if o.approval_event_id is not None])
+    for outcome in logged:
+        name = names[outcome.volunteer_id]
+        if outcome.outcome == "refused":
+            results.append(f"{name}: not logged: {refusal(outcome.code or '')}.")
+        elif outcome.outcome == "approved_automatically":
             results.append(f"{name}: approved.")
-            continue
-        if not form["approve"] or status != "applied":
+        elif outcome.outcome == "not_approved":
+            results.append(f"{name}: logged, not approved: {refusal(outcome.code or '')}.")
+        elif outcome.approval_event_id is not None:
+            decided, why = approvals[outcome.approval_event_id]
+            results.append(f"{name}: approved." if decided == "applied" else
+                           f"{name}: logged, not approved: {refusal(why or '')}." if decided == "rejected" else
+                           f"{name}: logged, the approval will show in a moment.")
+        else:
             results.append(f"{name}: logged, waiting for approval.")
-            continue
-        try:
-            approved = hours.decide(services, person.principal(), event_id, True)
-        except ApiError as refused:
-            results.append(f"{name}: logged, not approved: {refusal(refused.code)}.")
-            continue
-        decided, why = _wait_outcome(services, approved)
-        results.append(f"{name}: approved." if decided == "applied" else
-                       f"{name}: logged, not approved: {refusal(why or '')}.")
     what = f"{hours_words(minutes)} of {activity.strip()} on {date_words(day)}"
     return _group_form(request, session, outcome=what, results=results,
                        form={"date": date, "hours": hours_worked, "activity": activity, "category": category})

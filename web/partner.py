@@ -248,7 +248,7 @@ def _bookings_page(request: Request, session: Session, outcome: str | None = Non
                if _services(request).no_show_forfeit else
                "If someone did not come, the credits go back to them.")
     return _page(request, "partner/bookings.html", status_code, title="Open bookings", session=session,
-                 listed=listed, outcome=outcome, refused=refused, no_show=no_show)
+                 listed=listed, outcome=outcome, refused=refused, no_show=no_show, partner_id=org_id)
 
 
 @router.get("/open-bookings", response_class=HTMLResponse)

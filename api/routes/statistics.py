@@ -132,7 +132,10 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
         this_month = date(today.year, today.month, 1)
         start, end = months_before(this_month, 12), this_month - timedelta(days=1)
     end = end or today
-    start = start or months_before(date(end.year, end.month, 1), 11)
+    try:
+        start = start or months_before(date(end.year, end.month, 1), 11)
+    except ValueError as exc:  # twelve months before the first year there is
+        raise ApiError(422, "invalid_period", "give `from` too: the twelve months to `to` start before year 1") from exc
     if end < start:
         raise ApiError(422, "invalid_period", "`from` is after `to`")
     if (end - start).days > 3660:

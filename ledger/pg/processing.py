@@ -14,8 +14,6 @@ to another worker), or a deadlock came between two writers, the batch is decided
 """
 from __future__ import annotations
 
-import time
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -509,19 +507,6 @@ def event_status(engine: Engine, event_id: UUID) -> EventOutcome | None:
     """What became of an event, or None while it is pending (not processed yet)."""
     with engine.connect() as conn:
         return _decided(conn, [event_id]).get(event_id)
-
-
-def outcome_within(engine: Engine, event_id: UUID, timeout_s: float) -> tuple[str, str | None]:
-    """('applied'|'rejected'|'pending', reason) of an event just produced, waiting up to `timeout_s` for the
-    worker, so that a person (a page, a command) sees the result rather than an event id."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        outcome = event_status(engine, event_id)
-        if outcome is not None:
-            return outcome.status, outcome.reason
-        if time.monotonic() > deadline:
-            return "pending", None
-        time.sleep(0.1)
 
 
 def load_committed(conn: Connection, entry_ids: Sequence[int]) -> list[CommittedEntry]:

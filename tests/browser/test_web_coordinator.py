@@ -1,10 +1,13 @@
 """The coordinator's door in Debian's Chromium against the real stack (PostgreSQL, broker, worker, API): members
 with their references and balances, registering a volunteer, printing a sign-in card, logging hours for a member,
-and the approval queue; every page checked with axe-core at phone and desktop sizes and used with the keyboard
-alone; who may use each page, and that an organisation sees its own members and hours only (docs/design.md §8.3).
+the approval queue, and the downloads of hours (and the front desk's of its takings); every page checked with
+axe-core at phone and desktop sizes and used with the keyboard alone; who may use each page, and that an
+organisation sees its own members and hours only (docs/design.md §8.3, §5.12).
 """
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openpyxl import load_workbook
 from sqlalchemy import text
 
 from tests.browser.test_web import _axe, _context, _shots, _sign_in_with_card
@@ -481,3 +485,76 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
     client, csrf = _client(coord, coord.desk)
     with client:
         assert client.get("/app/import").status_code == 403
+
+
+def _download(page: Any, name: str) -> bytes:
+    """With the keyboard: focus the link, press Enter, read the file the browser saved."""
+    with page.expect_download() as started:
+        page.get_by_role("link", name=name, exact=True).focus()
+        page.keyboard.press("Enter")
+    path = started.value.path()
+    with open(path, "rb") as saved:
+        return saved.read()
+
+
+def test_the_hours_pages_and_the_bookings_page_link_to_downloads_whose_formulas_are_inert(
+        coord: CoordinatorStack, browser: Any, screenshot_dir: Any) -> None:
+    formula = '=HYPERLINK("http://example.com","click")'
+    waiting = _pending_hours(coord, 40, YESTERDAY, formula)
+    amina = coord.api.token("volunteer", volunteer_id=coord.amina)
+    earned = coord.api.post("/v1/hours", coord.api.admin, {"volunteer_id": coord.amina, "org_id": "co-garden",
+                                                           "date": YESTERDAY, "minutes": 60, "activity": "Weeding"})
+    coord.api.applied(coord.api.accepted(earned))
+    taken = coord.api.applied(coord.api.accepted(coord.api.post("/v1/redemptions", amina, {
+        "partner_id": "co-lido", "amount": "0.5"})), amina)["event_id"]
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, coord.url, people.new_card(coord.engine, coord.library_coordinator.id))
+        page.goto(coord.url + "/app/approvals")
+        _shots(page, screenshot_dir, "coordinator-queue-downloads")
+        shown = _download(page, "The hours shown, waiting for approval (CSV)")
+        rows = list(csv.DictReader(io.StringIO(shown.decode())))
+        assert waiting in [r["log_event_id"] for r in rows] and {r["status"] for r in rows} == {"pending"}
+        assert [r["activity"] for r in rows if r["log_event_id"] == waiting] == ["'" + formula]
+        assert coord.amina not in shown.decode()  # another organisation's member
+        sheet = load_workbook(io.BytesIO(_download(page, "The hours shown, waiting for approval (Excel)"))).active
+        cells = {row[0].value: row[-1] for row in sheet.iter_rows(min_row=2)}
+        assert cells[waiting].value == "'" + formula and cells[waiting].data_type == "s"
+        everything = _download(page, "All your organisation's hours, with what was decided (CSV)").decode()
+        assert "approved" in everything and waiting in everything
+
+        page.goto(coord.url + f"/app/members/{coord.bo}/hours")
+        _shots(page, screenshot_dir, "coordinator-hours-downloads")
+        theirs = list(csv.DictReader(io.StringIO(_download(page, "Vol co-bo's hours, with what was decided (CSV)")
+                                                 .decode())))
+        assert theirs and {r["volunteer_id"] for r in theirs} == {coord.bo}
+        page.goto(coord.url + "/app/hours/group")
+        _axe(page)
+        assert page.get_by_role("link", name="All your organisation's hours, with what was decided (Excel)").count()
+    finally:
+        context.close()
+
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, coord.url, people.new_card(coord.engine, coord.desk.id))
+        page.goto(coord.url + "/app/open-bookings")
+        _shots(page, screenshot_dir, "partner-bookings-download")
+        takings = list(csv.DictReader(io.StringIO(_download(
+            page, "Credits taken and bookings attended (CSV)").decode())))
+        assert [(r["kind"], r["event_id"], r["volunteer_id"], r["credits"]) for r in takings] == [
+            ("redemption", taken, coord.amina, "0.50")]
+    finally:
+        context.close()
+
+    garden, _ = _client(coord, coord.garden_coordinator)
+    desk, _ = _client(coord, coord.desk)
+    with garden, desk:  # the links read the API with the session, on the API's own rules
+        assert garden.get("/v1/organisations/co-garden/hours.csv").status_code == 200
+        for client, path in ((garden, "/v1/organisations/co-library/hours.csv"),
+                             (garden, "/v1/organisations/co-library/hours.xlsx"),
+                             (garden, "/v1/partners/co-lido/redemptions.csv"),
+                             (desk, "/v1/organisations/co-library/hours.csv")):
+            refused = client.get(path)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden", path

@@ -7,6 +7,8 @@ so an endpoint added without a test fails it.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from openpyxl import load_workbook
 from sqlalchemy import text
 
 from infra.embedded import EmbeddedBroker
@@ -1666,6 +1669,290 @@ def test_an_admin_corrects_a_gift_and_the_acts_of_admins_are_audited(api: Api, w
 
 
 # --- every documented endpoint was exercised (keep this test last) ------------------------------------------------
+
+
+# --- the approval queue, bulk decisions, group logs and exports (docs/design.md §5.12) ----------------------------
+
+
+def _logged(api: Api, token: str, body: dict[str, Any]) -> str:
+    """A log the worker applied: its event id."""
+    return str(api.applied(api.accepted(api.post("/v1/hours", token, body)), token)["event_id"])
+
+
+def _queue(api: Api, token: str, **params: Any) -> dict[str, Any]:
+    response = api.get("/v1/hours", token, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_the_queue_lists_an_organisations_own_logs_with_their_status_page_by_page(api: Api, world: World) -> None:
+    club, hub = world.org(World.CLUB), world.org(World.HUB)
+    volunteer_id, token = world.volunteer("q-ana")
+    approved = _logged(api, club, world.hours(volunteer_id, World.CLUB, 90, date=(TODAY - timedelta(days=3)).isoformat()))
+    rejected = _logged(api, club, world.hours(volunteer_id, World.CLUB, 30, date=(TODAY - timedelta(days=2)).isoformat()))
+    waiting = _logged(api, club, world.hours(volunteer_id, World.CLUB, 45, activity="Sorting tins",
+                                             category="food_and_essentials"))
+    hubs = _logged(api, hub, world.hours(volunteer_id, World.HUB, 20))
+    api.applied(api.accepted(api.post(f"/v1/hours/{approved}/approve", club)), club)
+    api.applied(api.accepted(api.post(f"/v1/hours/{rejected}/reject", club, {"reason": "twice"})), club)
+
+    mine = _queue(api, club, volunteer_id=volunteer_id)
+    assert (mine["total"], mine["page"], mine["per_page"]) == (3, 1, 50)
+    assert [(i["log_event_id"], i["status"], i["minutes"], i["credits"]) for i in mine["items"]] == [
+        (approved, "approved", 90, "1.50"), (rejected, "rejected", 30, "0.50"), (waiting, "pending", 45, "0.75")]
+    last = mine["items"][2]
+    assert (last["volunteer_id"], last["org_id"], last["date"], last["category"], last["activity"],
+            last["decided_at"]) == (volunteer_id, World.CLUB, YESTERDAY, "food_and_essentials", "Sorting tins", None)
+    assert mine["items"][0]["decided_at"] is not None
+    assert [i["log_event_id"] for i in _queue(api, club, volunteer_id=volunteer_id, status="pending")["items"]] == [
+        waiting]
+    span = _queue(api, club, volunteer_id=volunteer_id, **{"from": (TODAY - timedelta(days=2)).isoformat(),
+                                                           "to": (TODAY - timedelta(days=2)).isoformat()})
+    assert [i["log_event_id"] for i in span["items"]] == [rejected]
+    second = _queue(api, club, volunteer_id=volunteer_id, page=2, per_page=2)
+    assert (second["total"], [i["log_event_id"] for i in second["items"]]) == (3, [waiting])
+
+    # One organisation never sees another's logs; an admin sees any, one organisation's or all.
+    assert [i["log_event_id"] for i in _queue(api, hub, volunteer_id=volunteer_id)["items"]] == [hubs]
+    assert all(i["org_id"] == World.HUB for i in _queue(api, hub, per_page=200)["items"])
+    expect(api.get("/v1/hours", hub, params={"org_id": World.CLUB}), 403, "forbidden")
+    assert _queue(api, hub, org_id=World.HUB)["total"] == _queue(api, hub)["total"]
+    assert _queue(api, api.admin, org_id=World.CLUB, volunteer_id=volunteer_id)["total"] == 3
+    assert _queue(api, api.admin, volunteer_id=volunteer_id)["total"] == 4
+    for who in (world.lead, token):
+        expect(api.get("/v1/hours", who), 403, "forbidden")
+    expect(api.get("/v1/hours", None), 401, "unauthenticated")
+    expect(api.get("/v1/hours", club, params={"status": "maybe"}), 422, "invalid_status")
+    expect(api.get("/v1/hours", club, params={"from": "03/12/2026"}), 422, "invalid_request")
+    expect(api.get("/v1/hours", club, params={"from": YESTERDAY, "to": "2020-01-01"}), 422, "invalid_period")
+    expect(api.get("/v1/hours", club, params={"per_page": 201}), 422, "invalid_request")
+
+
+def test_two_hundred_logs_are_approved_in_one_call_each_its_own_event(api: Api, world: World) -> None:
+    club = world.org(World.CLUB)
+    volunteers = [world.volunteer(f"bulk-{n}", member_of=(World.CLUB,))[0] for n in range(4)]
+    logged = [api.accepted(api.post("/v1/hours", club, world.hours(volunteer_id, World.CLUB, 5)))
+              for volunteer_id in volunteers for _ in range(50)]
+    for event_id in logged:
+        api.applied(event_id, club)
+    waiting = {i["log_event_id"] for v in volunteers
+               for i in _queue(api, club, volunteer_id=v, status="pending", per_page=200)["items"]}
+    assert waiting == set(logged)
+
+    answer = api.post("/v1/hours/approve", club, {"log_event_ids": logged})
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert (body["accepted"], body["refused"]) == (200, 0)
+    assert [o["log_event_id"] for o in body["outcomes"]] == logged  # in the order asked
+    decisions = [o["event_id"] for o in body["outcomes"]]
+    assert all(o["outcome"] == "accepted" and o["code"] is None for o in body["outcomes"])
+    assert len(set(decisions)) == 200 and not set(decisions) & set(logged)
+    for event_id in decisions:
+        assert isinstance(api.applied(event_id, club)["entry_id"], int)
+    for volunteer_id in volunteers:
+        assert api.balance(volunteer_id)["available"] == "4.00"  # 50 logs of 5 minutes, 0.08 each
+        assert _queue(api, club, volunteer_id=volunteer_id, status="approved")["total"] == 50
+
+
+def test_a_bulk_decision_reports_each_refusal_by_its_log(api: Api, world: World) -> None:
+    club, hub = world.org(World.CLUB), world.org(World.HUB)
+    volunteer_id, token = world.volunteer("bulk-mix")
+    good, decided, later = (_logged(api, club, world.hours(volunteer_id, World.CLUB, 10)) for _ in range(3))
+    theirs = _logged(api, hub, world.hours(volunteer_id, World.HUB, 10))
+    api.applied(api.accepted(api.post(f"/v1/hours/{decided}/approve", club)), club)
+    unknown = str(uuid.uuid4())
+
+    answer = api.post("/v1/hours/reject", club, {"log_event_ids": [good, decided, unknown, theirs, good],
+                                                "reason": "not on the rota"})
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert (body["accepted"], body["refused"]) == (1, 3)
+    by_log = {o["log_event_id"]: o for o in body["outcomes"]}
+    assert list(by_log) == [good, decided, unknown, theirs]  # a log named twice is decided once
+    assert by_log[good]["outcome"] == "accepted"
+    assert {log: (o["outcome"], o["code"]) for log, o in by_log.items() if log != good} == {
+        decided: ("refused", "already_decided"), unknown: ("refused", "unknown_log"), theirs: ("refused", "forbidden")}
+    assert all(by_log[log]["event_id"] is None and by_log[log]["message"] for log in (decided, unknown, theirs))
+    assert api.applied(by_log[good]["event_id"], club)["entry_id"] is None
+
+    nothing = api.post("/v1/hours/approve", club, {"log_event_ids": [decided, unknown]})
+    assert nothing.status_code == 200 and nothing.json()["accepted"] == 0, nothing.text  # nothing to follow
+    expect(api.post("/v1/hours/reject", club, {"log_event_ids": [later]}), 422, "reason_required")
+    expect(api.post("/v1/hours/reject", club, {"log_event_ids": [later], "reason": "  "}), 422, "reason_required")
+    expect(api.post("/v1/hours/approve", club, {"log_event_ids": [str(uuid.uuid4()) for _ in range(501)]}), 422,
+           "too_many")
+    expect(api.post("/v1/hours/approve", club, {"log_event_ids": []}), 422, "invalid_request")
+    expect(api.post("/v1/hours/approve", club, {"log_event_ids": ["not-a-uuid"]}), 422, "invalid_request")
+    for path in ("/v1/hours/approve", "/v1/hours/reject"):
+        expect(api.post(path, None, {"log_event_ids": [later], "reason": "x"}), 401, "unauthenticated")
+        for who in (world.lead, token):
+            expect(api.post(path, who, {"log_event_ids": [later], "reason": "x"}), 403, "forbidden")
+    admin = api.post("/v1/hours/approve", api.admin, {"log_event_ids": [later]})
+    assert admin.status_code == 202 and admin.json()["accepted"] == 1, admin.text
+    api.applied(admin.json()["outcomes"][0]["event_id"])
+    assert _queue(api, club, volunteer_id=volunteer_id, status="pending")["total"] == 0
+
+
+def test_a_group_log_logs_each_volunteer_and_approves_them_together(api: Api, world: World) -> None:
+    club = world.org(World.CLUB)
+    ana, _ = world.volunteer("grp-ana", member_of=(World.CLUB, World.AUTO))
+    ben, ben_token = world.volunteer("grp-ben", member_of=(World.CLUB,))
+    outsider, _ = world.volunteer("grp-out", member_of=(World.HUB,))
+    long_day = _logged(api, club, world.hours(ben, World.CLUB, 23 * 60))
+    api.applied(api.accepted(api.post(f"/v1/hours/{long_day}/approve", club)), club)  # Ben gave 23 hours that day
+    group = {"org_id": World.CLUB, "volunteer_ids": [ana, ben, outsider, "nobody"], "date": YESTERDAY,
+             "minutes": 120, "activity": "Litter pick", "category": "environment", "approve": True}
+
+    answer = api.post("/v1/hours/group", club, group)
+    assert answer.status_code == 202, answer.text
+    outcomes = {o["volunteer_id"]: o for o in answer.json()["outcomes"]}
+    assert list(outcomes) == [ana, ben, outsider, "nobody"]
+    assert outcomes[ana]["outcome"] == "approval_sent" and outcomes[ana]["code"] is None
+    assert isinstance(api.applied(outcomes[ana]["approval_event_id"], club)["entry_id"], int)
+    assert api.balance(ana)["available"] == "2.00"
+    # Ben's log is applied, and its approval refused at once by the worker's own rule: 25 hours in a day.
+    assert (outcomes[ben]["outcome"], outcomes[ben]["code"], outcomes[ben]["approval_event_id"]) == (
+        "not_approved", "too_many_hours", None)
+    assert api.applied(outcomes[ben]["log_event_id"], club)["entry_id"] is None
+    assert (outcomes[outsider]["outcome"], outcomes[outsider]["code"], outcomes[outsider]["log_event_id"]) == (
+        "refused", "not_a_member", None)
+    assert (outcomes["nobody"]["outcome"], outcomes["nobody"]["code"]) == ("refused", "unknown_volunteer")
+    logged = _queue(api, club, volunteer_id=ana)["items"]
+    assert [(i["log_event_id"], i["activity"], i["category"], i["status"]) for i in logged] == [
+        (outcomes[ana]["log_event_id"], "Litter pick", "environment", "approved")]
+
+    waiting = api.post("/v1/hours/group", club, {**group, "volunteer_ids": [ana], "minutes": 30, "approve": False})
+    assert waiting.status_code == 202 and waiting.json()["outcomes"][0]["outcome"] == "waiting_for_approval"
+    auto = api.post("/v1/hours/group", world.org(World.AUTO), {**group, "org_id": World.AUTO, "volunteer_ids": [ana],
+                                                               "minutes": 15, "approve": True})
+    assert auto.status_code == 202 and auto.json()["outcomes"][0]["outcome"] == "approved_automatically", auto.text
+    none = api.post("/v1/hours/group", club, {**group, "volunteer_ids": [outsider]})
+    assert none.status_code == 200 and none.json()["outcomes"][0]["outcome"] == "refused"  # nothing produced
+    expect(api.post("/v1/hours/group", world.org(World.HUB), group), 403, "forbidden")
+    for who in (world.lead, ben_token):
+        expect(api.post("/v1/hours/group", who, group), 403, "forbidden")
+    expect(api.post("/v1/hours/group", None, group), 401, "unauthenticated")
+    expect(api.post("/v1/hours/group", club, {**group, "volunteer_ids": []}), 422, "invalid_request")
+    expect(api.post("/v1/hours/group", club, {**group, "volunteer_ids": [f"v-{n:012x}" for n in range(501)]}), 422,
+           "too_many")
+    expect(api.post("/v1/hours/group", club, {**group, "minutes": 0}), 422, "invalid_request")
+
+
+def _xlsx_rows(content: bytes) -> list[list[Any]]:
+    sheet = load_workbook(io.BytesIO(content)).active
+    return [[cell for cell in row] for row in sheet.iter_rows()]
+
+
+def test_an_organisations_hours_export_makes_formula_cells_inert_in_csv_and_excel(api: Api, world: World) -> None:
+    club, hub = world.org(World.CLUB), world.org(World.HUB)
+    volunteer_id, token = world.volunteer("exp-ana")
+    formula = '=HYPERLINK("http://example.com","click")'
+    hyperlink = _logged(api, club, world.hours(volunteer_id, World.CLUB, 60, activity=formula))
+    plain = _logged(api, club, world.hours(volunteer_id, World.CLUB, 30, activity="@SUM(A1:A9)"))
+    api.applied(api.accepted(api.post(f"/v1/hours/{plain}/approve", club)), club)
+    _logged(api, hub, world.hours(volunteer_id, World.HUB, 15, activity="Hub only"))
+
+    answer = api.get(f"/v1/organisations/{World.CLUB}/hours.csv", club, params={"volunteer_id": volunteer_id})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    assert answer.headers["content-disposition"] == f'attachment; filename="hours-{World.CLUB}.csv"'
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    assert [(r["log_event_id"], r["status"], r["minutes"], r["credits"], r["activity"]) for r in rows] == [
+        (hyperlink, "pending", "60", "1.00", "'" + formula), (plain, "approved", "30", "0.50", "'@SUM(A1:A9)")]
+    assert "Hub only" not in answer.text  # another organisation's log
+    pending = api.get(f"/v1/organisations/{World.CLUB}/hours.csv", club,
+                      params={"volunteer_id": volunteer_id, "status": "pending"})
+    assert [r["log_event_id"] for r in csv.DictReader(io.StringIO(pending.text))] == [hyperlink]
+
+    workbook = api.get(f"/v1/organisations/{World.CLUB}/hours.xlsx", club, params={"volunteer_id": volunteer_id})
+    assert workbook.status_code == 200 and workbook.headers["content-type"].startswith(
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    cells = _xlsx_rows(workbook.content)
+    assert [c.value for c in cells[0]] == list(rows[0])
+    activity = [row[-1] for row in cells[1:]]
+    assert [c.value for c in activity] == ["'" + formula, "'@SUM(A1:A9)"]
+    assert all(c.data_type == "s" for c in activity), [c.data_type for c in activity]  # text, never a formula
+    assert [c.value for c in cells[1][:2]] == [hyperlink, volunteer_id]
+
+    for suffix in ("csv", "xlsx"):
+        path = f"/v1/organisations/{World.CLUB}/hours.{suffix}"
+        expect(api.get(path, None), 401, "unauthenticated")
+        for who in (hub, world.lead, token):
+            expect(api.get(path, who), 403, "forbidden")
+        by_admin = api.get(path, api.admin, params={"volunteer_id": volunteer_id})
+        assert by_admin.status_code == 200, by_admin.text
+        if suffix == "xlsx":
+            assert [row[0].value for row in _xlsx_rows(by_admin.content)[1:]] == [hyperlink, plain]
+        else:
+            assert by_admin.text == answer.text
+        expect(api.get(path, club, params={"status": "maybe"}), 422, "invalid_status")
+
+
+def test_a_partner_exports_its_redemptions_and_attended_bookings(api: Api, world: World) -> None:
+    lido = world.org(World.LIDO)
+    volunteer_id, token = world.volunteer("exp-rd")
+    world.earn(volunteer_id, 300)
+    redeemed = api.applied(api.accepted(api.post("/v1/redemptions", token, {"partner_id": World.LIDO,
+                                                                            "amount": "0.75"})), token)["event_id"]
+    booked = api.accepted(api.post("/v1/bookings", token, {"opportunity_id": World.SWIM}))
+    api.applied(booked, token)
+    attended = api.applied(api.accepted(api.post(f"/v1/bookings/{booked}/attend", lido)), lido)["event_id"]
+    api.applied(api.accepted(api.post("/v1/redemptions", token, {"partner_id": World.ARTS, "amount": "1"})), token)
+
+    answer = api.get(f"/v1/partners/{World.LIDO}/redemptions.csv", lido)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv"), answer.text
+    rows = [r for r in csv.DictReader(io.StringIO(answer.text)) if r["volunteer_id"] == volunteer_id]
+    assert [(r["kind"], r["event_id"], r["credits"], r["opportunity_id"], r["opportunity"], r["reversed"])
+            for r in rows] == [("redemption", redeemed, "0.75", "", "", ""),
+                               ("attended_booking", attended, "2.00", World.SWIM, World.SWIM, "")]
+    assert all(re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r["date"]) for r in rows)
+    arts = api.get(f"/v1/partners/{World.ARTS}/redemptions.csv", world.org(World.ARTS))
+    assert [r["kind"] for r in csv.DictReader(io.StringIO(arts.text)) if r["volunteer_id"] == volunteer_id] == [
+        "redemption"]  # its own, and none of the lido's
+    assert api.get(f"/v1/partners/{World.LIDO}/redemptions.csv", api.admin).text == answer.text
+    expect(api.get(f"/v1/partners/{World.LIDO}/redemptions.csv", None), 401, "unauthenticated")
+    for who in (world.org(World.ARTS), world.lead, token):
+        expect(api.get(f"/v1/partners/{World.LIDO}/redemptions.csv", who), 403, "forbidden")
+
+
+def test_a_leads_activity_export_is_pseudonymous_with_background_only_by_consent(api: Api, world: World) -> None:
+    auto = world.org(World.AUTO)
+    made = {}
+    for name, consent in (("act-yes", True), ("act-no", False)):
+        response = api.post("/v1/volunteers", api.admin, {
+            "display_name": f"Vol {name}", "area": OTHER_AREA, "consent_stats": consent, "age_band": "25-34",
+            "seb": "intermediate", "first_time_volunteer": True, "org_id": World.AUTO})
+        assert response.status_code == 201, response.text
+        made[name] = response.json()["id"]
+    day = (TODAY - timedelta(days=4)).isoformat()
+    for volunteer_id in made.values():
+        for minutes in (30, 45):
+            _logged(api, auto, world.hours(volunteer_id, World.AUTO, minutes, date=day, activity="Secret free text",
+                                           category="befriending"))
+    period = {"from": day, "to": day}
+
+    answer = api.get("/v1/stats/activity.csv", world.lead, params=period)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv"), answer.text
+    assert "Secret free text" not in answer.text and "Vol act-" not in answer.text
+    assert not any(volunteer_id in answer.text for volunteer_id in made.values())
+    rows = [r for r in csv.DictReader(io.StringIO(answer.text)) if r["area"] == OTHER_AREA
+            and r["org_id"] == World.AUTO and r["category"] == "befriending"]
+    by_person: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_person.setdefault(row["volunteer"], []).append(row)
+    assert len(by_person) == 2 and all(len(logs) == 2 for logs in by_person.values())  # one pseudonym a person
+    shown = sorted((r["age_band"], r["seb"], r["first_time_volunteer"]) for logs in by_person.values()
+                   for r in logs[:1])
+    assert shown == [("", "", ""), ("25-34", "intermediate", "yes")]  # the one who did not consent: nothing
+    assert {(r["month"], r["minutes"]) for r in rows} == {(day[:7], "30"), (day[:7], "45")}
+    again = api.get("/v1/stats/activity.csv", api.admin, params=period)
+    assert again.status_code == 200 and not set(by_person) & {r["volunteer"] for r in csv.DictReader(
+        io.StringIO(again.text))}  # a new key each export: two exports do not link
+    expect(api.get("/v1/stats/activity.csv", None), 401, "unauthenticated")
+    for who in (auto, world.volunteer("act-who")[1]):
+        expect(api.get("/v1/stats/activity.csv", who), 403, "forbidden")
+    expect(api.get("/v1/stats/activity.csv", world.lead, params={"from": day, "to": "2020-01-01"}), 422,
+           "invalid_period")
+    expect(api.get("/v1/stats/activity.csv", world.lead, params={"to": "0001-01-01"}), 422, "invalid_period")
 
 
 def _request_samples(metrics_text: str) -> dict[tuple[str, str, str], float]:
