@@ -83,8 +83,11 @@ def _listening_children(supervisor: int, port: int, exclude: int) -> set[int]:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and answered != children:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            if client.get("/healthz").status_code == 200:
-                answered |= _listeners(supervisor, port) & children
+            try:
+                if client.get("/healthz").status_code == 200:
+                    answered |= _listeners(supervisor, port) & children
+            except httpx.TransportError:  # a replacement still starting: listening, not answering yet
+                continue
     return answered
 
 
