@@ -1,7 +1,8 @@
 """Opportunities that repeat (docs/design.md §5.13): a series is its sessions, each an opportunity of its own.
 
 Pure and framework-free, so the API, the partner's pages and the tests share one copy of the rule: how often a
-series may repeat, how many sessions it may have, when each starts, and what each session's id is.
+series may repeat, how many sessions it may have, when each starts, what each session's id is, and that the
+sessions share everything (partner, title, kind, cost, places, area) but their start.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
+
+from ledger.events import OpportunityListed
 
 #: Sessions repeat at the same London wall-clock time, so a 10:00 class stays at 10:00 across a change of clocks.
 LONDON = ZoneInfo("Europe/London")
@@ -69,3 +72,12 @@ def check_series_id(series_id: str) -> None:
     if len(series_id) > SERIES_ID_LENGTH:
         raise SeriesRefused("invalid_request",
                             f"a series id has at most {SERIES_ID_LENGTH} characters, so its sessions' ids fit")
+
+
+def series_events(series_id: str, first: OpportunityListed, repeat: Repeat, now: datetime) -> list[OpportunityListed]:
+    """The `OpportunityListed` of every session of a series whose first session is `first` (its id and series id
+    are replaced): the same listing, each with its own id and start."""
+    check_series_id(series_id)
+    return [first.model_copy(update={"opportunity_id": session_id(series_id, number), "starts_at": start,
+                                     "series_id": series_id})
+            for number, start in enumerate(session_starts(first.starts_at, repeat, now), start=1)]

@@ -19,7 +19,7 @@ from api.intake import refuse_what_the_worker_would
 from api.publishing import publish
 from ledger.events import OpportunityListed
 from ledger.pg import schema
-from ledger.series import Repeat, SeriesRefused, check_series_id, session_id, session_starts
+from ledger.series import Repeat, SeriesRefused, check_series_id, series_events, session_id
 
 #: The categories the API accepts (`api.routes.registry.Category`), with the words a page shows for each.
 CATEGORIES = {"course": "Course", "training": "Training", "culture": "Culture", "sport": "Sport",
@@ -100,13 +100,10 @@ def create_series(services: Services, principal: Principal, listing: Listing, re
     series_id = series_id or f"ser-{secrets.token_hex(6)}"
     try:
         check_series_id(series_id)
-        starts = session_starts(listing.starts_at, repeat, now or datetime.now(UTC))
+        events = series_events(series_id, _event(session_id(series_id, 1), partner_id, listing, series_id), repeat,
+                               now or datetime.now(UTC))
     except SeriesRefused as refused:
         raise ApiError(422, refused.code, str(refused)) from refused
-    events = [_event(session_id(series_id, number), partner_id,
-                     Listing(listing.title, listing.category, listing.cost, listing.capacity, listing.area, start),
-                     series_id)
-              for number, start in enumerate(starts, start=1)]
     op = schema.opportunities
     with services.engine.begin() as conn:
         refuse_what_the_worker_would(conn, principal, events[0], services.policy)
