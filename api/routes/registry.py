@@ -184,16 +184,18 @@ class OpportunityChanges(Request):
     starts_at: UtcDatetime | None = Field(None, description="null: no date")
 
 
-@router.patch("/opportunities/{opportunity_id}", response_model=Opportunity,
+@router.patch("/opportunities/{opportunity_id}", response_model=OpportunityDetail,
               responses=responses(400, 401, 403, 404, 422, 503))
 def edit_opportunity(opportunity_id: Id, body: OpportunityChanges, services: ServicesDep,
-                     principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> Opportunity:
+                     principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> OpportunityDetail:
     """Change the title, capacity or start of an opportunity: its partner, or an admin. Listed again as
-    `OpportunityListed` with the same id (docs/design.md §4.2); a field left out keeps its value."""
+    `OpportunityListed` with the same id (docs/design.md §4.2); a field left out keeps its value. A session of a
+    series is changed alone (docs/design.md §5.13)."""
     changes = body.model_dump(exclude_unset=True)
     if changes.get("title", "") is None:
         raise ApiError(422, "invalid_request", "an opportunity keeps a title")
-    return _opportunity(opportunities.edit(services, principal, opportunity_id, changes))
+    row = opportunities.edit(services, principal, opportunity_id, changes)
+    return _detail(row, opportunities.series_of(services, row.series_id) if row.series_id else [])
 
 
 @router.get("/opportunities", response_model=list[Opportunity], responses=responses(401, 422))
