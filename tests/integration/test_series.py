@@ -13,6 +13,7 @@ from ledger.events import HoursLogged, MembershipStarted, OpportunityBooked, Opp
 from ledger.pg import schema
 from ledger.pg.processing import EventProcessor, run_batch
 from ledger.series import Repeat, series_events
+from tests.integration.test_places import assert_waits_for_a_lock
 from tests.integration.test_processing import AREA, WHEN, ev, registry
 
 PEOPLE = ("ana", "ben", "cy", "dee")
@@ -88,15 +89,7 @@ def test_two_racing_for_the_last_place_of_session_2_while_session_3_has_room(pro
 
         thread = threading.Thread(target=second)
         thread.start()
-        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND datname = current_database()")
-        with engine.connect() as watcher:
-            for _ in range(1200):  # up to a minute on a loaded machine; it stops as soon as the wait is seen
-                if watcher.execute(waiting).scalar_one() > 0 or not thread.is_alive():
-                    break
-                thread.join(0.05)
-            assert thread.is_alive() and watcher.execute(waiting).scalar_one() >= 1, (
-                f"the second batch should wait for the first, not decide alongside it: {results}")
+        assert_waits_for_a_lock(engine, thread, results)
         # Session 3's row is not locked by either: a batch booking it commits while the first is still open
         # (a lock wait here would end in a lock timeout rather than a pass).
         with engine.begin() as conn:
