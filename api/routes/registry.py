@@ -198,6 +198,32 @@ def edit_opportunity(opportunity_id: Id, body: OpportunityChanges, services: Ser
     return _detail(row, opportunities.series_of(services, row.series_id) if row.series_id else [])
 
 
+class SeriesChanges(Request):
+    title: Text200 | None = None
+    capacity: Annotated[int, Field(ge=1, le=100_000)] | None = Field(None, description="null: no limit")
+
+
+class SeriesChanged(BaseModel):
+    series_id: str
+    changed: list[str] = Field(description="the sessions changed: those still to come")
+    sessions: list[Opportunity] = Field(description="every session of the series, soonest first")
+
+
+@router.patch("/series/{series_id}", response_model=SeriesChanged,
+              responses=responses(400, 401, 403, 404, 409, 422, 503))
+def edit_series(series_id: Id, body: SeriesChanges, services: ServicesDep,
+                principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> SeriesChanged:
+    """Change the title or capacity of every session of a series still to come: its partner, or an admin. Each
+    session is listed again as its own edit; those already begun keep theirs (docs/design.md §5.13)."""
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("title", "") is None:
+        raise ApiError(422, "invalid_request", "a series keeps a title")
+    if not changes:
+        raise ApiError(422, "invalid_request", "say what to change: title or capacity")
+    changed, rows = opportunities.edit_series(services, principal, series_id, changes)
+    return SeriesChanged(series_id=series_id, changed=changed, sessions=[_opportunity(r) for r in rows])
+
+
 @router.get("/opportunities", response_model=list[Opportunity], responses=responses(401, 422))
 def list_opportunities(
     services: ServicesDep,

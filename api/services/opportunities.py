@@ -132,8 +132,30 @@ def series_of(services: Services, series_id: str) -> list[Row[Any]]:
 EDITABLE = ("title", "capacity", "starts_at")
 
 
+def _may_edit(principal: Principal, partner_id: str) -> None:
+    if principal.role is Role.ORG and principal.org_id != partner_id:
+        raise forbid("an organisation edits its own opportunities only")
+    if principal.role not in (Role.ORG, Role.ADMIN):
+        raise forbid("only its partner or an admin edits an opportunity")
+
+
+def _republish(services: Services, principal: Principal, conn: Connection, row: Row[Any],
+               changes: dict[str, Any]) -> None:
+    """Write `row` with `changes` and publish it again as `OpportunityListed`, with its series id."""
+    op = schema.opportunities
+    listing = Listing(title=changes.get("title", row.title), category=row.category, cost=row.cost,
+                      capacity=changes.get("capacity", row.capacity), area=row.area,
+                      starts_at=changes.get("starts_at", row.starts_at))
+    event = _event(row.id, row.partner_id, listing, row.series_id)
+    refuse_what_the_worker_would(conn, principal, event, services.policy)
+    conn.execute(update(op).where(op.c.id == row.id).values(
+        title=listing.title, capacity=listing.capacity, starts_at=listing.starts_at, updated_at=func.now()))
+    publish(services, principal, event, conn)
+
+
 def edit(services: Services, principal: Principal, opportunity_id: str, changes: dict[str, Any]) -> Row[Any]:
-    """Publish the listing again with `changes` (title, capacity, start); its partner only, or an admin."""
+    """Publish the listing again with `changes` (title, capacity, start); its partner only, or an admin. A
+    session of a series is changed alone (docs/design.md §5.13)."""
     unknown = set(changes) - set(EDITABLE)
     if unknown:
         raise ApiError(422, "invalid_request", f"an edit changes {', '.join(EDITABLE)} only")
@@ -142,21 +164,38 @@ def edit(services: Services, principal: Principal, opportunity_id: str, changes:
         row = conn.execute(select(op).where(op.c.id == opportunity_id).with_for_update()).first()
         if row is None:
             raise ApiError(404, "unknown_opportunity", f"no opportunity {opportunity_id}")
-        if principal.role is Role.ORG and principal.org_id != row.partner_id:
-            raise forbid("an organisation edits its own opportunities only")
-        if principal.role not in (Role.ORG, Role.ADMIN):
-            raise forbid("only its partner or an admin edits an opportunity")
-        listing = Listing(title=changes.get("title", row.title), category=row.category, cost=row.cost,
-                          capacity=changes.get("capacity", row.capacity), area=row.area,
-                          starts_at=changes.get("starts_at", row.starts_at))
-        event = _event(opportunity_id, row.partner_id, listing, row.series_id)
-        refuse_what_the_worker_would(conn, principal, event, services.policy)
-        conn.execute(update(op).where(op.c.id == opportunity_id).values(
-            title=listing.title, capacity=listing.capacity, starts_at=listing.starts_at, updated_at=func.now()))
-        publish(services, principal, event, conn)
+        _may_edit(principal, row.partner_id)
+        _republish(services, principal, conn, row, changes)
         edited = _row(conn, opportunity_id)
     assert edited is not None
     return edited
+
+
+#: What a change of a whole series may change, in each session still to come (docs/design.md §5.13).
+SERIES_EDITABLE = ("title", "capacity")
+
+
+def edit_series(services: Services, principal: Principal, series_id: str, changes: dict[str, Any], *,
+                now: datetime | None = None) -> tuple[list[str], list[Row[Any]]]:
+    """Change the title or places of every session of a series that starts after `now`, each published again
+    as its own edit; sessions already begun keep theirs. The ids changed, and every session after."""
+    unknown = set(changes) - set(SERIES_EDITABLE)
+    if unknown:
+        raise ApiError(422, "invalid_request", f"a series changes {', '.join(SERIES_EDITABLE)} only")
+    now = now or datetime.now(UTC)
+    op = schema.opportunities
+    with services.engine.begin() as conn:
+        rows = list(conn.execute(select(op).where(op.c.series_id == series_id)
+                                 .order_by(op.c.starts_at, op.c.id).with_for_update()))
+        if not rows:
+            raise ApiError(404, "unknown_series", f"no series {series_id}")
+        _may_edit(principal, rows[0].partner_id)
+        to_come = [row for row in rows if row.starts_at is not None and row.starts_at > now]
+        if not to_come:
+            raise ApiError(409, "series_over", f"every session of series {series_id} has begun")
+        for row in to_come:
+            _republish(services, principal, conn, row, changes)
+        return [row.id for row in to_come], sessions(conn, series_id)
 
 
 def of_partner(services: Services, partner_id: str, limit: int = 500) -> list[Row[Any]]:

@@ -478,6 +478,23 @@ def test_a_partner_lists_a_weekly_class_whose_sessions_are_booked_one_by_one(api
         expect(api.post("/v1/opportunities", lido, {**body, "id": "lido-bad", **bad}), 422, code)
     assert api.get("/v1/opportunities", vic, params={"series_id": "lido-bad"}).json() == []
 
+    # A change of the whole series reaches every session still to come (here all four), each as its own edit.
+    whole = api.request("PATCH", "/v1/series/lido-aqua", lido, {"title": "Aqua fit, deep end", "capacity": 2})
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["changed"] == ids
+    assert [(o["id"], o["title"], o["capacity"]) for o in whole.json()["sessions"]] == [
+        (i, "Aqua fit, deep end", 2) for i in ids]
+    assert api.get("/v1/opportunities/lido-aqua-3", vic).json()["title"] == "Aqua fit, deep end"
+    assert api.request("PATCH", "/v1/series/lido-aqua", api.admin, {"capacity": None}).json()["sessions"][0][
+        "capacity"] is None
+    for token in (world.org(World.ARTS), world.lead, vic):
+        expect(api.request("PATCH", "/v1/series/lido-aqua", token, {"capacity": 5}), 403, "forbidden")
+    expect(api.request("PATCH", "/v1/series/lido-aqua", None, {"capacity": 5}), 401, "unauthenticated")
+    expect(api.request("PATCH", "/v1/series/ser-nowhere", lido, {"capacity": 5}), 404, "unknown_series")
+    for bad in ({}, {"cost": "2"}, {"starts_at": first.isoformat()}, {"title": None}, {"title": ""},
+                {"capacity": 0}):
+        expect(api.request("PATCH", "/v1/series/lido-aqua", lido, bad), 422, "invalid_request")
+
 
 # --- hours -------------------------------------------------------------------------------------------------------
 

@@ -100,3 +100,64 @@ def test_two_racing_for_the_last_place_of_session_2_while_session_3_has_room(pro
         first.close()
     thread.join(30)
     assert results == ["fully_booked"]
+
+
+def test_a_change_of_the_series_reaches_the_sessions_still_to_come_only(processor: EventProcessor, engine: Engine,
+                                                                        kafka_bootstrap: str) -> None:
+    """`PATCH /v1/series/{id}`'s rule (api.services.opportunities.edit_series) with the clock moved past session
+    2's start: sessions 3 and 4 change, each published again with its series id; 1 and 2 keep what they had."""
+    from api.auth import Principal, Role
+    from api.broker import BrokerLink
+    from api.deps import Services
+    from api.errors import ApiError
+    from api.services import opportunities
+    from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
+
+    prefix = f"series{uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, 1, prefixed(ALL_TOPICS, prefix))
+    link = BrokerLink(kafka_bootstrap, topic_prefix=prefix)
+    services = Services(engine=engine, producer=link, admin_token=None)
+    lido = Principal(Role.ORG, org_id="lido")
+    try:
+        starts = {r.id: r.starts_at for r in opportunities.series_of(services, SERIES)}
+        after_second = starts[f"{SERIES}-2"] + timedelta(minutes=1)
+        changed, rows = opportunities.edit_series(services, lido, SERIES, {"title": "Deep water", "capacity": 4},
+                                                  now=after_second)
+        assert changed == [f"{SERIES}-3", f"{SERIES}-4"]
+        assert [(r.id, r.title, r.capacity, r.series_id) for r in rows] == [
+            (f"{SERIES}-1", "Swim class", 2, SERIES), (f"{SERIES}-2", "Swim class", 2, SERIES),
+            (f"{SERIES}-3", "Deep water", 4, SERIES), (f"{SERIES}-4", "Deep water", 4, SERIES)]
+        for principal, status, code in ((Principal(Role.ORG, org_id="garden"), 403, "forbidden"),
+                                        (Principal(Role.LEAD), 403, "forbidden"),
+                                        (Principal(Role.VOLUNTEER, volunteer_id="ana"), 403, "forbidden")):
+            with pytest.raises(ApiError) as refused:
+                opportunities.edit_series(services, principal, SERIES, {"capacity": 9}, now=after_second)
+            assert (refused.value.status, refused.value.code) == (status, code)
+        for series, changes, now, status, code in (
+                ("ser-nowhere", {"capacity": 9}, after_second, 404, "unknown_series"),
+                (SERIES, {"cost": 300}, after_second, 422, "invalid_request"),
+                (SERIES, {"capacity": 9}, starts[f"{SERIES}-4"], 409, "series_over")):
+            with pytest.raises(ApiError) as refused:
+                opportunities.edit_series(services, lido, series, changes, now=now)
+            assert (refused.value.status, refused.value.code) == (status, code)
+    finally:
+        link.close()
+    # The worker applies the published edits as upserts that keep the series (the events read back from Kafka
+    # are those the API sent).
+    from kafka import KafkaConsumer
+
+    from ledger.events import decode_event
+
+    consumer = KafkaConsumer(f"{prefix}tc.admin", bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=10_000)
+    try:
+        published = [decode_event(record.value) for record in consumer]
+    finally:
+        consumer.close()
+    assert [(e.payload.opportunity_id, e.payload.series_id) for e in published] == [  # type: ignore[union-attr]
+        (f"{SERIES}-3", SERIES), (f"{SERIES}-4", SERIES)]
+    assert all(o.applied for o in processor.process(published).outcomes)  # type: ignore[arg-type]
+    op = schema.opportunities
+    with engine.connect() as conn:
+        assert conn.execute(select(op.c.series_id, op.c.title).where(op.c.id == f"{SERIES}-4")).one() == (
+            SERIES, "Deep water")
