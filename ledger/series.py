@@ -49,13 +49,18 @@ def session_id(series_id: str, number: int) -> str:
     return f"{series_id}-{number}"
 
 
-def session_starts(first: datetime | None, repeat: Repeat, now: datetime) -> list[datetime]:
-    """When each session starts, in UTC, the first at `first`; or `SeriesRefused` for a repeat that is not sane."""
+def check_repeat(repeat: Repeat) -> None:
+    """`SeriesRefused` for a repeat other than every week or fortnight, or a count outside 2 to 52."""
     if repeat.every not in INTERVALS:
         raise SeriesRefused("unknown_repeat", f"a series repeats every {' or '.join(INTERVALS)}")
     if not FEWEST_SESSIONS <= repeat.sessions <= MOST_SESSIONS:
         raise SeriesRefused("too_many_sessions" if repeat.sessions > MOST_SESSIONS else "too_few_sessions",
                             f"a series has {FEWEST_SESSIONS} to {MOST_SESSIONS} sessions")
+
+
+def session_starts(first: datetime | None, repeat: Repeat, now: datetime) -> list[datetime]:
+    """When each session starts, in UTC, the first at `first`; or `SeriesRefused` for a repeat that is not sane."""
+    check_repeat(repeat)
     if first is None:
         raise SeriesRefused("starts_at_required", "a series needs the date and time its first session starts")
     if first <= now:

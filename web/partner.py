@@ -1,6 +1,7 @@
 """The partner's front desk (docs/design.md §8.3): its opportunities (list, create, edit; one-off or a series of
-sessions, §5.13) and its open bookings (attended or cancelled). A front desk acts as its organisation, `org:{id}`, through the same service functions
-as `POST /v1/opportunities`, `PATCH /v1/opportunities/{id}` and `POST /v1/bookings/{id}/attend|cancel`."""
+sessions, §5.13) and its open bookings (attended or cancelled). A front desk acts as its organisation,
+`org:{id}`, through the same service functions as `POST /v1/opportunities`, `PATCH /v1/opportunities/{id}` and
+`POST /v1/bookings/{id}/attend|cancel`."""
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 from api.errors import ApiError
 from api.services import bookings, opportunities
 from ledger.pg import schema
-from ledger.series import FEWEST_SESSIONS, INTERVALS, MOST_SESSIONS, Repeat
+from ledger.series import FEWEST_SESSIONS, INTERVALS, MOST_SESSIONS, Repeat, check_repeat
 from web.app import (
     LONDON,
     PREFIX,
@@ -36,9 +37,8 @@ from web.words import credits, refusal
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 DESK = "a partner's front desk"
 AREA = re.compile(r"^[EWSN][0-9]{8}$")
-#: "Does it repeat?": the form's answers, and the words each is shown with and said in.
-REPEATS = {"no": "No, it happens once", "week": "Yes, every week", "fortnight": "Yes, every fortnight"}
-assert set(REPEATS) - {"no"} == set(INTERVALS)
+#: "Does it repeat?": the form's answers and their words, "no" and the repeats a series may take (§5.13).
+REPEATS = {"no": "No, it happens once", **{every: f"Yes, every {every}" for every in INTERVALS}}
 
 
 def _desk(session: Session) -> tuple[Person, str]:
@@ -161,14 +161,16 @@ def _repeat(repeat: str, sessions: str, starts_at: datetime | None, errors: dict
         return None
     if repeat == "no":
         return None
-    text = sessions.strip()
-    if not text.isdigit() or not FEWEST_SESSIONS <= int(text) <= MOST_SESSIONS:
+    try:
+        asked = Repeat(repeat, int(sessions.strip()))
+        check_repeat(asked)
+    except ValueError:  # not a whole number, or a count the rule refuses (SeriesRefused)
         errors["sessions"] = (f"Enter how many sessions there are, a whole number from {FEWEST_SESSIONS} to "
                               f"{MOST_SESSIONS}")
         return None
     if starts_at is None and "start_date" not in errors and "start_time" not in errors:
         errors["start_date"] = "Enter the date and time the first session starts"
-    return Repeat(repeat, int(text))
+    return asked
 
 
 def _form_values(form: dict[str, str], starts_at: datetime | None) -> dict[str, str]:

@@ -66,3 +66,13 @@ def test_an_opportunity_listed_before_series_decodes_as_a_one_off() -> None:
     assert b"series_id" not in older
     decoded = decode_event(older)
     assert decoded.payload.series_id is None  # type: ignore[union-attr]
+
+
+def test_a_list_gathers_each_series_where_its_first_session_falls() -> None:
+    from web.series import grouped
+
+    items = [("swim-1", "swim"), ("talk", None), ("yoga-1", "yoga"), ("swim-2", "swim"), ("walk", None),
+             ("yoga-2", "yoga")]
+    lines = grouped(items, lambda item: item[1])
+    assert [(line.first[0], [s[0] for s in line.sessions]) for line in lines] == [
+        ("swim-1", ["swim-1", "swim-2"]), ("talk", []), ("yoga-1", ["yoga-1", "yoga-2"]), ("walk", [])]
