@@ -57,7 +57,7 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "volunteers": frozenset({"SELECT", "INSERT", "UPDATE (area, age_band, seb, seb_detail, first_time_volunteer, "
                                                  "consent_stats, consent_changed_at, updated_at)"}),
     "opportunities": frozenset({"SELECT", "INSERT", "UPDATE (partner_id, title, category, cost, capacity, area, "
-                                                    "starts_at, updated_at)"}),
+                                                    "starts_at, series_id, updated_at)"}),
     # Personal data (docs/design.md §3.4): written at sign-up; the API never reads it back, a coordinator's pages
     # read their own members' names (§8.3).
     "volunteer_profiles": frozenset({"SELECT", "INSERT"}),

@@ -345,6 +345,9 @@ class OpportunityListed(AdminPayload):
     capacity: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = None
     area: AreaCode
     starts_at: UtcDatetime | None = None
+    #: The series a session of a repeating opportunity belongs to (docs/design.md §5.13): an id only. Optional
+    #: and defaulted, so version 1 events written before it still decode (as a one-off opportunity).
+    series_id: Id | None = None
 
     @property
     def partition_key(self) -> str:

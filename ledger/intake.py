@@ -488,6 +488,7 @@ def _opportunity_listed(event: DecodedEvent, p: OpportunityListed, registry: Reg
         "capacity": p.capacity,
         "area": p.area,
         "starts_at": p.starts_at,
+        "series_id": p.series_id,
     }
     return Plan(event, registry=[RegistryUpsert("opportunities", row)])
 

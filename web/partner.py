@@ -1,7 +1,7 @@
-"""The partner's front desk (docs/design.md §8.3): its opportunities (list, create, edit) and its open bookings
-(attended, cancelled, or did not come). A front desk acts as its organisation, `org:{id}`, through the same service
-functions as `POST /v1/opportunities`, `PATCH /v1/opportunities/{id}` and
-`POST /v1/bookings/{id}/attend|cancel|no-show`."""
+"""The partner's front desk (docs/design.md §8.3): its opportunities (list, create, edit; one-off or a series of
+sessions, §5.13) and its open bookings (attended, cancelled, or did not come). A front desk acts as its
+organisation, `org:{id}`, through the same service functions as `POST /v1/opportunities`,
+`PATCH /v1/opportunities/{id}` and `POST /v1/bookings/{id}/attend|cancel|no-show`."""
 from __future__ import annotations
 
 import re
@@ -11,12 +11,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.deps import Services
 from api.errors import ApiError
 from api.services import bookings, opportunities
 from ledger.pg import schema
+from ledger.series import FEWEST_SESSIONS, INTERVALS, MOST_SESSIONS, Repeat, check_repeat
 from web.app import (
     LONDON,
     PREFIX,
@@ -31,11 +32,14 @@ from web.app import (
     _wait_outcome,
 )
 from web.people import Person, PersonRole, Session
+from web.series import grouped
 from web.words import credits, refusal
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 DESK = "a partner's front desk"
 AREA = re.compile(r"^[EWSN][0-9]{8}$")
+#: "Does it repeat?": the form's answers and their words, "no" and the repeats a series may take (§5.13).
+REPEATS = {"no": "No, it happens once", **{every: f"Yes, every {every}" for every in INTERVALS}}
 
 
 def _desk(session: Session) -> tuple[Person, str]:
@@ -66,12 +70,35 @@ def _no_such(request: Request, session: Session) -> HTMLResponse:
 # --- opportunities -----------------------------------------------------------------------------------------------
 
 
+def _places_left(request: Request, rows: list[Any]) -> dict[str, str]:
+    """Each session's places left in words: its capacity less open bookings and live waiting-list offers, as the
+    worker counts them (docs/design.md §5.8)."""
+    limited = [r.id for r in rows if r.capacity is not None]
+    taken = bookings.open_counts(_services(request), limited)
+    w = schema.waitlist
+    with _services(request).engine.connect() as conn:
+        offered = dict(conn.execute(select(w.c.opportunity_id, func.count()).where(
+            w.c.opportunity_id.in_(limited), w.c.offered_until > func.now()).group_by(w.c.opportunity_id)).all())
+    words = {}
+    for r in rows:
+        left = None if r.capacity is None else max(0, r.capacity - taken.get(r.id, 0) - offered.get(r.id, 0))
+        words[r.id] = ("No limit" if left is None else "No places left" if left == 0 else
+                       f"{left} of {r.capacity} left")
+    return words
+
+
 def _listed(request: Request, session: Session, outcome: str | None = None) -> HTMLResponse:
     _, org_id = _desk(session)
     rows = opportunities.of_partner(_services(request), org_id)
-    listed = [{"id": r.id, "title": r.title, "when": when(r.starts_at), "cost": credits(r.cost),
-               "places": "No limit" if r.capacity is None else str(r.capacity),
-               "category": opportunities.CATEGORIES.get(r.category, r.category)} for r in rows]
+    left = _places_left(request, [r for r in rows if r.series_id is not None])
+
+    def shown(r: Any) -> dict[str, Any]:
+        return {"id": r.id, "title": r.title, "when": when(r.starts_at), "cost": credits(r.cost),
+                "places": "No limit" if r.capacity is None else str(r.capacity), "left": left.get(r.id, ""),
+                "category": opportunities.CATEGORIES.get(r.category, r.category)}
+
+    listed = [{**shown(line.first), "sessions": [shown(r) for r in line.sessions]}
+              for line in grouped(rows, lambda r: r.series_id)]
     return _page(request, "partner/opportunities.html", title="Your opportunities", session=session,
                  listed=listed, outcome=outcome)
 
@@ -128,6 +155,25 @@ def _title(text: str, errors: dict[str, str]) -> str:
     return text
 
 
+def _repeat(repeat: str, sessions: str, starts_at: datetime | None, errors: dict[str, str]) -> Repeat | None:
+    """The series a person asked for, or None for a one-off; its errors in words (docs/design.md §5.13)."""
+    if repeat not in REPEATS:
+        errors["repeat"] = "Choose whether it repeats"
+        return None
+    if repeat == "no":
+        return None
+    try:
+        asked = Repeat(repeat, int(sessions.strip()))
+        check_repeat(asked)
+    except ValueError:  # not a whole number, or a count the rule refuses (SeriesRefused)
+        errors["sessions"] = (f"Enter how many sessions there are, a whole number from {FEWEST_SESSIONS} to "
+                              f"{MOST_SESSIONS}")
+        return None
+    if starts_at is None and "start_date" not in errors and "start_time" not in errors:
+        errors["start_date"] = "Enter the date and time the first session starts"
+    return asked
+
+
 def _form_values(form: dict[str, str], starts_at: datetime | None) -> dict[str, str]:
     if starts_at is not None:
         local = starts_at.astimezone(LONDON)
@@ -139,8 +185,8 @@ def _form_values(form: dict[str, str], starts_at: datetime | None) -> dict[str, 
 def new_opportunity_page(request: Request, session: SignedIn) -> HTMLResponse:
     _, org_id = _desk(session)
     return _page(request, "partner/opportunity_form.html", title="List an opportunity", session=session,
-                 categories=opportunities.CATEGORIES, form={"area": _partner_area(request, org_id)},
-                 action=f"{PREFIX}/listings/new", new=True)
+                 categories=opportunities.CATEGORIES, form={"area": _partner_area(request, org_id), "repeat": "no"},
+                 action=f"{PREFIX}/listings/new", new=True, repeats=REPEATS)
 
 
 @router.post("/listings/new", response_class=HTMLResponse)
@@ -148,11 +194,12 @@ def create_opportunity(request: Request, session: SignedIn, csrf_token: CsrfToke
                        title: Annotated[str, Form()] = "", category: Annotated[str, Form()] = "",
                        cost: Annotated[str, Form()] = "", capacity: Annotated[str, Form()] = "",
                        area: Annotated[str, Form()] = "", start_date: Annotated[str, Form()] = "",
-                       start_time: Annotated[str, Form()] = "") -> Any:
+                       start_time: Annotated[str, Form()] = "", repeat: Annotated[str, Form()] = "no",
+                       sessions: Annotated[str, Form()] = "") -> Any:
     _check_csrf(session, csrf_token)
     person, org_id = _desk(session)
     form = {"title": title, "category": category, "cost": cost, "capacity": capacity, "area": area,
-            "start_date": start_date, "start_time": start_time}
+            "start_date": start_date, "start_time": start_time, "repeat": repeat, "sessions": sessions}
     errors: dict[str, str] = {}
     clean_title = _title(title, errors)
     if category not in opportunities.CATEGORIES:
@@ -164,11 +211,12 @@ def create_opportunity(request: Request, session: SignedIn, csrf_token: CsrfToke
     if not AREA.match(area.strip().upper()):
         errors["area"] = "Enter an area code of 9 characters, like E09000030"
     starts_at = _start(start_date, start_time, errors)
+    series = _repeat(repeat, sessions, starts_at, errors)
 
     def again(status: int, errors_: dict[str, str]) -> HTMLResponse:
         return _page(request, "partner/opportunity_form.html", status, title="List an opportunity", session=session,
                      categories=opportunities.CATEGORIES, form=form, errors=errors_,
-                     action=f"{PREFIX}/listings/new", new=True)
+                     action=f"{PREFIX}/listings/new", new=True, repeats=REPEATS)
 
     if errors:
         return again(422, errors)
@@ -176,10 +224,16 @@ def create_opportunity(request: Request, session: SignedIn, csrf_token: CsrfToke
     listing = opportunities.Listing(title=clean_title, category=category, cost=value, capacity=places,
                                     area=area.strip().upper(), starts_at=starts_at)
     try:
-        opportunities.create(_services(request), person.principal(), listing)
+        if series is None:
+            opportunities.create(_services(request), person.principal(), listing)
+        else:
+            opportunities.create_series(_services(request), person.principal(), listing, series)
     except ApiError as refused:
         return again(422, {"title": refusal(refused.code).capitalize()})
-    return _listed(request, session, f"Listed: {clean_title}.")
+    if series is None:
+        return _listed(request, session, f"Listed: {clean_title}.")
+    return _listed(request, session, f"Listed: {clean_title}, {series.sessions} sessions "
+                                     f"{REPEATS[series.every].removeprefix('Yes, ')} from {when(starts_at)}.")
 
 
 @router.get("/listings/{opportunity_id}/edit", response_class=HTMLResponse)

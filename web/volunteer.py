@@ -25,6 +25,7 @@ from ledger.pg.registry import places_taken
 from web.app import (LONDON, PREFIX, CsrfToken, SignedIn, _check_csrf, _credits_typed, _message, _only, _page,
                      _services, _wait_outcome)
 from web.people import Person, PersonRole, Session
+from web.series import grouped
 from web.words import credits, not_booked, refusal
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -142,6 +143,8 @@ class Shown:
     waiting: int | None = None
     #: Until when a place is held for them, in words; None without an offer.
     offered_until: str | None = None
+    #: The series it is a session of (docs/design.md §5.13); None for a one-off.
+    series_id: str | None = None
 
 
 def _areas(services: Services, own: str) -> list[tuple[str, str]]:
@@ -155,7 +158,8 @@ def _areas(services: Services, own: str) -> list[tuple[str, str]]:
 
 def _opportunities(services: Services, volunteer_id: str, area: str, category: str, on: date | None) -> list[Shown]:
     op, o = schema.opportunities, schema.organisations
-    query = (select(op.c.id, op.c.title, o.c.name, op.c.category, op.c.starts_at, op.c.cost, op.c.capacity)
+    query = (select(op.c.id, op.c.title, o.c.name, op.c.category, op.c.starts_at, op.c.cost, op.c.capacity,
+                    op.c.series_id)
              .join(o, o.c.id == op.c.partner_id).where(op.c.area == area)
              .order_by(op.c.starts_at.nulls_last(), op.c.title).limit(100))
     if category:
@@ -184,7 +188,7 @@ def _opportunities(services: Services, volunteer_id: str, area: str, category: s
         shown.append(Shown(row.id, row.title, row.name, CATEGORIES.get(row.category, row.category), when(row.starts_at),
                            credits(row.cost), places, left == 0, mine.get(row.id),
                            place.position if place else None,
-                           when(place.offered_until) if place and place.offered_until else None))
+                           when(place.offered_until) if place and place.offered_until else None, row.series_id))
     return shown
 
 
@@ -267,7 +271,7 @@ def opportunities_page(request: Request, session: SignedIn, area: str = "", cate
     found = [] if errors else _opportunities(services, volunteer_id, area, category, day_wanted)
     return _page(request, "volunteer/opportunities.html", 422 if errors else 200, title="Opportunities near you",
                  session=session, errors=errors, areas=areas, area=area, categories=CATEGORIES, category=category,
-                 date=on, opportunities=found)
+                 date=on, opportunities=grouped(found, lambda o: o.series_id))
 
 
 def _outcome(request: Request, session: Session, title: str, outcome: str, refused: bool) -> HTMLResponse:

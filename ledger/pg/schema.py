@@ -199,6 +199,8 @@ opportunities = Table(
     Column("starts_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The series a session of a repeating opportunity belongs to (docs/design.md §5.13), null for a one-off.
+    Column("series_id", Text),
 )
 
 waitlist = Table(

@@ -374,3 +374,72 @@ def test_the_front_desks_forms_without_their_csrf_token_change_nothing(partner: 
         assert _open(partner, partner.arts_booking)
         made = client.post("/app/listings/new", data={**form, "csrf_token": csrf})
         assert made.status_code == 200 and "Listed: No token swim." in made.text
+
+
+def test_a_front_desk_lists_a_weekly_class_of_four_sessions_each_with_its_places(
+        partner: PartnerStack, browser: Any, screenshot_dir: Path) -> None:
+    """docs/design.md §5.13: "Does it repeat?" lists a series, shown as its sessions under its title."""
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, partner.url, people.new_card(partner.engine, partner.desk.id))
+        page.goto(partner.url + "/app/listings/new")
+        assert page.locator("#repeat").is_checked()  # "No" unless asked
+        page.locator("#title").fill("Aqua fit")
+        page.locator("#category").select_option("sport")
+        page.locator("#cost").fill("1")
+        page.locator("#capacity").fill("2")
+        page.get_by_label("Yes, every week").check()
+        page.locator("#sessions").fill("60")
+        with page.expect_navigation():  # the answer, not the page before it
+            page.get_by_role("button", name="List the opportunity").press("Enter")
+        summary = page.locator(".error-summary").inner_text()
+        assert "Enter how many sessions there are, a whole number from 2 to 52" in summary, summary
+        assert page.get_by_label("Yes, every week").is_checked()  # kept as answered
+        _shots(page, screenshot_dir, "series-errors")
+        page.locator(".error-summary a", has_text="Enter how many sessions").press("Enter")
+        assert page.evaluate("document.activeElement.id") == "sessions"
+        page.keyboard.press("Control+A")
+        page.keyboard.type("4")
+        with page.expect_navigation():
+            page.get_by_role("button", name="List the opportunity").press("Enter")
+        assert "Enter the date and time the first session starts" in page.locator(".error-summary").inner_text()
+        page.locator("#start_date").fill("2030-09-02")  # a Monday
+        page.locator("#start_time").fill("18:00")
+        with page.expect_navigation():
+            page.locator("#start_time").press("Enter")
+        assert page.get_by_role("status").inner_text().strip() == (
+            "Listed: Aqua fit, 4 sessions every week from Monday 2 September 2030, 18:00.")
+
+        with partner.engine.connect() as conn:
+            series_id = conn.execute(text("SELECT series_id FROM opportunities WHERE id = (SELECT min(id) "
+                                          "FROM opportunities WHERE title = 'Aqua fit')")).scalar_one()
+        assert series_id is not None
+        sessions = [f"{series_id}-{n}" for n in (1, 2, 3, 4)]
+        booked = partner.api.accepted(partner.api.post("/v1/bookings", partner.other_volunteer_token,
+                                                       {"opportunity_id": sessions[1]}))
+        partner.api.applied(booked)
+
+        page.goto(partner.url + "/app/listings")
+        aqua = page.locator("ul.items > li", has_text="Aqua fit")
+        assert aqua.count() == 1  # one entry for the series
+        assert _rows(aqua) == [["Monday 2 September 2030, 18:00", "2 of 2 left"],
+                               ["Monday 9 September 2030, 18:00", "1 of 2 left"],
+                               ["Monday 16 September 2030, 18:00", "2 of 2 left"],
+                               ["Monday 23 September 2030, 18:00", "2 of 2 left"]]
+        _shots(page, screenshot_dir, "series-listed")
+        page.get_by_role("link", name="Change Aqua fit on Monday 9 September 2030, 18:00").press("Enter")
+        page.wait_for_url(partner.url + f"/app/listings/{sessions[1]}/edit")
+        page.locator("#capacity").fill("5")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Save the changes").press("Enter")
+        listed = partner.api.get("/v1/opportunities", partner.volunteer_token, params={"series_id": series_id})
+        assert [o["capacity"] for o in listed.json()] == [2, 5, 2, 2]  # that session only
+    finally:
+        context.close()
+
+
+def _rows(item: Any) -> list[list[str]]:
+    """A series' sessions table as its cells' words, but the Change link."""
+    return [[" ".join(cell.split()) for cell in row.locator("th, td").all_inner_texts()[:2]]
+            for row in item.locator("tbody tr").all()]

@@ -501,3 +501,47 @@ def test_a_volunteer_joins_the_waiting_list_of_a_full_opportunity_and_books_the_
         assert page.locator("ul.offers").count() == 0
     finally:
         context.close()
+
+
+def test_a_volunteer_sees_a_weekly_class_as_its_sessions_and_books_session_2(
+        vol: VolunteerStack, browser: Any, screenshot_dir: Path) -> None:
+    """docs/design.md §5.13: a series' sessions under its title, each with its date and places, booked alone."""
+    made = vol.api.post("/v1/opportunities", vol.api.admin, {
+        "partner_id": "v-lido", "id": "v-aqua", "title": "Aqua fit", "category": "sport", "cost": "1",
+        "capacity": 2, "area": OTHER_AREA, "starts_at": "2027-01-18T18:00:00Z",
+        "repeat": {"every": "week", "sessions": 4}})
+    assert made.status_code == 201, made.text
+    swimmer = vol.api.volunteer("aqua-dee", AREA, member_of=("v-garden",))
+    garden = vol.api.token("org", org_id="v-garden")
+    vol.api.applied(vol.api.accepted(vol.api.post("/v1/hours", garden, {
+        "volunteer_id": swimmer, "org_id": "v-garden", "date": "2026-11-30", "minutes": 120,
+        "activity": "Weeding"})), garden)
+    dee = people.add_person(vol.engine, "Dee", PersonRole.VOLUNTEER, volunteer_id=swimmer)
+    listing = f"{vol.url}/app/opportunities?area={OTHER_AREA}"
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _sign_in_with_card(page, vol.url, people.new_card(vol.engine, dee.id))
+        page.goto(listing)
+        aqua = page.locator("li.opportunity", has_text="Aqua fit")
+        assert aqua.count() == 1  # one entry for the series, its sessions within
+        assert _lines(page, "li.opportunity:has-text('Aqua fit') li.session h3") == [
+            "Monday 18 January at 18:00", "Monday 25 January at 18:00", "Monday 1 February at 18:00",
+            "Monday 8 February at 18:00"]
+        assert "4 sessions to choose from" in aqua.inner_text() and "1 credit a session" in aqua.inner_text()
+        _shots(page, screenshot_dir, "volunteer-series")
+
+        _press(page, "button", "Book Aqua fit on Monday 25 January at 18:00 for 1 credit")
+        assert page.get_by_role("status").inner_text().strip().startswith("Booked: 1 credit is held for Aqua fit.")
+        page.goto(listing)
+        sessions = page.locator("li.opportunity:has-text('Aqua fit') li.session")
+        assert [" ".join(t.split()) for t in sessions.locator("p").all_inner_texts()] == [
+            "2 places left", "1 place left", "You have booked this.", "2 places left", "2 places left"]
+        assert "Cancel my booking for Aqua fit on Monday 25 January at 18:00" in sessions.nth(1).inner_text()
+        _shots(page, screenshot_dir, "volunteer-series-booked")
+        with vol.engine.connect() as conn:
+            booked = conn.execute(text("SELECT opportunity_id FROM entries WHERE volunteer_id = :v "
+                                       "AND kind = 'opportunity_booked'"), {"v": swimmer}).scalars().all()
+        assert booked == ["v-aqua-2"]
+    finally:
+        context.close()

@@ -320,7 +320,7 @@ def test_partners_list_opportunities_that_anyone_signed_in_can_browse(api: Api, 
     assert named.status_code == 201, named.text
     assert named.json() == {"id": "opp-gym", "partner_id": World.HUB, "title": "Guided museum tour",
                             "category": "sport", "cost": "3.00", "capacity": 12, "area": OTHER_AREA,
-                            "starts_at": "2027-02-01T08:30:00Z"}
+                            "starts_at": "2027-02-01T08:30:00Z", "series_id": None, "sessions": []}
     expect(api.post("/v1/opportunities", world.org(World.HUB), {**body, "id": "opp-gym"}), 409, "opportunity_exists")
 
     expect(api.post("/v1/opportunities", lido, {**body, "partner_id": World.ARTS}), 403, "forbidden")
@@ -396,7 +396,7 @@ def test_a_partner_edits_the_title_capacity_and_start_of_its_own_opportunities(
     assert _listing_written(shared_stack, listed["id"])[1] == 0
     assert unlimited.json()["title"] == "Early lane swim" and unlimited.json()["cost"] == "2.00"
     every = api.get("/v1/opportunities", world.lead, params={"partner_id": World.LIDO})
-    assert next(o for o in every.json() if o["id"] == listed["id"]) == unlimited.json()
+    assert {**next(o for o in every.json() if o["id"] == listed["id"]), "sessions": []} == unlimited.json()
 
     expect(api.request("PATCH", path, world.org(World.HUB), {"title": "Mine now"}), 403, "forbidden")
     _, volunteer_token = world.volunteer("opp-edit-vic")
@@ -407,6 +407,96 @@ def test_a_partner_edits_the_title_capacity_and_start_of_its_own_opportunities(
                 {"title": ""}, {"starts_at": "tomorrow"}):
         expect(api.request("PATCH", path, lido, bad), 422, "invalid_request")
     assert api.get("/v1/opportunities", world.lead, params={"partner_id": World.LIDO}).json() == every.json()
+
+
+def test_a_partner_lists_a_weekly_class_whose_sessions_are_booked_one_by_one(api: Api, world: World) -> None:
+    """docs/design.md §5.13: a series is one opportunity a session, each with its own id, start and places."""
+    lido = world.org(World.LIDO)
+    first = (datetime.now(UTC) + timedelta(days=10)).replace(hour=9, minute=0, second=0, microsecond=0)
+    body = {"id": "lido-aqua", "title": "Aqua fit", "category": "sport", "cost": "1", "capacity": 1, "area": AREA,
+            "starts_at": first.isoformat(), "repeat": {"every": "week", "sessions": 4}}
+    created = api.post("/v1/opportunities", lido, body)
+    assert created.status_code == 201, created.text
+    series = created.json()
+    ids = [f"lido-aqua-{n}" for n in (1, 2, 3, 4)]
+    assert (series["id"], series["series_id"]) == ("lido-aqua-1", "lido-aqua")
+    assert [s["id"] for s in series["sessions"]] == ids
+    starts = [datetime.fromisoformat(s["starts_at"]) for s in series["sessions"]]
+    assert starts[0] == first and all(timedelta(days=6, hours=23) <= b - a <= timedelta(days=7, hours=1)
+                                      for a, b in zip(starts, starts[1:], strict=False))
+
+    # Anyone signed in sees each session with its date, and one session with its series.
+    _, vic = world.volunteer("series-vic")
+    listed = api.get("/v1/opportunities", vic, params={"series_id": "lido-aqua"})
+    assert listed.status_code == 200, listed.text
+    assert [(o["id"], o["starts_at"], o["capacity"], o["title"]) for o in listed.json()] == [
+        (s["id"], s["starts_at"], 1, "Aqua fit") for s in series["sessions"]]
+    second = api.get("/v1/opportunities/lido-aqua-2", world.lead)
+    assert second.status_code == 200, second.text
+    assert second.json()["series_id"] == "lido-aqua" and second.json()["sessions"] == series["sessions"]
+    lone = api.get(f"/v1/opportunities/{World.SWIM}", vic).json()
+    assert (lone["series_id"], lone["sessions"]) == (None, [])
+    expect(api.get("/v1/opportunities/opp-nowhere", vic), 404, "unknown_opportunity")
+    expect(api.get("/v1/opportunities/lido-aqua-2", None), 401, "unauthenticated")
+
+    # Editing one session edits that session only.
+    edited = api.request("PATCH", "/v1/opportunities/lido-aqua-4", lido, {"capacity": 3})
+    assert edited.status_code == 200, edited.text
+    assert [o["capacity"] for o in api.get("/v1/opportunities", vic, params={"series_id": "lido-aqua"}).json()] == [
+        1, 1, 1, 3]
+
+    # One place a session: session 2 full for a second volunteer, who books session 3.
+    ana, ana_token = world.volunteer("series-ana")
+    ben, ben_token = world.volunteer("series-ben")
+    for volunteer in (ana, ben):
+        world.earn(volunteer, 120)
+    api.applied(api.accepted(api.post("/v1/bookings", ana_token, {"opportunity_id": "lido-aqua-2"})), ana_token)
+    expect(api.post("/v1/bookings", ben_token, {"opportunity_id": "lido-aqua-2"}), 409, "fully_booked")
+    api.applied(api.accepted(api.post("/v1/bookings", ben_token, {"opportunity_id": "lido-aqua-3"})), ben_token)
+    assert api.balance(ben, ben_token)["held"] == "1.00"
+
+    # The admin lists for a partner; others may not; the same series twice is refused.
+    by_admin = api.post("/v1/opportunities", api.admin, {**body, "id": None, "partner_id": World.HUB})
+    assert by_admin.status_code == 201, by_admin.text
+    assert len(by_admin.json()["sessions"]) == 4 and by_admin.json()["partner_id"] == World.HUB
+    assert by_admin.json()["series_id"].startswith("ser-")
+    expect(api.post("/v1/opportunities", lido, body), 409, "opportunity_exists")
+    expect(api.post("/v1/opportunities", lido, {**body, "id": "lido-aqua-b", "partner_id": World.ARTS}), 403,
+           "forbidden")
+    expect(api.post("/v1/opportunities", world.org(World.CLUB), {**body, "id": "club-aqua"}), 422, "not_a_partner")
+    for token in (world.lead, vic):
+        expect(api.post("/v1/opportunities", token, {**body, "id": "lido-aqua-c"}), 403, "forbidden")
+
+    # Each bad repeat, refused with a code and nothing listed.
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    for bad, code in (({"repeat": {"every": "month", "sessions": 4}}, "invalid_request"),
+                      ({"repeat": {"every": "week", "sessions": 1}}, "invalid_request"),
+                      ({"repeat": {"every": "week", "sessions": 53}}, "invalid_request"),
+                      ({"repeat": {"every": "week", "sessions": "4"}}, "invalid_request"),
+                      ({"repeat": {"every": "week"}}, "invalid_request"),
+                      ({"repeat": {"every": "week", "sessions": 4, "until": "2027-06-01"}}, "invalid_request"),
+                      ({"repeat": {"every": "week", "sessions": 4}, "id": "s" * 62}, "invalid_request"),
+                      ({"starts_at": None}, "starts_at_required"),
+                      ({"starts_at": past}, "starts_in_past")):
+        expect(api.post("/v1/opportunities", lido, {**body, "id": "lido-bad", **bad}), 422, code)
+    assert api.get("/v1/opportunities", vic, params={"series_id": "lido-bad"}).json() == []
+
+    # A change of the whole series reaches every session still to come (here all four), each as its own edit.
+    whole = api.request("PATCH", "/v1/series/lido-aqua", lido, {"title": "Aqua fit, deep end", "capacity": 2})
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["changed"] == ids
+    assert [(o["id"], o["title"], o["capacity"]) for o in whole.json()["sessions"]] == [
+        (i, "Aqua fit, deep end", 2) for i in ids]
+    assert api.get("/v1/opportunities/lido-aqua-3", vic).json()["title"] == "Aqua fit, deep end"
+    assert api.request("PATCH", "/v1/series/lido-aqua", api.admin, {"capacity": None}).json()["sessions"][0][
+        "capacity"] is None
+    for token in (world.org(World.ARTS), world.lead, vic):
+        expect(api.request("PATCH", "/v1/series/lido-aqua", token, {"capacity": 5}), 403, "forbidden")
+    expect(api.request("PATCH", "/v1/series/lido-aqua", None, {"capacity": 5}), 401, "unauthenticated")
+    expect(api.request("PATCH", "/v1/series/ser-nowhere", lido, {"capacity": 5}), 404, "unknown_series")
+    for bad in ({}, {"cost": "2"}, {"starts_at": first.isoformat()}, {"title": None}, {"title": ""},
+                {"capacity": 0}):
+        expect(api.request("PATCH", "/v1/series/lido-aqua", lido, bad), 422, "invalid_request")
 
 
 # --- hours -------------------------------------------------------------------------------------------------------

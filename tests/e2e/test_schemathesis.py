@@ -114,6 +114,10 @@ def _seed(url: str) -> Seeded:
         post("/v1/organisations/st-hub/members", {"volunteer_id": volunteer})
     post("/v1/opportunities", {"id": "st-swim", "partner_id": "st-lido", "title": "Swim", "category": "sport",
                                "cost": "1.00", "area": AREA})
+    post("/v1/opportunities", {"id": "st-aqua", "partner_id": "st-lido", "title": "Aqua", "category": "sport",
+                               "cost": "1.00", "area": AREA, "capacity": 5,
+                               "starts_at": f"{date.today() + timedelta(days=400)}T18:00:00Z",
+                               "repeat": {"every": "week", "sessions": 3}})
     yesterday = (date.today() - timedelta(days=1)).isoformat()
     logs = [post("/v1/hours", {"volunteer_id": volunteers[0], "org_id": "st-club", "date": yesterday, "minutes": 60 * n,
                                "activity": f"shift {n}"}, 202)["event_id"] for n in (3, 2, 1)]
@@ -135,7 +139,8 @@ def _seed(url: str) -> Seeded:
             "to_volunteer_id": volunteers[1:],
             "org_id": ["st-club", "st-hub"],
             "partner_id": ["st-lido", "st-hub"],
-            "opportunity_id": ["st-swim"],
+            "opportunity_id": ["st-swim", "st-aqua-2"],
+            "series_id": ["st-aqua"],
             "event_id": [*logs, booking],
         },
         volunteer_token=volunteer_token,

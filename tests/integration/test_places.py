@@ -124,6 +124,25 @@ def test_offers_go_in_order_and_pass_on_when_they_lapse(processor: EventProcesso
         assert places_of(conn, "dee") == [] and places_of(conn, "cy")[0].position == 1
 
 
+def assert_waits_for_a_lock(engine: Engine, thread: threading.Thread, results: list[str | None]) -> None:
+    """`thread`'s batch waits for a lock another transaction holds, rather than deciding alongside it."""
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                   "AND datname = current_database()")
+
+    def waits() -> int:
+        # A transaction keeps the pg_stat_activity it first read: each look is a transaction of its own, or a
+        # watcher that looked before the second batch connected would never see it wait.
+        with engine.connect() as watcher:
+            return int(watcher.execute(waiting).scalar_one())
+
+    for _ in range(1200):  # up to a minute on a loaded machine; it stops as soon as the wait is seen
+        if waits() > 0 or not thread.is_alive():
+            break
+        thread.join(0.05)
+    assert thread.is_alive() and waits() >= 1, (
+        f"the second batch should wait for the first, not decide alongside it: {results}")
+
+
 def test_two_workers_booking_the_last_place_at_once_apply_exactly_one(processor: EventProcessor,
                                                                       engine: Engine) -> None:
     """Two batches on different partitions (two workers' transactions): the second counts the places only once
@@ -141,15 +160,7 @@ def test_two_workers_booking_the_last_place_at_once_apply_exactly_one(processor:
 
         thread = threading.Thread(target=second)
         thread.start()
-        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND datname = current_database()")
-        with engine.connect() as watcher:
-            for _ in range(1200):  # up to a minute on a loaded machine; it stops as soon as the wait is seen
-                if watcher.execute(waiting).scalar_one() > 0 or not thread.is_alive():
-                    break
-                thread.join(0.05)
-            assert thread.is_alive() and watcher.execute(waiting).scalar_one() >= 1, (
-                f"the second batch should wait for the first, not decide alongside it: {results}")
+        assert_waits_for_a_lock(engine, thread, results)
         transaction.commit()
     finally:
         first.close()
