@@ -489,6 +489,9 @@ def _opportunity_listed(event: DecodedEvent, p: OpportunityListed, registry: Reg
         "area": p.area,
         "starts_at": p.starts_at,
         "series_id": p.series_id,
+        # The version the row holds: an older listing met late (the API may have written a newer edit already)
+        # changes nothing (docs/design.md §5.13).
+        "updated_at": event.envelope.occurred_at,
     }
     return Plan(event, registry=[RegistryUpsert("opportunities", row)])
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from api.auth import Principal, Role
@@ -148,9 +148,11 @@ def _republish(services: Services, principal: Principal, conn: Connection, row: 
                       starts_at=changes.get("starts_at", row.starts_at))
     event = _event(row.id, row.partner_id, listing, row.series_id)
     refuse_what_the_worker_would(conn, principal, event, services.policy)
+    sent = publish(services, principal, event, conn)
+    # The row's version is its event's time, as the worker writes it: the worker, meeting an older listing of
+    # this opportunity after this edit, leaves the edit alone (docs/design.md §5.13).
     conn.execute(update(op).where(op.c.id == row.id).values(
-        title=listing.title, capacity=listing.capacity, starts_at=listing.starts_at, updated_at=func.now()))
-    publish(services, principal, event, conn)
+        title=listing.title, capacity=listing.capacity, starts_at=listing.starts_at, updated_at=sent.occurred_at))
 
 
 def edit(services: Services, principal: Principal, opportunity_id: str, changes: dict[str, Any]) -> Row[Any]:

@@ -144,6 +144,10 @@ def upsert_registry(conn: Connection, upserts: list[RegistryUpsert]) -> None:
         latest = list({row["id"]: row for row in rows}.values())
         statement = insert(table).values(latest)
         changes = {name: statement.excluded[name] for name in rows[0] if name != "id"}
+        if "updated_at" in rows[0]:  # versioned by the event's time: only a newer one changes the row
+            conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changes,
+                                                         where=table.c.updated_at <= statement.excluded.updated_at))
+            continue
         conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_={**changes, "updated_at": func.now()}))
 
 

@@ -336,3 +336,29 @@ def test_postgresql_keeps_the_audit_log_and_corrections_to_their_codes(engine: E
                                                                        constraint: str) -> None:
     with pytest.raises(IntegrityError, match=constraint), engine.begin() as conn:
         conn.execute(text(sql))
+
+
+def test_an_older_listing_met_late_does_not_undo_a_newer_edit(processor: EventProcessor, engine: Engine) -> None:
+    """The API writes an edit's row at once; the worker may meet the listing it replaces afterwards (docs/design.md
+    §4.2): the row keeps the newer version, and a still newer listing applies."""
+    from datetime import timedelta
+
+    def listed(title: str, at: datetime) -> DecodedEvent:
+        payload = OpportunityListed(opportunity_id="swim", partner_id="lido", title=title, category="sport",
+                                    cost=100, area=AREA)
+        decoded = decode_event(encode_event(payload, actor="org:lido", occurred_at=at)[1])
+        assert isinstance(decoded, DecodedEvent)
+        return decoded
+
+    with engine.begin() as conn:  # what the API's edit writes, versioned by its event's time
+        conn.execute(text("UPDATE opportunities SET title = 'Early swim', updated_at = :at WHERE id = 'swim'"),
+                     {"at": WHEN + timedelta(hours=1)})
+    assert all(o.applied for o in processor.process([listed("Swim", WHEN + timedelta(minutes=1))]).outcomes)
+
+    def title() -> str:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SELECT title FROM opportunities WHERE id = 'swim'")).scalar_one())
+
+    assert title() == "Early swim"
+    assert all(o.applied for o in processor.process([listed("Evening swim", WHEN + timedelta(hours=2))]).outcomes)
+    assert title() == "Evening swim"
