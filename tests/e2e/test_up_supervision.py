@@ -207,7 +207,8 @@ def test_killed_workers_are_restarted_and_nothing_accepted_is_lost(tmp_path: Pat
             try:
                 # Kill the ledger as soon as it has begun applying the sheet: most of it is then unapplied.
                 _until("the ledger applying the sheet",
-                       lambda: count(f"SELECT count(*) FROM hours_logs WHERE org_id = '{ORG}'") > 0, 60, running)
+                       lambda: count(f"SELECT count(*) FROM hours_logs WHERE org_id = '{ORG}'") > 0, APPLY_TIMEOUT_S,
+                       running)  # the import checks every row first: a hang guard, not a timing
                 ledger.kill()
                 ledger.wait(10)
                 unapplied_at_kill = group_lag(bootstrap, ledger_group(""), [TOPIC_ACTIVITY, TOPIC_ADMIN])
