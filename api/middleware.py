@@ -5,10 +5,11 @@ import hashlib
 import json
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -19,6 +20,14 @@ from api.publishing import request_event_id
 from ledger.pg import schema
 
 MAX_KEY_LENGTH = 200
+#: A claim with no answer after this long was left by a process that died mid-request: the next request with the
+#: key takes it over (and publishes the same event id, which the ledger applies once).
+CLAIM_EXPIRES_S = 60
+#: Refusals that stay true however often the same request comes again, so they are kept and replayed like a
+#: success; any other 4xx (an unknown log that is still on its way, a full opportunity, a date too old) may be
+#: answered differently later, and is not kept (docs/design.md §5.1).
+FINAL_CONFLICTS = frozenset({"already_decided", "already_reversed", "booking_closed", "not_reversible",
+                             "opportunity_exists", "code_used", "idempotency_key_reused"})
 
 REQUESTS = Counter("timecredits_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -39,12 +48,14 @@ def _error(code: str, message: str) -> dict[str, Any]:
 
 
 class IdempotencyMiddleware:
-    """The same key with the same body gets the first answer again; with another body, 409.
+    """The same key with the same body gets the first final answer again; with another body, 409.
 
-    Keys are scoped to the caller (the bearer token) and the path. The first request claims the key before it
-    runs, so a concurrent repeat gets 409 `idempotency_in_progress` rather than a second event. Answers of 5xx
-    are not kept: the request may be retried with the same key, and then publishes the same event id as before
-    (`request_event_id`), so an event that reached the broker despite a 503 is not applied twice.
+    Keys are scoped to the caller's credential (its token id, however the header is spelt) and the path. The first
+    request claims the key before it runs, so a concurrent repeat gets 409 `idempotency_in_progress` rather than a
+    second event; a claim left unanswered for `CLAIM_EXPIRES_S` is taken over. Only final answers are kept (2xx,
+    and the 409s of `FINAL_CONFLICTS`): after any other the request may be retried with the same key, and then
+    publishes the same event id as before (`request_event_id`), so an event that reached the broker despite a 503
+    is not applied twice.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -66,11 +77,12 @@ class IdempotencyMiddleware:
         services = scope["app"].state.services
         engine: Engine = services.engine
         token = authorization.partition(" ")[2].strip() if authorization.lower().startswith("bearer ") else ""
-        if not token or not isinstance(await run_in_threadpool(principal_for, engine, token, services.admin_token,
-                                                                 services.principals), Principal):
+        principal = (await run_in_threadpool(principal_for, engine, token, services.admin_token, services.principals)
+                     if token else None)
+        if not isinstance(principal, Principal):
             await self.app(scope, _replay(body), send)  # no key is claimed for a caller the API will refuse
             return
-        ident = (hashlib.sha256(authorization.encode()).digest(), scope["path"], key)
+        ident = (caller_of(principal), scope["path"], key)
         body_hash = hashlib.sha256(body).digest()
         claimed, row = await run_in_threadpool(_claim, engine, ident, body_hash)
         if not claimed:
@@ -147,13 +159,21 @@ def _event_id(ident: tuple[bytes, str, str], body_hash: bytes) -> uuid.UUID:
     return uuid.uuid5(_EVENT_IDS, "\n".join((caller.hex(), path, key, body_hash.hex())))
 
 
+def caller_of(principal: Principal) -> bytes:
+    """Whose keys: one credential's (an API token's id, or the bootstrap admin token), not the header's spelling."""
+    return hashlib.sha256(f"{principal.role.value}:{principal.token_id or 'bootstrap'}".encode()).digest()
+
+
 def _claim(engine: Engine, ident: tuple[bytes, str, str], body_hash: bytes) -> tuple[bool, Any]:
     k = schema.idempotency_keys
     caller, path, key = ident
     with engine.begin() as conn:
-        inserted = conn.execute(
-            insert(k).values(caller=caller, path=path, key=key, body_sha256=body_hash).on_conflict_do_nothing()
-        ).rowcount
+        statement = insert(k).values(caller=caller, path=path, key=key, body_sha256=body_hash)
+        inserted = conn.execute(statement.on_conflict_do_update(  # a new key, or a claim left by a dead process
+            index_elements=["caller", "path", "key"],
+            set_={"body_sha256": statement.excluded.body_sha256, "created_at": func.now()},
+            where=k.c.status_code.is_(None) & (k.c.created_at < func.now() - timedelta(seconds=CLAIM_EXPIRES_S)),
+        )).rowcount
         if inserted:
             return True, None
         row = conn.execute(
@@ -167,10 +187,22 @@ def _settle(engine: Engine, ident: tuple[bytes, str, str], status: int, body: by
     caller, path, key = ident
     where = (k.c.caller == caller, k.c.path == path, k.c.key == key)
     with engine.begin() as conn:
-        if status >= 500:
-            conn.execute(delete(k).where(*where))
-        else:
+        if is_final(status, body):
             conn.execute(update(k).where(*where).values(status_code=status, response=body))
+        else:
+            conn.execute(delete(k).where(*where))
+
+
+def is_final(status: int, body: bytes) -> bool:
+    """A success, or a refusal that no later state can change (`FINAL_CONFLICTS`)."""
+    if 200 <= status < 300:
+        return True
+    if status != 409:
+        return False
+    try:
+        return json.loads(body)["error"]["code"] in FINAL_CONFLICTS
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 class MetricsMiddleware:

@@ -67,8 +67,10 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "volunteer_references": frozenset({"SELECT", "INSERT", "DELETE"}),
     # docs/design.md §5.1: a token is revoked and its last use noted, nothing else; no row is deleted.
     "api_tokens": frozenset({"SELECT", "INSERT", "UPDATE (revoked_at, last_used_at)"}),
-    # A key is claimed, settled with its answer, or dropped after a 5xx (api/middleware.py).
-    "idempotency_keys": frozenset({"SELECT", "INSERT", "UPDATE (status_code, response)", "DELETE"}),
+    # A key is claimed (or a dead process's claim taken over), settled with a final answer, or dropped after any
+    # other (api/middleware.py).
+    "idempotency_keys": frozenset({"SELECT", "INSERT", "UPDATE (body_sha256, status_code, response, created_at)",
+                                   "DELETE"}),
     "event_requests": _APPEND_ONLY,
     "stats_facts": _APPEND_ONLY,  # one fact an entry, INSERT ... ON CONFLICT DO NOTHING (docs/design.md §5.2)
     # Loaded by an operator as the owner (`import-areas`); the API reads them for cold spots.
@@ -105,7 +107,7 @@ LEDGER_TABLES: tuple[str, ...] = ("entries", "postings", "accounts", "rejections
                                   "chain_links", "chain_checkpoints", "balances", "spend_code_uses",
                                   "audit_log")
 
-_PRIVILEGE = re.compile(r"^(SELECT|INSERT|DELETE)$|^UPDATE \(([a-z_]+(?:, [a-z_]+)*)\)$")
+_PRIVILEGE = re.compile(r"^(SELECT|INSERT|DELETE)$|^UPDATE \(([a-z_][a-z0-9_]*(?:, [a-z_][a-z0-9_]*)*)\)$")
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: The migrations' advisory lock (infra/migrate.py): grants and migrations of one database never interleave.
 _LOCK_KEY = 7465636865627

@@ -1467,7 +1467,7 @@ def test_the_same_idempotency_key_and_body_get_the_first_answer_again(shared_sta
     decided = api.post(f"/v1/hours/{event_id}/approve", club, headers=key)
     assert api.accepted(decided) != event_id and "idempotent-replayed" not in decided.headers
 
-    # Registry writes (201) and refusals (4xx) are kept and replayed too.
+    # Registry writes (201) are kept and replayed too; so is a conflict no later state can change.
     volunteer = {"display_name": "Idem", "area": AREA, "consent_stats": True}
     vkey = {"Idempotency-Key": str(uuid.uuid4())}
     created = api.post("/v1/volunteers", api.admin, volunteer, headers=vkey)
@@ -1475,30 +1475,79 @@ def test_the_same_idempotency_key_and_body_get_the_first_answer_again(shared_sta
     again = api.post("/v1/volunteers", api.admin, volunteer, headers=vkey)
     assert created.status_code == again.status_code == 201 and created.json() == again.json()
     assert again.headers["idempotent-replayed"] == "true"
-    refused = {**body, "minutes": -5}
-    rkey = {"Idempotency-Key": str(uuid.uuid4())}
-    expect(api.post("/v1/hours", club, refused, headers=rkey), 422, "invalid_request")
-    _settled(shared_stack, rkey["Idempotency-Key"])
-    repeated = api.post("/v1/hours", club, refused, headers=rkey)
-    expect(repeated, 422, "invalid_request")
-    assert repeated.headers["idempotent-replayed"] == "true"
+    fkey = {"Idempotency-Key": str(uuid.uuid4())}
+    api.applied(decided.json()["event_id"], club)
+    expect(api.post(f"/v1/hours/{event_id}/approve", club, headers=fkey), 409, "already_decided")
+    _settled(shared_stack, fkey["Idempotency-Key"])
+    final = api.post(f"/v1/hours/{event_id}/approve", club, headers=fkey)
+    expect(final, 409, "already_decided")
+    assert final.headers["idempotent-replayed"] == "true"
+
+    # An answer that may change later is not kept: the key is free again, and a retry is decided afresh.
+    for path, payload, status, code in ((f"/v1/hours/{uuid.uuid4()}/approve", None, 404, "unknown_log"),
+                                        ("/v1/hours", {**body, "minutes": -5}, 422, "invalid_request")):
+        rkey = {"Idempotency-Key": str(uuid.uuid4())}
+        expect(api.post(path, club, payload, headers=rkey), status, code)
+        with shared_stack.engine.connect() as conn:
+            kept = conn.execute(text("SELECT count(*) FROM idempotency_keys WHERE key = :k"),
+                                {"k": rkey["Idempotency-Key"]}).scalar()
+        assert kept == 0, (path, code)
+        retried = api.post(path, club, payload, headers=rkey)
+        expect(retried, status, code)
+        assert "idempotent-replayed" not in retried.headers
 
     for bad_key in ("", "k" * 201):
         expect(api.post("/v1/hours", club, body, headers={"Idempotency-Key": bad_key}), 400,
                "invalid_idempotency_key")
-    api.applied(decided.json()["event_id"], club)
     assert api.balance(volunteer_id)["available"] == "1.00"
+
+
+def test_a_key_is_the_credentials_however_the_header_is_spelt_and_a_dead_claim_expires(
+        shared_stack: Stack, api: Api, world: World) -> None:
+    club = world.org(World.CLUB)
+    volunteer_id, _ = world.volunteer("idem-case")
+    body = world.hours(volunteer_id, World.CLUB, 30)
+    key = str(uuid.uuid4())
+    first = api.accepted(api.post("/v1/hours", club, body, headers={"Idempotency-Key": key}))
+    _settled(shared_stack, key)
+    spelt = api.http.post("/v1/hours", json=body, headers={"Authorization": f"bearer   {club}", "Idempotency-Key": key})
+    assert spelt.status_code == 202 and spelt.json()["event_id"] == first
+    assert spelt.headers["idempotent-replayed"] == "true"
+
+    # A process that died after claiming a key left it without an answer: within a minute a repeat is told to
+    # wait; after it, the repeat is decided again, with the same event id, which the ledger applies once.
+    dead = str(uuid.uuid4())
+    api.accepted(api.post("/v1/hours", club, {**body, "minutes": 45}, headers={"Idempotency-Key": dead}))
+    _settled(shared_stack, dead)
+    with shared_stack.engine.begin() as conn:
+        conn.execute(text("UPDATE idempotency_keys SET status_code = NULL, response = NULL WHERE key = :k"),
+                     {"k": dead})
+    expect(api.post("/v1/hours", club, {**body, "minutes": 45}, headers={"Idempotency-Key": dead}), 409,
+           "idempotency_in_progress")
+    with shared_stack.engine.begin() as conn:
+        conn.execute(text("UPDATE idempotency_keys SET created_at = now() - interval '61 seconds' WHERE key = :k"),
+                     {"k": dead})
+    retried = api.post("/v1/hours", club, {**body, "minutes": 45}, headers={"Idempotency-Key": dead})
+    assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
+    outcome = api.applied(retried.json()["event_id"], club)
+    assert outcome["status"] == "applied"
+    with shared_stack.engine.connect() as conn:
+        logs = conn.execute(text("SELECT count(*) FROM hours_logs WHERE volunteer_id = :v AND minutes = 45"),
+                            {"v": volunteer_id}).scalar()
+    assert logs == 1
 
 
 def test_an_answered_key_is_never_in_progress(api: Api, world: World) -> None:
     """A client that got its answer and sends the same request again must get that answer, never 'in progress'."""
     club = world.org(World.CLUB)
-    body = {**world.hours(world.face, World.CLUB), "minutes": -1}  # refused at once (422): kept and replayed like any 4xx
+    logged = api.applied(api.accepted(api.post("/v1/hours", club, world.hours(world.face, World.CLUB, 15))), club)
+    api.applied(api.accepted(api.post(f"/v1/hours/{logged['event_id']}/approve", club)), club)
+    path = f"/v1/hours/{logged['event_id']}/approve"  # refused at once, for good (409): kept and replayed
     for _ in range(200):
         key = {"Idempotency-Key": str(uuid.uuid4())}
-        expect(api.post("/v1/hours", club, body, headers=key), 422, "invalid_request")
-        repeat = api.post("/v1/hours", club, body, headers=key)
-        expect(repeat, 422, "invalid_request")
+        expect(api.post(path, club, headers=key), 409, "already_decided")
+        repeat = api.post(path, club, headers=key)
+        expect(repeat, 409, "already_decided")
         assert repeat.headers["idempotent-replayed"] == "true"
 
 

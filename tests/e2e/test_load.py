@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.middleware import is_final
 from bench.load import Call, LoadResult, Template, run_each, run_load
 from tests.e2e.api_stack import AMOUNT, ApiProcess
 from tests.e2e.conftest import Stack
@@ -199,7 +200,7 @@ class World:
 
         def on_response(response: httpx.Response) -> None:
             remember(response)
-            if response.status_code < 500:
+            if is_final(response.status_code, response.content):  # only a final answer is kept to replay
                 self.writes.append(Write(path, token, key, body, response.status_code, response.content))
                 if len(self.writes) > 2000:
                     del self.writes[:1000]
