@@ -56,6 +56,10 @@ Every write accepts an `Idempotency-Key` header: the same key and body get the f
 _DEFAULTS = Settings.model_construct()
 
 
+#: How the API's sessions are named in `pg_stat_activity`, for an operator (and a test) to tell them apart.
+API_CONNECTION = {"application_name": "timecredits-api"}
+
+
 def create_app(services: Services | None = None, *, database_url: str | None = None,
                bootstrap_servers: str | None = None, admin_token: str | None = None, topic_prefix: str = "",
                publish_timeout_s: float = 5.0, max_body_bytes: int = _DEFAULTS.max_body_bytes,
@@ -75,7 +79,7 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
                 # As many connections as the thread pool has threads (anyio's default, 40): a connection
                 # made for overflow and closed on return would start a PostgreSQL process per request.
                 engine=create_engine(database_url, pool_size=40, max_overflow=0, pool_timeout=30,
-                                     pool_pre_ping=True),
+                                     pool_pre_ping=True, connect_args=API_CONNECTION),
                 producer=BrokerLink(bootstrap_servers, topic_prefix=topic_prefix, timeout_s=publish_timeout_s),
                 admin_token=admin_token,
                 publish_timeout_s=publish_timeout_s,

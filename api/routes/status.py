@@ -60,15 +60,17 @@ class Readiness(BaseModel):
 
 
 _broker_checked: dict[str, float | bool] = {"at": 0.0, "ok": False}
+#: A database that answers but refuses writes (a standby, or `default_transaction_read_only`) cannot take a request
+#: that writes: not ready (docs/design.md §5.1).
+_TAKES_WRITES = text("SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'")
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def readyz(services: ServicesDep) -> Response:
-    """Readiness: PostgreSQL answers a query and the producer is connected to the broker."""
+    """Readiness: PostgreSQL takes writes (a primary, not read-only) and the producer is connected to the broker."""
     try:
         with services.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        database = True
+            database = bool(conn.execute(_TAKES_WRITES).scalar())
     except Exception:  # noqa: BLE001 - any failure means not ready
         database = False
     now = time.monotonic()

@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
+import httpx
 import pytest
 from kafka import KafkaConsumer
 from sqlalchemy import text
@@ -36,6 +37,8 @@ from ledger.events import (
 from tests.ledger_helpers import actor_for
 from ledger.pg.processing import EventProcessor, event_status
 from consumers.publishing import partition_of
+from api.app import API_CONNECTION
+from tests.e2e.api_stack import ApiProcess
 from tests.e2e.conftest import PARTITIONS, Stack
 from tests.e2e.faults import counter
 from tests.e2e.stack import decided_count, ledger_summary, wait_until
@@ -241,8 +244,10 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
     records = _backlog(3_000, seed=31)
     ids = _event_ids(records)
     worker = stack.start_worker(metrics=True)
+    api = ApiProcess(stack.env(), stack.tmp / "read-only-api.log")  # its readiness follows the database's
     _produce(stack, records[:1_000])
     wait_until(lambda: decided_count(stack.engine, ids[:1_000]) == 1_000, 120, "the first part to be applied")
+    api.wait_answering("/readyz", 200, timeout=60)
     database = stack.engine.url.database
     blocked = "timecredits_database_blocked"
     with stack.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -257,6 +262,8 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
                    "database")
         time.sleep(12)  # a few retries: each would have printed a traceback before
         assert decided_count(stack.engine, ids) < len(ids)
+        api.wait_answering("/readyz", 503, timeout=30)  # answers, but cannot take writes: not ready
+        assert httpx.get(api.url + "/readyz", timeout=10).json()["database"] is False
     finally:
         with stack.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("SET SESSION default_transaction_read_only = off"))
@@ -264,6 +271,13 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
         stack.engine.dispose()
     wait_until(lambda: decided_count(stack.engine, ids) == len(ids), 120, "the worker to resume")
     wait_until(lambda: counter(worker.metrics_text(), blocked) == 0, 30, "the gauge to clear")
+    try:  # the API's sessions opened while it was read-only keep that default: new ones take writes
+        with stack.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d "
+                              "AND application_name = :a"), {"d": database, "a": API_CONNECTION["application_name"]})
+        api.wait_answering("/readyz", 200, timeout=60)
+    finally:
+        api.stop()
     time.sleep(2)
     assert worker.alive, worker.log_tail()
     log = worker.log_tail(2_000)
