@@ -15,6 +15,7 @@ from api.deps import Services
 from api.errors import error_json, install_error_handlers
 from api.hotpath import BalanceReadFastPath
 from api.limits import BodyLimitMiddleware, RateLimitMiddleware, RateLimits
+from api.outages import DATABASE_FAILURES, OUTAGES
 from api.middleware import IdempotencyMiddleware, MetricsMiddleware
 from api.reads import FastReads
 from api.routes import (
@@ -108,6 +109,15 @@ def create_app(services: Services | None = None, *, database_url: str | None = N
     for module in (accounts, registry, memberships, tokens, spend_codes, privacy, activity, hours_queue, exports,
                    waitlist, corrections, statistics, status, openreferral, dashboard):
         app.include_router(module.router)
+
+    async def _database_failure(request: Request, exc: Exception) -> JSONResponse:
+        answered = OUTAGES.answer(exc)
+        if answered is not None:  # the database away or read-only: 503, said in the log once a minute
+            return answered
+        return await _unexpected(request, exc)
+
+    for failure in DATABASE_FAILURES:
+        app.add_exception_handler(failure, _database_failure)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Principal, principal_for
+from api.outages import DATABASE_FAILURES, OUTAGES
 from api.publishing import request_event_id
 from ledger.pg import schema
 
@@ -77,14 +78,21 @@ class IdempotencyMiddleware:
         services = scope["app"].state.services
         engine: Engine = services.engine
         token = authorization.partition(" ")[2].strip() if authorization.lower().startswith("bearer ") else ""
-        principal = (await run_in_threadpool(principal_for, engine, token, services.admin_token, services.principals)
-                     if token else None)
-        if not isinstance(principal, Principal):
-            await self.app(scope, _replay(body), send)  # no key is claimed for a caller the API will refuse
+        try:
+            principal = (await run_in_threadpool(principal_for, engine, token, services.admin_token,
+                                                 services.principals) if token else None)
+            if not isinstance(principal, Principal):
+                await self.app(scope, _replay(body), send)  # no key is claimed for a caller the API will refuse
+                return
+            ident = (caller_of(principal), scope["path"], key)
+            body_hash = hashlib.sha256(body).digest()
+            claimed, row = await run_in_threadpool(_claim, engine, ident, body_hash)
+        except DATABASE_FAILURES as exc:  # outside the routes' handlers: answered here, or it would be a 500
+            answered = OUTAGES.answer(exc)
+            if answered is None:
+                raise
+            await answered(scope, _replay(body), send)
             return
-        ident = (caller_of(principal), scope["path"], key)
-        body_hash = hashlib.sha256(body).digest()
-        claimed, row = await run_in_threadpool(_claim, engine, ident, body_hash)
         if not claimed:
             await self._answer_repeat(send, row, body_hash)
             return
@@ -94,7 +102,11 @@ class IdempotencyMiddleware:
         async def settle() -> None:
             if not captured["settled"]:
                 captured["settled"] = True
-                await run_in_threadpool(_settle, engine, ident, captured["status"], captured["body"])
+                try:
+                    await run_in_threadpool(_settle, engine, ident, captured["status"], captured["body"])
+                except DATABASE_FAILURES as exc:  # the answer stands; the claim expires (CLAIM_EXPIRES_S)
+                    if OUTAGES.answer(exc) is None:
+                        raise
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":

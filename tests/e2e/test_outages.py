@@ -88,6 +88,49 @@ def test_postgres_restarted_under_a_running_worker_loses_and_doubles_nothing(
         _assert_verified(stack.database_url)
 
 
+def test_the_api_answers_503_with_a_code_while_postgres_is_down_and_says_so_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Every request during the outage gets an answer, `503` with a code (never a 500, never a dropped
+    connection), whichever way it reaches the database: the token and balance fast reads (asyncpg), a route
+    (SQLAlchemy), the Idempotency-Key middleware; and the log says so in a line, not a traceback a request."""
+    admin = "tc_pg_outage_" + uuid.uuid4().hex
+    with own_postgres(tmp_path) as server, stack_on(server.url, kafka_bootstrap, tmp_path) as stack:
+        EventProcessor(stack.engine).process(_registry())
+        api = ApiProcess({**stack.env(), "TIMECREDITS_ADMIN_TOKEN": admin}, tmp_path / "api.log")
+        try:
+            api.wait_answering("/readyz", 200, timeout=60)
+            client = Api(api.url, admin, timeout=30)
+            volunteer = VOLUNTEERS[0]
+            assert client.get(f"/v1/volunteers/{volunteer}/balance", admin).status_code == 200
+            stack.engine.dispose()
+            server.shut_down()
+            hours = {"volunteer_id": volunteer, "org_id": "club", "date": (datetime.now(UTC).date()
+                     - timedelta(days=1)).isoformat(), "minutes": 30, "activity": "Food bank"}
+            for _ in range(40):
+                answers = [
+                    client.get(f"/v1/volunteers/{volunteer}/balance", admin),
+                    client.get("/v1/stats/participation?group_by=area", admin),
+                    client.post("/v1/hours", admin, hours, headers={"Idempotency-Key": str(uuid.uuid4())}),
+                    client.post("/v1/hours", admin, hours),
+                ]
+                for answer in answers:
+                    assert answer.status_code == 503, (answer.request.url, answer.text)
+                    assert error_code(answer) == (503, "database_unavailable"), answer.text
+                    assert answer.headers["retry-after"] == "5"
+            assert httpx.get(api.url + "/readyz", timeout=10).status_code == 503
+            server.start_again()
+            api.wait_answering("/readyz", 200, timeout=60)
+            assert client.get(f"/v1/volunteers/{volunteer}/balance", admin).status_code == 200
+            client.close()
+        finally:
+            api.stop()
+        log = (tmp_path / "api.log").read_text()
+        assert "Traceback" not in log, log[-4000:]
+        said = [line for line in log.splitlines() if "database_unavailable:" in line]
+        assert 1 <= len(said) <= 3, said  # once when it began (and once a minute after, were it longer)
+
+
 # --- 2. the broker unreachable for a while -------------------------------------------------------------------------
 
 ADMIN_TOKEN = "tc_outage_admin_" + uuid.uuid4().hex
