@@ -87,9 +87,23 @@ def _iso_datetime(value: object) -> object:
 
 def _to_utc(value: datetime) -> datetime:
     try:
-        return value.astimezone(UTC)
+        utc = value.astimezone(UTC)
     except OverflowError as exc:  # 0001-01-01T00:00+01:00 has no UTC equivalent
         raise ValueError("date and time out of range once converted to UTC") from exc
+    _within_calendar(utc.date())
+    return utc
+
+
+#: The days a date or a moment of a programme may fall on: anything else is a typing error or hostile input, and
+#: the ends of Python's calendar (year 1, year 9999) have no local day in London, which the statistics need.
+EARLIEST_DAY = date(1900, 1, 1)
+LATEST_DAY = date(2100, 12, 31)
+
+
+def _within_calendar(day: date) -> date:
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise ValueError(f"dates run from {EARLIEST_DAY} to {LATEST_DAY}")
+    return day
 
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -102,7 +116,9 @@ AreaCode = Annotated[str, StringConstraints(pattern=r"^[EWSN][0-9]{8}$")]
 """An ONS area code, e.g. `E09000030` (Tower Hamlets)."""
 
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_datetime), AfterValidator(_to_utc)]
-IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+IsoDate = Annotated[date, BeforeValidator(_iso_date), AfterValidator(_within_calendar)]
+#: A date in a query (`from`, `to`): the same calendar as the events', so a far-past day is a 422, not a 500.
+CalendarDate = Annotated[date, AfterValidator(_within_calendar)]
 StrictBool = Annotated[bool, Field(strict=True)]
 _TYPE_NAME = r"[A-Za-z][A-Za-z0-9_.-]{0,99}"
 EventType = Annotated[str, StringConstraints(pattern=f"^{_TYPE_NAME}$")]

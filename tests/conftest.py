@@ -9,10 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# No per-example deadline: it is a timed assertion, and the suite's processes share two cores with real services.
+settings.register_profile("timecredits", deadline=None)
+settings.load_profile("timecredits")
 
 
 def service_missing(message: str) -> None:

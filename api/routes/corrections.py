@@ -13,7 +13,7 @@ from api.deps import ServicesDep, require
 from api.errors import ApiError, responses
 from api.models import Accepted, Request, Text500
 from api.services import audit, corrections
-from ledger.events import CorrectionReason
+from ledger.events import CalendarDate, CorrectionReason
 
 router = APIRouter(prefix="/v1", tags=["corrections"])
 
@@ -57,8 +57,8 @@ def _day(value: date | None) -> datetime | None:
 class AuditFilter:
     def __init__(self, action: Annotated[str | None, Query(description="one of the audited acts")] = None,
                  subject: Annotated[str | None, Query(max_length=200, description="`<kind>:<id>`")] = None,
-                 from_: Annotated[date | None, Query(alias="from")] = None,
-                 to: Annotated[date | None, Query(description="the day after the last one wanted")] = None) -> None:
+                 from_: Annotated[CalendarDate | None, Query(alias="from")] = None,
+                 to: Annotated[CalendarDate | None, Query(description="the day after the last one wanted")] = None) -> None:
         if action is not None and action not in audit.ACTIONS:
             raise ApiError(422, "unknown_action", f"action must be one of: {', '.join(audit.ACTIONS)}")
         if from_ is not None and to is not None and to <= from_:

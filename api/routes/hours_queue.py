@@ -15,7 +15,7 @@ from api.deps import ServicesDep, require
 from api.errors import responses
 from api.models import Id, IsoDate, OptionalText500, Request, Text200, credits
 from api.services import hours
-from ledger.events import ActivityCategory
+from ledger.events import ActivityCategory, CalendarDate
 
 router = APIRouter(prefix="/v1/hours", tags=["activity"])
 OrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]
@@ -54,8 +54,8 @@ def log_items(found: list[hours.LoggedHours]) -> list[LogItem]:
 StatusQ = Annotated[str | None, Query(description="pending, approved or rejected (default: all; another is "
                                                   "422 `invalid_status`)", max_length=20)]
 VolunteerQ = Annotated[Id | None, Query(description="one volunteer's logs only")]
-FromQ = Annotated[date | None, Query(alias="from", description="first day worked")]
-ToQ = Annotated[date | None, Query(alias="to", description="last day worked")]
+FromQ = Annotated[CalendarDate | None, Query(alias="from", description="first day worked")]
+ToQ = Annotated[CalendarDate | None, Query(alias="to", description="last day worked")]
 OrgQ = Annotated[Id | None, Query(description="an admin's choice of organisation (default: all); an "
                                               "organisation's own by default")]
 

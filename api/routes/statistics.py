@@ -14,6 +14,7 @@ from api.auth import Principal, Role
 from api.deps import ServicesDep, require
 from api.errors import ApiError, responses
 from api.spreadsheet_cells import inert
+from ledger.events import CalendarDate
 from api.models import credits
 from stats.model import FIGURES, Figures
 from stats.queries import (
@@ -143,9 +144,9 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
     return start, end
 
 
-FromQ = Annotated[date | None, Query(alias="from", description=(
+FromQ = Annotated[CalendarDate | None, Query(alias="from", description=(
     "first day (default: the 12 whole months before this one, or the 12 months to `to`)"))]
-ToQ = Annotated[date | None, Query(alias="to", description="last day (default: the end of last month, or today with `from`)")]
+ToQ = Annotated[CalendarDate | None, Query(alias="to", description="last day (default: the end of last month, or today with `from`)")]
 PeriodQ = Annotated[str | None, Query(description="instead of from/to: 2026-Q3, 2026-07 or 2026",
                                       max_length=7, pattern=r"^[0-9]{4}(-Q[1-4]|-[0-9]{2})?$")]
 

@@ -1783,6 +1783,15 @@ def test_an_approval_is_corrected_once_with_its_reason_on_the_statement_and_in_t
     assert tuple(kept) == (why, org_actor(World.CLUB))
 
 
+@pytest.mark.parametrize(("path", "params"), [
+    ("/v1/stats/participation", {"from": "0001-01-01"}), ("/v1/stats/participation", {"to": "2101-01-01"}),
+    ("/v1/hours", {"org_id": World.CLUB, "from": "1899-12-31"}), ("/v1/audit", {"to": "9999-12-31"}),
+])
+def test_a_day_outside_1900_to_2100_in_a_query_is_a_422_not_a_500(api: Api, world: World, path: str,
+                                                                 params: dict[str, str]) -> None:
+    expect(api.get(path, api.admin, params=params), 422, "invalid_request")
+
+
 def test_an_admin_corrects_a_gift_and_the_acts_of_admins_are_audited(api: Api, world: World) -> None:
     giver, giver_token = world.volunteer("fix-gift-a")
     taker, _ = world.volunteer("fix-gift-b")
@@ -2091,7 +2100,7 @@ def test_a_leads_activity_export_is_pseudonymous_with_background_only_by_consent
         expect(api.get("/v1/stats/activity.csv", who), 403, "forbidden")
     expect(api.get("/v1/stats/activity.csv", world.lead, params={"from": day, "to": "2020-01-01"}), 422,
            "invalid_period")
-    expect(api.get("/v1/stats/activity.csv", world.lead, params={"to": "0001-01-01"}), 422, "invalid_period")
+    expect(api.get("/v1/stats/activity.csv", world.lead, params={"to": "0001-01-01"}), 422, "invalid_request")
 
 
 def _request_samples(metrics_text: str) -> dict[tuple[str, str, str], float]:

@@ -614,7 +614,8 @@ def test_fuzz_one_payload_field(payload: BaseModel, data: st.DataObject) -> None
     check(json.dumps(obj).encode())
 
 
-@given(st.sampled_from(samples()), st.uuids(), st.datetimes(min_value=datetime(2000, 1, 1), timezones=st.timezones()))
+@given(st.sampled_from(samples()), st.uuids(),
+       st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 30), timezones=st.timezones()))
 def test_fuzz_round_trip_times_and_ids(payload: BaseModel, event_id: UUID, occurred_at: datetime) -> None:
     if occurred_at.utcoffset() is None:
         return
@@ -669,3 +670,18 @@ def test_a_consent_change_carries_answers_only_with_consent() -> None:
             ConsentChanged(volunteer_id="v-1", consent_stats=False, **answers)
     assert "seb_detail" not in ConsentChanged.model_fields  # free text never travels on the topic
     assert TOPIC_OF["ConsentChanged"] == TOPIC_ADMIN
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("occurred_at", "1899-12-31T23:59:59Z"), ("occurred_at", "2101-01-01T00:00:00Z"),
+    ("occurred_at", "0001-01-01T00:00:00Z"), ("occurred_at", "9999-12-31T00:00:00+00:00"),
+])
+def test_a_moment_outside_1900_to_2100_is_refused(field: str, value: str) -> None:
+    """docs/design.md §4.2: dates run from 1900 to 2100; the decoder refuses any other, the worker dead-letters it."""
+    assert rejected(json.dumps(valid_json(samples()[0], **{field: value})).encode()).reason == "invalid_envelope"
+
+
+@pytest.mark.parametrize("day", ["1899-12-31", "2101-01-01", "0001-01-01"])
+def test_a_date_outside_1900_to_2100_is_refused(day: str) -> None:
+    logged = next(p for p in samples() if isinstance(p, HoursLogged))
+    assert rejected(with_payload(logged, date=day)).reason == "invalid_payload"
