@@ -16,7 +16,7 @@ from api.auth import DEFAULT_LIFETIME_DAYS, MAX_LIFETIME_DAYS, Principal, Role, 
 from api.deps import PrincipalDep, ServicesDep, require
 from api.errors import ApiError, responses
 from api.models import Id, OptionalText500, Request
-from api.services import audit
+from api.services import audit, erasure
 from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -83,6 +83,8 @@ def issue_token(engine: Engine, body: NewToken, by: Principal | str) -> tuple[st
         if body.volunteer_id and conn.execute(select(schema.volunteers.c.id).where(
                 schema.volunteers.c.id == body.volunteer_id)).first() is None:
             raise ApiError(404, "unknown_volunteer", f"no volunteer {body.volunteer_id}")
+        if body.volunteer_id:
+            erasure.refuse_if_erased(conn, body.volunteer_id)
     expires_at = expiry_after(body.expires_in_days)
     token, token_id = create_token(engine, body.role, body.org_id, body.volunteer_id, body.label, expires_at)
     with engine.begin() as conn:
