@@ -139,7 +139,7 @@ def _erase(conn: Connection, volunteer_id: str, now: datetime) -> dict[str, int]
     counts["spend_codes"] = conn.execute(delete(c).where(
         c.c.volunteer_id == volunteer_id, ~exists().where(u.c.code_id == c.c.id))).rowcount
     counts["waiting_lists"] = conn.execute(delete(s.waitlist).where(s.waitlist.c.volunteer_id == volunteer_id)).rowcount
-    return counts
+    return {name: counts[name] for name in DELETED}
 
 
 __all__ = ["DELETED", "ERASED_NAME", "KEPT", "Erasure", "erase", "is_erased", "may_erase", "refuse_if_erased"]
