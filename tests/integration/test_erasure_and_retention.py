@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from api.auth import Principal, Role, create_token
 from api.errors import ApiError
 from api.services import erasure
-from ledger.events import CreditsGifted, HoursApproved, HoursLogged, OpportunityBooked, VolunteerRegistered
+from ledger.events import BookingCancelled, CreditsGifted, HoursApproved, HoursLogged, OpportunityBooked, VolunteerRegistered
 from ledger.pg import schema
 from ledger.pg.processing import EventProcessor
 from ledger.pg.verify import verify_ledger
@@ -48,7 +48,9 @@ def test_the_worker_refuses_anything_new_about_an_erased_volunteer_even_an_event
     for_ben = ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=120,
                              activity="Digging"))
     assert all(o.applied for o in processor.process([earned, pending, for_ben]).outcomes)
-    assert _balance(engine, "volunteer:ana") == 500
+    booked = ev(OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=100))
+    assert processor.process([booked]).outcomes[0].applied
+    assert (_balance(engine, "volunteer:ana"), _balance(engine, "holds:ana")) == (400, 100)
 
     done = erasure.erase(engine, ADMIN, "ana", now=NOW)
     assert done.volunteer_id == "ana" and done.counts["memberships"] == 2
@@ -66,7 +68,11 @@ def test_the_worker_refuses_anything_new_about_an_erased_volunteer_even_an_event
     assert [o.reason for o in outcomes] == ["volunteer_erased"] * 6 + ["unknown_volunteer"]
     assert "erased" in (outcomes[0].message or "")
     # Their credits stay in the pseudonymous account, unspendable; nobody else is held up.
-    assert _balance(engine, "volunteer:ana") == 500 and _balance(engine, "volunteer:ben") == 200
+    assert _balance(engine, "volunteer:ana") == 400 and _balance(engine, "volunteer:ben") == 200
+    # A booking made before still settles: it moves only credits the ledger holds for them already.
+    cancelled = ev(BookingCancelled(booking_event_id=booked.event_id, volunteer_id="ana"))
+    assert processor.process([cancelled]).outcomes[0].applied
+    assert (_balance(engine, "volunteer:ana"), _balance(engine, "holds:ana")) == (500, 0)
     assert processor.process([ev(CreditsGifted(from_volunteer_id="ben", to_volunteer_id="ana", amount=1))]
                              ).outcomes[0].reason == "volunteer_erased"
     assert verify_ledger(engine).ok
