@@ -4,6 +4,9 @@ deletes what is older than each setting and keeps what is newer, as the clock mo
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -231,3 +234,42 @@ def test_the_sweep_deletes_what_is_older_than_its_setting_and_keeps_what_is_newe
                      "spend_codes": 2, "spend_code_failures": 1}
     assert _counts(engine) == {"idempotency_keys": 0, "web_sessions": 0, "sign_in_links": 0, "sign_in_requests": 0,
                                "spend_codes": 3, "spend_code_failures": 0}
+
+
+def _cli(database_url: str, *args: str, answer: str | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "TIMECREDITS_", "KAFKA_"))}
+    return subprocess.run([sys.executable, "-m", "timecredits.cli", *args], input=answer,
+                          env={**clean, "DATABASE_URL": database_url, "COLUMNS": "300"},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_timecredits_erase_asks_first_and_timecredits_sweep_says_what_it_deleted(database_url: str,
+                                                                                 engine: Engine) -> None:
+    processor = EventProcessor(engine)
+    assert all(o.applied for o in processor.process(registry()).outcomes)
+    with engine.begin() as conn:
+        conn.execute(insert(schema.volunteer_profiles).values(volunteer_id="ben", display_name="Ben Adeyemi"))
+        conn.execute(insert(schema.idempotency_keys).values(caller=b"c", path="/v1/hours", key="old",
+                                                            body_sha256=b"x", created_at=NOW - timedelta(days=400)))
+
+    declined = _cli(database_url, "erase", "ben", answer="n\n")
+    assert declined.returncode == 1 and "Nothing was erased" in declined.stdout
+    assert "their name and e-mail address" in declined.stdout and "It keeps:" in declined.stdout
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT erased_at FROM volunteers WHERE id = 'ben'")).scalar() is None
+
+    erased = _cli(database_url, "erase", "ben", "--yes")
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    assert "Erased the personal data of ben (1 profile, 2 memberships)" in erased.stdout
+    again = _cli(database_url, "erase", "ben", "--yes")
+    assert again.returncode == 1 and "erased already" in again.stdout
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT actor FROM audit_log WHERE action = 'volunteer_erased'")
+                            ).scalars().all() == ["admin:cli"]
+        assert conn.execute(text("SELECT count(*) FROM volunteer_profiles")).scalar() == 0
+
+    swept = _cli(database_url, "sweep")
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert "1 idempotency keys deleted" in swept.stdout and "0 ended web sessions deleted" in swept.stdout
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM idempotency_keys")).scalar() == 0
