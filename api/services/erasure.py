@@ -42,7 +42,7 @@ KEPT: tuple[str, ...] = (
     "the statistics facts, so figures already counted do not change",
     "their area, and, if they consented, their age group and background as codes",
     "the dates their consent to statistics was given or withdrawn",
-    "their hours as logged and decided, without their name",
+    "their hours as logged and decided, with what the organisation wrote about the work",
     "the audit log, which names their id only",
 )
 
