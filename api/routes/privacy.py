@@ -46,7 +46,7 @@ def read_consent(volunteer_id: Id, services: ServicesDep, principal: PrincipalDe
 
 
 @router.put("/{volunteer_id}/consent", response_model=ConsentOut,
-         responses=responses(400, 401, 403, 404, 422, 503))
+         responses=responses(400, 401, 403, 404, 410, 422, 503))
 def change_consent(volunteer_id: Id, body: ConsentAnswer, services: ServicesDep, principal: PrincipalDep) -> ConsentOut:
     """Give or withdraw consent to statistics. Withdrawing deletes the age group and background answers; giving it
     may bring them again. Takes effect for every figure computed afterwards."""

@@ -65,7 +65,7 @@ def check_scope(role: Role, org_id: str | None, volunteer_id: str | None) -> Non
 
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated,
-             responses=responses(400, 401, 403, 404, 422))
+             responses=responses(400, 401, 403, 404, 410, 422))
 def create(body: NewToken, services: ServicesDep,
            principal: Annotated[Principal, Depends(require(Role.ADMIN))]) -> TokenCreated:
     token, token_id, expires_at = issue_token(services.engine, body, principal)

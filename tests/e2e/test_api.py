@@ -2175,6 +2175,9 @@ def test_an_admin_erases_a_volunteer_and_nothing_names_them_while_the_ledger_and
            "volunteer_erased")
     expect(api.request("PUT", f"/v1/volunteers/{volunteer_id}/consent", api.admin, {"consent_stats": False}), 410,
            "volunteer_erased")
+    for who in (api.admin, world.org(World.CLUB)):  # neither a member again, nor asked to be one
+        expect(api.post(f"/v1/organisations/{World.CLUB}/members", who, {"volunteer_id": volunteer_id}), 410,
+               "volunteer_erased")
     found = api.get(f"/v1/audit?action=volunteer_erased&subject=volunteer:{volunteer_id}", api.admin).json()
     assert [(row["actor"], row["detail"]) for row in found["items"]] == [(admin_actor(None), {})], found
 
