@@ -89,7 +89,7 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "sign_in_cards": frozenset({"SELECT", "INSERT", "UPDATE (voided_at, used_at)", "DELETE"}),
     "web_sessions": frozenset({"SELECT", "INSERT", "UPDATE (last_seen_at, revoked_at)", "DELETE"}),
     "sign_in_requests": frozenset({"SELECT", "INSERT", "DELETE"}),
-    # docs/design.md §5.7: a row each time consent changes; kept until the volunteer is erased.
+    # docs/design.md §5.7: a row each time consent changes, dates and ids only; an erasure keeps it (§5.15).
     "consent_changes": frozenset({"SELECT", "INSERT"}),
     # docs/design.md §5.8: the API adds and removes waiting volunteers, the offer job makes and lapses offers, the
     # ledger worker removes a volunteer who booked.
