@@ -2197,6 +2197,9 @@ def test_every_documented_endpoint_was_answered_with_a_success(api: Api) -> None
     succeeded = {(method, route) for method, route, status in samples if status.startswith("2")}
     # Answers given before routing (idempotent replays, /openapi.json) are counted under route="unmatched".
     succeeded = {(method, route) for method, route in succeeded if route != "unmatched"}
+    # The web app's pages, on the same process, are not the API's (docs/design.md §8); the erasure test signs in
+    # through them to show that nothing signs an erased volunteer in.
+    succeeded = {(method, route) for method, route in succeeded if route != "/app" and not route.startswith("/app/")}
     missing, undocumented = documented - succeeded, succeeded - documented
     assert not missing, f"documented endpoints no test called successfully (run the whole module): {sorted(missing)}"
     assert not undocumented, f"endpoints answered but not in the OpenAPI document: {sorted(undocumented)}"
