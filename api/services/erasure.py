@@ -18,6 +18,7 @@ from api.errors import ApiError
 from api.services import audit
 from ledger.accounts import holds_account, volunteer_account
 from ledger.pg import schema
+from ledger.pg.registry import StoredRegistry
 
 #: What an erasure deletes, in the order the confirmation page and the answer list it, with what each holds.
 DELETED: dict[str, str] = {
@@ -82,8 +83,7 @@ def erase(engine: Engine, principal: Principal, volunteer_id: str, now: datetime
 
 
 def is_erased(conn: Connection, volunteer_id: str) -> bool:
-    v = schema.volunteers
-    return conn.execute(select(v.c.id).where(v.c.id == volunteer_id, v.c.erased_at.is_not(None))).first() is not None
+    return StoredRegistry(conn).volunteer_erased(volunteer_id)
 
 
 def refuse_if_erased(conn: Connection, volunteer_id: str) -> None:
@@ -97,8 +97,11 @@ def _erase(conn: Connection, volunteer_id: str, now: datetime) -> dict[str, int]
     s = schema
     counts: dict[str, int] = {}
     people = conn.execute(select(s.people.c.id).where(s.people.c.volunteer_id == volunteer_id)).scalars().all()
-    emails = conn.execute(select(s.people.c.email).where(s.people.c.volunteer_id == volunteer_id,
-                                                         s.people.c.email.is_not(None))).scalars().all()
+    emails = {*conn.execute(select(s.people.c.email).where(s.people.c.volunteer_id == volunteer_id,
+                                                           s.people.c.email.is_not(None))).scalars(),
+              *conn.execute(select(s.volunteer_profiles.c.email).where(
+                  s.volunteer_profiles.c.volunteer_id == volunteer_id,
+                  s.volunteer_profiles.c.email.is_not(None))).scalars()}
     counts["profile"] = conn.execute(delete(s.volunteer_profiles)
                                      .where(s.volunteer_profiles.c.volunteer_id == volunteer_id)).rowcount
     counts["background_in_their_words"] = conn.execute(
@@ -111,10 +114,10 @@ def _erase(conn: Connection, volunteer_id: str, now: datetime) -> dict[str, int]
     counts["sign_in_cards"] = conn.execute(delete(s.sign_in_cards)
                                            .where(s.sign_in_cards.c.person_id.in_(people))).rowcount
     if emails:  # the limit on asking for links keeps a digest of the address: it goes too
-        from web.people import digest  # one digest rule for the address, the one sign-in keeps
+        from web.people import digest, normalise_email  # the address's digest as the limit on links keeps it
 
-        conn.execute(delete(s.sign_in_requests)
-                     .where(s.sign_in_requests.c.email_sha256.in_([digest(email) for email in emails])))
+        conn.execute(delete(s.sign_in_requests).where(
+            s.sign_in_requests.c.email_sha256.in_([digest(normalise_email(email)) for email in emails])))
     counts["sign_in"] = conn.execute(
         update(s.people).where(s.people.c.volunteer_id == volunteer_id)
         .values(email=None, display_name=ERASED_NAME, disabled_at=func.coalesce(s.people.c.disabled_at, now))
