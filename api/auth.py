@@ -121,6 +121,11 @@ class PrincipalCache:
                 self._entries.clear()
             self._entries[digest] = (until, principal)
 
+    def clear(self) -> None:
+        """Forget every token: after an erasure, whose revocations must hold at once in this process."""
+        with self._lock:
+            self._entries.clear()
+
 
 Resolved = Principal | Refusal
 """Who a token belongs to, or why it is refused."""

@@ -34,7 +34,7 @@ def error_json(status: int, code: str, message: str, headers: dict[str, str] | N
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+    409: "conflict", 410: "gone", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
     429: "rate_limited", 503: "unavailable",
 }
 

@@ -23,6 +23,7 @@ _STATUS = {
     IntakeReason.ALREADY_DECIDED: 409,
     IntakeReason.CODE_USED: 409,
     IntakeReason.FULLY_BOOKED: 409,
+    IntakeReason.VOLUNTEER_ERASED: 410,
     IntakeReason.AUTHORISATION_REQUIRED: 403,
 }
 

@@ -54,19 +54,21 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "balances": frozenset({"SELECT"}),
     # The registry: the API inserts, the ledger worker upserts what an event carries (docs/design.md §4.2).
     "organisations": frozenset({"SELECT", "INSERT", "UPDATE (name, area, kinds, auto_approve, updated_at)"}),
+    # An erasure clears the free-text answer and notes when (docs/design.md §5.15).
     "volunteers": frozenset({"SELECT", "INSERT", "UPDATE (area, age_band, seb, seb_detail, first_time_volunteer, "
-                                                 "consent_stats, consent_changed_at, updated_at)"}),
+                                                 "consent_stats, consent_changed_at, updated_at, erased_at)"}),
     "opportunities": frozenset({"SELECT", "INSERT", "UPDATE (partner_id, title, category, cost, capacity, area, "
                                                     "starts_at, series_id, updated_at)"}),
     # Personal data (docs/design.md §3.4): written at sign-up; the API never reads it back, a coordinator's pages
-    # read their own members' names (§8.3).
-    "volunteer_profiles": frozenset({"SELECT", "INSERT"}),
+    # read their own members' names (§8.3); deleted by an erasure (§5.15).
+    "volunteer_profiles": frozenset({"SELECT", "INSERT", "DELETE"}),
     # docs/design.md §5.4: a spell is ended once; a request is renewed or withdrawn; a reference changed or erased.
     "memberships": frozenset({"SELECT", "INSERT", "UPDATE (ended_at, updated_at)"}),
     "membership_requests": frozenset({"SELECT", "INSERT", "UPDATE (requested_at)", "DELETE"}),
     "volunteer_references": frozenset({"SELECT", "INSERT", "DELETE"}),
-    # docs/design.md §5.1: a token is revoked and its last use noted, nothing else; no row is deleted.
-    "api_tokens": frozenset({"SELECT", "INSERT", "UPDATE (revoked_at, last_used_at)"}),
+    # docs/design.md §5.1: a token is revoked and its last use noted; an erasure also blanks its label (§5.15);
+    # no row is deleted.
+    "api_tokens": frozenset({"SELECT", "INSERT", "UPDATE (revoked_at, last_used_at, label)"}),
     # A key is claimed (or a dead process's claim taken over), settled with a final answer, or dropped after any
     # other (api/middleware.py).
     "idempotency_keys": frozenset({"SELECT", "INSERT", "UPDATE (body_sha256, status_code, response, created_at)",
@@ -77,18 +79,19 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     "areas": frozenset({"SELECT"}),
     # A worker's start checks that the schema is at the newest revision.
     "alembic_version": frozenset({"SELECT"}),
-    # Spend codes (docs/design.md §5.6): made by the API; each use written once by the ledger worker.
-    "spend_codes": _APPEND_ONLY,
+    # Spend codes (docs/design.md §5.6): made by the API; each use written once by the ledger worker. A code never
+    # used is deleted by an erasure or, once expired, by the retention sweep (§5.15).
+    "spend_codes": frozenset({"SELECT", "INSERT", "DELETE"}),
     "spend_code_uses": _APPEND_ONLY,
     "spend_code_failures": frozenset({"SELECT", "INSERT", "DELETE"}),
     # The web app (docs/design.md §8.1): a person is disabled or renamed, a link or card used once, a card
     # voided, a session seen, revoked or swept; old sign-in requests are deleted.
     "people": frozenset({"SELECT", "INSERT", "UPDATE (email, display_name, disabled_at)"}),
     "sign_in_links": frozenset({"SELECT", "INSERT", "UPDATE (used_at)", "DELETE"}),
-    "sign_in_cards": frozenset({"SELECT", "INSERT", "UPDATE (voided_at, used_at)"}),
+    "sign_in_cards": frozenset({"SELECT", "INSERT", "UPDATE (voided_at, used_at)", "DELETE"}),
     "web_sessions": frozenset({"SELECT", "INSERT", "UPDATE (last_seen_at, revoked_at)", "DELETE"}),
     "sign_in_requests": frozenset({"SELECT", "INSERT", "DELETE"}),
-    # docs/design.md §5.7: a row each time consent changes; kept until the volunteer is erased.
+    # docs/design.md §5.7: a row each time consent changes, dates and ids only; an erasure keeps it (§5.15).
     "consent_changes": frozenset({"SELECT", "INSERT"}),
     # docs/design.md §5.8: the API adds and removes waiting volunteers, the offer job makes and lapses offers, the
     # ledger worker removes a volunteer who booked.

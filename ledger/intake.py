@@ -76,6 +76,7 @@ class IntakeReason(StrEnum):
     DATE_TOO_OLD = "date_too_old"
     DATE_IN_FUTURE = "date_in_future"
     FULLY_BOOKED = "fully_booked"
+    VOLUNTEER_ERASED = "volunteer_erased"
 
 
 #: At most this many approved minutes for one volunteer on one day, across every organisation (§5.6).
@@ -170,6 +171,10 @@ class Plan:
 
 class RegistryView(Protocol):
     def volunteer_exists(self, volunteer_id: str) -> bool: ...
+
+    def volunteer_erased(self, volunteer_id: str) -> bool:
+        """Whether the volunteer's personal data was erased (docs/design.md §5.15)."""
+        ...
 
     def organisation(self, org_id: str) -> Organisation | None: ...
 
@@ -293,8 +298,12 @@ def _hours(minutes: int) -> str:
 
 
 def _volunteer(registry: RegistryView, volunteer_id: str) -> None:
+    """A registered volunteer who was not erased: nothing new happens to an erased one (docs/design.md §5.15)."""
     if not registry.volunteer_exists(volunteer_id):
         raise Rejection(IntakeReason.UNKNOWN_VOLUNTEER, f"no volunteer {volunteer_id}")
+    if registry.volunteer_erased(volunteer_id):
+        raise Rejection(IntakeReason.VOLUNTEER_ERASED,
+                        f"volunteer {volunteer_id} was erased: nothing new can be recorded for them")
 
 
 def _organisation(registry: RegistryView, org_id: str, kind: str) -> Organisation:
@@ -351,6 +360,7 @@ def _hours_logged(event: DecodedEvent, p: HoursLogged, registry: RegistryView, p
 
 def _hours_approved(event: DecodedEvent, p: HoursApproved, registry: RegistryView) -> Plan:
     log = _undecided_log(registry, p.log_event_id, p.org_id, p.volunteer_id)
+    _volunteer(registry, log.volunteer_id)
     check_day_total(log, registry)
     occurred_at = event.envelope.occurred_at
     return Plan(
@@ -455,7 +465,9 @@ def _organisation_registered(event: DecodedEvent, p: OrganisationRegistered, _: 
     return Plan(event, registry=[RegistryUpsert("organisations", row)])
 
 
-def _volunteer_registered(event: DecodedEvent, p: VolunteerRegistered, _: RegistryView) -> Plan:
+def _volunteer_registered(event: DecodedEvent, p: VolunteerRegistered, registry: RegistryView) -> Plan:
+    if registry.volunteer_erased(p.volunteer_id):
+        raise Rejection(IntakeReason.VOLUNTEER_ERASED, f"volunteer {p.volunteer_id} was erased and cannot return")
     row = {
         "id": p.volunteer_id,
         "area": p.area,
@@ -553,8 +565,11 @@ class BatchRegistry:
         used_codes: set[UUID] | None = None,
         day_minutes: dict[tuple[str, date], int] | None = None,
         places: Places | None = None,
+        erased: set[str] | None = None,
     ) -> None:
         self._volunteers = set(volunteers)
+        #: Volunteers whose personal data was erased (docs/design.md §5.15).
+        self._erased = set(erased or ())
         self._organisations = dict(organisations)
         self._opportunities = dict(opportunities)
         self._logs = dict(logs)
@@ -569,6 +584,9 @@ class BatchRegistry:
 
     def volunteer_exists(self, volunteer_id: str) -> bool:
         return volunteer_id in self._volunteers
+
+    def volunteer_erased(self, volunteer_id: str) -> bool:
+        return volunteer_id in self._erased
 
     def organisation(self, org_id: str) -> Organisation | None:
         return self._organisations.get(org_id)

@@ -484,6 +484,38 @@ def export_volunteer(
     console.print(f"Wrote everything held about {volunteer} to {out} ({counts}).")
 
 
+@app.command("erase")
+def erase_volunteer(
+    volunteer: Annotated[str, typer.Argument(help="the volunteer's id, like v-2957f17abc4b")],
+    yes: Annotated[bool, typer.Option("--yes", help="erase without asking to confirm")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Erase a volunteer's personal data, for their erasure request (docs/design.md §5.15): their name, e-mail,
+    sign-in, references and reasons in words go; the pseudonymous ledger, the statistics and the audit log stay."""
+    from api.errors import ApiError
+    from api.services import erasure
+
+    if not yes:
+        console.print(f"This erases the personal data of volunteer {volunteer}:")
+        for what in erasure.DELETED.values():
+            console.print(f"  - {what}")
+        console.print("It keeps:")
+        for what in erasure.KEPT:
+            console.print(f"  - {what}")
+        if not typer.confirm("Erase it? This cannot be undone"):
+            console.print("Nothing was erased.")
+            raise typer.Exit(code=1)
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        try:
+            done = erasure.erase(engine, CLI_ADMIN, volunteer)
+        except ApiError as exc:
+            console.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(code=1) from exc
+    counts = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in done.counts.items() if count)
+    console.print(f"Erased the personal data of {volunteer} ({counts or 'nothing else was held'}).")
+
+
 @app.command("import-areas")
 def import_areas(
     file: Annotated[Path, typer.Argument(help="Areas CSV: code, name, need_decile, population[, source].")],
@@ -707,7 +739,8 @@ def up(
             console.print("running; press Ctrl-C to stop")
             with EventProducer(endpoints.kafka_bootstrap_servers, topic_prefix=settings.topic_prefix) as producer:
                 jobs = [(settings.waitlist_interval_s, lambda: _offer_places_once(engine, settings)),
-                        (settings.hold_release_interval_s, lambda: _expire_holds_once(engine, producer, settings))]
+                        (settings.hold_release_interval_s, lambda: _expire_holds_once(engine, producer, settings)),
+                        (settings.sweep_interval_s, lambda: _sweep_once(engine, settings))]
                 due = [0.0] * len(jobs)
                 while keep_going():
                     for index, (interval_s, job) in enumerate(jobs):
@@ -756,6 +789,34 @@ def _expire_holds_once(engine: Engine, producer: EventProducer, settings: Settin
         return
     if count:
         console.print(f"holds: {count} bookings not attended within {settings.hold_release_hours:g} hours released")
+
+
+def _sweep_once(engine: Engine, settings: Settings) -> None:
+    """One run of the retention sweep inside `up`; a failure is reported and the next run tries again."""
+    from timecredits.retention import SWEPT, sweep
+
+    try:
+        counts = sweep(engine, datetime.now(UTC), settings)
+    except Exception as exc:  # noqa: BLE001 - the job must not stop the programme; it runs again on the timer
+        console.print(f"[yellow]retention: nothing swept this time ({type(exc).__name__}: {exc})[/yellow]")
+        return
+    if any(counts.values()):
+        console.print("retention: deleted " + ", ".join(f"{count} {SWEPT[name]}" for name, count in counts.items()
+                                                        if count))
+
+
+@app.command("sweep")
+def sweep_command(data_dir: DataDir = None) -> None:
+    """Run the retention sweep once (docs/design.md §5.15): delete idempotency keys, ended sessions, expired sign-in
+    links, old sign-in requests, expired unused spend codes and wrong spend codes older than the TIMECREDITS_KEEP_*
+    settings say."""
+    from timecredits.retention import SWEPT, sweep
+
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        counts = sweep(engine, datetime.now(UTC), settings)
+    for name, count in counts.items():
+        console.print(f"{count} {SWEPT[name]} deleted")
 
 
 @app.command("expire-holds")

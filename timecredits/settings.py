@@ -78,6 +78,19 @@ class Settings(BaseSettings):
     hold_release_hours: float = Field(default=72.0, gt=0, le=24 * 365, alias="TIMECREDITS_HOLD_RELEASE_HOURS")
     #: How often `timecredits up` runs the hold-release job, in seconds.
     hold_release_interval_s: float = Field(default=300.0, gt=0, alias="TIMECREDITS_HOLD_RELEASE_INTERVAL")
+    #: How long the retention sweep keeps what is needed only for a while (docs/design.md §5.15), in days: an
+    #: idempotency key after it was made, a session and a sign-in link after they ended, a request for a link or
+    #: a wrong card code, an unused spend code after it expired, a wrong spend code after it was typed.
+    keep_idempotency_keys_days: float = Field(default=7.0, ge=1, le=3650, alias="TIMECREDITS_KEEP_IDEMPOTENCY_KEYS_DAYS")
+    keep_sessions_days: float = Field(default=30.0, gt=0, le=3650, alias="TIMECREDITS_KEEP_SESSIONS_DAYS")
+    keep_sign_in_links_days: float = Field(default=7.0, gt=0, le=3650, alias="TIMECREDITS_KEEP_SIGN_IN_LINKS_DAYS")
+    keep_sign_in_requests_days: float = Field(default=1.0, ge=1, le=3650,
+                                              alias="TIMECREDITS_KEEP_SIGN_IN_REQUESTS_DAYS")
+    keep_spend_codes_days: float = Field(default=30.0, gt=0, le=3650, alias="TIMECREDITS_KEEP_SPEND_CODES_DAYS")
+    keep_spend_code_failures_days: float = Field(default=1.0, ge=1, le=3650,
+                                                 alias="TIMECREDITS_KEEP_SPEND_CODE_FAILURES_DAYS")
+    #: How often `timecredits up` runs the retention sweep, in seconds.
+    sweep_interval_s: float = Field(default=3600.0, gt=0, alias="TIMECREDITS_SWEEP_INTERVAL")
     #: What a no-show costs the volunteer: `nothing` (the credits go back) or `full` (they go to the partner).
     no_show_cost: NoShowCost = Field(default="nothing", alias="TIMECREDITS_NO_SHOW_COST")
     #: The mail server that sends sign-in links (docs/design.md §8.1); unset, `up` starts a development

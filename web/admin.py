@@ -16,6 +16,7 @@ from sqlalchemy import select
 from api.errors import ApiError
 from api.routes.registry import NewOrganisation, register_organisation
 from api.routes.tokens import NewToken, issue_token, list_tokens, revoke_token
+from api.services.erasure import ERASED_NAME
 from ledger.pg import schema
 from web import people
 from web.app import PREFIX, CsrfToken, SignedIn, _check_csrf, _only, _page, _services
@@ -107,7 +108,7 @@ def _people(request: Request) -> list[Any]:
 def _people_page(request: Request, session: Session, status_code: int = 200, **context: Any) -> HTMLResponse:
     return _page(request, "admin/people.html", status_code, title="People who sign in", session=session,
                  people=_people(request), organisations=_organisations(request), role_words=_ROLE_WORDS,
-                 staff_roles=[r for r in PersonRole if r is not PersonRole.VOLUNTEER],
+                 staff_roles=[r for r in PersonRole if r is not PersonRole.VOLUNTEER], erased_name=ERASED_NAME,
                  form=context.pop("form", {}), **context)
 
 

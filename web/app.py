@@ -83,7 +83,7 @@ class NotYourPage(Exception):
 
 
 def install(app: FastAPI) -> None:
-    from web import admin, coordinator, corrections, lead, partner, privacy, uploads, volunteer  # §8.3's doors
+    from web import admin, coordinator, corrections, erasure, lead, partner, privacy, uploads, volunteer  # §8.3's doors
 
     app.include_router(router)
     app.include_router(admin.router)
@@ -94,6 +94,7 @@ def install(app: FastAPI) -> None:
     app.include_router(uploads.router)
     app.include_router(privacy.router)
     app.include_router(corrections.router)
+    app.include_router(erasure.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(SecurityHeaders)
 

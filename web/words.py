@@ -16,6 +16,7 @@ _SENTENCES = {
     "unknown_organisation": "there is no such organisation",
     "invalid_amount": "enter an amount of credits more than zero, like 2 or 1.50",
     "fully_booked": "there are no places left",
+    "volunteer_erased": "that volunteer's personal data was erased: nothing new can be recorded for them",
     "places_left": "there are places left: you can book it",
     "already_booked": "you have booked this already",
     "not_waiting": "you are not on that waiting list",

@@ -29,7 +29,7 @@ from api.services import bookings, hours, spending
 from ledger.events import ActivityCategory
 
 router = APIRouter(prefix="/v1", tags=["activity"])
-WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422, 503)
+WRITE_ERRORS = responses(400, 401, 403, 404, 409, 410, 422, 503)
 
 OrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]
 VolunteerOrgOrAdmin = Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG, Role.VOLUNTEER))]

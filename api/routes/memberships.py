@@ -19,7 +19,7 @@ from api.deps import PrincipalDep, ServicesDep, forbid, require
 from api.errors import ApiError, responses
 from api.models import Id, Request
 from api.publishing import publish
-from api.services import audit, members
+from api.services import audit, erasure, members
 from api.services.members import (  # noqa: F401 - Reference, set_reference, start_membership: re-exported
     Member,
     Reference,
@@ -68,7 +68,7 @@ def _current_since(conn: Connection, org_id: str, volunteer_id: str) -> datetime
 
 
 @router.post("/organisations/{org_id}/members", status_code=201, response_model=Member,
-             responses={**responses(400, 401, 403, 404, 409, 422, 503),
+             responses={**responses(400, 401, 403, 404, 409, 410, 422, 503),
                         200: {"model": Member, "description": "a member already (an organisation's reference set)"},
                         202: {"model": Member, "description": "pending until the volunteer agrees"}})
 def add_member(org_id: Id, body: AddMember, response: Response, services: ServicesDep,
@@ -90,6 +90,7 @@ def add_member(org_id: Id, body: AddMember, response: Response, services: Servic
     with services.engine.begin() as conn:
         _known_organisation(conn, org_id)
         _known_volunteer(conn, volunteer_id)
+        erasure.refuse_if_erased(conn, volunteer_id)  # neither a member nor asked to be one (§5.15)
         member = is_current_member(conn, org_id, volunteer_id)
         if principal.role is Role.ORG and not member:
             if body.reference is not None:

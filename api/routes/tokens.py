@@ -16,7 +16,7 @@ from api.auth import DEFAULT_LIFETIME_DAYS, MAX_LIFETIME_DAYS, Principal, Role, 
 from api.deps import PrincipalDep, ServicesDep, require
 from api.errors import ApiError, responses
 from api.models import Id, OptionalText500, Request
-from api.services import audit
+from api.services import audit, erasure
 from ledger.pg import schema
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -65,7 +65,7 @@ def check_scope(role: Role, org_id: str | None, volunteer_id: str | None) -> Non
 
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated,
-             responses=responses(400, 401, 403, 404, 422))
+             responses=responses(400, 401, 403, 404, 410, 422))
 def create(body: NewToken, services: ServicesDep,
            principal: Annotated[Principal, Depends(require(Role.ADMIN))]) -> TokenCreated:
     token, token_id, expires_at = issue_token(services.engine, body, principal)
@@ -83,6 +83,8 @@ def issue_token(engine: Engine, body: NewToken, by: Principal | str) -> tuple[st
         if body.volunteer_id and conn.execute(select(schema.volunteers.c.id).where(
                 schema.volunteers.c.id == body.volunteer_id)).first() is None:
             raise ApiError(404, "unknown_volunteer", f"no volunteer {body.volunteer_id}")
+        if body.volunteer_id:
+            erasure.refuse_if_erased(conn, body.volunteer_id)
     expires_at = expiry_after(body.expires_in_days)
     token, token_id = create_token(engine, body.role, body.org_id, body.volunteer_id, body.label, expires_at)
     with engine.begin() as conn:

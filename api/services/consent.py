@@ -12,7 +12,7 @@ from api.deps import Services, forbid
 from api.errors import ApiError
 from api.models import Request
 from api.publishing import publish
-from api.services import audit
+from api.services import audit, erasure
 from ledger.events import AgeBand, ConsentChanged, SebGroup
 from ledger.pg import schema
 from ledger.pg.registry import is_current_member
@@ -96,6 +96,7 @@ def change(services: Services, principal: Principal, volunteer_id: str, answer: 
     with services.engine.begin() as conn:
         may_record(conn, principal, volunteer_id)
         current = _current(conn, volunteer_id, lock=True)
+        erasure.refuse_if_erased(conn, volunteer_id)
         if (current.consent_stats, current.age_band, current.seb) == (answer.consent_stats, answer.age_band,
                                                                       answer.seb):
             return current

@@ -163,7 +163,7 @@ UNION ALL SELECT 2, e.event_id, NULL, NULL, NULL, NULL, e.id, NULL, NULL, NULL, 
     FROM entries e WHERE e.event_id = ANY (CAST(:event_ids AS uuid[]))
 UNION ALL SELECT 3, r.event_id, r.reason, r.message, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM rejections r WHERE r.event_id = ANY (CAST(:event_ids AS uuid[]))
-UNION ALL SELECT 4, NULL, v.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+UNION ALL SELECT 4, NULL, v.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, v.erased_at IS NOT NULL, NULL, NULL
     FROM volunteers v WHERE v.id = ANY (CAST(:volunteers AS text[]))
 UNION ALL SELECT 5, NULL, o.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.auto_approve, o.kinds, NULL
     FROM organisations o WHERE o.id = ANY (CAST(:orgs AS text[]))
@@ -244,6 +244,7 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     # Where one event id is in several tables, the later source wins: a rejection over an entry over a decision.
     sources: dict[UUID, tuple[int, Any]] = {}
     volunteers: set[str] = set()
+    erased: set[str] = set()
     organisations: dict[str, Organisation] = {}
     opportunities: dict[str, Opportunity] = {}
     logs: dict[UUID, HoursLog] = {}
@@ -264,6 +265,8 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
                 sources[u] = (tag, (n1, t1, t2))
         elif tag == 4:
             volunteers.add(t1)
+            if flag:
+                erased.add(t1)
         elif tag == 5:
             organisations[t1] = Organisation(t1, frozenset(arr), flag)
         elif tag == 6:
@@ -307,7 +310,7 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
     for account in wanted:
         balances.setdefault(account, 0)
     registry = BatchRegistry(volunteers, organisations, opportunities, logs, decided_logs, members, spend_codes,
-                             used_codes, day_minutes, Places(open_bookings, offers))
+                             used_codes, day_minutes, Places(open_bookings, offers), erased)
     return BatchState(decided, registry, entries, entry_ids, balances, existing, heads)
 
 

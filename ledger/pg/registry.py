@@ -27,6 +27,11 @@ class StoredRegistry:
         v = schema.volunteers
         return self._conn.execute(select(v.c.id).where(v.c.id == volunteer_id)).first() is not None
 
+    def volunteer_erased(self, volunteer_id: str) -> bool:
+        v = schema.volunteers
+        return self._conn.execute(select(v.c.id).where(v.c.id == volunteer_id, v.c.erased_at.is_not(None))
+                                  ).first() is not None
+
     def organisation(self, org_id: str) -> Organisation | None:
         o = schema.organisations
         row = self._conn.execute(select(o.c.id, o.c.kinds, o.c.auto_approve).where(o.c.id == org_id)).first()

@@ -144,6 +144,8 @@ volunteers = Table(
     Column("consent_changed_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    #: When their personal data was erased (docs/design.md §5.15); the intake refuses new events about them after.
+    Column("erased_at", DateTime(timezone=True)),
 )
 
 volunteer_profiles = Table(

@@ -58,6 +58,8 @@ class Seeded:
     ids: dict[str, list[str]]
     volunteer_token: str
     pending_log: str
+    #: A volunteer for the erasure alone, so that the seeded ones the other operations use are never erased.
+    erasable: str
 
 
 @dataclass
@@ -112,6 +114,8 @@ def _seed(url: str) -> Seeded:
                   for n in (1, 2)]
     for volunteer in volunteers:
         post("/v1/organisations/st-hub/members", {"volunteer_id": volunteer})
+    erasable = post("/v1/volunteers", {"display_name": "Volunteer 3", "area": AREA, "consent_stats": False,
+                                       "org_id": "st-club"})["id"]
     post("/v1/opportunities", {"id": "st-swim", "partner_id": "st-lido", "title": "Swim", "category": "sport",
                                "cost": "1.00", "area": AREA})
     post("/v1/opportunities", {"id": "st-aqua", "partner_id": "st-lido", "title": "Aqua", "category": "sport",
@@ -145,6 +149,7 @@ def _seed(url: str) -> Seeded:
         },
         volunteer_token=volunteer_token,
         pending_log=logs[2],
+        erasable=erasable,
     )
 
 
@@ -166,9 +171,11 @@ def running_api(shared_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -
         assert served == OPENAPI, "the running API serves another OpenAPI document than the tests were made from"
         seeded = _seed(url)
         SEEDED_IDS.update(seeded.ids)
+        ERASABLE_IDS.update({"volunteer_id": [seeded.erasable]})
         yield RunningApi(url, process, log_path, seeded)
     finally:
         SEEDED_IDS.clear()
+        ERASABLE_IDS.clear()
         process.terminate()
         try:
             process.wait(timeout=30)
@@ -183,6 +190,10 @@ def running_api(shared_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -
 # which pytest 9.2 no longer has).
 OPENAPI = create_app(database_url="postgresql://unused", bootstrap_servers="unused:9092").openapi()
 SEEDED_IDS: dict[str, list[str]] = {}
+#: What the erasure's path is steered to instead (docs/design.md §5.15): an erased volunteer is refused by every
+#: operation after it, which would turn the seeded ones' answers into 401s and 410s for the rest of the run.
+ERASABLE_IDS: dict[str, list[str]] = {}
+ERASE = ("DELETE", "/v1/volunteers/{volunteer_id}")
 schema = schemathesis.openapi.from_dict(OPENAPI, config=SchemathesisConfig.from_dict({
     "seed": SEED,
     "headers": {"Authorization": f"Bearer {ADMIN_TOKEN}"},
@@ -191,16 +202,19 @@ schema = schemathesis.openapi.from_dict(OPENAPI, config=SchemathesisConfig.from_
 }))
 
 
-def _steer(value: Any) -> st.SearchStrategy[Any]:
+def _steer(value: Any, ids: dict[str, list[str]] = SEEDED_IDS) -> st.SearchStrategy[Any]:
     """The generated value, or (as often) the same with each id parameter set to a seeded id."""
-    if not isinstance(value, dict) or not any(key in SEEDED_IDS for key in value):
+    if not isinstance(value, dict) or not any(key in ids for key in value):
         return st.just(value)
-    known = st.fixed_dictionaries({key: st.sampled_from(SEEDED_IDS[key]) for key in value if key in SEEDED_IDS})
+    known = st.fixed_dictionaries({key: st.sampled_from(ids[key]) for key in value if key in ids})
     return st.one_of(st.just(value), known.map(lambda chosen: {**value, **chosen}))
 
 
 @schema.hook("flatmap_path_parameters")
 def _known_path_ids(context: Any, path_parameters: dict[str, Any]) -> st.SearchStrategy[Any]:
+    operation = context.operation
+    if (operation.method.upper(), operation.path) == ERASE:
+        return _steer(path_parameters, ERASABLE_IDS)
     return _steer(path_parameters)
 
 

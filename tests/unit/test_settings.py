@@ -149,3 +149,40 @@ def test_a_password_is_never_sent_in_clear_to_another_machine(mail_env: pytest.M
     assert "s3cret-mail-password" not in str(refused.value)
     mail_env.setenv("TIMECREDITS_SMTP_HOST", "127.0.0.1")  # a relay on this machine
     assert Settings().smtp_starttls is False
+
+
+# --- retention (docs/design.md §5.15) ---------------------------------------------------------------------------
+
+_RETENTION_VARIABLES = ("TIMECREDITS_KEEP_IDEMPOTENCY_KEYS_DAYS", "TIMECREDITS_KEEP_SESSIONS_DAYS",
+                        "TIMECREDITS_KEEP_SIGN_IN_LINKS_DAYS", "TIMECREDITS_KEEP_SIGN_IN_REQUESTS_DAYS",
+                        "TIMECREDITS_KEEP_SPEND_CODES_DAYS", "TIMECREDITS_KEEP_SPEND_CODE_FAILURES_DAYS",
+                        "TIMECREDITS_SWEEP_INTERVAL")
+
+
+@pytest.fixture()
+def retention_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in _RETENTION_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_retention_defaults_are_the_documented_ones(retention_env: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert (s.keep_idempotency_keys_days, s.keep_sessions_days, s.keep_sign_in_links_days,
+            s.keep_sign_in_requests_days, s.keep_spend_codes_days, s.keep_spend_code_failures_days,
+            s.sweep_interval_s) == (7, 30, 7, 1, 30, 1, 3600)
+    retention_env.setenv("TIMECREDITS_KEEP_SESSIONS_DAYS", "90")
+    assert Settings().keep_sessions_days == 90
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("TIMECREDITS_KEEP_IDEMPOTENCY_KEYS_DAYS", "0.5"),  # a retry a few hours later must still find its key
+    ("TIMECREDITS_KEEP_SIGN_IN_REQUESTS_DAYS", "0"),  # the limits on asking for links look back at them
+    ("TIMECREDITS_KEEP_SPEND_CODE_FAILURES_DAYS", "0.1"), ("TIMECREDITS_KEEP_SESSIONS_DAYS", "0"),
+    ("TIMECREDITS_KEEP_SPEND_CODES_DAYS", "-1"), ("TIMECREDITS_SWEEP_INTERVAL", "0"),
+])
+def test_a_retention_too_short_to_keep_the_rules_working_is_refused(retention_env: pytest.MonkeyPatch, name: str,
+                                                                     value: str) -> None:
+    retention_env.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
