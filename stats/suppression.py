@@ -32,13 +32,24 @@ PERSON_GROUPINGS = ("area", "age_band", "seb")
 TOGETHER: tuple[frozenset[str], ...] = (frozenset({"hours", "credits_earned"}),)
 
 
+#: Fact figures a grouping's rows can have at all: only hours have a kind of activity, only spending a partner
+#: category, and a gift no organisation. The others are zero in every row whatever the facts, and a row's zero
+#: there tells nothing, shown or hidden.
+_GROUPED_FACTS = {
+    "activity": ("hours", "credits_earned"),
+    "category": ("credits_spent", "bookings", "attendances", "cancellations", "redemptions"),
+    "org": tuple(name for name in FACT_FIGURES if name != "credits_gifted"),
+}
+
+
 def additive_figures(group_by: str) -> tuple[str, ...]:
     """The figures whose rows add up to the breakdown's total (docs/design.md §5.3)."""
+    facts = _GROUPED_FACTS.get(group_by, FACT_FIGURES)
     if group_by in PERSON_GROUPINGS:
-        return FACT_FIGURES + PEOPLE_FIGURES
+        return facts + PEOPLE_FIGURES
     if group_by in ("month", "quarter"):
-        return (*FACT_FIGURES, "new_volunteers")
-    return FACT_FIGURES
+        return (*facts, "new_volunteers")
+    return facts
 
 
 def value(figures: Figures, name: str) -> int:

@@ -129,8 +129,10 @@ def cell_values(figures: Figures, hidden: set[str]) -> dict[str, object]:
             **{name: None if name in withheld else value for name, value in shown.items()}}
 
 
-def resolve_period(start: date | None, end: date | None, period: str | None) -> tuple[date, date]:
-    """The period asked for, in whole months (docs/design.md §5.3): `to` is the last day included."""
+def resolve_period(start: date | None, end: date | None, period: str | None, *,
+                   whole_months_only: bool = True) -> tuple[date, date]:
+    """The period asked for: `to` is the last day included. Figures are for whole months only (docs/design.md
+    §5.3); the activity export, one row a log already, takes any days (`whole_months_only=False`)."""
     if period:
         try:
             return parse_period(period)
@@ -141,8 +143,8 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
         # The last twelve whole months, as the dashboard's first choice (docs/design.md §5.3).
         this_month = date(today.year, today.month, 1)
         start, end = months_before(this_month, 12), this_month - timedelta(days=1)
-    # With `from` alone: to the end of the last whole month (this month is not over yet).
-    end = end or date(today.year, today.month, 1) - timedelta(days=1)
+    # With `from` alone: to the end of the last whole month for figures (this month is not over yet), today for rows.
+    end = end or (date(today.year, today.month, 1) - timedelta(days=1) if whole_months_only else today)
     try:
         start = start or months_before(date(end.year, end.month, 1), 11)
     except ValueError as exc:  # twelve months before the first year there is
@@ -151,7 +153,7 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
         raise ApiError(422, "invalid_period", "`from` is after `to`")
     if (end - start).days > 3660:
         raise ApiError(422, "invalid_period", "a period is at most ten years")
-    if not whole_months(start, end):
+    if whole_months_only and not whole_months(start, end):
         raise ApiError(422, "whole_periods_only", WHOLE_PERIODS_MESSAGE)
     return start, end
 
