@@ -9,8 +9,8 @@ One rule for the API, its CSV, the dashboard (which reads the API) and the commi
   smallest shown row's figure is hidden too, until no relation has exactly one hidden value. Figures that are one
   another again (hours and credits earned, at one credit an hour) are hidden together.
 
-Totals are never hidden to protect a row (they are shared by every breakdown of the period, so hiding one in one
-breakdown would protect nothing), except when a breakdown has no other row to hide.
+Totals are never hidden to protect a row: they are shared by every breakdown of the period, so hiding one in one
+breakdown would protect nothing.
 """
 from __future__ import annotations
 
@@ -94,15 +94,14 @@ def protect(rows: Sequence[tuple[str, Figures]], totals: Figures, group_by: str,
             if len(unknown) != 1:
                 continue
             candidates = [group for group, _ in rows if name not in hidden[group]]
-            if candidates:
-                # The next smallest: fewest volunteers behind the figure, then smallest; a row with some first.
-                chosen = min(candidates, key=lambda group: (
-                    cells[group].contributors.get(name, 0) == 0, cells[group].contributors.get(name, 0),
-                    abs(value(cells[group], name)), group))
-            elif name not in hidden[TOTAL]:
-                chosen = TOTAL
-            else:
+            if not candidates:
+                # One row, hidden, and a total shown: the row is the total less what no row holds, a figure
+                # nobody is behind (a total of zero), or the total itself, hidden too (docs/design.md §5.3).
                 continue
+            # The next smallest: fewest volunteers behind the figure, then smallest; a row with some first.
+            chosen = min(candidates, key=lambda group: (
+                cells[group].contributors.get(name, 0) == 0, cells[group].contributors.get(name, 0),
+                abs(value(cells[group], name)), group))
             hidden[chosen].add(name)
             _hide_together(hidden[chosen], names)
             changed = True

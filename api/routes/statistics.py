@@ -15,8 +15,8 @@ from api.deps import ServicesDep, require
 from api.errors import ApiError, responses
 from api.spreadsheet_cells import inert
 from api.models import credits
-from stats.model import FIGURES, Figures
-from stats.suppression import protect
+from stats.model import FIGURES, Figures, Participation
+from stats.suppression import Protection, protect
 from stats.queries import (
     COLD_SPOT_METHOD,
     WHOLE_PERIODS_MESSAGE,
@@ -129,6 +129,16 @@ def cell_values(figures: Figures, hidden: set[str]) -> dict[str, object]:
             **{name: None if name in withheld else value for name, value in shown.items()}}
 
 
+def participation_out(report: Participation, shown: Protection) -> ParticipationOut:
+    """The answer: every figure `shown` hides is null (docs/design.md §5.3)."""
+    return ParticipationOut(
+        group_by=report.group_by, start=report.start, end=report.end,  # type: ignore[arg-type]
+        totals=Cell(**cell_values(report.totals, shown.totals)),  # type: ignore[arg-type]
+        rows=[Group(group=row.group, label=row.label, kinds=row.kinds,  # type: ignore[arg-type]
+                    **cell_values(row.figures, shown.row(row.group))) for row in report.rows],
+    )
+
+
 def resolve_period(start: date | None, end: date | None, period: str | None, *,
                    whole_months_only: bool = True) -> tuple[date, date]:
     """The period asked for: `to` is the last day included. Figures are for whole months only (docs/design.md
@@ -173,13 +183,8 @@ def get_participation(services: ServicesDep, _: LeadOrAdmin, group_by: GroupBy =
     """Hours, credits, active/new/retained volunteers, bookings, attendance and redemptions by group."""
     first, last = resolve_period(start, end, period)
     report = participation(services.engine, group_by, first, last)
-    shown = protect([(row.group, row.figures) for row in report.rows], report.totals, group_by)
-    return ParticipationOut(
-        group_by=group_by, start=first, end=last,
-        totals=Cell(**cell_values(report.totals, shown.totals)),  # type: ignore[arg-type]
-        rows=[Group(group=row.group, label=row.label, kinds=row.kinds,  # type: ignore[arg-type]
-                    **cell_values(row.figures, shown.row(row.group))) for row in report.rows],
-    )
+    return participation_out(report, protect([(row.group, row.figures) for row in report.rows], report.totals,
+                                             group_by))
 
 
 @router.get("/participation.csv", response_class=Response, responses={
