@@ -88,7 +88,8 @@ def test_the_lead_sees_the_demo_programme(page: Any, dashboard_stack: DashboardS
                   "Active volunteers by socio-economic background",
                   "Bookings, attendances and redemptions by partner category"):
         assert page.get_by_role("img", name=chart).is_visible(), chart
-    assert page.get_by_role("table", name="Cold spots for 1 November 2025 to 31 October 2026, coldest first.").is_visible()
+    assert page.get_by_role("table", name="Cold spots for 1 November 2025 to 31 October 2026, coldest first; areas "
+                            "whose figures are withheld follow, by need decile, not ranked.").is_visible()
 
     months = bars(page, "chart-months")
     assert months.count() == 12
