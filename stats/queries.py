@@ -13,7 +13,8 @@ from datetime import date, timedelta
 from sqlalchemy import Engine, exists, func, select
 
 from ledger.pg import schema
-from stats.model import ACTIVITY_LABELS, GROUPINGS, SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation, Row
+from stats.model import ACTIVITY_LABELS, GROUPINGS, ColdSpot, Figures, Participation, Row
+from stats.suppression import protect
 
 SEB_LABELS = {
     "professional": "Professional background",
@@ -261,8 +262,9 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
 COLD_SPOT_METHOD = (
     "Areas are ranked by cold score = need × (1 − participation index), where need is 1.0 for need decile 1 "
     "(the most deprived tenth of areas) down to 0.1 for decile 10, and the participation index is an area’s "
-    "active volunteers per resident relative to the best-served area with 5 or more of them: the higher the "
-    "score, the colder the spot."
+    "active volunteers per resident relative to the best-served area whose count is shown: the higher the "
+    "score, the colder the spot. Areas whose count is withheld (fewer than 5 active volunteers, or hidden so "
+    "that such a count cannot be worked out) are not ranked."
 )
 
 
@@ -289,8 +291,6 @@ def cold_spots(engine: Engine, start: date, end: date) -> list[ColdSpot]:
     area's count cannot be worked out: stats/suppression.py) is `hidden`: it has no rank, and comes after the
     ranked areas in order of need decile and code, which say nothing about its count (docs/design.md §5.3).
     """
-    from stats.suppression import protect  # stats.suppression imports the model this module re-exports
-
     a = schema.areas
     with engine.connect() as conn:
         areas = conn.execute(select(a.c.code, a.c.name, a.c.need_decile, a.c.population)).all()
