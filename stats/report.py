@@ -7,8 +7,8 @@ every bar carries its figure as text).
 Small numbers: a cell describing fewer than 5 volunteers shows `[c]` in place of every figure, in tables, bar
 labels and summaries alike, and draws no bar (as UK official statistics do). Because the headline totals are
 shown, a single `[c]` in a breakdown could be worked out by subtraction: the rule of stats/suppression.py, shared
-with the API, hides the next smallest cell too (docs/design.md §5.3). A figure worked out from a hidden count (a cold spot's rate
-per 1,000 residents, its cold score) is never printed either.
+with the API, hides the next smallest cell too (docs/design.md §5.3). A figure worked out from a hidden count (a
+cold spot's rate per 1,000 residents, its cold score, its rank) is never printed either.
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def _protect(lines: list[_Line], group_by: str, totals: Figures, shown: tuple[st
     return lines
 
 
-# # --- charts (inline SVG) ------------------------------------------------------------------------------------
+# --- charts (inline SVG) ------------------------------------------------------------------------------------
 
 
 @dataclass

@@ -6,7 +6,8 @@ One rule for the API, its CSV, the dashboard (which reads the API) and the commi
   describes 1 to 4 of them (`Figures.hidden`);
 - **complementary**: a breakdown publishes, for each additive figure, a linear relation (the rows add up to the
   total). When exactly one value of such a relation is hidden, it is the total minus the shown rows, so the next
-  smallest shown row's figure is hidden too, until no relation has exactly one hidden value. Figures that are one
+  smallest shown row's figure is hidden too, until no relation has exactly one hidden value that describes
+  somebody (a suppressed cell's zero, nobody behind it, tells nothing about anyone). Figures that are one
   another again (hours and credits earned, at one credit an hour) are hidden together.
 
 Totals are never hidden to protect a row: they are shared by every breakdown of the period, so hiding one in one
@@ -85,14 +86,18 @@ def protect(rows: Sequence[tuple[str, Figures]], totals: Figures, group_by: str,
     if not complementary:
         return Protection(hidden)
     cells = dict(rows)
+
+    def behind(group: str, name: str) -> int:
+        return (totals if group == TOTAL else cells[group]).contributors.get(name, 0)
+
     relations = [name for name in additive_figures(group_by) if name in names]
     changed = True
     while changed:
         changed = False
         for name in relations:
             unknown = [group for group in hidden if name in hidden[group]]
-            if len(unknown) != 1:
-                continue
+            if len(unknown) != 1 or behind(unknown[0], name) == 0:
+                continue  # none hidden, two or more, or one that describes nobody (a suppressed cell's zero)
             candidates = [group for group, _ in rows if name not in hidden[group]]
             if not candidates:
                 # One row, hidden, and a total shown: the row is the total less what no row holds, a figure
@@ -100,8 +105,7 @@ def protect(rows: Sequence[tuple[str, Figures]], totals: Figures, group_by: str,
                 continue
             # The next smallest: fewest volunteers behind the figure, then smallest; a row with some first.
             chosen = min(candidates, key=lambda group: (
-                cells[group].contributors.get(name, 0) == 0, cells[group].contributors.get(name, 0),
-                abs(value(cells[group], name)), group))
+                behind(group, name) == 0, behind(group, name), abs(value(cells[group], name)), group))
             hidden[chosen].add(name)
             _hide_together(hidden[chosen], names)
             changed = True
