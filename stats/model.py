@@ -68,7 +68,7 @@ class Participation:
 
 @dataclass
 class ColdSpot:
-    rank: int
+    rank: int | None  # None: the area's count is hidden, and it is not ranked (docs/design.md §5.3)
     area: str
     name: str
     need_decile: int
@@ -76,7 +76,10 @@ class ColdSpot:
     active_volunteers: int  # the true count: callers must not show it when `suppressed`
     per_1000_residents: float
     cold_score: float  # need x (1 - participation relative to the best-served shown area): higher is colder
+    #: the count, rate and score must not be shown: fewer than 5 active volunteers, or hidden to protect such an area
+    hidden: bool = False
 
     @property
     def suppressed(self) -> bool:
-        return self.active_volunteers < SUPPRESSION_THRESHOLD
+        """Fewer than 5 active volunteers (and at least one): callers say so only with `hidden` (always set then)."""
+        return 0 < self.active_volunteers < SUPPRESSION_THRESHOLD

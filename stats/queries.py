@@ -13,7 +13,8 @@ from datetime import date, timedelta
 from sqlalchemy import Engine, exists, func, select
 
 from ledger.pg import schema
-from stats.model import ACTIVITY_LABELS, GROUPINGS, SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation, Row
+from stats.model import ACTIVITY_LABELS, GROUPINGS, ColdSpot, Figures, Participation, Row
+from stats.suppression import protect
 
 SEB_LABELS = {
     "professional": "Professional background",
@@ -51,6 +52,25 @@ def parse_period(text: str) -> tuple[date, date]:
     except ValueError:
         pass
     raise ValueError(f"not a period: {text!r} (use 2026-Q3, 2026-07 or 2026)")
+
+
+class NotWholePeriods(ValueError):
+    """A period that does not start on the 1st of a month and end on the last day of a month."""
+
+
+WHOLE_PERIODS_MESSAGE = ("Statistics cover whole months only: start on the 1st of a month and end on the last day "
+                         "of a month, for example from 2026-07-01 to 2026-09-30")
+
+
+def whole_months(start: date, end: date) -> bool:
+    """Whether [start, end] (both days included) is made of whole calendar months."""
+    return start.day == 1 and (end == date.max or (end + timedelta(days=1)).day == 1) and start <= end
+
+
+def require_whole_months(start: date, end: date) -> None:
+    """Figures for part of a month could be differenced, day by day, down to one person (docs/design.md §5.3)."""
+    if not whole_months(start, end):
+        raise NotWholePeriods(WHOLE_PERIODS_MESSAGE)
 
 
 @dataclass
@@ -222,6 +242,7 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
         raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}")
     if end < start:
         raise ValueError("the period ends before it starts")
+    require_whole_months(start, end)
     data = _Data(engine, start, end)
     in_period = [fact for fact in data.facts if start <= fact.day <= end]
     cells: dict[str, _Cell] = {}
@@ -241,8 +262,9 @@ def participation(engine: Engine, group_by: str, start: date, end: date) -> Part
 COLD_SPOT_METHOD = (
     "Areas are ranked by cold score = need × (1 − participation index), where need is 1.0 for need decile 1 "
     "(the most deprived tenth of areas) down to 0.1 for decile 10, and the participation index is an area’s "
-    "active volunteers per resident relative to the best-served area with 5 or more of them: the higher the "
-    "score, the colder the spot."
+    "active volunteers per resident relative to the best-served area whose count is shown: the higher the "
+    "score, the colder the spot. Areas whose count is withheld (fewer than 5 active volunteers, or hidden so "
+    "that such a count cannot be worked out) are not ranked."
 )
 
 
@@ -263,31 +285,33 @@ def cold_spots(engine: Engine, start: date, end: date) -> list[ColdSpot]:
 
     cold_score = need x (1 - participation index), where need = (11 - decile) / 10 (decile 1, the most
     deprived, gives 1.0) and the participation index is the area's active volunteers per resident relative to
-    the best-served area with 5 or more of them (1.0 there). Areas come from `timecredits import-areas`.
+    the best-served shown area (1.0 there). Areas come from `timecredits import-areas`.
+
+    An area whose count of active volunteers the area breakdown hides (fewer than 5, or hidden so that such an
+    area's count cannot be worked out: stats/suppression.py) is `hidden`: it has no rank, and comes after the
+    ranked areas in order of need decile and code, which say nothing about its count (docs/design.md §5.3).
     """
     a = schema.areas
     with engine.connect() as conn:
         areas = conn.execute(select(a.c.code, a.c.name, a.c.need_decile, a.c.population)).all()
     if not areas:
         return []
-    data = _Data(engine, start, end)
-    active = data.active(f for f in data.facts if start <= f.day <= end)
-    per_area: defaultdict[str, int] = defaultdict(int)
-    for volunteer in active:
-        found = data.volunteers.get(volunteer)
-        if found and found.area:
-            per_area[found.area] += 1
-    rates = {area.code: per_area[area.code] * 1000 / area.population for area in areas}
+    by_area = participation(engine, "area", start, end)
+    per_area = {row.group: row.figures.active_volunteers for row in by_area.rows}
+    protection = protect([(row.group, row.figures) for row in by_area.rows], by_area.totals, "area")
+    hidden = {area.code for area in areas if not protection.shows(area.code, "active_volunteers")}
+    rates = {area.code: per_area.get(area.code, 0) * 1000 / area.population for area in areas}
     # Relative to the best-served area that is itself shown: scores are published, and one measured against a
     # hidden area would give that area's count away.
-    shown = [rates[a.code] for a in areas if per_area[a.code] >= SUPPRESSION_THRESHOLD]
-    best = max(shown or rates.values()) or 1.0
+    shown = [rates[a.code] for a in areas if a.code not in hidden]
+    best = max(shown, default=0.0) or 1.0
     spots = [
-        ColdSpot(0, area.code, area.name, area.need_decile, area.population, per_area[area.code], rates[area.code],
-                 round((11 - area.need_decile) / 10 * max(0.0, 1 - rates[area.code] / best), 4))
+        ColdSpot(None, area.code, area.name, area.need_decile, area.population, per_area.get(area.code, 0),
+                 rates[area.code], round((11 - area.need_decile) / 10 * max(0.0, 1 - rates[area.code] / best), 4),
+                 hidden=area.code in hidden)
         for area in areas
     ]
-    spots.sort(key=lambda spot: (-spot.cold_score, spot.need_decile, spot.area))
-    for rank, spot in enumerate(spots, 1):
+    ranked = sorted((s for s in spots if not s.hidden), key=lambda spot: (-spot.cold_score, spot.need_decile, spot.area))
+    for rank, spot in enumerate(ranked, 1):
         spot.rank = rank
-    return spots
+    return ranked + sorted((s for s in spots if s.hidden), key=lambda spot: (spot.need_decile, spot.area))

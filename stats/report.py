@@ -6,14 +6,13 @@ every bar carries its figure as text).
 
 Small numbers: a cell describing fewer than 5 volunteers shows `[c]` in place of every figure, in tables, bar
 labels and summaries alike, and draws no bar (as UK official statistics do). Because the headline totals are
-shown, a single `[c]` in a breakdown could be worked out by subtraction; where a breakdown has exactly one such
-cell, the next smallest cell is shown as `[c]` too. A figure worked out from a hidden count (a cold spot's rate
-per 1,000 residents, its cold score) is never printed either.
+shown, a single `[c]` in a breakdown could be worked out by subtraction: the rule of stats/suppression.py, shared
+with the API, hides the next smallest cell too (docs/design.md §5.3). A figure worked out from a hidden count (a
+cold spot's rate per 1,000 residents, its cold score, its rank) is never printed either.
 """
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -24,6 +23,7 @@ from sqlalchemy import Engine, select
 from ledger.pg import schema
 from stats.model import ACTIVITY_LABELS, SUPPRESSION_THRESHOLD, ColdSpot, Figures, Participation
 from stats.numbers import hours_text
+from stats.suppression import protect
 from stats.queries import (
     COLD_SPOT_METHOD,
     MONTHS,
@@ -159,30 +159,20 @@ def _lines(report: Participation, labels: Callable[[str, str], str] | None = Non
             for row in report.rows]
 
 
-def _protect(lines: list[_Line], small: Callable[[_Line], bool]) -> list[_Line]:
-    """Hide cells describing fewer than 5 volunteers; when exactly one is hidden, hide the next smallest too,
-    so that it cannot be worked out from the total."""
+#: The figures the report prints of a row of people (areas, ages, backgrounds, kinds of activity, months) and of
+#: a row of spending (partner categories).
+PEOPLE_SHOWN = ("active_volunteers", "hours")
+SPENDING_SHOWN = ("credits_spent",)
+
+
+def _protect(lines: list[_Line], group_by: str, totals: Figures, shown: tuple[str, ...]) -> list[_Line]:
+    """Hide each line any of whose printed figures suppression hides (stats/suppression.py: cells describing
+    fewer than 5 volunteers, and enough others that none of them can be worked out from the totals)."""
+    protection = protect([(line.group, line.figures) for line in lines], totals, group_by, figures=shown)
     for line in lines:
-        line.primary = line.hidden = small(line)
-    if sum(line.primary for line in lines) == 1:
-        shown = [line for line in lines if not line.hidden and line.figures.volunteers > 0]
-        if shown:
-            min(shown, key=lambda line: (line.figures.volunteers, line.figures.active_volunteers)).hidden = True
+        line.primary = any(line.figures.hidden(name) for name in shown)
+        line.hidden = bool(protection.row(line.group))
     return lines
-
-
-def _few_people(line: _Line) -> bool:
-    """A row of people: too few volunteers in it, or too few of them active (the figure the report shows)."""
-    figures = line.figures
-    return figures.volunteers > 0 and (figures.suppressed or figures.active_volunteers < SUPPRESSION_THRESHOLD)
-
-
-def _few_spenders(line: _Line) -> bool:
-    """A spending row. Direct spends share the category "none" with every fact that has no category (hours
-    among them), so their row can describe many volunteers while few redeemed: fewer than 5 redemptions are
-    fewer than 5 volunteers, and hidden too."""
-    figures = line.figures
-    return figures.suppressed or (line.group == "none" and 0 < figures.redemptions < SUPPRESSION_THRESHOLD)
 
 
 # --- charts (inline SVG) ------------------------------------------------------------------------------------
@@ -339,14 +329,9 @@ def _key_points(now: Figures, before: Figures, before_label: str, spots: list[_S
             text += (f", {'up' if change >= 0 else 'down'} {abs(change):.0f}% on {before_label}"
                      if round(change) else f", about the same as in {before_label}")
         points.append(text + f", and spent {_hundredths(now.credits_spent)} credits with partners.")
-    if spots:
+    if spots and spots[0].rank is not None:  # the coldest shown area: hidden ones are not ranked
         first = spots[0]
-        if first.spot.suppressed:
-            how = f", fewer than {SUPPRESSION_THRESHOLD} active volunteers"
-        elif first.hidden:
-            how = ""
-        else:
-            how = f", {first.rate_text} active volunteers per 1,000 residents"
+        how = f", {first.rate_text} active volunteers per 1,000 residents"
         points.append(f"Coldest area against need: <b>{_e(first.spot.name)}</b> (need decile "
                       f"{first.spot.need_decile}){how}.")
     shown = [line for line in categories if not line.hidden and line.figures.credits_spent > 0 and line.group != "none"]
@@ -388,6 +373,7 @@ def _month_lines(report: Participation, first: date, last: date) -> list[_Line]:
 @dataclass
 class _Spot:
     spot: ColdSpot
+    rank: int | None  # None: hidden, and not ranked among the hidden (docs/design.md §5.3)
     hidden: bool
     active_text: str
     rate_text: str
@@ -395,26 +381,20 @@ class _Spot:
 
 
 def _cold_rows(spots: list[ColdSpot], area_lines: list[_Line]) -> tuple[list[_Spot], bool]:
-    """The cold-spot table's cells; (rows, whether the cold scores had to be withheld)."""
-    hidden_areas = {line.group for line in area_lines if line.hidden}
-    best = max(spots, key=lambda s: s.per_1000_residents) if spots else None
-    hidden = {s.area for s in spots if s.suppressed or s.area in hidden_areas}
+    """The cold-spot table's cells, the shown areas ranked and the hidden ones after them in order of need
+    decile; (rows, whether the cold scores had to be withheld)."""
+    hidden = {s.area for s in spots if s.hidden} | {line.group for line in area_lines if line.hidden}
+    measured = [s for s in spots if not s.hidden]
+    best = max(measured, key=lambda s: s.per_1000_residents) if measured else None
     # Cold scores are measured against the best-served area: with its count hidden, every score would tell it.
-    withheld = best is not None and (best.area in hidden or best.per_1000_residents == 0)
+    withheld = best is None or best.area in hidden or best.per_1000_residents == 0
     rows = []
-    for spot in spots:
-        if spot.area not in hidden:
-            rows.append(_Spot(spot, False, _count(spot.active_volunteers), f"{spot.per_1000_residents:.2f}",
-                              SUPPRESSED if withheld else f"{spot.cold_score:.2f}"))
-            continue
+    for rank, spot in enumerate((s for s in spots if s.area not in hidden), 1):
+        rows.append(_Spot(spot, rank, False, _count(spot.active_volunteers), f"{spot.per_1000_residents:.2f}",
+                          SUPPRESSED if withheld else f"{spot.cold_score:.2f}"))
+    for spot in sorted((s for s in spots if s.area in hidden), key=lambda s: (s.need_decile, s.area)):
         active = f"fewer than {SUPPRESSION_THRESHOLD}" if spot.suppressed else SUPPRESSED
-        score = SUPPRESSED
-        if spot.suppressed and not withheld and best is not None:
-            # every score a count of 0 to 4 could give: says no more than "fewer than 5"
-            need = (11 - spot.need_decile) / 10
-            low = need * (1 - (SUPPRESSION_THRESHOLD - 1) * 1000 / spot.population / best.per_1000_residents)
-            score = f"{math.floor(max(low, 0) * 100) / 100:.2f} to {math.ceil(need * 100) / 100:.2f}"
-        rows.append(_Spot(spot, True, active, SUPPRESSED, score))
+        rows.append(_Spot(spot, None, True, active, SUPPRESSED, SUPPRESSED))
     return rows, withheld
 
 
@@ -426,15 +406,18 @@ def _cold_table(rows: list[_Spot], withheld: bool) -> str:
     for row in rows:
         s = row.spot
         body.append(
-            f'<tr data-area="{_e(s.area)}"{coldest if s.rank <= 3 else ""}>'
-            f'<td class="num rank">{s.rank}</td><td class="name">{_e(s.name)}</td>'
+            f'<tr data-area="{_e(s.area)}"{coldest if row.rank is not None and row.rank <= 3 else ""}>'
+            f'<td class="num rank">{"" if row.rank is None else row.rank}</td><td class="name">{_e(s.name)}</td>'
             f'<td class="num">{s.need_decile}</td><td class="num">{_count(s.population)}</td>'
             f'<td class="num active{" c" if row.hidden else ""}">{row.active_text}</td>'
             f'<td class="num rate{" c" if row.rate_text == SUPPRESSED else ""}">{row.rate_text}</td>'
             f'<td class="num score{" c" if row.hidden or withheld else ""}">{row.score_text}</td></tr>'
         )
-    note = ('<p class="small">Cold scores are withheld this period: the best-served area, which they are measured '
-            'against, has fewer than 5 active volunteers.</p>' if withheld else "")
+    note = ('<p class="small">Cold scores are withheld this period: the count of the best-served area, which they '
+            'are measured against, is hidden.</p>' if withheld else "")
+    if any(row.hidden for row in rows):
+        note += ('<p class="small">Areas without a rank have fewer than 5 active volunteers, or are hidden so that '
+                 'such an area’s count cannot be worked out; they are listed by need decile, not ranked.</p>')
     return (
         '<table class="cold" data-breakdown="cold_spots"><thead><tr><th class="num">Rank</th><th>Area</th>'
         '<th class="num">Need decile</th><th class="num">Residents</th><th class="num">Active volunteers</th>'
@@ -488,8 +471,10 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
     monthly = participation(engine, "month", chart_start, end) if history else totals
     month_lines = _month_lines(monthly, chart_start, end)
     now_key = f"{start.year}-{start.month:02d}"
-    lines_before = _protect([line for line in month_lines if line.group < now_key], _few_people)
-    lines_now = _protect([line for line in month_lines if line.group >= now_key], _few_people)
+    earlier = [line for line in month_lines if line.group < now_key]
+    lines_before = _protect(earlier, "month", participation(engine, "month", chart_start, start - timedelta(days=1)).totals
+                            if earlier else Figures(), PEOPLE_SHOWN)
+    lines_now = _protect([line for line in month_lines if line.group >= now_key], "month", now, PEOPLE_SHOWN)
     with_hours = len(month_lines) <= 7  # under each month's bar, while there is room for them
     month_block = (
         '<figure><h2>Participation by month</h2>'
@@ -508,11 +493,12 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
         spend_figure, area_figure, cold_block, people_block = few_note, few_note, "", few_note
         activity_figure = few_note
     else:
+        # Rows without spending add nothing to the credits spent: leaving them out keeps the relation to the total.
         categories = _protect(
             [line for line in _lines(participation(engine, "category", start, end),
                                      lambda group, label: CATEGORY_LABELS.get(group, label.capitalize()))
              if line.figures.credits_spent or line.figures.attendances or line.figures.redemptions],
-            _few_spenders)
+            "category", now, SPENDING_SHOWN)
         spend_figure = _bar_chart(
             [_Bar(line.group, line.label, None if line.hidden else line.figures.credits_spent,
                   SUPPRESSED if line.hidden else _hundredths(line.figures.credits_spent))
@@ -525,7 +511,7 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
                         f'{_count(now.redemptions)} direct redemptions.</p>' + spend_figure)
 
         kinds = _protect(_lines(participation(engine, "activity", start, end),
-                                lambda group, label: ACTIVITY_LABELS.get(group, label)), _few_people)
+                                lambda group, label: ACTIVITY_LABELS.get(group, label)), "activity", now, PEOPLE_SHOWN)
         activity_figure = _bar_chart(
             [_Bar(line.group, line.label, None if line.hidden else line.figures.minutes,
                   SUPPRESSED if line.hidden
@@ -537,7 +523,7 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
         activity_figure = ('<p class="legend dim">Hours given · active volunteers, by kind of activity</p>'
                            + activity_figure)
 
-        areas = _protect(_lines(participation(engine, "area", start, end)), _few_people)
+        areas = _protect(_lines(participation(engine, "area", start, end)), "area", now, PEOPLE_SHOWN)
         spots, withheld = _cold_rows(cold_spots(engine, start, end), areas)
         area_figure = _bar_chart(
             [_Bar(line.group, line.label, None if line.hidden else line.figures.active_volunteers,
@@ -551,11 +537,11 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
         cold_block = _cold_table(spots, withheld)
 
         ages = _protect(_lines(participation(engine, "age_band", start, end),
-                               lambda group, label: AGE_LABELS.get(group, label)), _few_people)
+                               lambda group, label: AGE_LABELS.get(group, label)), "age_band", now, PEOPLE_SHOWN)
         sebs = _protect(sorted(_lines(participation(engine, "seb", start, end),
                                       lambda group, label: SEB_SHORT.get(group, label)),
                                key=lambda line: SEB_ORDER.index(line.group) if line.group in SEB_ORDER else 99),
-                        _few_people)
+                        "seb", now, PEOPLE_SHOWN)
         total_active = _tile_value(now, "active_volunteers", "people")
         people_block = (
             f'<div class="grid">{_demography_table(ages, total_active, "By age band", "age_band")}'
@@ -593,8 +579,7 @@ def render_report(engine: Engine, start: date, end: date, *, programme: str = "T
 <footer>
   <p><b>{SUPPRESSED}</b> Cells describing fewer than {SUPPRESSION_THRESHOLD} volunteers are shown as {SUPPRESSED}
   (confidential), as UK official statistics do; where a single such cell could be worked out from a total, the
-  next smallest cell is shown as {SUPPRESSED} too, and a hidden area’s cold score is given as the range any count
-  below {SUPPRESSION_THRESHOLD} could produce.</p>
+  next smallest cell is shown as {SUPPRESSED} too. Hidden areas are not ranked as cold spots.</p>
   <p>Active volunteers gave approved hours in the period; new volunteers gave their first hours ever; retained
   volunteers were also active in the three months before it. Hours count on the day they were given; one hour
   earns one credit (rounded to the hundredth on each entry), so credits earned are hours given again. Credits spent are those that reached partners (bookings attended and redemptions). Corrections

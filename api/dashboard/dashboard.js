@@ -13,6 +13,12 @@
   const TIME_ZONE = "Europe/London";
   const SUPPRESSED = "fewer than 5";
   const SUPPRESSED_TITLE = "Fewer than 5 volunteers: figures suppressed";
+  // A figure hidden in a shown row: it describes fewer than 5 volunteers, or it is hidden with one that does, so
+  // that neither can be worked out from the total (docs/design.md §5.3). "Fewer than 5" would not always be true.
+  const WITHHELD = "withheld";
+  const WITHHELD_TITLE = "Withheld: fewer than 5 volunteers, or hidden so that such a figure cannot be worked out from the total";
+  const hiddenText = (row) => (!row || row.suppressed ? SUPPRESSED : WITHHELD);
+  const hiddenTitle = (row) => (!row || row.suppressed ? SUPPRESSED_TITLE : WITHHELD_TITLE);
   // A figure is hidden when its whole cell is suppressed or when it alone describes 1 to 4 volunteers (withheld).
   const isHidden = (row, key) => !row || row.suppressed || row[key] === null || row[key] === undefined
     || (row.withheld || []).includes(key);
@@ -112,17 +118,24 @@
       { id: "last-12-months", label: `Last 12 whole months (${monthLong.format(monthStart(year, month - 12))}–`
         + `${monthLong.format(monthStart(year, month - 1))})`, from: iso(monthStart(year, month - 12)),
       to: iso(dayBefore(monthStart(year, month))) },
-      { id: "this-quarter", label: `This quarter so far (${quarterText(quarter)})`, from: iso(quarter), to: today },
       { id: "previous-quarter", label: `Previous quarter (${quarterText(previous)})`, from: iso(previous),
         to: iso(dayBefore(quarter)) },
     ];
+    // Figures are for whole months only (docs/design.md §5.3): a year not over yet runs to the end of last month,
+    // and one with no whole month yet is not offered.
+    const lastWhole = iso(dayBefore(monthStart(year, month)));
     const fyStart = month >= 3 ? year : year - 1;
     for (let fy = fyStart; fy > fyStart - 3; fy -= 1) {
-      choices.push({ id: `financial-${fy}`, label: `Financial year ${fy}–${String(fy + 1).slice(2)} (April–March)`,
-        from: `${fy}-04-01`, to: minIso(`${fy + 1}-03-31`, today) });
+      if (`${fy}-04-01` > lastWhole) continue;
+      const to = minIso(`${fy + 1}-03-31`, lastWhole);
+      choices.push({ id: `financial-${fy}`, label: `Financial year ${fy}–${String(fy + 1).slice(2)} (April–March)`
+        + (to < `${fy + 1}-03-31` ? `, to the end of ${monthLong.format(parseIso(to))}` : ""), from: `${fy}-04-01`, to });
     }
     for (let y = year; y > year - 3; y -= 1) {
-      choices.push({ id: `year-${y}`, label: `Calendar year ${y}`, from: `${y}-01-01`, to: minIso(`${y}-12-31`, today) });
+      if (`${y}-01-01` > lastWhole) continue;
+      const to = minIso(`${y}-12-31`, lastWhole);
+      choices.push({ id: `year-${y}`, label: `Calendar year ${y}`
+        + (to < `${y}-12-31` ? `, to the end of ${monthLong.format(parseIso(to))}` : ""), from: `${y}-01-01`, to });
     }
     choices.push({ id: "custom", label: "Custom dates", from: null, to: null });
     return choices;
@@ -611,7 +624,7 @@
       const group = root.appendChild(svg("g", { "data-row": row.group }));
       if (isHidden(row, measure)) {
         group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: y + BAR_ROW / 2 + 4,
-          "data-testid": "suppressed", "data-group": row.group }, SUPPRESSED), `${name}: ${SUPPRESSED_TITLE.toLowerCase()}`));
+          "data-testid": "suppressed", "data-group": row.group }, hiddenText(row)), `${name}: ${hiddenTitle(row).toLowerCase()}`));
         return;
       }
       const value = Number(row[measure]);
@@ -671,8 +684,8 @@
         const y = top + s * (barH + 3);
         if (isHidden(row, series.key)) {
           group.appendChild(tooltip(svg("text", { class: "suppressed", x: labelW, y: y + barH - 2,
-            "data-testid": "suppressed", "data-group": row.group, "data-series": series.key }, SUPPRESSED),
-          `${name}: ${series.label.toLowerCase()} describe fewer than 5 volunteers`));
+            "data-testid": "suppressed", "data-group": row.group, "data-series": series.key }, WITHHELD),
+          `${name}: ${series.label.toLowerCase()}: ${WITHHELD_TITLE.toLowerCase()}`));
           return;
         }
         const value = row[series.key];
@@ -727,7 +740,7 @@
 
   function cell(row, key) {
     if (isHidden(row, key)) {
-      return el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED);
+      return el("td", { class: "num suppressed-cell", title: hiddenTitle(row) }, hiddenText(row));
     }
     return el("td", { class: "num" }, figure(row[key]));
   }
@@ -737,7 +750,8 @@
     if (!holder) return;
     const table = el("table", { "data-testid": `table-${groupBy}` });
     table.appendChild(el("caption", {}, `Figures for ${periodText(state.data.period)}; `
-      + `“${SUPPRESSED}” marks figures that describe fewer than 5 volunteers.`));
+      + `“${SUPPRESSED}” marks groups of fewer than 5 volunteers, “${WITHHELD}” a figure that describes fewer than 5 `
+      + "or would let such a figure be worked out from the total."));
     const columns = TABLE_COLUMNS[groupBy] || TABLE_COLUMNS.breakdown;
     const head = table.appendChild(el("thead")).appendChild(el("tr"));
     head.appendChild(el("th", { scope: "col" }, groupBy === "month" ? "Month" : "Group"));
@@ -772,7 +786,8 @@
       return;
     }
     const table = el("table", { class: "cold-table", "data-testid": "table-cold-spots" });
-    table.appendChild(el("caption", {}, `Cold spots for ${periodText(state.data.period)}, coldest first.`));
+    table.appendChild(el("caption", {}, `Cold spots for ${periodText(state.data.period)}, coldest first; `
+      + "areas whose figures are withheld follow, by need decile, not ranked."));
     const head = table.appendChild(el("thead")).appendChild(el("tr"));
     [["Rank", "num"], ["Area", ""], ["Need decile", "num", "1 is the most deprived tenth, 10 the least"],
       ["Population", "num"], ["Active volunteers", "num"], ["Per 1,000 residents", "num"], ["Cold score", "num",
@@ -781,20 +796,21 @@
     const body = table.appendChild(el("tbody"));
     for (const area of report.areas) {
       const tr = body.appendChild(el("tr", { "data-testid": "cold-spot", "data-area": area.area }));
-      tr.appendChild(el("td", { class: "num" }, String(area.rank)));
+      // Hidden areas are not ranked, not even among themselves (docs/design.md §5.3).
+      tr.appendChild(el("td", { class: "num" }, area.rank === null ? "–" : String(area.rank)));
       const name = tr.appendChild(el("th", { scope: "row" }, area.name));
       name.appendChild(el("span", { class: "area-code" }, area.area));
       tr.appendChild(el("td", { class: "num" }, String(area.need_decile)));
       tr.appendChild(el("td", { class: "num" }, number.format(area.population)));
       if (area.suppressed) {
-        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE, "data-testid": "suppressed" }, SUPPRESSED));
-        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED));
+        tr.appendChild(el("td", { class: "num suppressed-cell", title: WITHHELD_TITLE, "data-testid": "suppressed" }, WITHHELD));
+        tr.appendChild(el("td", { class: "num suppressed-cell", title: WITHHELD_TITLE }, WITHHELD));
       } else {
         tr.appendChild(el("td", { class: "num" }, number.format(area.active_volunteers)));
         tr.appendChild(el("td", { class: "num" }, area.per_1000_residents));
       }
       if (area.cold_score === null) {
-        tr.appendChild(el("td", { class: "num suppressed-cell", title: SUPPRESSED_TITLE }, SUPPRESSED));
+        tr.appendChild(el("td", { class: "num suppressed-cell", title: WITHHELD_TITLE }, WITHHELD));
         continue;
       }
       const score = tr.appendChild(el("td", { class: "num" }));

@@ -68,6 +68,6 @@ PeriodQ = Annotated[str | None, Query(description="instead of from/to: 2026-Q3, 
 def activity_csv(services: ServicesDep, principal: LeadOrAdmin, start: FromQ = None, end: ToQ = None,
                  period: PeriodQ = None) -> Response:
     """The period as the statistics read it (by default the last twelve whole months)."""
-    first, last = resolve_period(start, end, period)
+    first, last = resolve_period(start, end, period, whole_months_only=False)
     table = exports.activity_table(services, principal, first, last)
     return _file(exports.csv_bytes(table), CSV, f"{table.name}.csv")

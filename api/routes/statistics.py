@@ -16,15 +16,18 @@ from api.errors import ApiError, responses
 from api.spreadsheet_cells import inert
 from ledger.events import CalendarDate
 from api.models import credits
-from stats.model import FIGURES, Figures
+from stats.model import FIGURES, Figures, Participation
+from stats.suppression import Protection, protect
 from stats.queries import (
     COLD_SPOT_METHOD,
+    WHOLE_PERIODS_MESSAGE,
     area_sources,
     cold_spots,
     months_before,
     parse_period,
     participation,
     synthetic_source,
+    whole_months,
 )
 
 router = APIRouter(prefix="/v1/stats", tags=["statistics"])
@@ -34,7 +37,8 @@ GroupBy = Literal["month", "quarter", "org", "area", "age_band", "seb", "categor
 
 class Cell(BaseModel):
     """Figures of one group. Every figure is null when the cell describes fewer than 5 volunteers
-    (`suppressed`); a single figure is null, and named in `withheld`, when it describes 1 to 4 volunteers."""
+    (`suppressed`); a single figure is null, and named in `withheld`, when it describes 1 to 4 volunteers or
+    when it would let a hidden figure be worked out from the total (docs/design.md §5.3)."""
 
     suppressed: bool
     withheld: list[str] = Field(default_factory=list)
@@ -72,12 +76,16 @@ class ParticipationOut(BaseModel):
 
 
 class ColdSpotOut(BaseModel):
-    rank: int
+    rank: int | None = Field(description=(
+        "1 for the coldest shown area; null for an area whose count is withheld: such areas come after the "
+        "ranked ones, in order of need decile, and are not ranked among themselves"))
     area: str
     name: str
     need_decile: int
     population: int
-    suppressed: bool = Field(description="fewer than 5 active volunteers: count, rate and score are withheld")
+    suppressed: bool = Field(description=(
+        "count, rate and score are withheld: fewer than 5 active volunteers, or hidden so that such an area's "
+        "count cannot be worked out from the totals"))
     active_volunteers: int | None
     per_1000_residents: str | None
     cold_score: float | None
@@ -98,7 +106,8 @@ def hours_text(minutes: int) -> str:
     return credits(round(minutes * 100 / 60))
 
 
-def cell_values(figures: Figures) -> dict[str, object]:
+def cell_values(figures: Figures, hidden: set[str]) -> dict[str, object]:
+    """The cell as the API shows it: `hidden` names the figures suppression withholds (stats/suppression.py)."""
     if figures.suppressed:
         return {"suppressed": True}
     shown: dict[str, object] = {
@@ -116,12 +125,25 @@ def cell_values(figures: Figures) -> dict[str, object]:
         "cancellations": figures.cancellations,
         "redemptions": figures.redemptions,
     }
-    withheld = [name for name in shown if figures.hidden(name)]
+    withheld = [name for name in shown if name in hidden]
     return {"suppressed": False, "withheld": withheld,
             **{name: None if name in withheld else value for name, value in shown.items()}}
 
 
-def resolve_period(start: date | None, end: date | None, period: str | None) -> tuple[date, date]:
+def participation_out(report: Participation, shown: Protection) -> ParticipationOut:
+    """The answer: every figure `shown` hides is null (docs/design.md §5.3)."""
+    return ParticipationOut(
+        group_by=report.group_by, start=report.start, end=report.end,  # type: ignore[arg-type]
+        totals=Cell(**cell_values(report.totals, shown.totals)),  # type: ignore[arg-type]
+        rows=[Group(group=row.group, label=row.label, kinds=row.kinds,  # type: ignore[arg-type]
+                    **cell_values(row.figures, shown.row(row.group))) for row in report.rows],
+    )
+
+
+def resolve_period(start: date | None, end: date | None, period: str | None, *,
+                   whole_months_only: bool = True) -> tuple[date, date]:
+    """The period asked for: `to` is the last day included. Figures are for whole months only (docs/design.md
+    §5.3); the activity export, one row a log already, takes any days (`whole_months_only=False`)."""
     if period:
         try:
             return parse_period(period)
@@ -132,7 +154,8 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
         # The last twelve whole months, as the dashboard's first choice (docs/design.md §5.3).
         this_month = date(today.year, today.month, 1)
         start, end = months_before(this_month, 12), this_month - timedelta(days=1)
-    end = end or today
+    # With `from` alone: to the end of the last whole month for figures (this month is not over yet), today for rows.
+    end = end or (date(today.year, today.month, 1) - timedelta(days=1) if whole_months_only else today)
     try:
         start = start or months_before(date(end.year, end.month, 1), 11)
     except ValueError as exc:  # twelve months before the first year there is
@@ -141,12 +164,15 @@ def resolve_period(start: date | None, end: date | None, period: str | None) -> 
         raise ApiError(422, "invalid_period", "`from` is after `to`")
     if (end - start).days > 3660:
         raise ApiError(422, "invalid_period", "a period is at most ten years")
+    if whole_months_only and not whole_months(start, end):
+        raise ApiError(422, "whole_periods_only", WHOLE_PERIODS_MESSAGE)
     return start, end
 
 
 FromQ = Annotated[CalendarDate | None, Query(alias="from", description=(
-    "first day (default: the 12 whole months before this one, or the 12 months to `to`)"))]
-ToQ = Annotated[CalendarDate | None, Query(alias="to", description="last day (default: the end of last month, or today with `from`)")]
+    "first day, the 1st of a month (default: the 12 whole months before this one, or the 12 months to `to`)"))]
+ToQ = Annotated[CalendarDate | None, Query(alias="to", description=(
+    "last day included, the last day of a month (default: the end of last month)"))]
 PeriodQ = Annotated[str | None, Query(description="instead of from/to: 2026-Q3, 2026-07 or 2026",
                                       max_length=7, pattern=r"^[0-9]{4}(-Q[1-4]|-[0-9]{2})?$")]
 
@@ -158,11 +184,8 @@ def get_participation(services: ServicesDep, _: LeadOrAdmin, group_by: GroupBy =
     """Hours, credits, active/new/retained volunteers, bookings, attendance and redemptions by group."""
     first, last = resolve_period(start, end, period)
     report = participation(services.engine, group_by, first, last)
-    return ParticipationOut(
-        group_by=group_by, start=first, end=last, totals=Cell(**cell_values(report.totals)),  # type: ignore[arg-type]
-        rows=[Group(group=row.group, label=row.label, kinds=row.kinds, **cell_values(row.figures))  # type: ignore[arg-type]
-              for row in report.rows],
-    )
+    return participation_out(report, protect([(row.group, row.figures) for row in report.rows], report.totals,
+                                             group_by))
 
 
 @router.get("/participation.csv", response_class=Response, responses={
@@ -172,14 +195,17 @@ def get_participation_csv(services: ServicesDep, _: LeadOrAdmin, group_by: Group
                           end: ToQ = None, period: PeriodQ = None) -> Response:
     first, last = resolve_period(start, end, period)
     report = participation(services.engine, group_by, first, last)
+    shown = protect([(row.group, row.figures) for row in report.rows], report.totals, group_by)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([group_by, "label", *FIGURES])
-    for group, label, figures in [*((r.group, r.label, r.figures) for r in report.rows), ("total", "Total", report.totals)]:
-        values = cell_values(figures)
+    lines = [*((r.group, r.label, r.figures, shown.row(r.group)) for r in report.rows),
+             ("total", "Total", report.totals, shown.totals)]
+    for group, label, figures, hidden in lines:
+        values = cell_values(figures, hidden)
         # An organisation's name is typed by people: made inert as a formula, as in every export.
         writer.writerow([inert(group), inert(label),
-                         *("[c]" if figures.hidden(name) else values[name] for name in FIGURES)])
+                         *("[c]" if figures.suppressed or name in hidden else values[name] for name in FIGURES)])
     filename = f"participation-{group_by}-{first}-{last}.csv"
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{filename}"'})
@@ -196,8 +222,8 @@ def get_cold_spots(services: ServicesDep, _: LeadOrAdmin, start: FromQ = None, e
     return ColdSpotsOut(start=first, end=last, method=COLD_SPOT_METHOD, sources=sources,
                         synthetic=any(synthetic_source(source) for source in sources), areas=[
         ColdSpotOut(rank=s.rank, area=s.area, name=s.name, need_decile=s.need_decile, population=s.population,
-                    suppressed=s.suppressed, active_volunteers=None if s.suppressed else s.active_volunteers,
-                    per_1000_residents=None if s.suppressed else f"{s.per_1000_residents:.2f}",
-                    cold_score=None if s.suppressed else s.cold_score)
+                    suppressed=s.hidden, active_volunteers=None if s.hidden else s.active_volunteers,
+                    per_1000_residents=None if s.hidden else f"{s.per_1000_residents:.2f}",
+                    cold_score=None if s.hidden else s.cold_score)
         for s in spots
     ])

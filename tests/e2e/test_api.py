@@ -34,6 +34,7 @@ from ledger.actors import admin_actor, org_actor
 from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
 from tests.e2e.api_stack import AMOUNT, Api, ApiProcess, error_code, ready_api
 from tests.e2e.conftest import PARTITIONS, Stack, free_port
+from stats.suppression import additive_figures
 from tests.e2e.stack import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
@@ -1312,6 +1313,57 @@ def test_statistics_are_for_leads_and_admins(api: Api, world: World) -> None:
     assert spots.status_code == 200 and isinstance(spots.json()["areas"], list)
 
 
+def test_figures_for_part_of_a_month_are_refused_in_plain_words(api: Api, world: World) -> None:
+    """Days could be differenced down to one person's hours: figures are for whole months (docs/design.md §5.3)."""
+    parts = ({"from": "2026-07-02", "to": "2026-07-31"}, {"from": "2026-07-01", "to": "2026-07-30"},
+             {"from": YESTERDAY, "to": YESTERDAY}, {"from": "2026-07-01", "to": "2026-08-01"})
+    for path in ("/v1/stats/participation", "/v1/stats/participation.csv", "/v1/stats/cold-spots"):
+        for who in (world.lead, api.admin):
+            for params in parts:
+                answer = api.get(path, who, params=params)
+                expect(answer, 422, "whole_periods_only")
+                assert "whole months" in answer.json()["error"]["message"], answer.text
+            for whole in ({"from": "2026-07-01", "to": "2026-09-30"}, {"from": "2024-02-01", "to": "2024-02-29"}):
+                assert api.get(path, who, params=whole).status_code == 200
+        expect(api.get(path, world.org(World.CLUB), params=parts[0]), 403, "forbidden")  # who first, then what
+
+
+def test_a_breakdown_with_one_small_cell_hides_a_second_so_no_total_gives_it_away(api: Api, world: World) -> None:
+    auto = world.org(World.AUTO)
+    city = "E09000001"  # no other test's volunteers live there: three volunteers make the only small area
+    for n in range(5):  # and five elsewhere, so that the total is shown whichever tests ran before
+        api.applied(api.accepted(api.post("/v1/hours", auto, world.hours(world.volunteer(f"town-{n}")[0],
+                                                                         World.AUTO, 30))), auto)
+    for n in range(3):
+        volunteer_id = api.volunteer(f"city-{n}", city, member_of=(World.AUTO,))
+        api.applied(api.accepted(api.post("/v1/hours", auto, world.hours(volunteer_id, World.AUTO, 50))), auto)
+    period = {"group_by": "area", "period": YESTERDAY[:7]}
+
+    def answer() -> dict[str, Any] | None:
+        body: dict[str, Any] = api.get("/v1/stats/participation", world.lead, params=period).json()
+        return body if any(row["group"] == city for row in body["rows"]) else None
+
+    body = wait_until(answer, timeout=30, what="the small area in the statistics")
+    rows = {row["group"]: row for row in body["rows"]}
+    assert rows[city]["suppressed"] and rows[city]["hours"] is None
+    assert body["totals"]["hours"] is not None, "the total is shown: so a second area must be hidden"
+    # The figures the three are behind: none is alone hidden, so none is the total less the other areas. Their
+    # other figures (bookings, spending...) are zeros nobody is behind, which need no partner (§5.3).
+    theirs = ("volunteers", "active_volunteers", "new_volunteers", "hours", "credits_earned")
+    for name in additive_figures("area"):
+        hidden = [group for group, row in rows.items() if row[name] is None]
+        if name in theirs:
+            assert len(hidden) >= 2, f"{name}: the one hidden area is the total less the others"
+        elif len(hidden) == 1:
+            assert hidden == [city], (name, hidden)
+    hours_hidden = [group for group, row in rows.items() if row["hours"] is None]
+    assert city in hours_hidden and len(hours_hidden) >= 2
+    for group in hours_hidden:
+        assert rows[group]["suppressed"] or "hours" in rows[group]["withheld"], rows[group]
+    lines = list(csv.DictReader(io.StringIO(api.get("/v1/stats/participation.csv", world.lead, params=period).text)))
+    assert {line["area"] for line in lines if line["hours"] == "[c]"} == set(hours_hidden), "the CSV hides the same"
+
+
 def test_the_kind_of_activity_given_with_hours_reaches_the_statistics_breakdown(api: Api, world: World) -> None:
     auto = world.org(World.AUTO)
     expect(api.post("/v1/hours", auto, world.hours(world.face, World.AUTO, category="knitting")), 422,
@@ -1320,18 +1372,28 @@ def test_the_kind_of_activity_given_with_hours_reaches_the_statistics_breakdown(
     for volunteer_id in volunteers:
         api.applied(api.accepted(api.post("/v1/hours", auto, world.hours(volunteer_id, World.AUTO, 40,
                                                                          category="arts_and_culture"))), auto)
+    # Five more give fewer hours of another kind: should a small kind of activity need a second row hidden with
+    # it (docs/design.md §5.3), theirs is the next smallest, not the arts.
+    for n in range(5):
+        api.applied(api.accepted(api.post("/v1/hours", auto, world.hours(world.volunteer(f"kind-admin-{n}")[0],
+                                                                         World.AUTO, 15,
+                                                                         category="admin_and_fundraising"))), auto)
 
-    period = {"group_by": "activity", "from": YESTERDAY, "to": TODAY.isoformat()}
+    period = {"group_by": "activity", "period": YESTERDAY[:7]}  # figures are for whole months only
 
-    def arts() -> dict[str, Any] | None:
+    def kind(group: str) -> dict[str, Any] | None:
         rows = api.get("/v1/stats/participation", world.lead, params=period).json()["rows"]
-        found = [row for row in rows if row["group"] == "arts_and_culture"]
+        found = [row for row in rows if row["group"] == group]
         return found[0] if found and not found[0]["suppressed"] else None
 
+    def counted(group: str) -> bool:
+        row = kind(group)
+        return row is not None and row["active_volunteers"] == 5
+
     # The facts follow tc.ledger; five volunteers' hours show once all of them are counted.
-    wait_until(lambda: arts() is not None and arts()["active_volunteers"] == 5, timeout=30,  # type: ignore[index]
-               what="the five volunteers' arts and culture hours in the statistics")
-    row = arts()
+    wait_until(lambda: counted("arts_and_culture") and counted("admin_and_fundraising"), timeout=30,
+               what="the five volunteers' arts and culture hours, and the other five's, in the statistics")
+    row = kind("arts_and_culture")
     assert row is not None and row["label"] == "Arts and culture" and row["hours"] == f"{5 * 40 / 60:.2f}"
     csv_answer = api.get("/v1/stats/participation.csv", world.lead, params=period)
     assert csv_answer.status_code == 200 and "arts_and_culture,Arts and culture," in csv_answer.text
@@ -1344,7 +1406,7 @@ def test_a_name_that_a_spreadsheet_would_run_as_a_formula_is_inert_in_the_csv(ap
     token = api.token("org", org_id="formula-club")
     volunteer, _ = world.volunteer("formula", member_of=("formula-club",))
     api.applied(api.accepted(api.post("/v1/hours", token, world.hours(volunteer, "formula-club", 30))), token)
-    period = {"group_by": "org", "from": YESTERDAY, "to": TODAY.isoformat()}
+    period = {"group_by": "org", "period": YESTERDAY[:7]}
 
     def rows() -> list[str]:
         answer = api.get("/v1/stats/participation.csv", world.lead, params=period)
