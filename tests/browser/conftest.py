@@ -34,6 +34,7 @@ from tests.browser.chromium import LAUNCH_ARGS, ChromiumUnavailable, ensure_chro
 from tests.conftest import service_missing
 from tests.postgres import fresh_database
 from timecredits import demo
+from timecredits.demo_loader import keep_notes
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}  # a common phone's CSS pixels
@@ -119,7 +120,9 @@ def load_demo(engine: Engine) -> int:
     """The demo programme applied batch by batch, with the statistics' facts of each batch's entries."""
     processor = EventProcessor(engine)
     registry = [_decoded(e) for e in demo.registry()]
-    activity = [_decoded(e) for e in demo.activity()]
+    activity_events = list(demo.activity())
+    keep_notes(engine, activity_events)
+    activity = [_decoded(e) for e in activity_events]
     rejected = 0
     for items in [registry, *(activity[n : n + BATCH] for n in range(0, len(activity), BATCH))]:
         result = processor.process(items)

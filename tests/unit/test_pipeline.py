@@ -235,7 +235,7 @@ def test_a_membership_started_or_ended_earlier_in_the_batch_decides_the_hours_af
 
 def test_hours_logged_while_a_member_are_approved_after_the_membership_ended() -> None:
     log_id = uuid4()
-    log = HoursLog(log_id, "ana", "food", date(2026, 11, 1), 60, "x", WHEN, "org:food")
+    log = HoursLog(log_id, "ana", "food", date(2026, 11, 1), 60, WHEN, "org:food")
     decision = run([ev(HoursApproved(log_event_id=log_id, volunteer_id="ana", org_id="food"))],
                    state(logs={log_id: log}, members=set()))
     outcomes = decision.outcomes({e.draft.event_id: n for n, e in enumerate(decision.entries, start=1)})
