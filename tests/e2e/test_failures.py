@@ -147,19 +147,18 @@ def test_poison_of_every_kind_on_every_topic_gets_one_dead_letter_and_its_partit
     wait_until(lambda: members() == 1, 60, "the membership to be applied")
 
     day = date(2026, 11, 1)
-    before_id, before = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=60, activity="shift"))
+    before_id, before = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=60))
     invalid_id = uuid.uuid4()
     invalid_shape = json.dumps({
         "event_id": str(invalid_id), "type": "HoursLogged", "version": 1, "occurred_at": "2026-11-02T10:00:00Z",
         "actor": ACTOR, "payload": {"volunteer_id": v0, "org_id": "pclub", "date": "2026-11-01", "minutes": -30,
                                     "activity": "x"}}).encode()
     refused_id, refused = _raw(CreditsRedeemed(volunteer_id=v0, partner_id="plido", amount=1_000_000))
-    db_poison_id, db_poison = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=30,
-                                               activity="poison"))
+    db_poison_id, db_poison = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=30))
     # Year 1 is a valid moment for the ledger; its entry on tc.ledger has no calendar day in London.
     ancient_id, ancient = _raw(CreditsGifted(from_volunteer_id=v0, to_volunteer_id=v1, amount=10),
                                occurred_at=datetime(1, 1, 1, tzinfo=UTC))
-    after_id, after = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=45, activity="later"))
+    after_id, after = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=45))
     activity_poison = {
         b"\x00\xffactivity, not json": "undecodable",
         invalid_shape: "invalid_payload",
@@ -281,11 +280,10 @@ def test_an_unknown_database_error_on_one_record_stops_its_partition_only(stack:
     worker = stack.start_worker(metrics=True)
     stuck_volunteer = "cv000"
     stuck_id, stuck = _raw(HoursLogged(volunteer_id=stuck_volunteer, org_id="club", date=date(2026, 10, 31),
-                                       minutes=30, activity="stuck"))
+                                       minutes=30))
     behind_id, behind = _raw(HoursLogged(volunteer_id=stuck_volunteer, org_id="club", date=date(2026, 10, 31),
-                                         minutes=30, activity="behind"))
-    others = [(v, _raw(HoursLogged(volunteer_id=v, org_id="club", date=date(2026, 10, 31), minutes=60,
-                                   activity="other"))) for v in (f"cv{n:03d}" for n in range(1, 60))]
+                                         minutes=30))
+    others = [(v, _raw(HoursLogged(volunteer_id=v, org_id="club", date=date(2026, 10, 31), minutes=60))) for v in (f"cv{n:03d}" for n in range(1, 60))]
     with stack.producer() as producer:
         producer.send_raw(stack.topic(TOPIC_ACTIVITY), stuck_volunteer.encode(), stuck)
         producer.send_raw(stack.topic(TOPIC_ACTIVITY), stuck_volunteer.encode(), behind)

@@ -20,13 +20,12 @@ LATER = datetime(2026, 6, 11, 12, tzinfo=UTC)
 
 
 def _logged(volunteer: str, minutes: int, decision: str | None) -> list[DecodedEvent]:
-    log = _ev(HoursLogged(volunteer_id=volunteer, org_id="club", date=DAY, minutes=minutes, activity="Free text",
+    log = _ev(HoursLogged(volunteer_id=volunteer, org_id="club", date=DAY, minutes=minutes,
                           category="befriending"), AT)
     if decision == "approved":
         return [log, _ev(HoursApproved(log_event_id=log.event_id, volunteer_id=volunteer, org_id="club"), AT)]
     if decision == "rejected":
-        return [log, _ev(HoursRejected(log_event_id=log.event_id, volunteer_id=volunteer, org_id="club",
-                                       reason="twice"), AT)]
+        return [log, _ev(HoursRejected(log_event_id=log.event_id, volunteer_id=volunteer, org_id="club"), AT)]
     return [log]
 
 
