@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
 from sqlalchemy import text
 
@@ -40,7 +39,7 @@ from ledger.events import (
 )
 from ledger.pg.processing import event_status
 from tests.e2e.conftest import Stack
-from tests.e2e.stack import wait_until
+from tests.e2e.stack import topic_records, wait_until
 from timecredits import demo, demo_people
 from timecredits.demo_loader import load_demo
 
@@ -160,26 +159,6 @@ def _event_problems(raw: bytes, where: str) -> list[str]:
     return problems
 
 
-def _records(stack: Stack, logical: str) -> list[bytes]:
-    """Every record of the topic, from its first offset to its end."""
-    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False, group_id=None,
-                             consumer_timeout_ms=5000)
-    try:
-        topic = stack.topic(logical)
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
-        assert partitions, f"no partitions for {topic}"
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        values: list[bytes] = []
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            for batch in consumer.poll(timeout_ms=2000, max_records=5000).values():
-                values += [record.value for record in batch]
-        return values
-    finally:
-        consumer.close()
-
-
 def _through_the_api(stack: Stack) -> tuple[str, str, UUID, UUID]:
     """A coordinator registers a named volunteer with an e-mail and a coded background, logs their hours in words
     and rejects them with a reason: the API's own producers."""
@@ -232,7 +211,7 @@ def test_no_topic_carries_a_name_an_email_free_text_or_an_unconsented_background
     problems: list[str] = []
     counts: dict[str, int] = {}
     for logical in (TOPIC_ACTIVITY, TOPIC_ADMIN, TOPIC_LEDGER, TOPIC_REJECTED):
-        records = _records(stack, logical)
+        records = topic_records(stack, logical)
         counts[logical] = len(records)
         for n, raw in enumerate(records):
             where = f"{logical}#{n}"
