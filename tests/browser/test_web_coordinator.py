@@ -135,6 +135,10 @@ def test_a_coordinator_registers_a_volunteer_prints_their_card_and_logs_their_ho
         page.keyboard.press("Space")
         page.locator("#age_band").select_option("25-34")
         page.locator("#seb").select_option("intermediate")
+        # The main earner's job is chosen from the Social Mobility Commission's list, never typed (§5.16).
+        assert page.locator("input#seb_detail").count() == 0
+        page.get_by_label("Which of these best describes that main earner's job?").select_option(
+            label="Small business owner employing fewer than 25 people")
         page.locator("#first_time_volunteer").focus()
         page.keyboard.press("Space")
         _shots(page, screenshot_dir, "coordinator-register")
@@ -147,9 +151,11 @@ def test_a_coordinator_registers_a_volunteer_prints_their_card_and_logs_their_ho
         new_id = page.url.split("registered=")[1]
         with coord.engine.connect() as conn:
             registered = conn.execute(text(
-                "SELECT v.consent_stats, v.age_band, v.seb, v.first_time_volunteer, p.role, p.display_name "
-                "FROM volunteers v JOIN people p ON p.volunteer_id = v.id WHERE v.id = :v"), {"v": new_id}).one()
-        assert tuple(registered) == (True, "25-34", "intermediate", True, "volunteer", "Dev Patel")
+                "SELECT v.consent_stats, v.age_band, v.seb, v.seb_detail, v.first_time_volunteer, p.role, "
+                "p.display_name FROM volunteers v JOIN people p ON p.volunteer_id = v.id WHERE v.id = :v"),
+                {"v": new_id}).one()
+        assert tuple(registered) == (True, "25-34", "intermediate", "small_business_owner", True, "volunteer",
+                                     "Dev Patel")
 
         _follow(page, "Print a sign-in card for Dev Patel")
         assert "stop working" not in page.locator("main").inner_text()  # no card yet
@@ -345,6 +351,9 @@ def test_registering_refuses_what_the_api_refuses_and_every_form_checks_its_csrf
                                                      "email": "not an address", "csrf_token": csrf})
         assert bad.status_code == 422
         assert "Enter the area code" in bad.text and "Enter an e-mail address" in bad.text
+        worded = client.post("/app/members/new", data={**good, "reference": "", "consent_stats": "yes",
+                                                        "seb_detail": "my dad drove a bus", "csrf_token": csrf})
+        assert worded.status_code == 422 and "Choose the main earner's job from the list" in worded.text
         with coord.engine.connect() as conn:
             eves = conn.execute(text("SELECT count(*) FROM volunteer_profiles WHERE display_name = 'Eve Stone'")
                                 ).scalar_one()
