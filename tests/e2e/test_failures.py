@@ -99,7 +99,7 @@ def _entry_json(volunteer: str, kind: str, occurred_at: str, postings: list[tupl
 
 def test_poison_of_every_kind_on_every_topic_gets_one_dead_letter_and_its_partition_moves_on(stack: Stack) -> None:
     _poison_trigger(stack, "volunteers", "id", "pv-poison", "22023")      # a data exception, on tc.admin
-    _poison_trigger(stack, "hours_logs", "activity", "poison", "22023")   # a data exception, on tc.activity
+    _poison_trigger(stack, "hours_logs", "minutes", "31", "22023")        # a data exception, on tc.activity
     worker = stack.start_worker(metrics=True)
     admin, activity, ledger = stack.topic(TOPIC_ADMIN), stack.topic(TOPIC_ACTIVITY), stack.topic(TOPIC_LEDGER)
     v0, v1 = "pv0", "pv1"
@@ -154,7 +154,7 @@ def test_poison_of_every_kind_on_every_topic_gets_one_dead_letter_and_its_partit
         "actor": ACTOR, "payload": {"volunteer_id": v0, "org_id": "pclub", "date": "2026-11-01", "minutes": -30,
                                     "activity": "x"}}).encode()
     refused_id, refused = _raw(CreditsRedeemed(volunteer_id=v0, partner_id="plido", amount=1_000_000))
-    db_poison_id, db_poison = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=30))
+    db_poison_id, db_poison = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=31))
     # Year 1 is a valid moment for the ledger; its entry on tc.ledger has no calendar day in London.
     ancient_id, ancient = _raw(CreditsGifted(from_volunteer_id=v0, to_volunteer_id=v1, amount=10),
                                occurred_at=datetime(1, 1, 1, tzinfo=UTC))
@@ -275,15 +275,16 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
 
 def test_an_unknown_database_error_on_one_record_stops_its_partition_only(stack: Stack) -> None:
     # XX000 (internal_error) is nothing a record can be blamed for, nor an outage: the partition must stop.
-    _poison_trigger(stack, "hours_logs", "activity", "stuck", "XX000")
+    _poison_trigger(stack, "hours_logs", "minutes", "29", "XX000")
     EventProcessor(stack.engine).process(_registry())
     worker = stack.start_worker(metrics=True)
     stuck_volunteer = "cv000"
     stuck_id, stuck = _raw(HoursLogged(volunteer_id=stuck_volunteer, org_id="club", date=date(2026, 10, 31),
-                                       minutes=30))
+                                       minutes=29))
     behind_id, behind = _raw(HoursLogged(volunteer_id=stuck_volunteer, org_id="club", date=date(2026, 10, 31),
                                          minutes=30))
-    others = [(v, _raw(HoursLogged(volunteer_id=v, org_id="club", date=date(2026, 10, 31), minutes=60))) for v in (f"cv{n:03d}" for n in range(1, 60))]
+    others = [(v, _raw(HoursLogged(volunteer_id=v, org_id="club", date=date(2026, 10, 31), minutes=60)))
+              for v in (f"cv{n:03d}" for n in range(1, 60))]
     with stack.producer() as producer:
         producer.send_raw(stack.topic(TOPIC_ACTIVITY), stuck_volunteer.encode(), stuck)
         producer.send_raw(stack.topic(TOPIC_ACTIVITY), stuck_volunteer.encode(), behind)
