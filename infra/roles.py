@@ -100,6 +100,9 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
     # audit log only grows.
     "corrections": frozenset({"SELECT", "INSERT", "DELETE"}),
     "audit_log": _APPEND_ONLY,
+    # docs/design.md §5.16: an hours log's description or a rejection's reason, written with its event (again, to
+    # no effect, when a request is retried) and deleted only by an erasure; never changed.
+    "event_notes": frozenset({"SELECT", "INSERT", "DELETE"}),
 }
 
 #: Sequences a batch draws its ids from (ledger/pg/processing.py): USAGE allows nextval, nothing else.

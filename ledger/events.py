@@ -4,9 +4,10 @@ Pure: pydantic and the standard library only. A worker hands whatever bytes it c
 which never raises: it answers a `DecodedEvent`, or an `Undecodable` whose `reason` is one of the
 machine-readable codes in `RejectReason` (the rejection then goes to `tc.rejected`).
 
-Payloads carry pseudonymous ids and statistical attributes only, never personal data: topics cannot be erased
-(docs/design.md §3). Free text (an activity, a reason, a title) is checked for characters PostgreSQL or UTF-8
-cannot store, so that an accepted event can always be written down.
+Payloads carry pseudonymous ids, codes and amounts only, never personal data or words a person typed about a
+person: topics cannot be erased (docs/design.md §3.4, §5.16). The words stay in PostgreSQL, keyed by the event id.
+Free text that still travels (an organisation's name, an opportunity's title) is checked for characters PostgreSQL
+or UTF-8 cannot store, so that an accepted event can always be written down.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     model_validator,
 )
@@ -36,6 +38,9 @@ TOPIC_ADMIN = "tc.admin"
 TOPIC_LEDGER = "tc.ledger"
 TOPIC_REJECTED = "tc.rejected"
 
+#: Validation context of a payload read from a topic: rules for what producers write now do not refuse what an
+#: older producer wrote (docs/design.md §5.16).
+FROM_TOPIC = "from_topic"
 #: Larger messages are refused unread; the biggest legitimate event is a few hundred bytes.
 MAX_EVENT_BYTES = 64 * 1024
 #: A logged day may be at most this many days after the event's `occurred_at` (time zones, late-night entry).
@@ -136,9 +141,21 @@ Text200 = _text(1, 200)
 Text500 = _text(1, 500)
 OptionalText500 = _text(0, 500)
 OptionalText100 = _text(0, 100)
+OptionalText200 = _text(0, 200)
 
 AgeBand = Literal["under_16", "16-24", "25-34", "35-44", "45-54", "55-64", "65+", "prefer_not_to_say"]
 SebGroup = Literal["professional", "intermediate", "lower", "other", "prefer_not_to_say"]
+#: The volunteer's background in detail, as a code (docs/design.md §5.16): the answers to the Social Mobility
+#: Commission's question "What was the occupation of your main household earner when you were aged about 14?"
+#: (Social Mobility Commission, "Simplifying how employers measure socio-economic background", 2021). Kept in
+#: PostgreSQL only (`volunteers.seb_detail`), never on Kafka.
+SebOccupation = Literal[
+    "modern_professional", "clerical_and_intermediate", "senior_manager_or_administrator", "technical_and_craft",
+    "semi_routine_manual_and_service", "routine_manual_and_service", "middle_or_junior_manager",
+    "traditional_professional", "long_term_unemployed", "small_business_owner", "other", "dont_know",
+    "prefer_not_to_say",
+]
+SEB_OCCUPATIONS: tuple[str, ...] = SebOccupation.__args__  # type: ignore[attr-defined]
 OrgKind = Literal["community", "partner"]
 OpportunityCategory = Literal["course", "training", "culture", "sport", "work_experience", "other"]
 #: The kind of activity logged hours were (docs/design.md §5.9); hours logged before it existed count as "other".
@@ -179,6 +196,9 @@ class EventPayload(BaseModel):
 
     version: ClassVar[int] = 1
     topic: ClassVar[str]
+    #: Fields read from events written before they were dropped, never written (docs/design.md §5.16): left out
+    #: of every event `new_event` makes, whatever the payload holds.
+    read_only_fields: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def partition_key(self) -> str:
@@ -202,13 +222,17 @@ class AdminPayload(EventPayload):
 
 
 class HoursLogged(ActivityPayload):
-    """Hours an organisation reports; they earn nothing until approved. `date` is checked against the envelope."""
+    """Hours an organisation reports; they earn nothing until approved. `date` is checked against the envelope.
+    The description of the work stays in PostgreSQL (`event_notes`, docs/design.md §5.16); `activity` is read from
+    events written before that, and ignored: never written."""
+
+    read_only_fields: ClassVar[frozenset[str]] = frozenset({"activity"})
 
     volunteer_id: Id
     org_id: Id
     date: IsoDate
     minutes: Annotated[int, Field(strict=True, ge=1, le=1440)]
-    activity: Text200
+    activity: OptionalText200 = ""
     #: Optional and defaulted, so version 1 events written before it still decode (as "other").
     category: ActivityCategory = "other"
 
@@ -220,6 +244,11 @@ class HoursApproved(ActivityPayload):
 
 
 class HoursRejected(ActivityPayload):
+    """The reason's words stay in PostgreSQL (`event_notes`, docs/design.md §5.16); `reason` is read from events
+    written before that, and ignored: never written."""
+
+    read_only_fields: ClassVar[frozenset[str]] = frozenset({"reason"})
+
     log_event_id: UUID
     volunteer_id: Id
     org_id: Id
@@ -294,6 +323,8 @@ class EntryReversed(ActivityPayload):
     """A correction: ids and a coded reason only; the reason's words are kept in PostgreSQL, where they can be
     erased (docs/design.md §5.14). `reason` is read from events written before the code existed, never written."""
 
+    read_only_fields: ClassVar[frozenset[str]] = frozenset({"reason"})
+
     target_event_id: UUID
     volunteer_id: Id
     reason_code: CorrectionReason = "other"
@@ -317,7 +348,14 @@ class OrganisationRegistered(AdminPayload):
 
 
 class VolunteerRegistered(AdminPayload):
-    """Statistical attributes only: names and contact details stay in the API's database (docs/design.md §3)."""
+    """What the stream processors need only: names, contact details and the detailed background stay in the API's
+    database (docs/design.md §3.4, §5.16); the coded answers travel only with consent to statistics.
+
+    `seb_detail` is read from events written before it was dropped, and ignored. An event written before the
+    consent rule, with answers and no consent, still decodes: `without_unconsented_answers` is what the worker
+    keeps of it."""
+
+    read_only_fields: ClassVar[frozenset[str]] = frozenset({"seb_detail"})
 
     volunteer_id: Id
     area: AreaCode
@@ -326,6 +364,22 @@ class VolunteerRegistered(AdminPayload):
     seb_detail: OptionalText100 | None = None
     first_time_volunteer: StrictBool | None = None
     consent_stats: StrictBool
+
+    @model_validator(mode="after")
+    def _answers_only_with_consent(self, info: ValidationInfo) -> VolunteerRegistered:
+        if (info.context or {}).get(FROM_TOPIC):
+            return self  # written before the rule: decoded, and the worker keeps only what consent allows
+        if self.seb_detail is not None:
+            raise ValueError("the detailed background stays in PostgreSQL and never travels")
+        if not self.consent_stats and (self.age_band is not None or self.seb is not None):
+            raise ValueError("age band and background travel only with consent to statistics")
+        return self
+
+    def without_unconsented_answers(self) -> VolunteerRegistered:
+        """The event as the worker applies it: the age band and background only with consent, never the detail."""
+        if self.consent_stats:
+            return self.model_copy(update={"seb_detail": None})
+        return self.model_copy(update={"age_band": None, "seb": None, "seb_detail": None})
 
     @property
     def partition_key(self) -> str:
@@ -624,7 +678,7 @@ def decode_event(raw: bytes) -> DecodedEvent | Undecodable:
             envelope,
         )
     try:
-        payload = model.model_validate(envelope.payload)
+        payload = model.model_validate(envelope.payload, context={FROM_TOPIC: True})
     except ValidationError as exc:
         return _rejected(RejectReason.INVALID_PAYLOAD, summarise(exc), envelope)
     problem = _inconsistency(envelope, payload)  # type: ignore[arg-type]
@@ -715,7 +769,7 @@ def new_event(
         version=model.version,
         occurred_at=occurred_at if occurred_at is not None else datetime.now(UTC),
         actor=actor,
-        payload=payload.model_dump(mode="json"),
+        payload=payload.model_dump(mode="json", exclude=set(model.read_only_fields)),
     )
     problem = _inconsistency(envelope, payload)
     if problem is not None:

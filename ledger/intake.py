@@ -128,7 +128,6 @@ class HoursLog:
     org_id: str
     worked_on: object  # datetime.date
     minutes: int
-    activity: str
     logged_at: datetime
     actor: str
     #: Only the statistics read it, so the rows loaded for intake's checks leave it at its default.
@@ -140,7 +139,9 @@ class HoursDecision:
     log_event_id: UUID
     decision_event_id: UUID
     approved: bool
-    reason: str
+    #: "auto_approve" for an automatic approval, "" for one by hand; none for a rejection, whose words are the
+    #: API's (docs/design.md §5.16).
+    reason: str | None
     decided_at: datetime
     #: The actor of the decision (for an automatic approval, the one who logged the hours).
     decided_by: str
@@ -347,8 +348,8 @@ def _hours_logged(event: DecodedEvent, p: HoursLogged, registry: RegistryView, p
     check_hours_date(event.envelope.occurred_at, event.envelope.actor, p.date, policy)
     occurred_at = event.envelope.occurred_at
     actor = event.envelope.actor
-    log = HoursLog(event.event_id, p.volunteer_id, p.org_id, p.date, p.minutes, p.activity, occurred_at, actor,
-                   p.category)
+    # The description is the API's, in `event_notes`; an older event's `activity` is not kept (docs/design.md §5.16).
+    log = HoursLog(event.event_id, p.volunteer_id, p.org_id, p.date, p.minutes, occurred_at, actor, p.category)
     plan = Plan(event, hours_log=log)
     if organisation.auto_approve:
         check_day_total(log, registry)
@@ -373,7 +374,8 @@ def _hours_approved(event: DecodedEvent, p: HoursApproved, registry: RegistryVie
 
 def _hours_rejected(event: DecodedEvent, p: HoursRejected, registry: RegistryView) -> Plan:
     _undecided_log(registry, p.log_event_id, p.org_id, p.volunteer_id)
-    return Plan(event, decision=HoursDecision(p.log_event_id, event.event_id, False, p.reason,
+    # The reason's words are the API's, in `event_notes` (docs/design.md §5.16): the decision keeps none.
+    return Plan(event, decision=HoursDecision(p.log_event_id, event.event_id, False, None,
                                               event.envelope.occurred_at, event.envelope.actor))
 
 
@@ -468,12 +470,14 @@ def _organisation_registered(event: DecodedEvent, p: OrganisationRegistered, _: 
 def _volunteer_registered(event: DecodedEvent, p: VolunteerRegistered, registry: RegistryView) -> Plan:
     if registry.volunteer_erased(p.volunteer_id):
         raise Rejection(IntakeReason.VOLUNTEER_ERASED, f"volunteer {p.volunteer_id} was erased and cannot return")
+    # Never the detail (the API's alone), and the coded answers only with consent, whatever an older event carried
+    # (docs/design.md §5.16).
+    p = p.without_unconsented_answers()
     row = {
         "id": p.volunteer_id,
         "area": p.area,
         "age_band": p.age_band,
         "seb": p.seb,
-        "seb_detail": p.seb_detail,
         "first_time_volunteer": p.first_time_volunteer,
         "consent_stats": p.consent_stats,
     }

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from ledger.intake import IntakePolicy
 from ledger.events import HoursLogged
+from ledger.pg import notes
 from producers.hours_csv import GoodRow, ParsedSheet, Resolver, read_sheet
 from producers.import_check import CheckedSheet, check_sheet
 from producers.kafka import EventProducer
@@ -62,7 +63,9 @@ def import_hours(
     file again is then safe (deterministic event ids). `resolve` names each row's volunteer (the organisation's
     own reference, or a volunteer id; see `producers.hours_csv.parse_sheet`).
 
-    With `engine`, rows are first checked against the registry (`producers.import_check.check_sheet`): refused
+    With `engine`, each row's description is kept in `event_notes` before its event, which carries none, is
+    produced (docs/design.md §5.16); without, the descriptions are kept nowhere. With `engine`, rows are first
+    checked against the registry (`producers.import_check.check_sheet`): refused
     rows and possible duplicates go to the report, rows already imported are not produced again, and no approval
     is produced for an organisation that approves automatically.
     """
@@ -78,6 +81,9 @@ def import_hours(
         produced_rows = sheet.rows
         events = sheet.events(approve=approve)
     write_report(sheet, report_path)
+    if engine is not None:  # the descriptions stay in PostgreSQL, keyed by each row's event id (§5.16)
+        with engine.begin() as conn:
+            notes.write_many(conn, [(row.event_id, notes.HOURS_ACTIVITY, row.hours.activity) for row in produced_rows])
     occurred_at = datetime.now(UTC)
     with Progress(
         TextColumn("[bold]{task.description}"),

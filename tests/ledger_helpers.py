@@ -192,7 +192,7 @@ class LedgerDriver:
                 minutes = round(command.amount * 60 / DEFAULT_HUNDREDTHS_PER_HOUR)
                 assert minutes_to_hundredths(minutes) == command.amount, f"not a whole number of minutes: {command}"
                 payload = HoursLogged(volunteer_id=command.volunteer_id, org_id=command.org_id,
-                                      date=self._day_for(command, minutes), minutes=minutes, activity="test")
+                                      date=self._day_for(command, minutes), minutes=minutes)
             case BookOpportunity():
                 payload = OpportunityBooked(volunteer_id=command.volunteer_id, partner_id=command.partner_id,
                                             opportunity_id=self._opportunity(command), amount=command.amount)

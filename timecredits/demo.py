@@ -84,6 +84,9 @@ class DemoEvent:
     event_id: uuid.UUID
     occurred_at: datetime
     payload: EventPayload
+    #: Words typed about the event, kept in PostgreSQL keyed by its id, never on the event (docs/design.md §5.16):
+    #: (a `ledger.pg.notes` kind, the text).
+    note: tuple[str, str] | None = None
 
 
 #: The first day of the demo's year of activity, and when its organisations and volunteers were registered.
@@ -157,13 +160,15 @@ def registry(seed: int = 2026, volunteers: int = 500) -> list[DemoEvent]:
     boroughs = list(BOROUGHS)
     who = volunteering(seed, volunteers)
     for volunteer_id in who.ids:
+        area = rng.choices(boroughs, weights=[22, 18, 16, 14, 14, 8, 8])[0]
+        age_band = rng.choices(AGE_BANDS, weights=AGE_WEIGHTS)[0]
+        seb = rng.choices(SEB, weights=SEB_WEIGHTS)[0]
+        first_time = rng.random() < 0.35
+        consent = rng.random() < 0.9
+        # The answers travel only with consent (docs/design.md §5.16); drawn all the same, so the figures stay.
         events.append(DemoEvent(new_id(), at, VolunteerRegistered(
-            volunteer_id=volunteer_id,
-            area=rng.choices(boroughs, weights=[22, 18, 16, 14, 14, 8, 8])[0],
-            age_band=rng.choices(AGE_BANDS, weights=AGE_WEIGHTS)[0],
-            seb=rng.choices(SEB, weights=SEB_WEIGHTS)[0],
-            first_time_volunteer=rng.random() < 0.35,
-            consent_stats=rng.random() < 0.9,
+            volunteer_id=volunteer_id, area=area, age_band=age_band if consent else None,
+            seb=seb if consent else None, first_time_volunteer=first_time, consent_stats=consent,
         )))
     for volunteer_id in who.ids:
         for org in who.orgs[volunteer_id]:
@@ -196,8 +201,8 @@ def activity(seed: int = 2026, volunteers: int = 500, days: int = 365,
             org = home if rng.random() < 0.8 else rng.choice(others)  # only where they are a member
             minutes = rng.choice([60, 90, 120, 180, 240])
             log_id = new_id()
-            yield DemoEvent(log_id, at, HoursLogged(volunteer_id=volunteer, org_id=org, date=today, minutes=minutes,
-                                                    activity=rng.choice(ACTIVITIES)))
+            yield DemoEvent(log_id, at, HoursLogged(volunteer_id=volunteer, org_id=org, date=today, minutes=minutes),
+                            note=("hours_activity", rng.choice(ACTIVITIES)))
             if org in auto:
                 expected[volunteer] += minutes_to_hundredths(minutes)
                 continue
@@ -206,7 +211,7 @@ def activity(seed: int = 2026, volunteers: int = 500, days: int = 365,
                 continue  # recent hours still waiting for approval
             if decision < 0.03:
                 yield DemoEvent(new_id(), at + timedelta(hours=1), HoursRejected(
-                    log_event_id=log_id, volunteer_id=volunteer, org_id=org, reason="logged twice"))
+                    log_event_id=log_id, volunteer_id=volunteer, org_id=org), note=("rejection_reason", "logged twice"))
                 continue
             expected[volunteer] += minutes_to_hundredths(minutes)
             yield DemoEvent(new_id(), at + timedelta(hours=1), HoursApproved(

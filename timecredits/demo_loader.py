@@ -14,9 +14,18 @@ from sqlalchemy import Engine, text
 
 from ledger.events import MembershipStarted
 from ledger.intake import own_actor
+from ledger.pg import notes
 from ledger.pg.processing import count_decided
 from producers.kafka import EventProducer
 from timecredits import demo
+
+
+def keep_notes(engine: Engine, events: Sequence[demo.DemoEvent]) -> None:
+    """The events' words in `event_notes`, before the events (which carry none) are produced (docs/design.md
+    §5.16); loading the demo again writes nothing new."""
+    with engine.begin() as conn:
+        notes.write_many(conn, [(e.event_id, e.note[0], e.note[1]) for e in events  # type: ignore[misc]
+                                if e.note is not None])
 
 
 def _produce(producer: EventProducer, events: Sequence[demo.DemoEvent], progress: Progress, label: str) -> None:
@@ -81,6 +90,7 @@ def load_demo(producer: EventProducer, engine: Engine, console: Console, keep_go
         _produce(producer, memberships, progress, "memberships produced")
         _await(lambda: _count(engine, "memberships"), len(memberships), progress, "memberships applied by the worker",
                180, keep_going)
+        keep_notes(engine, activity)
         _produce(producer, activity, progress, "activity events produced")
         ids = [e.event_id for e in activity]
         _await(lambda: count_decided(engine, ids), len(ids), progress, "activity applied by the worker", 600,

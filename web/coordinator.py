@@ -55,6 +55,29 @@ SEB = [("professional", "Professional background (for example a manager, doctor,
        ("lower", "Working-class background (for example a shop worker, driver, cleaner or labourer)"),
        ("other", "Other (for example a carer, student, or never worked)"),
        ("prefer_not_to_say", "Prefers not to say")]
+#: The main household earner's job at about 14, as the Social Mobility Commission's question lists them
+#: (ledger.events.SebOccupation, docs/design.md §5.16), in the order the question asks them.
+SEB_DETAIL = [
+    ("modern_professional", "Modern professional (for example a teacher, nurse, social worker or software designer)"),
+    ("clerical_and_intermediate", "Clerical and intermediate (for example a secretary, office clerk or call centre "
+                                  "agent)"),
+    ("senior_manager_or_administrator", "Senior manager or administrator (usually in charge of planning and running "
+                                        "an organisation)"),
+    ("technical_and_craft", "Technical and craft (for example a motor mechanic, plumber, printer or electrician)"),
+    ("semi_routine_manual_and_service", "Semi-routine manual and service (for example a postal worker, machine "
+                                        "operative, security guard or care worker)"),
+    ("routine_manual_and_service", "Routine manual and service (for example an HGV driver, cleaner, porter or "
+                                   "labourer)"),
+    ("middle_or_junior_manager", "Middle or junior manager (for example an office manager, warehouse manager or "
+                                 "restaurant manager)"),
+    ("traditional_professional", "Traditional professional (for example an accountant, solicitor, doctor or "
+                                 "civil engineer)"),
+    ("long_term_unemployed", "Long-term unemployed (claimed benefits for more than a year)"),
+    ("small_business_owner", "Small business owner employing fewer than 25 people"),
+    ("other", "Other (for example retired, or this question does not apply)"),
+    ("dont_know", "Does not know"),
+    ("prefer_not_to_say", "Prefers not to say"),
+]
 #: What each field of the register form says when what was typed cannot be used (GOV.UK error messages).
 FIELD_ERRORS = {
     "display_name": "Enter the volunteer's name, up to 200 characters",
@@ -64,7 +87,7 @@ FIELD_ERRORS = {
     "consent_stats": "Say whether the volunteer agrees to their background being counted in statistics",
     "age_band": "Choose an age group",
     "seb": "Choose a background",
-    "seb_detail": "Enter the background in up to 100 characters",
+    "seb_detail": "Choose the main earner's job from the list",
     "first_time_volunteer": "Say whether this is their first time volunteering",
 }
 
@@ -151,7 +174,7 @@ def _register_form(request: Request, session: Session, status_code: int = 200, *
     _, area, _ = _organisation_name(request, session.person.org_id)
     context.setdefault("form", {"area": area})
     return _page(request, "coordinator/register.html", status_code, title="Register a volunteer", session=session,
-                 age_bands=AGE_BANDS, seb_choices=SEB, **context)
+                 age_bands=AGE_BANDS, seb_choices=SEB, seb_detail_choices=SEB_DETAIL, **context)
 
 
 @router.get("/members/new", response_class=HTMLResponse)
@@ -178,7 +201,7 @@ def register(request: Request, session: SignedIn, csrf_token: CsrfToken = "",
     fields: dict[str, Any] = {"display_name": display_name, "area": area.strip().upper(),
                               "consent_stats": _YES_NO.get(consent_stats)}
     for name, value in (("email", email.strip()), ("reference", reference.strip()), ("age_band", age_band),
-                        ("seb", seb), ("seb_detail", seb_detail.strip())):
+                        ("seb", seb), ("seb_detail", seb_detail)):
         if value:
             fields[name] = value
     if first_time_volunteer in _YES_NO:

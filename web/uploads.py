@@ -15,6 +15,8 @@ from api.errors import ApiError
 from api.publishing import publish, request_event_id
 from ledger.activities import ACTIVITY_LABELS
 from ledger.actors import org_actor
+from ledger.events import HoursLogged
+from ledger.pg import notes
 from ledger.pg.registry import VolunteerDirectory
 from producers.hours_csv import ParsedSheet, parse_sheet
 from producers.import_check import REASON_WORDS, check_sheet
@@ -93,7 +95,10 @@ def confirm(request: Request, session: SignedIn, csrf_token: CsrfToken = "", con
     try:
         for event_id, payload in parsed.events(approve=approve == "yes"):
             request_event_id.set(event_id)  # the sheet's own ids: a second import of it adds nothing
-            publish(services, principal, payload)
+            with services.engine.begin() as conn:  # the description stays here, the event carries none (§5.16)
+                if isinstance(payload, HoursLogged):
+                    notes.write(conn, event_id, notes.HOURS_ACTIVITY, payload.activity)
+                publish(services, principal, payload, conn=conn)
             sent += 1
     except ApiError:
         return _page(request, "coordinator/import_done.html", 503, title="The import stopped", session=session,

@@ -20,7 +20,7 @@ from api.errors import ApiError
 from api.services import accounts, bookings, corrections, spending, waitlist
 from ledger.accounts import volunteer_account
 from ledger.domain import EntryKind
-from ledger.pg import schema
+from ledger.pg import notes, schema
 from ledger.pg.registry import places_taken
 from web.app import (LONDON, PREFIX, CsrfToken, SignedIn, _check_csrf, _credits_typed, _message, _only, _page,
                      _services, _wait_outcome)
@@ -334,8 +334,9 @@ def hours_page(request: Request, session: SignedIn) -> HTMLResponse:
     _, volunteer_id = _volunteer(session)
     services = _services(request)
     logs, decisions, o, p = schema.hours_logs, schema.hours_decisions, schema.organisations, schema.postings
-    query = (select(logs.c.worked_on, logs.c.minutes, logs.c.activity, o.c.name, decisions.c.decision,
-                    decisions.c.reason, p.c.amount)
+    query = (select(logs.c.worked_on, logs.c.minutes, notes.activity_of(logs.c.event_id).label("activity"), o.c.name,
+                    decisions.c.decision, notes.rejection_reason_of(decisions.c.decision_event_id).label("reason"),
+                    p.c.amount)
              .join(o, o.c.id == logs.c.org_id)
              .outerjoin(decisions, decisions.c.log_event_id == logs.c.event_id)
              .outerjoin(p, (p.c.entry_id == decisions.c.entry_id)

@@ -132,11 +132,12 @@ def list_organisations(services: ServicesDep, _: PrincipalDep) -> list[Organisat
 
 
 @router.post("/volunteers", status_code=201, response_model=VolunteerCreated,
-             responses=responses(400, 401, 403, 409, 422, 503))
+             responses=responses(400, 401, 403, 404, 409, 422, 503))
 def create_volunteer(body: NewVolunteer, services: ServicesDep,
                      principal: Annotated[Principal, Depends(require(Role.ADMIN, Role.ORG))]) -> VolunteerCreated:
-    """Personal data (name, e-mail) stays in PostgreSQL; the event carries only the pseudonymous id the server
-    made, and statistics. Registered by an organisation (or with `org_id`), the volunteer is its member
+    """Personal data (name, e-mail, the detailed background) stays in PostgreSQL; the event carries only the
+    pseudonymous id the server made, and statistics, coded, with consent only (docs/design.md §5.16); an `org_id`
+    no organisation has is `404 unknown_organisation`. Registered by an organisation (or with `org_id`), the volunteer is its member
     (docs/design.md §5.4)."""
     return VolunteerCreated(id=volunteers.register(services, principal, body))
 

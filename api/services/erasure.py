@@ -23,7 +23,7 @@ from ledger.pg.registry import StoredRegistry
 #: What an erasure deletes, in the order the confirmation page and the answer list it, with what each holds.
 DELETED: dict[str, str] = {
     "profile": "their name and e-mail address",
-    "background_in_their_words": "the background they described in their own words",
+    "detailed_background": "their detailed background answer (what their main household earner did when they were 14)",
     "sign_in": "their sign-in account's name and e-mail address (the account is closed)",
     "sessions": "the web app sessions they were signed in with",
     "sign_in_links": "the sign-in links sent to them",
@@ -33,6 +33,7 @@ DELETED: dict[str, str] = {
     "membership_requests": "organisations' requests to add them",
     "memberships": "their current memberships (ended)",
     "correction_reasons": "the reasons, in words, given for correcting their entries",
+    "hours_notes": "what their organisations wrote about their hours, and why any were rejected",
     "spend_codes": "their spend codes not used",
     "waiting_lists": "their places on waiting lists",
 }
@@ -104,7 +105,7 @@ def _erase(conn: Connection, volunteer_id: str, now: datetime) -> dict[str, int]
                   s.volunteer_profiles.c.email.is_not(None))).scalars()}
     counts["profile"] = conn.execute(delete(s.volunteer_profiles)
                                      .where(s.volunteer_profiles.c.volunteer_id == volunteer_id)).rowcount
-    counts["background_in_their_words"] = conn.execute(
+    counts["detailed_background"] = conn.execute(
         update(s.volunteers).where(s.volunteers.c.id == volunteer_id, s.volunteers.c.seb_detail.is_not(None))
         .values(seb_detail=None)).rowcount
     conn.execute(update(s.volunteers).where(s.volunteers.c.id == volunteer_id).values(erased_at=now, updated_at=now))
@@ -138,6 +139,11 @@ def _erase(conn: Connection, volunteer_id: str, now: datetime) -> dict[str, int]
         p.c.account_key.in_([volunteer_account(volunteer_id), holds_account(volunteer_id)]))
     counts["correction_reasons"] = conn.execute(
         delete(s.corrections).where(s.corrections.c.target_event_id.in_(theirs))).rowcount
+    logs, decisions = s.hours_logs, s.hours_decisions
+    their_logs = select(logs.c.event_id).where(logs.c.volunteer_id == volunteer_id)
+    their_decisions = select(decisions.c.decision_event_id).where(decisions.c.log_event_id.in_(their_logs))
+    counts["hours_notes"] = conn.execute(delete(s.event_notes).where(
+        s.event_notes.c.event_id.in_(their_logs) | s.event_notes.c.event_id.in_(their_decisions))).rowcount
     c, u = s.spend_codes, s.spend_code_uses
     counts["spend_codes"] = conn.execute(delete(c).where(
         c.c.volunteer_id == volunteer_id, ~exists().where(u.c.code_id == c.c.id))).rowcount

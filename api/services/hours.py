@@ -10,16 +10,24 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select
 
 from api.auth import Principal, Role
 from api.deps import Services, forbid
 from api.errors import ApiError
+from api.intake import refuse_what_the_worker_would
+from api.publishing import publish, reserve_event_id
 from api.services.outcomes import WAIT_S, wait_outcomes
 from api.services.spending import publish_checked
 from ledger.amounts import minutes_to_hundredths
-from ledger.events import HoursApproved, HoursLogged, HoursRejected
-from ledger.pg import schema
+from ledger.events import EventPayload, HoursApproved, HoursLogged, HoursRejected, OptionalText500, Text200, summarise
+from ledger.pg import notes, schema
+
+
+#: What a description and a reason may be: the rules the events applied while they carried the words.
+_DESCRIPTION: TypeAdapter[str] = TypeAdapter(Text200)
+_REASON: TypeAdapter[str] = TypeAdapter(OptionalText500)
 
 
 def log(services: Services, principal: Principal, volunteer_id: str, org_id: str, date: Date, minutes: int,
@@ -27,9 +35,23 @@ def log(services: Services, principal: Principal, volunteer_id: str, org_id: str
     """Hours earn nothing until approved, unless the organisation approves automatically."""
     if principal.role is Role.ORG and org_id != principal.org_id:
         raise forbid("an organisation logs hours for itself only")
-    return publish_checked(services, principal, HoursLogged(
-        volunteer_id=volunteer_id, org_id=org_id, date=date, minutes=minutes, activity=activity,
-        category=category))
+    try:
+        activity = _DESCRIPTION.validate_python(activity)
+    except ValidationError as invalid:
+        raise ApiError(422, "invalid_request", f"activity: {summarise(invalid)}") from invalid
+    return publish_with_note(services, principal, HoursLogged(
+        volunteer_id=volunteer_id, org_id=org_id, date=date, minutes=minutes, category=category),
+        notes.HOURS_ACTIVITY, activity)
+
+
+def publish_with_note(services: Services, principal: Principal, payload: EventPayload, kind: notes.NoteKind,
+                      text: str) -> UUID:
+    """Refuse at once what the worker would, then keep `text` keyed by the event's id and publish the event, which
+    carries no text (docs/design.md §5.16): one transaction that commits only once the broker has the event."""
+    with services.engine.begin() as conn:
+        refuse_what_the_worker_would(conn, principal, payload, services.policy)
+        notes.write(conn, reserve_event_id(), kind, text)
+        return publish(services, principal, payload, conn=conn).event_id
 
 
 def decide(services: Services, principal: Principal, event_id: UUID, approve: bool, reason: str = "") -> UUID:
@@ -42,10 +64,17 @@ def decide(services: Services, principal: Principal, event_id: UUID, approve: bo
                                            f"GET /v1/events/{event_id} says applied)")
     if principal.role is Role.ORG and found.org_id != principal.org_id:
         raise forbid("an organisation decides its own volunteers' hours only")
-    payload = (HoursApproved(log_event_id=event_id, volunteer_id=found.volunteer_id, org_id=found.org_id) if approve
-               else HoursRejected(log_event_id=event_id, volunteer_id=found.volunteer_id, org_id=found.org_id,
-                                  reason=reason))
-    return publish_checked(services, principal, payload)
+    if approve:
+        return publish_checked(services, principal, HoursApproved(log_event_id=event_id,
+                                                                  volunteer_id=found.volunteer_id,
+                                                                  org_id=found.org_id))
+    try:
+        reason = _REASON.validate_python(reason)
+    except ValidationError as invalid:
+        raise ApiError(422, "invalid_request", f"reason: {summarise(invalid)}") from invalid
+    return publish_with_note(services, principal, HoursRejected(
+        log_event_id=event_id, volunteer_id=found.volunteer_id, org_id=found.org_id),
+        notes.REJECTION_REASON, reason)
 
 
 def decision(services: Services, log_event_id: UUID) -> str | None:
@@ -137,7 +166,8 @@ def _logs_query(org_id: str | None, shown: LogFilter):  # type: ignore[no-untype
     logs, d, refs = schema.hours_logs, schema.hours_decisions, schema.volunteer_references
     status = func.coalesce(d.c.decision, "pending")
     query = (select(logs.c.event_id, logs.c.volunteer_id, logs.c.org_id, refs.c.reference, logs.c.worked_on,
-                    logs.c.minutes, logs.c.category, status.label("status"), d.c.decided_at, logs.c.activity)
+                    logs.c.minutes, logs.c.category, status.label("status"), d.c.decided_at,
+                    notes.activity_of(logs.c.event_id).label("activity"))
              .outerjoin(d, d.c.log_event_id == logs.c.event_id)
              .outerjoin(refs, (refs.c.volunteer_id == logs.c.volunteer_id) & (refs.c.org_id == logs.c.org_id)))
     if org_id is not None:

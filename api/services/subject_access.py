@@ -19,7 +19,7 @@ from api.models import credits
 from api.services import consent
 from api.spreadsheet_cells import inert
 from ledger.accounts import holds_account, volunteer_account
-from ledger.pg import schema
+from ledger.pg import notes, schema
 
 Section = list[dict[str, Any]]
 
@@ -68,7 +68,7 @@ def _profile(conn: Connection, volunteer_id: str) -> Section:
     if row is None:
         raise ApiError(404, "unknown_volunteer", f"no volunteer {volunteer_id}")
     return [{"volunteer_id": row.id, "name": row.display_name, "email": row.email, "area": row.area,
-             "age_band": row.age_band, "background": row.seb, "background_in_your_words": row.seb_detail,
+             "age_band": row.age_band, "background": row.seb, "main_household_earner_at_14": row.seb_detail,
              "first_time_volunteer": row.first_time_volunteer, "consent_stats": row.consent_stats,
              "registered_at": row.created_at}]
 
@@ -85,8 +85,10 @@ def _memberships(conn: Connection, volunteer_id: str) -> Section:
 
 def _hours(conn: Connection, volunteer_id: str) -> Section:
     logs, d, o = schema.hours_logs, schema.hours_decisions, schema.organisations
-    rows = conn.execute(select(logs.c.event_id, logs.c.worked_on, logs.c.minutes, logs.c.activity, o.c.name,
-                               logs.c.logged_at, d.c.decision, d.c.reason, d.c.decided_at)
+    rows = conn.execute(select(logs.c.event_id, logs.c.worked_on, logs.c.minutes,
+                               notes.activity_of(logs.c.event_id).label("activity"), o.c.name, logs.c.logged_at,
+                               d.c.decision, notes.rejection_reason_of(d.c.decision_event_id).label("reason"),
+                               d.c.decided_at)
                         .join(o, o.c.id == logs.c.org_id)
                         .outerjoin(d, d.c.log_event_id == logs.c.event_id)
                         .where(logs.c.volunteer_id == volunteer_id).order_by(logs.c.worked_on, logs.c.logged_at)).all()

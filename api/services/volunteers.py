@@ -11,11 +11,11 @@ from sqlalchemy.dialects.postgresql import insert
 from api.auth import Principal, Role
 from api.deps import Services, forbid
 from api.errors import ApiError
-from api.models import AreaCode, Id, OptionalText100, Request, Text200
+from api.models import AreaCode, Id, Request, Text200
 from api.publishing import publish
 from api.services.consent import add_to_history
 from api.services.members import Reference, set_reference, start_membership
-from ledger.events import VolunteerRegistered
+from ledger.events import SebOccupation, VolunteerRegistered
 from ledger.pg import schema
 from ledger.volunteer_ids import new_volunteer_id
 
@@ -34,7 +34,10 @@ class NewVolunteer(Request):
     area: AreaCode
     age_band: AgeBand | None = None
     seb: Seb | None = None
-    seb_detail: OptionalText100 | None = None
+    seb_detail: SebOccupation | None = Field(
+        None, description="the main household earner's job when the volunteer was about 14, as a code from the "
+                          "Social Mobility Commission's list; kept in PostgreSQL only, never on Kafka. Words are "
+                          "refused (`invalid_request`)")
     first_time_volunteer: bool | None = None
     consent_stats: bool
 
@@ -74,6 +77,7 @@ def _write(conn: Connection, services: Services, principal: Principal, body: New
     if not body.consent_stats:  # the answers exist only to be counted, and are kept only with consent (§5.7)
         attributes.update(age_band=None, seb=None, seb_detail=None)
     conn.execute(insert(schema.volunteers).values(id=volunteer_id, **attributes))
+    attributes.pop("seb_detail")  # the detail stays here (docs/design.md §5.16)
     conn.execute(insert(schema.volunteer_profiles).values(volunteer_id=volunteer_id, display_name=body.display_name,
                                                           email=body.email))
     add_to_history(conn, principal, volunteer_id, body.consent_stats)

@@ -169,7 +169,7 @@ UNION ALL SELECT 5, NULL, o.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.auto
     FROM organisations o WHERE o.id = ANY (CAST(:orgs AS text[]))
 UNION ALL SELECT 6, NULL, op.id, op.partner_id, NULL, NULL, op.cost, op.capacity, NULL, NULL, NULL, NULL, NULL
     FROM opportunities op WHERE op.id = ANY (CAST(:opportunities AS text[]))
-UNION ALL SELECT 7, l.event_id, l.volunteer_id, l.org_id, l.activity, l.actor, l.minutes, NULL, l.worked_on,
+UNION ALL SELECT 7, l.event_id, l.volunteer_id, l.org_id, NULL, l.actor, l.minutes, NULL, l.worked_on,
                  l.logged_at, NULL, NULL, NULL
     FROM hours_logs l WHERE l.event_id = ANY (CAST(:logs AS uuid[]))
 UNION ALL SELECT 8, d.log_event_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
@@ -272,7 +272,7 @@ def load_state(conn: Connection, needs: BatchNeeds) -> BatchState:
         elif tag == 6:
             opportunities[t1] = Opportunity(t1, t2, n1, n2)
         elif tag == 7:
-            logs[u] = HoursLog(u, t1, t2, d, n1, t3, ts, t4)
+            logs[u] = HoursLog(u, t1, t2, d, n1, ts, t4)
         elif tag == 8:
             decided_logs.add(u)
         elif tag == 9:
@@ -433,7 +433,6 @@ def _insert_hours_logs(conn: Connection, logs: list[HoursLog]) -> None:
             "org_id": log.org_id,
             "worked_on": log.worked_on,
             "minutes": log.minutes,
-            "activity": log.activity,
             "category": log.category,
             "logged_at": log.logged_at,
             "actor": log.actor,

@@ -48,8 +48,8 @@ class StoredRegistry:
         row = self._conn.execute(select(logs).where(logs.c.event_id == event_id)).first()
         if row is None:
             return None
-        return HoursLog(row.event_id, row.volunteer_id, row.org_id, row.worked_on, row.minutes, row.activity,
-                        row.logged_at, row.actor)
+        return HoursLog(row.event_id, row.volunteer_id, row.org_id, row.worked_on, row.minutes, row.logged_at,
+                        row.actor)
 
     def is_decided(self, log_event_id: UUID) -> bool:
         d = schema.hours_decisions

@@ -225,7 +225,8 @@ hours_logs = Table(
     Column("org_id", Text, ForeignKey("organisations.id"), nullable=False),
     Column("worked_on", Date, nullable=False),
     Column("minutes", Integer, nullable=False),
-    Column("activity", Text, nullable=False),
+    #: Written before migration 0021 only: the description is in `event_notes` (docs/design.md §5.16).
+    Column("activity", Text),
     #: The kind of activity (ledger.events.ActivityCategory); "other" for hours logged before migration 0014.
     Column("category", Text, nullable=False, server_default="other"),
     Column("logged_at", DateTime(timezone=True), nullable=False),
@@ -238,7 +239,9 @@ hours_decisions = Table(
     Column("log_event_id", Uuid, ForeignKey("hours_logs.event_id"), primary_key=True),
     Column("decision_event_id", Uuid, nullable=False, unique=True),
     Column("decision", Text, nullable=False),
-    Column("reason", Text, nullable=False),
+    #: "auto_approve" or "" for an approval; none for a rejection since migration 0021, whose reason is in
+    #: `event_notes` (docs/design.md §5.16).
+    Column("reason", Text),
     Column("entry_id", BigInteger, ForeignKey("entries.id")),
     Column("decided_at", DateTime(timezone=True), nullable=False),
     #: Who decided (an event's actor); none for decisions made before migration 0011 (docs/design.md §5.6).
@@ -335,6 +338,17 @@ corrections = Table(
     Column("reason", Text, nullable=False),
     Column("requested_by", Text, nullable=False),
     Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+event_notes = Table(
+    # Words typed about an event (an hours log's description, a rejection's reason), keyed by the event id: written
+    # by the API with the event, erasable, never on Kafka or in an append-only table (docs/design.md §5.16).
+    "event_notes",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 audit_log = Table(

@@ -35,6 +35,7 @@ from tests.browser.chromium import LAUNCH_ARGS, ChromiumUnavailable, ensure_chro
 from tests.conftest import service_missing
 from tests.postgres import fresh_database
 from timecredits import demo
+from timecredits.demo_loader import keep_notes
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}  # a common phone's CSS pixels
@@ -142,7 +143,9 @@ def load_demo(engine: Engine) -> int:
     quiet month before it."""
     processor = EventProcessor(engine)
     registry = [_decoded(e) for e in demo.registry()]
-    activity = [_decoded(e) for e in [*quiet_month(), *demo.activity()]]
+    activity_events = [*quiet_month(), *demo.activity()]
+    keep_notes(engine, activity_events)
+    activity = [_decoded(e) for e in activity_events]
     rejected = 0
     for items in [registry, *(activity[n : n + BATCH] for n in range(0, len(activity), BATCH))]:
         result = processor.process(items)

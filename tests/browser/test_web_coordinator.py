@@ -135,6 +135,10 @@ def test_a_coordinator_registers_a_volunteer_prints_their_card_and_logs_their_ho
         page.keyboard.press("Space")
         page.locator("#age_band").select_option("25-34")
         page.locator("#seb").select_option("intermediate")
+        # The main earner's job is chosen from the Social Mobility Commission's list, never typed (§5.16).
+        assert page.locator("input#seb_detail").count() == 0
+        page.get_by_label("Which of these best describes that main earner's job?").select_option(
+            label="Small business owner employing fewer than 25 people")
         page.locator("#first_time_volunteer").focus()
         page.keyboard.press("Space")
         _shots(page, screenshot_dir, "coordinator-register")
@@ -147,9 +151,11 @@ def test_a_coordinator_registers_a_volunteer_prints_their_card_and_logs_their_ho
         new_id = page.url.split("registered=")[1]
         with coord.engine.connect() as conn:
             registered = conn.execute(text(
-                "SELECT v.consent_stats, v.age_band, v.seb, v.first_time_volunteer, p.role, p.display_name "
-                "FROM volunteers v JOIN people p ON p.volunteer_id = v.id WHERE v.id = :v"), {"v": new_id}).one()
-        assert tuple(registered) == (True, "25-34", "intermediate", True, "volunteer", "Dev Patel")
+                "SELECT v.consent_stats, v.age_band, v.seb, v.seb_detail, v.first_time_volunteer, p.role, "
+                "p.display_name FROM volunteers v JOIN people p ON p.volunteer_id = v.id WHERE v.id = :v"),
+                {"v": new_id}).one()
+        assert tuple(registered) == (True, "25-34", "intermediate", "small_business_owner", True, "volunteer",
+                                     "Dev Patel")
 
         _follow(page, "Print a sign-in card for Dev Patel")
         assert "stop working" not in page.locator("main").inner_text()  # no card yet
@@ -196,7 +202,7 @@ def test_a_coordinator_registers_a_volunteer_prints_their_card_and_logs_their_ho
             " for Dev Patel."), outcome
         assert page.locator("#category").input_value() == "environment", "kept for the next session of the day"
         with coord.engine.connect() as conn:
-            kinds = conn.execute(text("SELECT category FROM hours_logs WHERE activity = 'Gardening'")).scalars().all()
+            kinds = conn.execute(text("SELECT l.category FROM hours_logs l JOIN event_notes n ON n.event_id = l.event_id WHERE n.text = 'Gardening'")).scalars().all()
         assert kinds == ["environment"]
         _shots(page, screenshot_dir, "coordinator-hours-approved")
 
@@ -278,8 +284,9 @@ def test_the_approval_queue_approves_and_rejects_each_selected_log_and_says_what
     assert coord.api.balance(coord.bo, coord.library)["available"] == "25.50"
     with coord.engine.connect() as conn:
         decided = conn.execute(text(
-            "SELECT d.decision, d.reason, d.decided_by FROM hours_decisions d JOIN hours_logs l "
-            "ON l.event_id = d.log_event_id WHERE l.volunteer_id = :v ORDER BY d.decided_at"), {"v": coord.bo}).all()
+            "SELECT d.decision, coalesce(n.text, d.reason) AS reason, d.decided_by FROM hours_decisions d JOIN hours_logs l "
+            "ON l.event_id = d.log_event_id LEFT JOIN event_notes n ON n.event_id = d.decision_event_id "
+            "WHERE l.volunteer_id = :v ORDER BY d.decided_at"), {"v": coord.bo}).all()
     assert [(row.decision, row.reason, row.decided_by) for row in decided] == [
         ("approved", "", "org:co-library"), ("approved", "", "org:co-library"), ("approved", "", "org:co-library"),
         ("rejected", "Already counted in the marathon", "org:co-library")]
@@ -315,7 +322,7 @@ def test_only_coordinators_use_these_pages_and_each_sees_their_own_organisation_
         with coord.engine.connect() as conn:
             cards = conn.execute(text("SELECT count(*) FROM sign_in_cards c JOIN people p ON p.id = c.person_id "
                                       "WHERE p.volunteer_id = :v"), {"v": coord.amina}).scalar_one()
-            sneaky = conn.execute(text("SELECT count(*) FROM hours_logs WHERE activity = 'Sneaky'")).scalar_one()
+            sneaky = conn.execute(text("SELECT count(*) FROM event_notes WHERE text = 'Sneaky'")).scalar_one()
         assert (cards, sneaky) == (0, 0)
 
         log_id = _pending_hours(coord, 30, YESTERDAY, "Library only")
@@ -345,6 +352,9 @@ def test_registering_refuses_what_the_api_refuses_and_every_form_checks_its_csrf
                                                      "email": "not an address", "csrf_token": csrf})
         assert bad.status_code == 422
         assert "Enter the area code" in bad.text and "Enter an e-mail address" in bad.text
+        worded = client.post("/app/members/new", data={**good, "reference": "", "consent_stats": "yes",
+                                                        "seb_detail": "my dad drove a bus", "csrf_token": csrf})
+        assert worded.status_code == 422 and "job from the list" in worded.text
         with coord.engine.connect() as conn:
             eves = conn.execute(text("SELECT count(*) FROM volunteer_profiles WHERE display_name = 'Eve Stone'")
                                 ).scalar_one()
@@ -383,7 +393,8 @@ def test_hours_for_a_group_log_one_each_and_may_be_approved_together(coord: Coor
     with coord.engine.connect() as conn:
         decided = conn.execute(text(
             "SELECT l.volunteer_id, d.decision, d.decided_by FROM hours_logs l JOIN hours_decisions d "
-            "ON d.log_event_id = l.event_id WHERE l.activity = 'Book sale' ORDER BY l.volunteer_id")).all()
+            "ON d.log_event_id = l.event_id JOIN event_notes n ON n.event_id = l.event_id WHERE n.text = 'Book sale' "
+            "ORDER BY l.volunteer_id")).all()
     assert sorted(decided) == sorted([(coord.bo, "approved", "org:co-library"), (cy, "approved", "org:co-library")])
     other, csrf = _client(coord, coord.garden_coordinator)  # co-library's members are not co-garden's
     with other:
@@ -474,13 +485,13 @@ def test_the_monthly_spreadsheet_is_previewed_with_each_bad_row_explained_then_i
 
     def logged() -> int:
         with coord.engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM hours_logs WHERE activity = 'Sheet gardening'"))
+            return int(conn.execute(text("SELECT count(*) FROM hours_logs l JOIN event_notes n ON n.event_id = l.event_id WHERE n.text = 'Sheet gardening'"))
                        .scalar_one())
     from tests.e2e.stack import wait_until
     wait_until(lambda: logged() == 1, 30, "the imported row to be applied")
     assert logged() == 1  # imported once, as CSV and again as .xlsx
     with coord.engine.connect() as conn:
-        assert conn.execute(text("SELECT category FROM hours_logs WHERE activity = 'Sheet gardening'")).scalar_one() \
+        assert conn.execute(text("SELECT l.category FROM hours_logs l JOIN event_notes n ON n.event_id = l.event_id WHERE n.text = 'Sheet gardening'")).scalar_one() \
             == "environment", "the sheet's Category column, in words"
     client, csrf = _client(coord, coord.desk)
     with client:

@@ -5,13 +5,17 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine, text
 
 from ledger.pg.processing import count_decided
 from timecredits.processes import Child
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Stack
 
 
 class WorkerProcess(Child):
@@ -64,3 +68,23 @@ def ledger_summary(engine: Engine) -> dict[str, Any]:
             "balances": dict(conn.execute(text("SELECT account_key, balance FROM balances")).all()),
             "hours_logs": conn.execute(text("SELECT count(*) FROM hours_logs")).scalar(),
         }
+
+
+def topic_records(stack: Stack, logical: str) -> list[bytes]:
+    """Every record of the topic, from its first offset to its end."""
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False, group_id=None,
+                             consumer_timeout_ms=5000)
+    try:
+        topic = stack.topic(logical)
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+        assert partitions, f"no partitions for {topic}"
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        values: list[bytes] = []
+        while any(consumer.position(p) < ends[p] for p in partitions):
+            for batch in consumer.poll(timeout_ms=2000, max_records=5000).values():
+                values += [record.value for record in batch]
+        return values
+    finally:
+        consumer.close()

@@ -35,7 +35,7 @@ from producers.kafka import ALL_TOPICS, ensure_topics, prefixed
 from tests.e2e.api_stack import AMOUNT, Api, ApiProcess, error_code, ready_api
 from tests.e2e.conftest import PARTITIONS, Stack, free_port
 from stats.suppression import additive_figures
-from tests.e2e.stack import wait_until
+from tests.e2e.stack import topic_records, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
@@ -544,6 +544,50 @@ def test_hours_logged_then_approved_earn_credits_and_rejected_ones_do_not(api: A
     else:
         expect(late, 409, "already_decided")
     assert api.balance(volunteer_id)["available"] == "1.75"
+
+
+def test_the_words_of_hours_and_of_a_rejection_stay_in_postgresql_and_the_events_carry_none(
+        api: Api, world: World, shared_stack: Stack) -> None:
+    """docs/design.md §5.16: the description and the reason are written by the API, keyed by the event id, in the
+    transaction that publishes an event that carries neither; each volunteer reads their own back."""
+    club = world.org(World.CLUB)
+    volunteer_id, token = world.volunteer("words-ana")
+    other, other_token = world.volunteer("words-ben")
+    logged = _logged(api, club, world.hours(volunteer_id, World.CLUB, 60, activity="Read to Mr Ogunleye"))
+    rejected = api.accepted(api.post(f"/v1/hours/{logged}/reject", club, {"reason": "Ana was ill that day"}))
+    api.applied(rejected, club)
+    with shared_stack.engine.connect() as conn:
+        kept = {str(row.event_id): (row.kind, row.text) for row in conn.execute(
+            text("SELECT event_id, kind, text FROM event_notes WHERE event_id IN (:l, :r)"), {"l": logged, "r": rejected})}
+        columns = conn.execute(text("SELECT l.activity, d.reason FROM hours_logs l JOIN hours_decisions d "
+                                    "ON d.log_event_id = l.event_id WHERE l.event_id = :l"), {"l": logged}).one()
+    assert kept == {logged: ("hours_activity", "Read to Mr Ogunleye"), rejected: ("rejection_reason",
+                                                                                 "Ana was ill that day")}
+    assert tuple(columns) == (None, None)  # nothing in the append-only tables
+    events = {e["event_id"]: e for e in map(json.loads, topic_records(shared_stack, "tc.activity"))
+              if e["event_id"] in (logged, rejected)}
+    assert set(events[logged]["payload"]) == {"volunteer_id", "org_id", "date", "minutes", "category"}
+    assert set(events[rejected]["payload"]) == {"log_event_id", "volunteer_id", "org_id"}
+
+    queue = _queue(api, club, volunteer_id=volunteer_id)["items"]
+    assert [(i["log_event_id"], i["activity"], i["status"]) for i in queue] == [
+        (logged, "Read to Mr Ogunleye", "rejected")]
+    hours = api.get(f"/v1/volunteers/{volunteer_id}/export", token).json()["hours"]
+    assert [(h["activity"], h["reason"]) for h in hours] == [("Read to Mr Ogunleye", "Ana was ill that day")]
+    assert api.get(f"/v1/volunteers/{other}/export", other_token).json()["hours"] == []
+    expect(api.get(f"/v1/volunteers/{volunteer_id}/export", other_token), 403, "forbidden")
+    expect(api.get(f"/v1/volunteers/{volunteer_id}/export", world.lead), 403, "forbidden")
+    expect(api.get("/v1/hours", world.lead, params={"volunteer_id": volunteer_id}), 403, "forbidden")
+    expect(api.get("/v1/hours", token, params={"volunteer_id": volunteer_id}), 403, "forbidden")
+    expect(api.get("/v1/hours", None, params={"volunteer_id": volunteer_id}), 401, "unauthenticated")
+
+
+def test_a_registration_takes_the_background_detail_as_a_code_and_refuses_words(api: Api, world: World) -> None:
+    """docs/design.md §5.16: the Social Mobility Commission's codes; an older client's words are a 422."""
+    body = {"display_name": "Ana Lopez", "area": AREA, "consent_stats": True, "seb_detail": "my dad drove a bus"}
+    expect(api.post("/v1/volunteers", api.admin, body), 422, "invalid_request")
+    registered = api.post("/v1/volunteers", api.admin, {**body, "seb_detail": "routine_manual_and_service"})
+    assert registered.status_code in (200, 201, 202), registered.text
 
 
 def test_hours_are_logged_and_decided_within_an_organisations_own_scope(api: Api, world: World) -> None:
@@ -1644,7 +1688,7 @@ TEXT_WITH_A_CONTROL_CHARACTER = "Food\x01bank"
     pytest.param("/v1/hours", {"date": "0"}, id="hours-date-zero"),
     pytest.param("/v1/hours", {"date": 20260101}, id="hours-date-number"),
     pytest.param("/v1/organisations", {"name": TEXT_WITH_A_CONTROL_CHARACTER}, id="organisation-name-control-char"),
-    pytest.param("/v1/volunteers", {"seb_detail": TEXT_WITH_A_CONTROL_CHARACTER}, id="volunteer-seb-detail"),
+    pytest.param("/v1/volunteers", {"seb_detail": TEXT_WITH_A_CONTROL_CHARACTER}, id="volunteer-seb-detail-words"),
     pytest.param("/v1/volunteers", {"display_name": "Ana\x00Lopez"}, id="volunteer-name-nul"),
     pytest.param("/v1/opportunities", {"title": TEXT_WITH_A_CONTROL_CHARACTER}, id="opportunity-title"),
     pytest.param("/v1/opportunities", {"starts_at": "2027-01-05T10:00:00"}, id="opportunity-naive-starts-at"),
@@ -2218,7 +2262,7 @@ def test_an_admin_erases_a_volunteer_and_nothing_names_them_while_the_ledger_and
     name, email = f"Amina Begum{mark}", f"amina.{mark}@example.org"
     registered = api.post("/v1/volunteers", world.org(World.AUTO), {
         "display_name": name, "email": email, "area": AREA, "consent_stats": True, "age_band": "25-34",
-        "seb": "intermediate", "seb_detail": f"{name} cares for her mother", "reference": f"AB-{mark}"})
+        "seb": "intermediate", "seb_detail": "routine_manual_and_service", "reference": f"AB-{mark}"})
     assert registered.status_code == 201, registered.text
     volunteer_id = registered.json()["id"]
     for org in (World.CLUB, World.HUB):
@@ -2227,8 +2271,8 @@ def test_an_admin_erases_a_volunteer_and_nothing_names_them_while_the_ledger_and
                                                 "label": f"{name}'s phone"})
     assert issued.status_code == 201, issued.text
     token = issued.json()["token"]
-    earned = [api.applied(api.accepted(api.post("/v1/hours", world.org(World.AUTO),
-                                                world.hours(volunteer_id, World.AUTO, 60))), world.org(World.AUTO))
+    earned = [api.applied(api.accepted(api.post("/v1/hours", world.org(World.AUTO), world.hours(
+        volunteer_id, World.AUTO, 60, activity=f"Lunch club with {name}"))), world.org(World.AUTO))
               for _ in range(2)]
     twice = api.accepted(api.post("/v1/hours", world.org(World.AUTO), world.hours(volunteer_id, World.AUTO, 60)))
     api.applied(twice, world.org(World.AUTO))
@@ -2263,7 +2307,7 @@ def test_an_admin_erases_a_volunteer_and_nothing_names_them_while_the_ledger_and
     body = erased.json()
     assert body["volunteer_id"] == volunteer_id and body["kept"]
     assert {k: v for k, v in body["deleted"].items() if v} == {
-        "profile": 1, "background_in_their_words": 1, "sign_in": 1, "sessions": 1, "sign_in_links": 1,
+        "profile": 1, "detailed_background": 1, "sign_in": 1, "sessions": 1, "sign_in_links": 1,
         "sign_in_cards": 1, "api_tokens": 1, "references": 1, "memberships": 3, "correction_reasons": 1,
         "spend_codes": 1}
     expect(api.request("DELETE", path, api.admin), 410, "volunteer_erased")

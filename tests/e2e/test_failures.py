@@ -102,7 +102,7 @@ def _entry_json(volunteer: str, kind: str, occurred_at: str, postings: list[tupl
 
 def test_poison_of_every_kind_on_every_topic_gets_one_dead_letter_and_its_partition_moves_on(stack: Stack) -> None:
     _poison_trigger(stack, "volunteers", "id", "pv-poison", "22023")      # a data exception, on tc.admin
-    _poison_trigger(stack, "hours_logs", "activity", "poison", "22023")   # a data exception, on tc.activity
+    _poison_trigger(stack, "hours_logs", "minutes", "31", "22023")        # a data exception, on tc.activity
     worker = stack.start_worker(metrics=True)
     admin, activity, ledger = stack.topic(TOPIC_ADMIN), stack.topic(TOPIC_ACTIVITY), stack.topic(TOPIC_LEDGER)
     v0, v1 = "pv0", "pv1"
@@ -150,19 +150,18 @@ def test_poison_of_every_kind_on_every_topic_gets_one_dead_letter_and_its_partit
     wait_until(lambda: members() == 1, 60, "the membership to be applied")
 
     day = date(2026, 11, 1)
-    before_id, before = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=60, activity="shift"))
+    before_id, before = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=60))
     invalid_id = uuid.uuid4()
     invalid_shape = json.dumps({
         "event_id": str(invalid_id), "type": "HoursLogged", "version": 1, "occurred_at": "2026-11-02T10:00:00Z",
         "actor": ACTOR, "payload": {"volunteer_id": v0, "org_id": "pclub", "date": "2026-11-01", "minutes": -30,
                                     "activity": "x"}}).encode()
     refused_id, refused = _raw(CreditsRedeemed(volunteer_id=v0, partner_id="plido", amount=1_000_000))
-    db_poison_id, db_poison = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=30,
-                                               activity="poison"))
+    db_poison_id, db_poison = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=31))
     # A moment in year 1: outside the calendar events may name (1900 to 2100, docs/design.md §4.2), dead-lettered.
     ancient_id, gift = _raw(CreditsGifted(from_volunteer_id=v0, to_volunteer_id=v1, amount=10))
     ancient = json.dumps({**json.loads(gift), "occurred_at": "0001-01-01T00:00:00Z"}).encode()
-    after_id, after = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=45, activity="later"))
+    after_id, after = _raw(HoursLogged(volunteer_id=v0, org_id="pclub", date=day, minutes=45))
     activity_poison = {
         b"\x00\xffactivity, not json": "undecodable",
         invalid_shape: "invalid_payload",
@@ -287,16 +286,16 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
 
 def test_an_unknown_database_error_on_one_record_stops_its_partition_only(stack: Stack) -> None:
     # XX000 (internal_error) is nothing a record can be blamed for, nor an outage: the partition must stop.
-    _poison_trigger(stack, "hours_logs", "activity", "stuck", "XX000")
+    _poison_trigger(stack, "hours_logs", "minutes", "29", "XX000")
     EventProcessor(stack.engine).process(_registry())
     worker = stack.start_worker(metrics=True)
     stuck_volunteer = "cv000"
     stuck_id, stuck = _raw(HoursLogged(volunteer_id=stuck_volunteer, org_id="club", date=date(2026, 10, 31),
-                                       minutes=30, activity="stuck"))
+                                       minutes=29))
     behind_id, behind = _raw(HoursLogged(volunteer_id=stuck_volunteer, org_id="club", date=date(2026, 10, 31),
-                                         minutes=30, activity="behind"))
-    others = [(v, _raw(HoursLogged(volunteer_id=v, org_id="club", date=date(2026, 10, 31), minutes=60,
-                                   activity="other"))) for v in (f"cv{n:03d}" for n in range(1, 60))]
+                                         minutes=30))
+    others = [(v, _raw(HoursLogged(volunteer_id=v, org_id="club", date=date(2026, 10, 31), minutes=60)))
+              for v in (f"cv{n:03d}" for n in range(1, 60))]
     with stack.producer() as producer:
         producer.send_raw(stack.topic(TOPIC_ACTIVITY), stuck_volunteer.encode(), stuck)
         producer.send_raw(stack.topic(TOPIC_ACTIVITY), stuck_volunteer.encode(), behind)

@@ -65,7 +65,7 @@ def _backlog(count: int, seed: int = 11) -> list[tuple[bytes, bytes]]:
         roll = rng.random()
         if roll < 0.55:
             payloads = [HoursLogged(volunteer_id=volunteer, org_id="club", date=date(2026, 10, 31),
-                                    minutes=rng.choice([30, 60, 90, 120]), activity="shift")]
+                                    minutes=rng.choice([30, 60, 90, 120]))]
         elif roll < 0.9:
             payloads = [CreditsRedeemed(volunteer_id=volunteer, partner_id="lido", amount=rng.randint(50, 300))]
         else:

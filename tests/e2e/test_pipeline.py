@@ -107,7 +107,7 @@ def test_hours_booking_attendance_redemption_and_gift_end_to_end(shared_stack: S
     ana, ben = _register(stack, "flow", 2)
     with stack.producer() as producer:
         logged = producer.publish(HoursLogged(volunteer_id=ana, org_id="flow-club", date=date(2026, 11, 1),
-                                              minutes=300, activity="Food bank"), actor=ACTOR)
+                                              minutes=300), actor=ACTOR)
         approved = producer.publish(HoursApproved(log_event_id=logged.event_id, volunteer_id=ana, org_id="flow-club"), actor=ACTOR)
         booked = producer.publish(OpportunityBooked(volunteer_id=ana, opportunity_id="flow-swim", partner_id="flow-lido", amount=100), actor=volunteer_actor(ana))
         attended = producer.publish(BookingAttended(booking_event_id=booked.event_id, volunteer_id=ana), actor=ACTOR)
@@ -134,7 +134,7 @@ def test_the_same_event_produced_three_times_makes_one_entry(shared_stack: Stack
     [vera] = _register(stack, "dup", 1)
     with stack.producer() as producer:
         logged = producer.publish(HoursLogged(volunteer_id=vera, org_id="dup-club", date=date(2026, 11, 1),
-                                              minutes=60, activity="Litter pick"), actor=ACTOR)
+                                              minutes=60), actor=ACTOR)
         approval = HoursApproved(log_event_id=logged.event_id, volunteer_id=vera, org_id="dup-club")
         first = producer.publish(approval, actor=ACTOR)
         for _ in range(2):
@@ -159,11 +159,11 @@ def test_poison_lands_in_the_dead_letter_topic_and_the_events_around_it_apply(sh
     }).encode()
     with stack.producer() as producer:
         before = producer.publish(HoursLogged(volunteer_id=pia, org_id="poison-club", date=date(2026, 11, 1),
-                                              minutes=60, activity="x"), actor=ACTOR)
+                                              minutes=60), actor=ACTOR)
         for raw in (b"\x00\xffnot json at all", unknown_type, invalid_payload):
             producer.send_raw(stack.topic(TOPIC_ACTIVITY), pia.encode(), raw)
         after = producer.publish(HoursLogged(volunteer_id=pia, org_id="poison-club", date=date(2026, 11, 2),
-                                             minutes=30, activity="y"), actor=ACTOR)
+                                             minutes=30), actor=ACTOR)
     _wait_decided(stack, [before.event_id, after.event_id, bad_payload_id])
 
     letters = [json.loads(v) for v in _consume(stack, TOPIC_REJECTED, 3)]
@@ -186,7 +186,7 @@ def test_a_spend_produced_after_the_approval_that_funds_it_is_applied_after_it(s
         for round_ in range(5):
             for volunteer in volunteers:
                 logged = producer.publish(HoursLogged(volunteer_id=volunteer, org_id="order-club",
-                                                      date=date(2026, 11, 1), minutes=60, activity=f"r{round_}"), actor=ACTOR)
+                                                      date=date(2026, 11, 1), minutes=60), actor=ACTOR)
                 spent = producer.publish(CreditsRedeemed(volunteer_id=volunteer, partner_id="order-lido", amount=100),
                                          actor=volunteer_actor(volunteer))
                 ids += [logged.event_id, spent.event_id]
@@ -204,7 +204,7 @@ def test_the_statistics_agent_records_a_fact_for_every_committed_entry(shared_st
     [sam] = _register(stack, "stats", 1)
     with stack.producer() as producer:
         logged = producer.publish(HoursLogged(volunteer_id=sam, org_id="stats-club", date=date(2026, 11, 1),
-                                              minutes=45, activity="Reading"), actor=ACTOR)
+                                              minutes=45), actor=ACTOR)
         approved = producer.publish(HoursApproved(log_event_id=logged.event_id, volunteer_id=sam, org_id="stats-club"),
                                     actor=ACTOR)
     _wait_decided(stack, [logged.event_id, approved.event_id])
@@ -230,7 +230,7 @@ def test_the_statistics_run_in_a_process_of_their_own_with_only(stack: Stack) ->
     [ada] = _register(stack, "apart", 1)
     with stack.producer() as producer:
         logged = producer.publish(HoursLogged(volunteer_id=ada, org_id="apart-club", date=date(2026, 11, 1),
-                                              minutes=90, activity="Gardening"), actor=ACTOR)
+                                              minutes=90), actor=ACTOR)
         approved = producer.publish(HoursApproved(log_event_id=logged.event_id, volunteer_id=ada,
                                                   org_id="apart-club"), actor=ACTOR)
     _wait_decided(stack, [logged.event_id, approved.event_id])

@@ -20,7 +20,7 @@ def _hours(volunteers: list[str], category: str | None, minutes: int = 60) -> li
     events = []
     for volunteer in volunteers:
         extra = {} if category is None else {"category": category}
-        log = _ev(HoursLogged(volunteer_id=volunteer, org_id="club", date=DAY, minutes=minutes, activity="x", **extra),
+        log = _ev(HoursLogged(volunteer_id=volunteer, org_id="club", date=DAY, minutes=minutes, **extra),
                   AT)
         events += [log, _ev(HoursApproved(log_event_id=log.event_id, volunteer_id=volunteer, org_id="club"), AT)]
     return events
@@ -31,7 +31,7 @@ def _by_activity(engine: Engine) -> dict[str, object]:
 
 
 def test_an_event_written_before_categories_decodes_as_other() -> None:
-    _, raw = encode_event(HoursLogged(volunteer_id="v", org_id="club", date=DAY, minutes=30, activity="x"),
+    _, raw = encode_event(HoursLogged(volunteer_id="v", org_id="club", date=DAY, minutes=30),
                           actor="org:club", occurred_at=AT)
     envelope = json.loads(raw)
     del envelope["payload"]["category"]

@@ -115,7 +115,7 @@ def processor(engine: Engine) -> EventProcessor:
                              area=AREA)),
         ev(OpportunityListed(opportunity_id="class", partner_id="lido", title="Swim class", category="sport",
                              cost=100, capacity=1, area=AREA, starts_at=STARTS)),
-        *[ev(HoursLogged(volunteer_id=v, org_id="garden", date=date(2026, 11, 1), minutes=300, activity="Digging"))
+        *[ev(HoursLogged(volunteer_id=v, org_id="garden", date=date(2026, 11, 1), minutes=300))
           for v in ("ana", "ben")],
     ]
     assert all(o.applied for o in processor.process(setup).outcomes)

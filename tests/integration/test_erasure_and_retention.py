@@ -18,7 +18,7 @@ from api.auth import Principal, Role, create_token
 from api.errors import ApiError
 from api.services import erasure
 from ledger.events import BookingCancelled, CreditsGifted, HoursApproved, HoursLogged, OpportunityBooked, VolunteerRegistered
-from ledger.pg import schema
+from ledger.pg import notes, schema
 from ledger.pg.processing import EventProcessor
 from ledger.pg.verify import verify_ledger
 from tests.integration.test_processing import AREA, ev, registry
@@ -99,7 +99,7 @@ def _everything_about(engine: Engine, volunteer_id: str) -> dict[str, Any]:
     with engine.begin() as conn:
         conn.execute(insert(schema.volunteer_profiles).values(volunteer_id=volunteer_id, display_name="Amina Begum",
                                                               email="amina@example.org"))
-        conn.execute(text("UPDATE volunteers SET seb_detail = 'Amina cares for her mother' WHERE id = :v"),
+        conn.execute(text("UPDATE volunteers SET seb_detail = 'routine_manual_and_service' WHERE id = :v"),
                      {"v": volunteer_id})
         conn.execute(insert(schema.volunteer_references).values(org_id="garden", reference="AB-1",
                                                                 volunteer_id=volunteer_id))
@@ -131,16 +131,18 @@ def test_the_runtime_role_erases_everything_erasable_and_nothing_else(engine: En
                                                                       runtime: Runtime) -> None:  # noqa: F811
     processor = EventProcessor(engine)
     assert all(o.applied for o in processor.process(registry()).outcomes)
-    assert processor.process([ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1),
-                                             minutes=120, activity="Digging"))]).outcomes[0].applied
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=120))
+    assert processor.process([logged]).outcomes[0].applied
+    with engine.begin() as conn:  # what the organisation wrote about those hours, as the API keeps it
+        notes.write(conn, logged.event_id, notes.HOURS_ACTIVITY, "Digging with Amina")
     held = _everything_about(engine, "ana")
 
     done = erasure.erase(runtime.engine, ADMIN, "ana", now=NOW)
 
     assert done.counts == {
-        "profile": 1, "background_in_their_words": 1, "sign_in": 1, "sessions": 1, "sign_in_links": 2,
+        "profile": 1, "detailed_background": 1, "sign_in": 1, "sessions": 1, "sign_in_links": 2,
         "sign_in_cards": 1, "api_tokens": 1, "references": 1, "membership_requests": 1, "memberships": 2,
-        "correction_reasons": 1, "spend_codes": 1, "waiting_lists": 1}
+        "correction_reasons": 1, "hours_notes": 1, "spend_codes": 1, "waiting_lists": 1}
     assert list(done.counts) == list(erasure.DELETED)
     assert people.use_card(engine, held["card"]) is None
     assert people.use_link(engine, held["link"]) is None

@@ -120,3 +120,46 @@ def test_tokens_made_before_lifetimes_get_a_year_from_the_migration(database_url
         assert nullable == "NO"  # every token made from now on has an expiry
     finally:
         engine.dispose()
+
+
+def test_words_in_the_append_only_tables_move_to_the_erasable_notes_and_back(database_url: str) -> None:
+    """Migration 0021 (docs/design.md §5.16): the descriptions and rejection reasons already written move into
+    `event_notes` and leave `hours_logs` and `hours_decisions`; free-text backgrounds, which no code can stand for,
+    are cleared. Going down puts the words back."""
+    _migrate(database_url, "downgrade", "0019_opportunity_series")
+    engine = create_engine(database_url)
+    log, rejected_log, rejection = ("00000000-0000-4000-8000-00000000000" + n for n in "123")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO organisations (id, name, area, kinds) "
+                              "VALUES ('m-club', 'Club', 'E09000030', ARRAY['community'])"))
+            conn.execute(text("INSERT INTO volunteers (id, area, seb_detail, consent_stats) "
+                              "VALUES ('m-ana', 'E09000030', 'my dad drove a bus', true)"))
+            conn.execute(text("INSERT INTO hours_logs (event_id, volunteer_id, org_id, worked_on, minutes, activity, "
+                              "logged_at, actor) VALUES (:a, 'm-ana', 'm-club', '2026-11-01', 60, 'Read to Mr Ogunleye', "
+                              "now(), 'org:m-club'), (:b, 'm-ana', 'm-club', '2026-11-02', 30, '  ', now(), "
+                              "'org:m-club')"), {"a": log, "b": rejected_log})
+            conn.execute(text("INSERT INTO hours_decisions (log_event_id, decision_event_id, decision, reason, "
+                              "decided_at, decided_by) VALUES (:b, :r, 'rejected', 'Ana was ill', now(), 'org:m-club')"),
+                         {"b": rejected_log, "r": rejection})
+        upgrade_to_head(database_url)
+        with engine.connect() as conn:
+            notes = {str(row.event_id): (row.kind, row.text) for row in conn.execute(
+                text("SELECT event_id, kind, text FROM event_notes"))}
+            left = conn.execute(text("SELECT (SELECT count(*) FROM hours_logs WHERE activity IS NOT NULL), "
+                                     "(SELECT count(*) FROM hours_decisions WHERE reason IS NOT NULL), "
+                                     "(SELECT count(*) FROM volunteers WHERE seb_detail IS NOT NULL)")).one()
+        assert notes == {log: ("hours_activity", "Read to Mr Ogunleye"), rejection: ("rejection_reason", "Ana was ill")}
+        assert tuple(left) == (0, 0, 0)
+        with pytest.raises(Exception, match="volunteers_seb_detail_coded"), engine.begin() as conn:
+            conn.execute(text("UPDATE volunteers SET seb_detail = 'bus driver'"))
+        with pytest.raises(Exception, match="append_only"), engine.begin() as conn:  # append-only again
+            conn.execute(text("UPDATE hours_logs SET activity = 'x'"))
+        _migrate(database_url, "downgrade", "0019_opportunity_series")
+        with engine.connect() as conn:
+            back = conn.execute(text("SELECT activity FROM hours_logs ORDER BY worked_on")).scalars().all()
+            reason = conn.execute(text("SELECT reason FROM hours_decisions")).scalar()
+        assert back == ["Read to Mr Ogunleye", ""] and reason == "Ana was ill"
+        upgrade_to_head(database_url)
+    finally:
+        engine.dispose()

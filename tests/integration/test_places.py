@@ -41,8 +41,7 @@ def processor(engine: Engine) -> EventProcessor:
              *[ev(MembershipStarted(membership_id=uuid4(), org_id="garden", volunteer_id=v)) for v in PEOPLE[2:]],
              ev(OpportunityListed(opportunity_id="class", partner_id="lido", title="Swim class", category="sport",
                                   cost=100, capacity=2, area=AREA)),
-             *[ev(HoursLogged(volunteer_id=v, org_id="garden", date=date(2026, 11, 1), minutes=300,
-                              activity="Digging")) for v in PEOPLE]]
+             *[ev(HoursLogged(volunteer_id=v, org_id="garden", date=date(2026, 11, 1), minutes=300)) for v in PEOPLE]]
     assert all(o.applied for o in processor.process(setup).outcomes)
     return processor
 

@@ -24,7 +24,9 @@ from ledger.events import (
     OrganisationRegistered,
     VolunteerRegistered,
     decode_event,
+    encode_envelope,
     encode_event,
+    new_event,
 )
 from tests.ledger_helpers import actor_for
 from ledger.pg.processing import EventProcessor, event_status
@@ -38,6 +40,55 @@ AREA = "E09000030"
 def ev(payload, event_id: UUID | None = None) -> DecodedEvent:  # type: ignore[no-untyped-def]
     _, raw = encode_event(payload, actor=actor_for(payload), event_id=event_id, occurred_at=WHEN)
     decoded = decode_event(raw)
+    assert isinstance(decoded, DecodedEvent), decoded
+    return decoded
+
+
+def older_registration(**fields: object) -> DecodedEvent:
+    """A `VolunteerRegistered` as producers wrote it before the consent rule (docs/design.md §5.16): answers, or
+    the background in words, whatever the consent."""
+    envelope = new_event(VolunteerRegistered(volunteer_id=str(fields["volunteer_id"]), area=str(fields["area"]),
+                                             consent_stats=bool(fields["consent_stats"])),
+                         actor="admin", occurred_at=WHEN)
+    decoded = decode_event(encode_envelope(envelope.model_copy(update={"payload": {**envelope.payload, **fields}})))
+    assert isinstance(decoded, DecodedEvent), decoded
+    return decoded
+
+
+def test_an_older_registration_keeps_answers_only_with_consent_and_never_the_words(engine: Engine) -> None:
+    processor = EventProcessor(engine)
+    outcomes = processor.process([
+        older_registration(volunteer_id="old-no", area=AREA, consent_stats=False, age_band="35-44", seb="lower",
+                           seb_detail="my mum was a nurse"),
+        older_registration(volunteer_id="old-yes", area=AREA, consent_stats=True, age_band="16-24", seb="lower",
+                           seb_detail="my dad drove a bus"),
+    ]).outcomes
+    assert all(o.applied for o in outcomes)
+    with engine.connect() as conn:
+        rows = {r.id: (r.age_band, r.seb, r.seb_detail) for r in conn.execute(text(
+            "SELECT id, age_band, seb, seb_detail FROM volunteers WHERE id LIKE 'old-%'"))}
+    assert rows == {"old-no": (None, None, None), "old-yes": ("16-24", "lower", None)}
+
+
+def test_the_worker_keeps_no_words_of_hours_or_of_a_rejection(engine: Engine) -> None:
+    processor = EventProcessor(engine)
+    assert all(o.applied for o in processor.process(registry()).outcomes)
+    logged = older_hours(volunteer_id="ana", org_id="food-bank", activity="Helped Mrs Patel")
+    rejected = ev(HoursRejected(log_event_id=logged.event_id, volunteer_id="ana", org_id="food-bank",
+                                reason="Ann was ill"))
+    assert all(o.applied for o in processor.process([logged, rejected]).outcomes)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT l.activity, d.reason, d.decision FROM hours_logs l JOIN hours_decisions d "
+                                   "ON d.log_event_id = l.event_id WHERE l.event_id = :id"),
+                              {"id": logged.event_id}).one()
+    assert tuple(stored) == (None, None, "rejected")
+
+
+def older_hours(**fields: object) -> DecodedEvent:
+    """An `HoursLogged` as producers wrote it while it carried the description."""
+    envelope = new_event(HoursLogged(volunteer_id=str(fields["volunteer_id"]), org_id=str(fields["org_id"]),
+                                     date=date(2026, 11, 1), minutes=60), actor="org:food-bank", occurred_at=WHEN)
+    decoded = decode_event(encode_envelope(envelope.model_copy(update={"payload": {**envelope.payload, **fields}})))
     assert isinstance(decoded, DecodedEvent), decoded
     return decoded
 
@@ -65,7 +116,7 @@ def processor(engine: Engine) -> EventProcessor:
 
 
 def test_hours_earn_only_when_approved(processor: EventProcessor, engine: Engine) -> None:
-    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=90, activity="Sorting"))
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=90))
     result = processor.process([logged])
     assert result.outcomes[0].applied and result.outcomes[0].entry_id is None
     assert LedgerRepository(engine).volunteer_balance("ana").available == 0
@@ -84,7 +135,7 @@ def test_hours_earn_only_when_approved(processor: EventProcessor, engine: Engine
 
 
 def test_auto_approving_organisation_earns_at_once(processor: EventProcessor, engine: Engine) -> None:
-    logged = ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=120, activity="Weeding"))
+    logged = ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=120))
     [outcome] = processor.process([logged]).outcomes
     assert outcome.applied and outcome.entry_id is not None
     assert LedgerRepository(engine).volunteer_balance("ben").available == 200
@@ -93,7 +144,7 @@ def test_auto_approving_organisation_earns_at_once(processor: EventProcessor, en
 
 
 def test_book_attend_cancel_redeem_gift_reverse(processor: EventProcessor, engine: Engine) -> None:
-    logged = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=600, activity="Dig"))
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=600))
     book1 = ev(OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=100))
     book2 = ev(OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=100))
     gift = ev(CreditsGifted(from_volunteer_id="ana", to_volunteer_id="ben", amount=150))
@@ -120,9 +171,9 @@ def test_book_attend_cancel_redeem_gift_reverse(processor: EventProcessor, engin
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (HoursLogged(volunteer_id="zed", org_id="food-bank", date=date(2026, 11, 1), minutes=60, activity="x"), "unknown_volunteer"),
-        (HoursLogged(volunteer_id="ana", org_id="nowhere", date=date(2026, 11, 1), minutes=60, activity="x"), "unknown_organisation"),
-        (HoursLogged(volunteer_id="ana", org_id="lido", date=date(2026, 11, 1), minutes=60, activity="x"), "not_a_community_organisation"),
+        (HoursLogged(volunteer_id="zed", org_id="food-bank", date=date(2026, 11, 1), minutes=60), "unknown_volunteer"),
+        (HoursLogged(volunteer_id="ana", org_id="nowhere", date=date(2026, 11, 1), minutes=60), "unknown_organisation"),
+        (HoursLogged(volunteer_id="ana", org_id="lido", date=date(2026, 11, 1), minutes=60), "not_a_community_organisation"),
         (HoursApproved(log_event_id=UUID(int=7), volunteer_id="ana", org_id="food-bank"), "unknown_log"),
         (OpportunityBooked(volunteer_id="ana", opportunity_id="swim", partner_id="lido", amount=50), "opportunity_mismatch"),
         (OpportunityBooked(volunteer_id="ana", opportunity_id="opera", partner_id="lido", amount=100), "unknown_opportunity"),
@@ -143,14 +194,14 @@ def test_refusals_are_recorded_with_their_reason(processor: EventProcessor, engi
 
 
 def test_hours_approved_by_another_organisation_are_refused(processor: EventProcessor) -> None:
-    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=60, activity="x"))
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=60))
     approval = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="garden"))
     outcomes = processor.process([logged, approval]).outcomes
     assert outcomes[1].reason == "wrong_organisation"
 
 
 def test_undecodable_items_are_rejected_and_the_rest_applied(processor: EventProcessor, engine: Engine) -> None:
-    good = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x"))
+    good = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60))
     bad_payload = decode_event(
         b'{"event_id":"00000000-0000-4000-8000-000000000001","type":"HoursLogged","version":1,'
         b'"occurred_at":"2026-11-02T12:00:00Z","actor":"t","payload":{"minutes":-1}}'
@@ -163,7 +214,7 @@ def test_undecodable_items_are_rejected_and_the_rest_applied(processor: EventPro
 
 def test_a_batch_delivered_again_applies_nothing_twice_and_republishes_its_entries(processor: EventProcessor, engine: Engine) -> None:
     batch = [
-        ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x")),
+        ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60)),
         ev(CreditsGifted(from_volunteer_id="ana", to_volunteer_id="ben", amount=50)),
     ]
     first = processor.process(batch)
@@ -178,7 +229,7 @@ def test_a_batch_delivered_again_applies_nothing_twice_and_republishes_its_entri
 
 
 def test_hours_decisions_are_append_only_and_once_only(processor: EventProcessor, engine: Engine) -> None:
-    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=60, activity="x"))
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="food-bank", date=date(2026, 11, 1), minutes=60))
     processor.process([logged, ev(HoursRejected(log_event_id=logged.event_id, volunteer_id="ana", org_id="food-bank"))])
     from sqlalchemy.exc import DBAPIError
 
@@ -200,7 +251,7 @@ def test_registry_events_of_one_batch_apply_in_order_the_last_about_an_entity_wi
     as the events say, in order."""
     batch = [
         ev(VolunteerRegistered(volunteer_id="cai", area=AREA, consent_stats=False)),
-        ev(VolunteerRegistered(volunteer_id="ana", area="E09000025", consent_stats=False, age_band="35-44")),
+        older_registration(volunteer_id="ana", area="E09000025", consent_stats=False, age_band="35-44"),
         ev(VolunteerRegistered(volunteer_id="cai", area="E09000012", consent_stats=True, seb="professional")),
         ev(VolunteerRegistered(volunteer_id="cai", area=AREA, consent_stats=True, age_band="16-24")),
         ev(OrganisationRegistered(org_id="pool", name="Pool", area=AREA, kinds=frozenset({"partner"}))),
@@ -235,9 +286,9 @@ def test_a_refusal_by_a_constraint_the_code_does_not_know_decides_nothing(
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE entries ADD CONSTRAINT entries_from_a_later_migration CHECK (false) NOT VALID"))
     batch = [
-        ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x")),
+        ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60)),
         ev(CreditsRedeemed(volunteer_id="ana", partner_id="lido", amount=50)),
-        ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=30, activity="y")),
+        ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=30)),
     ]
     with pytest.raises(IntegrityError, match="entries_from_a_later_migration"):
         processor.process(batch)
@@ -265,8 +316,8 @@ def test_a_refusal_by_a_constraint_of_the_ledgers_rules_is_still_recorded(
             "RETURN NEW; END $$"))
         conn.execute(text("CREATE TRIGGER tc_test_refuse BEFORE INSERT ON entries FOR EACH ROW "
                           "EXECUTE FUNCTION tc_test_refuse()"))
-    ana = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x"))
-    ben = ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="x"))
+    ana = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60))
+    ben = ev(HoursLogged(volunteer_id="ben", org_id="garden", date=date(2026, 11, 1), minutes=60))
     outcomes = processor.process([ana, ben]).outcomes
     assert [(o.status, o.reason) for o in outcomes] == [("applied", None), ("rejected", "insufficient_credits")]
     assert event_status(engine, ben.event_id).reason == "insufficient_credits"  # type: ignore[union-attr]
@@ -289,7 +340,7 @@ def test_a_correction_is_an_admins_or_the_approving_organisations_within_thirty_
 
     from ledger.actors import admin_actor, org_actor, volunteer_actor
 
-    logs = [ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60, activity="Dig"))
+    logs = [ev(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60))
             for _ in range(3)]
     assert all(o.applied for o in processor.process(logs).outcomes)
 

@@ -137,8 +137,7 @@ def _apply(engine: Engine, events: list[DecodedEvent], batch: int = 500) -> None
 
 def _few_hours(day: date) -> list[DecodedEvent]:
     at = datetime(day.year, day.month, day.day, 17, tzinfo=UTC)
-    return [_decoded(HoursLogged(volunteer_id=v, org_id="bike-buddies", date=day, minutes=FEW_MINUTES,
-                                 activity="Litter pick", category="environment"), None, at)
+    return [_decoded(HoursLogged(volunteer_id=v, org_id="bike-buddies", date=day, minutes=FEW_MINUTES, category="environment"), None, at)
             for v in FEW]  # bike-buddies auto-approves; the only hours of their kind: a small cell of it too
 
 

@@ -278,6 +278,43 @@ def test_the_runtime_role_revokes_tokens_and_notes_their_use_but_changes_nothing
     assert _refused(runtime, "DELETE FROM api_tokens") == INSUFFICIENT_PRIVILEGE
 
 
+def test_words_about_events_are_erasable_but_the_runtime_role_only_writes_reads_and_erases_them(
+        engine: Engine, runtime: Runtime) -> None:
+    """`event_notes` holds what people typed (docs/design.md §5.16): not append-only, so an erasure can delete a
+    note; the runtime role may write, read and delete one, never change its words or the table."""
+    log_id, other_id = uuid.uuid4(), uuid.uuid4()
+    with runtime.engine.begin() as conn:
+        conn.execute(text("INSERT INTO event_notes (event_id, kind, text) VALUES (:a, 'hours_activity', 'Gardening'), "
+                          "(:b, 'rejection_reason', 'Ann was ill')"), {"a": log_id, "b": other_id})
+        assert conn.execute(text("SELECT text FROM event_notes WHERE event_id = :a"), {"a": log_id}).scalar() == \
+            "Gardening"
+    assert _refused(runtime, "UPDATE event_notes SET text = 'changed'") == INSUFFICIENT_PRIVILEGE
+    assert _refused(runtime, "TRUNCATE event_notes") == INSUFFICIENT_PRIVILEGE
+    assert _refused(runtime, "ALTER TABLE event_notes ADD COLUMN tampered integer") == INSUFFICIENT_PRIVILEGE
+    with runtime.engine.begin() as conn:  # an erasure
+        assert conn.execute(text("DELETE FROM event_notes WHERE event_id = :a"), {"a": log_id}).rowcount == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT event_id FROM event_notes")).scalars().all() == [other_id]
+        triggers = conn.execute(text("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'event_notes'::regclass "
+                                     "AND NOT tgisinternal")).scalar()
+    assert triggers == 0  # erasable: no append-only trigger
+
+
+def test_the_words_columns_of_the_append_only_tables_are_empty_and_stay_append_only(engine: Engine,
+                                                                                   runtime: Runtime) -> None:
+    """Since migration 0021 the worker writes no words into `hours_logs` and `hours_decisions`; the tables stay
+    append-only for everyone but a migration (docs/design.md §5.16)."""
+    _a_row_in_every_ledger_table(engine)
+    with engine.connect() as conn:
+        nullable = dict(conn.execute(text(
+            "SELECT table_name, is_nullable FROM information_schema.columns WHERE (table_name, column_name) IN "
+            "(('hours_logs', 'activity'), ('hours_decisions', 'reason'))")).all())
+    assert nullable == {"hours_logs": "YES", "hours_decisions": "YES"}
+    assert _refused(runtime, "UPDATE hours_logs SET activity = NULL") == INSUFFICIENT_PRIVILEGE
+    with pytest.raises(DBAPIError, match="append_only"), engine.begin() as conn:  # even the owner
+        conn.execute(text("UPDATE hours_logs SET activity = NULL"))
+
+
 @pytest.mark.broker
 def test_the_api_does_its_registry_writes_as_the_runtime_role(engine: Engine, runtime: Runtime,
                                                               kafka_bootstrap: str) -> None:

@@ -36,8 +36,7 @@ def processor(engine: Engine) -> EventProcessor:
              *[ev(VolunteerRegistered(volunteer_id=v, area=AREA, consent_stats=False)) for v in PEOPLE[2:]],
              *[ev(MembershipStarted(membership_id=uuid4(), org_id="garden", volunteer_id=v)) for v in PEOPLE[2:]],
              *[ev(e) for e in series_events(SERIES, first, Repeat("week", 4), WHEN)],
-             *[ev(HoursLogged(volunteer_id=v, org_id="garden", date=date(2026, 11, 1), minutes=300,
-                              activity="Digging")) for v in PEOPLE]]
+             *[ev(HoursLogged(volunteer_id=v, org_id="garden", date=date(2026, 11, 1), minutes=300)) for v in PEOPLE]]
     assert all(o.applied for o in processor.process(setup).outcomes)
     return processor
 

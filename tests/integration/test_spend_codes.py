@@ -47,8 +47,7 @@ def processor(engine: Engine) -> EventProcessor:
         *[ev(MembershipStarted(membership_id=uuid4(), org_id=org, volunteer_id="ana")) for org in ("garden", "food")],
     ]
     assert all(o.applied for o in processor.process(registry).outcomes)
-    earned = processor.process([ev(HoursLogged(volunteer_id="ana", org_id="garden", date=DAY, minutes=300,
-                                               activity="Dig"), actor="org:garden")])
+    earned = processor.process([ev(HoursLogged(volunteer_id="ana", org_id="garden", date=DAY, minutes=300), actor="org:garden")])
     assert earned.outcomes[0].applied
     return processor
 
@@ -129,14 +128,13 @@ def test_the_database_refuses_a_second_use_and_any_change_to_a_use(processor: Ev
 
 def test_24_hours_a_day_across_organisations_counted_from_the_store(processor: EventProcessor,
                                                                    engine: Engine) -> None:
-    logged = ev(HoursLogged(volunteer_id="ana", org_id="food", date=DAY, minutes=1140, activity="Shift"),
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="food", date=DAY, minutes=1140),
                 actor="org:food")
     assert processor.process([logged]).outcomes[0].applied  # pending: 5 h approved so far
     approve = ev(HoursApproved(log_event_id=logged.event_id, volunteer_id="ana", org_id="food"), actor="org:food")
-    more = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=DAY, minutes=1, activity="Dig"),
+    more = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=DAY, minutes=1),
               actor="org:garden")
-    other_day = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=DAY - timedelta(days=1), minutes=60,
-                               activity="Dig"), actor="org:garden")
+    other_day = ev(HoursLogged(volunteer_id="ana", org_id="garden", date=DAY - timedelta(days=1), minutes=60), actor="org:garden")
     outcomes = processor.process([approve, more, other_day]).outcomes
     assert [o.reason for o in outcomes] == [None, "too_many_hours", None]
     with engine.connect() as conn:
@@ -147,7 +145,7 @@ def test_24_hours_a_day_across_organisations_counted_from_the_store(processor: E
 
 
 def test_every_new_decision_must_say_who_decided(processor: EventProcessor, engine: Engine) -> None:
-    logged = ev(HoursLogged(volunteer_id="ana", org_id="food", date=DAY, minutes=60, activity="Shift"),
+    logged = ev(HoursLogged(volunteer_id="ana", org_id="food", date=DAY, minutes=60),
                 actor="org:food")
     assert processor.process([logged]).outcomes[0].applied
     with pytest.raises(IntegrityError, match="hours_decisions_decided_by_required"), engine.begin() as conn:

@@ -51,8 +51,8 @@ def _registry(volunteers: list[tuple[str, str, str, bool]]) -> list[DecodedEvent
                               area=AREAS[0]), at),
     ]
     for volunteer, area, age, consent in volunteers:
-        events.append(_ev(VolunteerRegistered(volunteer_id=volunteer, area=area, age_band=age, seb="lower",
-                                              consent_stats=consent), at))
+        events.append(_ev(VolunteerRegistered(volunteer_id=volunteer, area=area, age_band=age if consent else None,
+                                              seb="lower" if consent else None, consent_stats=consent), at))
         events.append(_ev(MembershipStarted(membership_id=uuid.uuid4(), org_id="club", volunteer_id=volunteer), at))
     return events
 
@@ -67,7 +67,7 @@ def _random_stream(rng: random.Random, volunteers: list[str], count: int) -> lis
         roll = rng.random()
         if roll < 0.45:
             log = _ev(HoursLogged(volunteer_id=volunteer, org_id="club", date=at.date(),
-                                  minutes=rng.choice([20, 45, 60, 90]), activity="shift"), at)
+                                  minutes=rng.choice([20, 45, 60, 90])), at)
             approval = _ev(HoursApproved(log_event_id=log.event_id, volunteer_id=volunteer, org_id="club"), at)
             events += [log, approval]
             reversible.append((approval.event_id, volunteer))
@@ -150,7 +150,7 @@ def _hours_for(volunteers: list[str], day: date) -> list[DecodedEvent]:
     at = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
     events = []
     for volunteer in volunteers:
-        log = _ev(HoursLogged(volunteer_id=volunteer, org_id="club", date=day, minutes=60, activity="x"), at)
+        log = _ev(HoursLogged(volunteer_id=volunteer, org_id="club", date=day, minutes=60), at)
         events += [log, _ev(HoursApproved(log_event_id=log.event_id, volunteer_id=volunteer, org_id="club"), at)]
     return events
 

@@ -74,7 +74,7 @@ def run(items, s: BatchState | None = None, chains: list[str] | None = None,  # 
 
 
 def hours(volunteer: str = "ana", org: str = "garden", minutes: int = 90) -> DecodedEvent:
-    return ev(HoursLogged(volunteer_id=volunteer, org_id=org, date=date(2026, 11, 1), minutes=minutes, activity="x"))
+    return ev(HoursLogged(volunteer_id=volunteer, org_id=org, date=date(2026, 11, 1), minutes=minutes))
 
 
 def test_each_event_sees_what_the_earlier_ones_of_its_batch_did() -> None:
@@ -235,7 +235,7 @@ def test_a_membership_started_or_ended_earlier_in_the_batch_decides_the_hours_af
 
 def test_hours_logged_while_a_member_are_approved_after_the_membership_ended() -> None:
     log_id = uuid4()
-    log = HoursLog(log_id, "ana", "food", date(2026, 11, 1), 60, "x", WHEN, "org:food")
+    log = HoursLog(log_id, "ana", "food", date(2026, 11, 1), 60, WHEN, "org:food")
     decision = run([ev(HoursApproved(log_event_id=log_id, volunteer_id="ana", org_id="food"))],
                    state(logs={log_id: log}, members=set()))
     outcomes = decision.outcomes({e.draft.event_id: n for n, e in enumerate(decision.entries, start=1)})
@@ -356,7 +356,7 @@ def test_an_approval_past_24_hours_is_refused_and_the_log_stays_pending() -> Non
 
 def test_hours_dated_too_long_ago_or_ahead_are_refused_unless_an_admin_logs_old_ones() -> None:
     def logged(day: date, actor: str = "org:garden") -> DecodedEvent:
-        return as_event(HoursLogged(volunteer_id="ana", org_id="garden", date=day, minutes=60, activity="x"),
+        return as_event(HoursLogged(volunteer_id="ana", org_id="garden", date=day, minutes=60),
                         None, WHEN, actor=actor)
     policy = IntakePolicy(max_days_back=92)
     edge = WHEN.date().replace(month=8, day=2)  # 92 days before 2 November
@@ -369,8 +369,7 @@ def test_hours_dated_too_long_ago_or_ahead_are_refused_unless_an_admin_logs_old_
 
 
 def test_every_decision_records_who_made_it() -> None:
-    auto = as_event(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60,
-                                activity="x"), None, WHEN, actor="org:garden")
+    auto = as_event(HoursLogged(volunteer_id="ana", org_id="garden", date=date(2026, 11, 1), minutes=60), None, WHEN, actor="org:garden")
     assert run([auto]).decisions[0][0].decided_by == "org:garden"
     logged = hours(org="food")
     log = run([logged]).hours_logs[0]
@@ -389,7 +388,7 @@ def test_the_api_precheck_names_a_future_date_and_an_old_one() -> None:
     today = datetime.now(UTC).date()
     for day, reason in ((today.replace(year=today.year + 1), "date_in_future"),
                         (today.replace(year=today.year - 1), "date_too_old")):
-        payload = HoursLogged(volunteer_id="ana", org_id="garden", date=day, minutes=60, activity="x")
+        payload = HoursLogged(volunteer_id="ana", org_id="garden", date=day, minutes=60)
         with pytest.raises(Rejection) as refused:
             check_payload(payload, state().registry, actor="org:garden")
         assert refused.value.reason.value == reason

@@ -90,7 +90,7 @@ def activity(events: int, volunteers: int, seed: int = 6, start: datetime | None
             minutes = rng.choice((30, 60, 90, 120, 180))
             balances[n] += minutes * 100 // 60
             payloads: list[object] = [HoursLogged(volunteer_id=who, org_id=rng.choice(CLUBS), date=date(2026, 10, 31),
-                                                  minutes=minutes, activity="shift")]
+                                                  minutes=minutes)]
         elif roll < 0.8:
             amount = rng.randint(50, 250)
             balances[n] -= min(amount, balances[n])
@@ -121,7 +121,7 @@ def activity(events: int, volunteers: int, seed: int = 6, start: datetime | None
 def probe(volunteer: str, org_id: str, rng: random.Random, occurred_at: datetime) -> Record:
     """One hour earned by `volunteer`: what the latency benchmark watches for through the API."""
     return _record("tc.activity", HoursLogged(volunteer_id=volunteer, org_id=org_id, date=date(2026, 10, 31),
-                                              minutes=60, activity="probe"), rng, occurred_at=occurred_at, key=volunteer)
+                                              minutes=60), rng, occurred_at=occurred_at, key=volunteer)
 
 
 def _id(rng: random.Random) -> uuid.UUID:
