@@ -2309,7 +2309,7 @@ def test_an_admin_erases_a_volunteer_and_nothing_names_them_while_the_ledger_and
     assert {k: v for k, v in body["deleted"].items() if v} == {
         "profile": 1, "detailed_background": 1, "sign_in": 1, "sessions": 1, "sign_in_links": 1,
         "sign_in_cards": 1, "api_tokens": 1, "references": 1, "memberships": 3, "correction_reasons": 1,
-        "spend_codes": 1}
+        "hours_notes": 3, "spend_codes": 1}
     expect(api.request("DELETE", path, api.admin), 410, "volunteer_erased")
 
     assert _text_columns_holding(shared_stack.engine, name, email, f"Begum{mark}") == []
