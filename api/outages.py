@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.responses import JSONResponse
 
+from api.errors import error_json
 from consumers.failures import Verdict, classify
 
 log = logging.getLogger("api")
@@ -62,8 +63,7 @@ class OutageLog:
         code, message = outage
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         self.refused(code, f"{type(exc).__name__}: {first}")
-        return JSONResponse({"error": {"code": code, "message": message}}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
+        return error_json(503, code, message, {"Retry-After": str(RETRY_AFTER_S)})
 
     def refused(self, code: str, detail: str) -> None:
         now = time.monotonic()

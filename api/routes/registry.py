@@ -85,7 +85,7 @@ class Opportunity(BaseModel):
     capacity: int | None
     area: str
     starts_at: datetime | None
-    series_id: str | None = Field(description="the series this session belongs to; null for a one-off")
+    series_id: str | None = Field(description="the series of sessions this opportunity is one of; null for a one-off")
 
 
 class Session(BaseModel):
