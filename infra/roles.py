@@ -75,6 +75,9 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
                                    "DELETE"}),
     "event_requests": _APPEND_ONLY,
     "stats_facts": _APPEND_ONLY,  # one fact an entry, INSERT ... ON CONFLICT DO NOTHING (docs/design.md §5.2)
+    # Written only by the SECURITY DEFINER trigger on stats_facts (migration 0022, docs/design.md §5.3).
+    "stats_months": frozenset({"SELECT"}),
+    "stats_first_hours": frozenset({"SELECT"}),
     # Loaded by an operator as the owner (`import-areas`); the API reads them for cold spots.
     "areas": frozenset({"SELECT"}),
     # A worker's start checks that the schema is at the newest revision.

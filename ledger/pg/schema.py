@@ -441,6 +441,30 @@ stats_facts = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+#: The facts added up by month, volunteer, kind and the fact's groups, and each volunteer's first approved hours
+#: never reversed: kept by a trigger on stats_facts (migration 0022), read by the figures (docs/design.md §5.3).
+stats_months = Table(
+    "stats_months",
+    metadata,
+    Column("month", Date, nullable=False),
+    Column("volunteer_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("org_id", Text),
+    Column("category", Text),
+    Column("activity_category", Text),
+    Column("facts", Integer, nullable=False),
+    Column("net_count", Integer, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("minutes", Integer, nullable=False),
+)
+
+stats_first_hours = Table(
+    "stats_first_hours",
+    metadata,
+    Column("volunteer_id", Text, primary_key=True),
+    Column("first_on", Date),
+)
+
 areas = Table(
     "areas",
     metadata,

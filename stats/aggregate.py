@@ -1,0 +1,176 @@
+"""A breakdown's figures, aggregated by PostgreSQL: one statement gives every row and the total.
+
+The rules are those of docs/design.md §5.3, in SQL:
+- a *cell* is a group's facts in its period: the breakdown's period, or for a month or a quarter, that month or
+  quarter; the total is the cell of every fact in the period, groups or none;
+- *volunteers* are those with any fact in the cell; *active* ones have approved minutes adding up to more than
+  nothing there (an approval less its reversal is none);
+- *new* active volunteers have their first approved hours never reversed in the cell's period
+  (`stats_first_hours`, kept by PostgreSQL: migration 0022);
+- *retained* active volunteers were also active, in any group, in the three months before the cell starts;
+- *first-time* active volunteers said at sign-up that they had never volunteered;
+- every other figure sums the facts' signed amounts, minutes or counts, and the contributors to each figure are
+  the distinct volunteers whose facts it sums.
+
+The statement reads `stats_months`, the facts added up by month, volunteer, kind and the fact's own groups (kept
+by PostgreSQL, migration 0022): periods are whole months, so nothing finer is needed. Its rows are folded into
+one a volunteer a cell (and one a volunteer for the total, by GROUPING SETS, in the same scan), then counted;
+only the three months before each cell's start are read besides the period.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import Connection, text
+
+from stats.model import Figures
+
+#: How each grouping places a month's row: its group's key, and for months and quarters the cell's own first and
+#: last days (NULL: the breakdown's period). A volunteer's area and demographics come from the registry as it is
+#: now: a withdrawn consent takes effect for every figure computed afterwards (docs/design.md §5.7).
+_GROUPS: dict[str, tuple[str, str, str]] = {
+    "month": ("to_char(f.month::timestamp, 'YYYY-MM')", "f.month",
+              "(f.month + interval '1 month - 1 day')::date"),
+    "quarter": ("to_char(f.month::timestamp, 'YYYY') || '-Q' || extract(quarter FROM f.month::timestamp)",
+                "date_trunc('quarter', f.month::timestamp)::date",
+                "(date_trunc('quarter', f.month::timestamp) + interval '3 months - 1 day')::date"),
+    "org": ("f.org_id", "NULL::date", "NULL::date"),
+    "area": ("coalesce(v.area, 'unknown')", "NULL::date", "NULL::date"),
+    "age_band": ("CASE WHEN v.consent_stats THEN coalesce(v.age_band, 'not_given') ELSE 'undisclosed' END",
+                 "NULL::date", "NULL::date"),
+    "seb": ("CASE WHEN v.consent_stats THEN coalesce(v.seb, 'not_given') ELSE 'undisclosed' END",
+            "NULL::date", "NULL::date"),
+    "category": ("f.category", "NULL::date", "NULL::date"),
+    # Hours recorded before there were kinds of activity count as "other"; spending and gifts have no kind.
+    "activity": ("CASE WHEN f.kind = 'hours_approved' THEN coalesce(f.activity_category, 'other') END",
+                 "NULL::date", "NULL::date"),
+}
+_NEEDS_REGISTRY = frozenset({"area", "age_band", "seb"})
+
+#: Figures that count facts of a kind (each fact adds its sign), and the kinds whose volunteers each figure
+#: describes.
+_COUNTERS = {"bookings": "opportunity_booked", "attendances": "booking_attended",
+             "cancellations": "booking_cancelled", "redemptions": "credits_redeemed"}
+_DESCRIBED_BY = {
+    "hours": ("hours_approved",), "credits_earned": ("hours_approved",),
+    "credits_spent": ("booking_attended", "credits_redeemed"), "credits_gifted": ("credits_gifted",),
+    **{figure: (kind,) for figure, kind in _COUNTERS.items()},
+}
+
+
+_SUMS = ("minutes", "credits_earned", "credits_spent", "credits_gifted", *_COUNTERS)
+#: A bit for each kind a figure describes volunteers by: a volunteer's kinds in a cell are the OR of their rows'.
+_KIND_BITS = {"hours_approved": 1, "booking_attended": 2, "credits_redeemed": 4, "credits_gifted": 8,
+              "opportunity_booked": 16, "booking_cancelled": 32}
+
+
+def _bits(kinds: tuple[str, ...]) -> int:
+    return sum(_KIND_BITS[kind] for kind in kinds)
+
+
+def _statement(group_by: str) -> str:
+    key, first, _ = _GROUPS[group_by]
+    registry = "LEFT JOIN volunteers v ON v.id = f.volunteer_id" if group_by in _NEEDS_REGISTRY else ""
+    bit = "CASE f.kind " + " ".join(f"WHEN '{kind}' THEN {b}" for kind, b in _KIND_BITS.items()) + " ELSE 0 END"
+    hours, spent = _bits(("hours_approved",)), _bits(_DESCRIBED_BY["credits_spent"])
+    counters = ",\n        ".join(f"coalesce(sum(net_count) FILTER (WHERE bit = {_KIND_BITS[kind]}), 0) AS {figure}"
+                                  for figure, kind in _COUNTERS.items())
+    described = ",\n        ".join(f"count(*) FILTER (WHERE kinds & {_bits(kinds)} <> 0) AS by_{figure}"
+                                   for figure, kinds in _DESCRIBED_BY.items())
+    _, _, last = _GROUPS[group_by]
+    cell_last = last.replace("f.month", "pv.cell_first") if group_by in ("month", "quarter") else ":end"
+    return f"""
+WITH placed AS MATERIALIZED (
+    SELECT f.volunteer_id COLLATE "C" AS volunteer_id, {bit} AS bit, f.amount, f.minutes, f.net_count,
+           {key} AS grp, coalesce({first}, :start) AS cell_first
+    FROM stats_months f {registry}
+    WHERE f.month BETWEEN :start AND :end
+), sums AS (
+    -- The additive figures straight from the rows: no volunteer is counted here.
+    SELECT GROUPING(grp) = 1 AS is_total, grp,
+        coalesce(sum(minutes) FILTER (WHERE bit = {hours}), 0)::bigint AS minutes,
+        coalesce(sum(amount) FILTER (WHERE bit = {hours}), 0)::bigint AS credits_earned,
+        coalesce(sum(amount) FILTER (WHERE bit & {spent} <> 0), 0)::bigint AS credits_spent,
+        coalesce(sum(amount) FILTER (WHERE bit = {_KIND_BITS["credits_gifted"]}), 0)::bigint AS credits_gifted,
+        {counters}
+    FROM placed GROUP BY GROUPING SETS ((grp), ())
+), in_cells AS MATERIALIZED (
+    -- One row a volunteer a cell: their net approved minutes there and the kinds of their facts.
+    SELECT grp, cell_first, volunteer_id, sum(minutes) FILTER (WHERE bit = {hours}) AS minutes, bit_or(bit) AS kinds
+    FROM placed GROUP BY grp, cell_first, volunteer_id
+), per_volunteer AS (
+    SELECT false AS is_total, grp, cell_first, volunteer_id, minutes, kinds FROM in_cells WHERE grp IS NOT NULL
+    UNION ALL
+    -- The total's cell is the period: every row of a volunteer, in a group or none.
+    SELECT true, NULL, :start, volunteer_id, sum(minutes), bit_or(kinds) FROM in_cells GROUP BY volunteer_id
+), active_before AS (
+    -- Active in the three months before a cell starts, in any group: the cells start on the 1st of a month.
+    SELECT c.cell_first, f.volunteer_id COLLATE "C" AS volunteer_id
+    FROM (SELECT cell_first FROM in_cells UNION SELECT :start) c
+    JOIN stats_months f ON f.kind = 'hours_approved' AND f.month >= (c.cell_first - interval '3 months')::date
+                       AND f.month < c.cell_first
+    GROUP BY 1, 2
+    HAVING sum(f.minutes) > 0
+), counts AS (
+    SELECT pv.is_total, pv.grp,
+        count(*) AS volunteers,
+        count(*) FILTER (WHERE pv.minutes > 0) AS active_volunteers,
+        count(*) FILTER (WHERE pv.minutes > 0 AND fh.first_on BETWEEN pv.cell_first
+                         AND CASE WHEN pv.is_total THEN :end ELSE {cell_last} END) AS new_volunteers,
+        count(*) FILTER (WHERE pv.minutes > 0 AND ab.volunteer_id IS NOT NULL) AS retained_volunteers,
+        count(*) FILTER (WHERE pv.minutes > 0 AND r.first_time_volunteer) AS first_time_volunteers,
+        {described}
+    FROM per_volunteer pv
+    LEFT JOIN active_before ab ON ab.cell_first = pv.cell_first AND ab.volunteer_id = pv.volunteer_id
+    LEFT JOIN stats_first_hours fh ON fh.volunteer_id = pv.volunteer_id
+    LEFT JOIN volunteers r ON r.id = pv.volunteer_id
+    GROUP BY pv.is_total, pv.grp
+)
+SELECT c.*, {", ".join(f"s.{figure}" for figure in _SUMS)}
+FROM counts c JOIN sums s USING (is_total)
+WHERE c.is_total OR c.grp = s.grp
+"""
+
+
+WORK_MEM = "64MB"
+_STATEMENTS = {group_by: text(_statement(group_by)) for group_by in _GROUPS}
+_VOLUNTEER_COUNTS = ("volunteers", "active_volunteers", "new_volunteers", "retained_volunteers",
+                     "first_time_volunteers")
+
+
+@dataclass
+class Breakdown:
+    """A breakdown's figures by group key, and its total."""
+
+    rows: dict[str, Figures]
+    total: Figures
+
+
+def breakdown(conn: Connection, group_by: str, start: date, end: date) -> Breakdown:
+    """Every group's figures and the total for [start, end] (both days included)."""
+    rows: dict[str, Figures] = {}
+    total = Figures(contributors=dict.fromkeys(_VOLUNTEER_COUNTS, 0))  # a period nobody took part in
+    # For this transaction only: JIT compiling the statement costs more than it saves at a breakdown's size, and
+    # the planner, overestimating the months before each cell, would turn it on; enough memory to fold a year
+    # of a large programme's facts without spilling to disk (docs/design.md §5.3).
+    conn.execute(text("SET LOCAL jit = off"))
+    conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    for row in conn.execute(_STATEMENTS[group_by], {"start": start, "end": end}).mappings():
+        figures = _figures(row)
+        if row["is_total"]:
+            total = figures
+        else:
+            rows[row["grp"]] = figures
+    return Breakdown(rows, total)
+
+
+def _figures(row: dict) -> Figures:  # type: ignore[type-arg]
+    counts = {name: row[name] for name in _VOLUNTEER_COUNTS}
+    figures = Figures(**counts, minutes=row["minutes"], credits_earned=row["credits_earned"],
+                      credits_spent=row["credits_spent"], credits_gifted=row["credits_gifted"],
+                      **{figure: int(row[figure]) for figure in _COUNTERS})
+    # A figure nobody is behind names no contributors, as a figure of no fact at all.
+    figures.contributors = {**counts, **{figure: row[f"by_{figure}"] for figure in _DESCRIBED_BY
+                                         if row[f"by_{figure}"]}}
+    return figures
