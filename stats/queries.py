@@ -36,6 +36,12 @@ def quarter_of(day: date) -> tuple[date, date]:
     return first, months_before(first, -3) - timedelta(days=1)
 
 
+def last_twelve_months(today: date) -> tuple[date, date]:
+    """The last twelve whole months before `today`'s: the dashboard's first choice (docs/design.md §5.3)."""
+    this_month = date(today.year, today.month, 1)
+    return months_before(this_month, 12), this_month - timedelta(days=1)
+
+
 def parse_period(text: str) -> tuple[date, date]:
     """'2026-Q3', '2026-07' or '2026' -> (first day, last day)."""
     text = text.strip().upper()

@@ -594,10 +594,15 @@ def bench(
     read_seconds: Annotated[float, typer.Option(help="How long each balance-read figure runs.")] = 15.0,
     ingest: Annotated[bool, typer.Option(help="Figures 1 and 2: ingest with one and two workers, the ceiling.")] = True,
     api: Annotated[bool, typer.Option(help="Figures 3 and 4: latency and balance reads through the API.")] = True,
+    statistics: Annotated[bool, typer.Option(
+        help="Figure 5: every breakdown of a year of a large programme, beside the scan ceiling.")] = True,
+    statistics_volunteers: Annotated[int, typer.Option(help="Volunteers of figure 5's programme.")] = 100_000,
+    statistics_years: Annotated[int, typer.Option(help="Years of figure 5's facts.")] = 10,
     data_dir: DataDir = None,
 ) -> None:
     """Benchmark the whole stack: ingest with one and two workers, the INSERT ceiling, produce-to-balance latency,
-    and API balance reads idle and under ingest. Prints figures; asserts nothing. Takes several minutes.
+    API balance reads idle and under ingest, and the statistics of a programme of 100,000 volunteers over ten
+    years. Prints figures; asserts nothing. Takes several minutes.
 
     Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set (it creates and drops databases of its own there),
     else embedded services with durable PostgreSQL settings.
@@ -605,7 +610,8 @@ def bench(
     from timecredits.benchmark.run import run_all
 
     run_all(get_settings(), events=events, latency_seconds=latency_seconds, read_seconds=read_seconds, rate=rate,
-            data_dir=data_dir, console=console, ingest_figures=ingest, api_figures=api)
+            data_dir=data_dir, console=console, ingest_figures=ingest, api_figures=api,
+            statistics_programme=(statistics_volunteers, statistics_years) if statistics else None)
 
 
 def _start_mailbox(supervisor: Supervisor, directory: Path, logs: Path, avoid: frozenset[int]) -> dict[str, str]:

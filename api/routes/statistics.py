@@ -23,6 +23,7 @@ from stats.queries import (
     WHOLE_PERIODS_MESSAGE,
     area_sources,
     cold_spots,
+    last_twelve_months,
     months_before,
     parse_period,
     participation,
@@ -151,9 +152,7 @@ def resolve_period(start: date | None, end: date | None, period: str | None, *,
             raise ApiError(422, "invalid_period", str(exc)) from exc
     today = datetime.now(ZoneInfo("Europe/London")).date()
     if start is None and end is None:
-        # The last twelve whole months, as the dashboard's first choice (docs/design.md §5.3).
-        this_month = date(today.year, today.month, 1)
-        start, end = months_before(this_month, 12), this_month - timedelta(days=1)
+        start, end = last_twelve_months(today)
     # With `from` alone: to the end of the last whole month for figures (this month is not over yet), today for rows.
     end = end or (date(today.year, today.month, 1) - timedelta(days=1) if whole_months_only else today)
     try:

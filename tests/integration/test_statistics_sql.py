@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, text
 
 from ledger.pg import schema
+from stats import rollups
 from stats.model import GROUPINGS
 from stats.queries import participation
 from tests.integration.stats_reference import Reference
+from timecredits.benchmark.statistics import load_programme, run_statistics, statistics_table
 
 AREAS = ("E09000001", "E09000002", "E09000003")
 YEAR = 2026
@@ -143,3 +145,34 @@ def test_first_hours_follow_reversals_whatever_order_the_facts_arrive_in(engine:
                           " VALUES (2, 'hours_approved', '2026-01-05', 'v-first', 100, 60, 1)"
                           " ON CONFLICT DO NOTHING"))
     assert first_on() is None
+
+
+def test_the_rollups_the_trigger_keeps_equal_those_worked_out_from_the_facts(engine: Engine) -> None:
+    """The benchmark's programme, written a year a statement with the trigger on, leaves the rollups the facts
+    give (stats.rollups.differences); a rollup changed by hand is found."""
+    load_programme(engine, 300, 2, date(2026, 11, 30), bulk=False)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM stats_months")).scalar_one() > 0
+        assert rollups.differences(conn) == (0, 0)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE stats_months SET minutes = minutes + 1 "
+                          "WHERE ctid = (SELECT ctid FROM stats_months WHERE kind = 'hours_approved' LIMIT 1)"))
+        conn.execute(text("UPDATE stats_first_hours SET first_on = first_on - 1 "
+                          "WHERE volunteer_id = (SELECT min(volunteer_id) FROM stats_first_hours)"))
+    with engine.connect() as conn:
+        assert rollups.differences(conn) == (2, 2)  # each changed row is missing once and extra once
+
+
+def test_the_statistics_benchmark_times_every_breakdown_of_a_programme_postgresql_and_the_rules_agree_on(
+    engine: Engine
+) -> None:
+    """`timecredits bench`'s figure 5 on a small programme: every breakdown timed beside the scan ceiling, and
+    the figures it timed are those of the rules applied fact by fact."""
+    start, end = date(2025, 12, 1), date(2026, 11, 30)
+    result = run_statistics(engine, start, end, volunteers=400, years=3, repeats=1)
+    assert [t.name for t in result.breakdowns] == [*GROUPINGS, "cold spots"]
+    assert result.facts > result.facts_in_period > 0 and all(t.seconds for t in result.breakdowns)
+    with engine.connect() as conn:
+        assert rollups.differences(conn) == (0, 0)  # the bulk load's rebuild
+    _compare(engine, start, end)
+    assert "5. statistics: 400 volunteers" in str(statistics_table(result).title)

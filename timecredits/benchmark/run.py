@@ -5,7 +5,7 @@ import os
 import platform
 import tempfile
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -20,6 +20,8 @@ from timecredits.benchmark.ingest import IngestResult, run_ingest
 from timecredits.benchmark.latency import LatencyResult, probe_volunteer, run_latency
 from timecredits.benchmark.reads import run_reads
 from timecredits.benchmark.stack import Scenario, scenario, wait_for
+from stats.queries import last_twelve_months
+from timecredits.benchmark.statistics import StatisticsResult, run_statistics, statistics_table
 from timecredits.settings import Settings
 
 VOLUNTEERS = 20_000
@@ -36,7 +38,8 @@ def machine() -> str:
 
 
 def run_all(settings: Settings, *, events: int, latency_seconds: float, read_seconds: float, rate: float,
-            data_dir: Path | None, console: Console, ingest_figures: bool = True, api_figures: bool = True) -> None:
+            data_dir: Path | None, console: Console, ingest_figures: bool = True, api_figures: bool = True,
+            statistics_programme: tuple[int, int] | None = None) -> None:
     console.print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="tc-bench-") as tmp:
         directory = data_dir or Path(tmp)
@@ -71,7 +74,17 @@ def run_all(settings: Settings, *, events: int, latency_seconds: float, read_sec
             if api_figures:
                 with scenario("api", server, bootstrap, directory) as run:
                     api = _api_figures(run, registry, rate, latency_seconds, read_seconds, console)
+            figures: StatisticsResult | None = None
+            if statistics_programme is not None:
+                with scenario("statistics", server, bootstrap, directory) as run:
+                    volunteers, years = statistics_programme
+                    start, end = last_twelve_months(date.today())
+                    console.print(f"statistics: {volunteers:,} volunteers, {years} years of facts…")
+                    figures = run_statistics(run.engine, start, end, volunteers=volunteers, years=years,
+                                             progress=console.print)
     _report(console, ingest, ceiling, plain, *api)
+    if figures is not None:
+        console.print(statistics_table(figures))
 
 
 def _api_figures(run: Scenario, registry: list[workload.Record], rate: float, latency_seconds: float,
