@@ -23,6 +23,7 @@ from infra.services import running_services
 from ledger.amounts import format_credits
 from ledger.pg.repository import LedgerRepository
 from ledger.pg.verify import VerifyReport, verify_ledger
+from ledger.pg.verify_checks import UNITS
 from producers.cli import EXIT_CODES_HELP
 from timecredits.settings import Settings, get_settings
 
@@ -104,10 +105,17 @@ def _print_verify(report: VerifyReport, *, heads: bool = True) -> None:
         console.print(f"  legacy chain: {report.legacy.entries} entries, head {report.legacy.head.hex()[:16]}…")
     for chain_key, head in sorted(report.heads.items()) if heads else ():
         console.print(f"  chain {chain_key}: seq {head.seq}, head {head.link.hex()[:16]}…")
-    if report.ok:
-        console.print("[green]ledger verified: every hash, link, sum and balance matches[/green]")
-    else:
+    for check in report.checks:
+        console.print(f"  {check.name}: {check.checked} {UNITS[check.name]} checked"
+                      + (f"; {check.note}" if check.note else ""))
+    if report.problem:
         console.print(f"[red]MISMATCH[/red] {report.problem}")
+    for check in report.checks:
+        if check.problem:
+            console.print(f"[red]MISMATCH[/red] {check.name}: {check.problem}")
+    if report.ok:
+        console.print("[green]ledger verified: every hash, link, sum and balance matches, and every check holds"
+                      "[/green]")
 
 
 @app.command()
