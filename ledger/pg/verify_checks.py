@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 from sqlalchemy import Connection, text
 
@@ -43,8 +44,8 @@ class CheckResult:
         return self.problem is None
 
 
-def _credits(hundredths: int | None) -> str:
-    return "no credits" if hundredths is None else f"{format_credits(hundredths)} credits"
+def _credits(hundredths: int | Decimal | None) -> str:
+    return "no credits" if hundredths is None else f"{format_credits(int(hundredths))} credits"
 
 
 def _kinds(kinds: tuple[EntryKind, ...] | frozenset[EntryKind]) -> list[str]:
@@ -298,15 +299,16 @@ LEFT JOIN stats_facts f ON f.entry_id = wanted.id
 """)
 
 
-def check_statistics(conn: Connection) -> CheckResult:
+def check_statistics(conn: Connection, grace: timedelta = FACTS_GRACE) -> CheckResult:
     """Every entry has exactly one statistics fact (its primary key is the entry id), with the kind, amount, sign
     and volunteer the entry gives it, and no fact names an entry that is not in the ledger.
 
     The statistics worker writes facts half a second after the ledger (docs/design.md §5.2): an entry with no
     fact yet, newer than the newest fact's entry or recorded within `FACTS_GRACE`, is not yet counted, reported
     without failing. An older one with none is a fact lost."""
-    row = conn.execute(_FACTS, {"grace": f"{int(FACTS_GRACE.total_seconds())} seconds"}).one()
-    note = f"{row.not_yet} entries not yet counted by the statistics worker" if row.not_yet else None
+    row = conn.execute(_FACTS, {"grace": f"{int(grace.total_seconds())} seconds"}).one()
+    note = (f"{row.not_yet} {'entry' if row.not_yet == 1 else 'entries'} not yet counted by the statistics worker"
+            if row.not_yet else None)
     if row.first_wrong is None:
         return CheckResult("statistics", row.entries, note=note)
     fact = conn.execute(_FACT_OF, {"id": row.first_wrong}).one()
