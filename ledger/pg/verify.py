@@ -9,9 +9,10 @@ of a chain's whole tail, which a chain alone cannot reveal, no longer contains t
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -52,6 +53,8 @@ class VerifyReport:
     problem: str | None = None
     #: The checks of the ledger's rules, in the order they ran.
     checks: list[CheckResult] = field(default_factory=list)
+    #: How long the hash chain and the balances took; each check's own time is in its result.
+    chain_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -102,6 +105,7 @@ def verify_ledger(engine: Engine, on_entries: Callable[[int], None] | None = Non
     """Check every entry, every link of every chain, every checkpoint, then every stored balance against the
     postings; with `expected`, also that every exported head is still in its chain; then run each of `CHECKS`."""
     report = VerifyReport()
+    started = time.perf_counter()
     computed: defaultdict[str, int] = defaultdict(int)
 
     def count(entry: _StoredEntry) -> None:
@@ -124,7 +128,11 @@ def verify_ledger(engine: Engine, on_entries: Callable[[int], None] | None = Non
             report.problem = _balance_problem(report, stored, computed)
         if report.problem is None and expected is not None:
             report.problem = _heads_problem(report, expected, links)
-        report.checks = [check(conn) for check in CHECKS]
+        report.chain_seconds = time.perf_counter() - started
+        for check in CHECKS:
+            began = time.perf_counter()
+            result = check(conn)
+            report.checks.append(replace(result, seconds=time.perf_counter() - began))
     return report
 
 

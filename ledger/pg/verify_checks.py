@@ -38,6 +38,8 @@ class CheckResult:
     checked: int
     problem: str | None = None
     note: str | None = None
+    #: How long the check took (set by `verify_ledger`).
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
