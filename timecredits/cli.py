@@ -107,7 +107,7 @@ def _print_verify(report: VerifyReport, *, heads: bool = True) -> None:
     for chain_key, head in sorted(report.heads.items()) if heads else ():
         console.print(f"  chain {chain_key}: seq {head.seq}, head {head.link.hex()[:16]}…")
     for check in report.checks:
-        console.print(f"  {check.name}: {check.checked} {UNITS[check.name]} checked"
+        console.print(f"  {check.name}: {check.checked} {UNITS[check.name][check.checked != 1]} checked"
                       + (f"; {check.note}" if check.note else ""))
     if report.problem:
         console.print(f"[red]MISMATCH[/red] {report.problem}")

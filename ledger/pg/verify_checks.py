@@ -343,8 +343,9 @@ def _differences(fields: list[tuple[str, object, object, Callable[..., str]]]) -
 
 
 #: What each check counts, for the report.
-UNITS = {"hours_rate": "approvals of hours", "reversals": "reversals", "bookings": "settlements of bookings",
-         "statistics": "entries against their statistics facts"}
+UNITS = {"hours_rate": ("approval of hours", "approvals of hours"), "reversals": ("reversal", "reversals"),
+         "bookings": ("settlement of a booking", "settlements of bookings"),
+         "statistics": ("entry against its statistics fact", "entries against their statistics facts")}
 
 #: The checks `verify` runs after the hash chain and the balances, in order.
 CHECKS: tuple[Callable[[Connection], CheckResult], ...] = (
