@@ -6,8 +6,11 @@ from api.limits import RateLimits
 from ledger.intake import IntakePolicy
 from timecredits.mail import SmtpMailer
 from timecredits.settings import get_settings
+from timecredits.verify_status import export_verify_status
 
 _settings = get_settings()
+if _settings.verify_status_file is not None:
+    export_verify_status(_settings.verify_status_file)
 app = create_app(
     database_url=_settings.database_url,
     bootstrap_servers=_settings.kafka_bootstrap_servers,

@@ -79,6 +79,8 @@ def main() -> None:
                   "on top of the ledger's transactions")
             print(f"verify: {report.entries_checked} entries in {verify_s:.2f} s "
                   f"({report.entries_checked / verify_s:,.0f} entries/s), ok={report.ok}")
+            print(f"  hash chain and balances {report.chain_seconds:.2f} s; "
+                  + "; ".join(f"{check.name} {check.seconds:.2f} s" for check in report.checks))
             engine.dispose()
         finally:
             if server:

@@ -23,6 +23,8 @@ from infra.services import running_services
 from ledger.amounts import format_credits
 from ledger.pg.repository import LedgerRepository
 from ledger.pg.verify import VerifyReport, verify_ledger
+from ledger.pg.verify_checks import UNITS
+from timecredits.verify_timer import VerifyTimer
 from producers.cli import EXIT_CODES_HELP
 from timecredits.settings import Settings, get_settings
 
@@ -104,10 +106,17 @@ def _print_verify(report: VerifyReport, *, heads: bool = True) -> None:
         console.print(f"  legacy chain: {report.legacy.entries} entries, head {report.legacy.head.hex()[:16]}…")
     for chain_key, head in sorted(report.heads.items()) if heads else ():
         console.print(f"  chain {chain_key}: seq {head.seq}, head {head.link.hex()[:16]}…")
-    if report.ok:
-        console.print("[green]ledger verified: every hash, link, sum and balance matches[/green]")
-    else:
+    for check in report.checks:
+        console.print(f"  {check.name}: {check.checked} {UNITS[check.name][check.checked != 1]} checked"
+                      + (f"; {check.note}" if check.note else ""))
+    if report.problem:
         console.print(f"[red]MISMATCH[/red] {report.problem}")
+    for check in report.checks:
+        if check.problem:
+            console.print(f"[red]MISMATCH[/red] {check.name}: {check.problem}")
+    if report.ok:
+        console.print("[green]ledger verified: every hash, link, sum and balance matches, and every check holds"
+                      "[/green]")
 
 
 @app.command()
@@ -117,8 +126,12 @@ def verify(
         "--heads", help="A heads file exported earlier: check that the ledger still holds every head in it.")] = None,
     export_heads: Annotated[Path | None, typer.Option(
         "--export-heads", help="Write the verified heads to this file, to keep outside the database.")] = None,
+    status_file: Annotated[Path | None, typer.Option(
+        "--status-file", help="Write the result to this file too, for an API with TIMECREDITS_VERIFY_STATUS_FILE "
+                              "set to it to export as metrics.")] = None,
 ) -> None:
-    """Recompute every entry hash, batch link and balance; exit 1 on the first mismatch.
+    """Recompute every entry hash, batch link and balance, and check the ledger's rules (approvals at the rate,
+    reversals, bookings settled once, statistics facts); exit 1 on a mismatch.
 
     A heads file kept outside the database catches what the database alone cannot: a chain whose whole tail
     was rewritten or removed since the heads were exported.
@@ -134,8 +147,13 @@ def verify(
             raise typer.Exit(code=2) from exc
     settings = get_settings()
     with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        started = time.monotonic()
         report = verify_ledger(engine, on_entries=lambda n: console.print(f"… {n} entries", style="dim"),
                                expected=expected)
+    if status_file is not None:
+        from timecredits.verify_status import VerifyStatus, write_status
+
+        write_status(status_file, VerifyStatus.of(report, time.time(), time.monotonic() - started))
     _print_verify(report)
     if not report.ok:
         raise typer.Exit(code=1)
@@ -696,7 +714,11 @@ def up(
         admin_token = settings.admin_token or new_token()
         url = f"http://{settings.api_host}:{api_port}"
         logs = directory / "logs"
-        api_env = {**env, "TIMECREDITS_ADMIN_TOKEN": admin_token}
+        # Verify's result reaches the API's /metrics through this file (docs/design.md §3.3); none until the
+        # first run of this `up`.
+        status_file = settings.verify_status_file or directory / "verify-status.json"
+        status_file.unlink(missing_ok=True)
+        api_env = {**env, "TIMECREDITS_ADMIN_TOKEN": admin_token, "TIMECREDITS_VERIFY_STATUS_FILE": str(status_file)}
         if settings.smtp_host is None:
             # No mail server configured: the API sends to a development mailbox of our own (docs/design.md §8.4),
             # started first so that it is stopped last, after the API.
@@ -709,6 +731,7 @@ def up(
             return supervisor.poll() and not stop.is_set()
 
         engine = create_engine(endpoints.database_url)
+        verify_timer: VerifyTimer | None = None
         try:
             _wait_ready(url, api_child, keep_going)
             if demo:
@@ -736,7 +759,9 @@ def up(
                               "`timecredits people sign-in-link EMAIL` makes another):")
                 for label, link in demo_sign_in_links(engine, url, who.ids[0]):
                     console.print(f"  {label}: {link}", soft_wrap=True)
-            _print_verify(verify_ledger(engine), heads=False)
+            verify_once = _scheduled_verify(engine, status_file)
+            verify_once(print_all=True)
+            verify_timer = VerifyTimer(verify_once, settings.verify_interval_s)
             console.print(f"[bold]API: {url}[/bold]  (OpenAPI: {url}/docs)")
             console.print(f"[bold]admin token: {admin_token}[/bold]")
             if demo:
@@ -753,6 +778,7 @@ def up(
                         if time.monotonic() >= due[index]:
                             job()
                             due[index] = time.monotonic() + interval_s
+                    verify_timer.tick()
                     stop.wait(0.5)
         except (_Interrupted, LoadInterrupted) as exc:
             if supervisor.failure is None and not stop.is_set():
@@ -760,6 +786,8 @@ def up(
             if isinstance(exc, LoadInterrupted):
                 console.print(f"[yellow]{exc}[/yellow]")
         finally:
+            if verify_timer is not None:
+                verify_timer.join(5.0)  # a run in progress: its queries end with the connections below
             engine.dispose()
             shut_down(supervisor, api_child, endpoints.kafka_bootstrap_servers, drain_groups(settings.topic_prefix),
                       embedded_broker="broker" in endpoints.embedded, drain_timeout_s=drain_timeout,
@@ -782,6 +810,36 @@ def _offer_places_once(engine: Engine, settings: Settings) -> None:
     for offer in run.offered:
         console.print(f"waiting list: a place on {offer.opportunity_id} offered to {offer.volunteer_id} "
                       f"until {offer.offered_until:%Y-%m-%d %H:%M} UTC")
+
+
+def _scheduled_verify(engine: Engine, status_file: Path) -> Callable[..., None]:
+    """One run of verify inside `up`: its result written for the API's metrics, and said when it differs from
+    the run before (the first run in full). A run that fails to finish is reported and leaves the last result."""
+    from timecredits.verify_status import VerifyStatus, write_status
+
+    said: list[tuple[str | None, ...]] = []
+
+    def run(print_all: bool = False) -> None:
+        started = time.monotonic()
+        try:
+            report = verify_ledger(engine)
+        except Exception as exc:  # noqa: BLE001 - the job must not stop the programme; it runs again on the timer
+            console.print(f"[yellow]verify: not finished this time ({type(exc).__name__}: {exc})[/yellow]")
+            return
+        write_status(status_file, VerifyStatus.of(report, time.time(), time.monotonic() - started))
+        problems = (report.problem, *(check.problem for check in report.checks))
+        if print_all:
+            _print_verify(report, heads=False)
+        elif not said or said[-1] != problems:
+            if report.ok:
+                console.print("verify: ledger verified: every hash, link, sum and balance matches, and every "
+                              "check holds")
+            for name, problem in zip(report.results(), problems):
+                if problem:
+                    console.print(f"[red]verify: MISMATCH[/red] {name}: {problem}")
+        said[:] = [problems]
+
+    return run
 
 
 def _expire_holds_once(engine: Engine, producer: EventProducer, settings: Settings) -> None:

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
                                                  alias="TIMECREDITS_KEEP_SPEND_CODE_FAILURES_DAYS")
     #: How often `timecredits up` runs the retention sweep, in seconds.
     sweep_interval_s: float = Field(default=3600.0, gt=0, alias="TIMECREDITS_SWEEP_INTERVAL")
+    #: How long `timecredits up` waits after one run of verify has ended before it starts the next, in seconds
+    #: (docs/design.md §3.3).
+    verify_interval_s: float = Field(default=3600.0, gt=0, alias="TIMECREDITS_VERIFY_INTERVAL")
+    #: Where verify writes its last result and the API reads it for its metrics; unset, the API exports none
+    #: (`up` sets it for its API to `DATA_DIR/verify-status.json`).
+    verify_status_file: Path | None = Field(default=None, alias="TIMECREDITS_VERIFY_STATUS_FILE")
     #: What a no-show costs the volunteer: `nothing` (the credits go back) or `full` (they go to the partner).
     no_show_cost: NoShowCost = Field(default="nothing", alias="TIMECREDITS_NO_SHOW_COST")
     #: The mail server that sends sign-in links (docs/design.md §8.1); unset, `up` starts a development

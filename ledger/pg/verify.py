@@ -1,4 +1,5 @@
-"""Recompute every entry hash, every batch link and every balance (docs/design.md §3, "The hash chain").
+"""Recompute every entry hash, every batch link and every balance (docs/design.md §3.3, "The hash chain"), then
+run the checks of the ledger's rules (`ledger/pg/verify_checks.py`), all in one snapshot of the database.
 
 Reads the ledger as a stream: first the legacy segment (entries written before chains per partition, each naming
 the hash of the one before it), then the linked entries link by link. Stops at the first mismatch and names it.
@@ -8,9 +9,10 @@ of a chain's whole tail, which a chain alone cannot reveal, no longer contains t
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, select
 
 from ledger.pg import schema
+from ledger.pg.verify_checks import CHECKS, CheckResult
 from ledger.accounts import NON_NEGATIVE_KINDS, split_account_key
 from ledger.domain import Posting
 from ledger.hashing import GENESIS_HASH, entry_hash, link_hash
@@ -46,11 +49,24 @@ class VerifyReport:
     accounts_checked: int = 0
     legacy: LegacyHead = field(default_factory=lambda: LegacyHead(0, GENESIS_HASH))
     heads: dict[str, ChainHead] = field(default_factory=dict)
+    #: The first mismatch of the hash chain, the checkpoints, the balances or the exported heads.
     problem: str | None = None
+    #: The checks of the ledger's rules, in the order they ran.
+    checks: list[CheckResult] = field(default_factory=list)
+    #: How long the hash chain and the balances took; each check's own time is in its result.
+    chain_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.problem is None
+        return self.problem is None and all(check.ok for check in self.checks)
+
+    def results(self) -> dict[str, bool]:
+        """Each check's name and whether it passed, the hash chain first (`HASH_CHAIN`)."""
+        return {HASH_CHAIN: self.problem is None, **{check.name: check.ok for check in self.checks}}
+
+
+#: The name of the first check: every hash, link, checkpoint and balance (and the exported heads, when given).
+HASH_CHAIN = "hash_chain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +103,9 @@ class ExportedHeads:
 def verify_ledger(engine: Engine, on_entries: Callable[[int], None] | None = None,
                   expected: ExportedHeads | None = None) -> VerifyReport:
     """Check every entry, every link of every chain, every checkpoint, then every stored balance against the
-    postings; with `expected`, also that every exported head is still in its chain."""
+    postings; with `expected`, also that every exported head is still in its chain; then run each of `CHECKS`."""
     report = VerifyReport()
+    started = time.perf_counter()
     computed: defaultdict[str, int] = defaultdict(int)
 
     def count(entry: _StoredEntry) -> None:
@@ -100,16 +117,22 @@ def verify_ledger(engine: Engine, on_entries: Callable[[int], None] | None = Non
             on_entries(report.entries_checked)
 
     links: dict[tuple[str, int], bytes] = {}
-    with engine.connect() as conn:
+    # One snapshot for everything: the balances read after the stream, and the checks after them, see the
+    # ledger as the stream saw it, however much the workers write meanwhile.
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True) as conn:
         report.problem = (_check_legacy(conn, report, count) or _check_chains(conn, report, count, links)
                           or _check_checkpoints(conn, report))
-        if report.problem:
-            return report
-        b = schema.balances
-        stored = dict(conn.execute(select(b.c.account_key, b.c.balance)).all())
-    report.problem = _balance_problem(report, stored, computed)
-    if report.problem is None and expected is not None:
-        report.problem = _heads_problem(report, expected, links)
+        if report.problem is None:
+            b = schema.balances
+            stored = dict(conn.execute(select(b.c.account_key, b.c.balance)).all())
+            report.problem = _balance_problem(report, stored, computed)
+        if report.problem is None and expected is not None:
+            report.problem = _heads_problem(report, expected, links)
+        report.chain_seconds = time.perf_counter() - started
+        for check in CHECKS:
+            began = time.perf_counter()
+            result = check(conn)
+            report.checks.append(replace(result, seconds=time.perf_counter() - began))
     return report
 
 
