@@ -59,7 +59,6 @@ _DESCRIBED_BY = {
 }
 
 
-_SUMS = ("minutes", "credits_earned", "credits_spent", "credits_gifted", *_COUNTERS)
 #: A bit for each kind a figure describes volunteers by: a volunteer's kinds in a cell are the OR of their rows'.
 _KIND_BITS = {"hours_approved": 1, "booking_attended": 2, "credits_redeemed": 4, "credits_gifted": 8,
               "opportunity_booked": 16, "booking_cancelled": 32}
@@ -69,71 +68,94 @@ def _bits(kinds: tuple[str, ...]) -> int:
     return sum(_KIND_BITS[kind] for kind in kinds)
 
 
-def _statement(group_by: str) -> str:
-    key, first, _ = _GROUPS[group_by]
-    registry = "LEFT JOIN volunteers v ON v.id = f.volunteer_id" if group_by in _NEEDS_REGISTRY else ""
-    bit = "CASE f.kind " + " ".join(f"WHEN '{kind}' THEN {b}" for kind, b in _KIND_BITS.items()) + " ELSE 0 END"
-    hours, spent = _bits(("hours_approved",)), _bits(_DESCRIBED_BY["credits_spent"])
-    counters = ",\n        ".join(f"coalesce(sum(net_count) FILTER (WHERE bit = {_KIND_BITS[kind]}), 0) AS {figure}"
-                                  for figure, kind in _COUNTERS.items())
-    described = ",\n        ".join(f"count(*) FILTER (WHERE kinds & {_bits(kinds)} <> 0) AS by_{figure}"
-                                   for figure, kinds in _DESCRIBED_BY.items())
-    _, _, last = _GROUPS[group_by]
-    cell_last = last.replace("f.month", "pv.cell_first") if group_by in ("month", "quarter") else ":end"
-    return f"""
-WITH placed AS MATERIALIZED (
-    SELECT f.volunteer_id COLLATE "C" AS volunteer_id, {bit} AS bit, f.amount, f.minutes, f.net_count,
-           {key} AS grp, coalesce({first}, :start) AS cell_first
-    FROM stats_months f {registry}
-    WHERE f.month BETWEEN :start AND :end
-), sums AS (
-    -- The additive figures straight from the rows: no volunteer is counted here.
-    SELECT GROUPING(grp) = 1 AS is_total, grp,
-        coalesce(sum(minutes) FILTER (WHERE bit = {hours}), 0)::bigint AS minutes,
-        coalesce(sum(amount) FILTER (WHERE bit = {hours}), 0)::bigint AS credits_earned,
-        coalesce(sum(amount) FILTER (WHERE bit & {spent} <> 0), 0)::bigint AS credits_spent,
-        coalesce(sum(amount) FILTER (WHERE bit = {_KIND_BITS["credits_gifted"]}), 0)::bigint AS credits_gifted,
-        {counters}
-    FROM placed GROUP BY GROUPING SETS ((grp), ())
-), in_cells AS MATERIALIZED (
-    -- One row a volunteer a cell: their net approved minutes there and the kinds of their facts.
-    SELECT grp, cell_first, volunteer_id, sum(minutes) FILTER (WHERE bit = {hours}) AS minutes, bit_or(bit) AS kinds
-    FROM placed GROUP BY grp, cell_first, volunteer_id
-), per_volunteer AS (
-    SELECT false AS is_total, grp, cell_first, volunteer_id, minutes, kinds FROM in_cells WHERE grp IS NOT NULL
-    UNION ALL
-    -- The total's cell is the period: every row of a volunteer, in a group or none.
-    SELECT true, NULL, :start, volunteer_id, sum(minutes), bit_or(kinds) FROM in_cells GROUP BY volunteer_id
-), active_before AS (
-    -- Active in the three months before a cell starts, in any group: the cells start on the 1st of a month.
+#: Active in the three months before a cell starts, in any group (the cells start on the 1st of a month): the
+#: months before each cell's start are read once a cell.
+_ACTIVE_BEFORE = """
     SELECT c.cell_first, f.volunteer_id COLLATE "C" AS volunteer_id
     FROM (SELECT cell_first FROM in_cells UNION SELECT :start) c
     JOIN stats_months f ON f.kind = 'hours_approved' AND f.month >= (c.cell_first - interval '3 months')::date
                        AND f.month < c.cell_first
     GROUP BY 1, 2
-    HAVING sum(f.minutes) > 0
-), counts AS (
-    SELECT pv.is_total, pv.grp,
-        count(*) AS volunteers,
-        count(*) FILTER (WHERE pv.minutes > 0) AS active_volunteers,
-        count(*) FILTER (WHERE pv.minutes > 0 AND fh.first_on BETWEEN pv.cell_first
-                         AND CASE WHEN pv.is_total THEN :end ELSE {cell_last} END) AS new_volunteers,
-        count(*) FILTER (WHERE pv.minutes > 0 AND ab.volunteer_id IS NOT NULL) AS retained_volunteers,
-        count(*) FILTER (WHERE pv.minutes > 0 AND r.first_time_volunteer) AS first_time_volunteers,
-        {described}
-    FROM per_volunteer pv
-    LEFT JOIN active_before ab ON ab.cell_first = pv.cell_first AND ab.volunteer_id = pv.volunteer_id
-    LEFT JOIN stats_first_hours fh ON fh.volunteer_id = pv.volunteer_id
-    LEFT JOIN volunteers r ON r.id = pv.volunteer_id
-    GROUP BY pv.is_total, pv.grp
+    HAVING sum(f.minutes) > 0"""
+#: The same by month: a cell a month would read every month three times, so each volunteer's months are read
+#: once and a window adds up the three before each; the total's (the period's start) as above.
+_ACTIVE_BEFORE_MONTHS = """
+    SELECT month AS cell_first, volunteer_id FROM (
+        SELECT month, volunteer_id COLLATE "C" AS volunteer_id,
+               sum(sum(minutes)) OVER (PARTITION BY volunteer_id ORDER BY month
+                                       RANGE BETWEEN '3 months' PRECEDING AND '1 day' PRECEDING) AS before
+        FROM stats_months
+        WHERE kind = 'hours_approved' AND month BETWEEN (:start - interval '3 months')::date AND :end
+        GROUP BY month, volunteer_id
+    ) by_month
+    WHERE month > :start AND before > 0
+    UNION ALL
+    SELECT :start, volunteer_id COLLATE "C" FROM stats_months
+    WHERE kind = 'hours_approved' AND month >= (:start - interval '3 months')::date AND month < :start
+    GROUP BY volunteer_id
+    HAVING sum(minutes) > 0"""
+
+
+def _statement(group_by: str) -> str:
+    key, first, last = _GROUPS[group_by]
+    registry = "LEFT JOIN volunteers v ON v.id = f.volunteer_id" if group_by in _NEEDS_REGISTRY else ""
+    bit = "CASE f.kind " + " ".join(f"WHEN '{kind}' THEN {b}" for kind, b in _KIND_BITS.items()) + " ELSE 0 END"
+    hours, spent = _bits(("hours_approved",)), _bits(_DESCRIBED_BY["credits_spent"])
+    folded = {  # a volunteer's sum of each additive figure in a cell
+        "minutes": f"sum(minutes) FILTER (WHERE bit = {hours})",
+        "credits_earned": f"sum(amount) FILTER (WHERE bit = {hours})",
+        "credits_spent": f"sum(amount) FILTER (WHERE bit & {spent} <> 0)",
+        "credits_gifted": f"sum(amount) FILTER (WHERE bit = {_KIND_BITS['credits_gifted']})",
+        **{figure: f"sum(net_count) FILTER (WHERE bit = {_KIND_BITS[kind]})" for figure, kind in _COUNTERS.items()},
+    }
+    in_cell = ",\n        ".join(f"{expression} AS {figure}" for figure, expression in folded.items())
+    in_period = ",\n        ".join(f"sum({figure})" for figure in folded)
+    summed = ",\n    ".join(f"coalesce(sum(pv.{figure}), 0)::bigint AS {figure}" for figure in folded)
+    described = ",\n    ".join(f"count(*) FILTER (WHERE pv.kinds & {_bits(kinds)} <> 0) AS by_{figure}"
+                               for figure, kinds in _DESCRIBED_BY.items())
+    cell_last = last.replace("f.month", "pv.cell_first") if group_by in ("month", "quarter") else ":end"
+    return f"""
+WITH in_cells AS MATERIALIZED (
+    -- One row a volunteer a cell: their sums there, and the kinds of their facts.
+    SELECT grp, cell_first, volunteer_id,
+        {in_cell},
+        bit_or(bit) AS kinds
+    FROM (
+        SELECT f.volunteer_id COLLATE "C" AS volunteer_id, {bit} AS bit, f.amount, f.minutes, f.net_count,
+               {key} AS grp, coalesce({first}, :start) AS cell_first
+        FROM stats_months f {registry}
+        WHERE f.month BETWEEN :start AND :end
+    ) placed
+    GROUP BY grp, cell_first, volunteer_id
+), per_volunteer AS (
+    SELECT false AS is_total, * FROM in_cells WHERE grp IS NOT NULL
+    UNION ALL
+    -- The total's cell is the period: every row of a volunteer, in a group or none.
+    SELECT true, NULL, :start, volunteer_id,
+        {in_period},
+        bit_or(kinds)
+    FROM in_cells GROUP BY volunteer_id
+), active_before AS (
+    {_ACTIVE_BEFORE_MONTHS if group_by == "month" else _ACTIVE_BEFORE}
 )
-SELECT c.*, {", ".join(f"s.{figure}" for figure in _SUMS)}
-FROM counts c JOIN sums s USING (is_total)
-WHERE c.is_total OR c.grp = s.grp
+SELECT pv.is_total, pv.grp,
+    count(*) AS volunteers,
+    count(*) FILTER (WHERE pv.minutes > 0) AS active_volunteers,
+    count(*) FILTER (WHERE pv.minutes > 0 AND fh.first_on BETWEEN pv.cell_first
+                     AND CASE WHEN pv.is_total THEN :end ELSE {cell_last} END) AS new_volunteers,
+    count(*) FILTER (WHERE pv.minutes > 0 AND ab.volunteer_id IS NOT NULL) AS retained_volunteers,
+    count(*) FILTER (WHERE pv.minutes > 0 AND r.first_time_volunteer) AS first_time_volunteers,
+    {summed},
+    {described}
+FROM per_volunteer pv
+LEFT JOIN active_before ab ON ab.cell_first = pv.cell_first AND ab.volunteer_id = pv.volunteer_id
+LEFT JOIN stats_first_hours fh ON fh.volunteer_id = pv.volunteer_id
+LEFT JOIN volunteers r ON r.id = pv.volunteer_id
+GROUP BY pv.is_total, pv.grp
 """
 
 
-WORK_MEM = "64MB"
+WORK_MEM = "128MB"
 _STATEMENTS = {group_by: text(_statement(group_by)) for group_by in _GROUPS}
 _VOLUNTEER_COUNTS = ("volunteers", "active_volunteers", "new_volunteers", "retained_volunteers",
                      "first_time_volunteers")

@@ -24,7 +24,9 @@ FROM stats_facts f WHERE f.kind = 'hours_approved' GROUP BY f.volunteer_id"""
 def rebuild(conn: Connection) -> None:
     """Replace both rollups with what the facts say (as the table's owner)."""
     conn.execute(text("DELETE FROM stats_months"))
-    conn.execute(text(f"INSERT INTO stats_months ({_KEY}, facts, net_count, amount, minutes) {_MONTHS}"))
+    # In month order, as the trigger writes them when facts arrive day by day: a period's rows stay together.
+    conn.execute(text(f"INSERT INTO stats_months ({_KEY}, facts, net_count, amount, minutes) {_MONTHS} "
+                      "ORDER BY month"))
     conn.execute(text("DELETE FROM stats_first_hours"))
     conn.execute(text(f"INSERT INTO stats_first_hours (volunteer_id, first_on) {_FIRST_HOURS}"))
 

@@ -303,15 +303,23 @@ LEFT JOIN stats_facts f ON f.entry_id = wanted.id
 
 def check_statistics(conn: Connection, grace: timedelta = FACTS_GRACE) -> CheckResult:
     """Every entry has exactly one statistics fact (its primary key is the entry id), with the kind, amount, sign
-    and volunteer the entry gives it, and no fact names an entry that is not in the ledger.
+    and volunteer the entry gives it, and no fact names an entry that is not in the ledger; the rollups the
+    figures read equal those the facts give.
 
     The statistics worker writes facts half a second after the ledger (docs/design.md §5.2): an entry with no
     fact yet, newer than the newest fact's entry or recorded within `FACTS_GRACE`, is not yet counted, reported
     without failing. An older one with none is a fact lost."""
+    from stats.rollups import differences  # the figures' own rollups: the statistics package knows their rule
+
     row = conn.execute(_FACTS, {"grace": f"{int(grace.total_seconds())} seconds"}).one()
     note = (f"{row.not_yet} {'entry' if row.not_yet == 1 else 'entries'} not yet counted by the statistics worker"
             if row.not_yet else None)
     if row.first_wrong is None:
+        months, first_hours = differences(conn)
+        if months or first_hours:
+            return CheckResult("statistics", row.entries,
+                               f"the statistics rollups differ from the facts: {months} row(s) of stats_months and "
+                               f"{first_hours} of stats_first_hours (docs/design.md §5.2)", note)
         return CheckResult("statistics", row.entries, note=note)
     fact = conn.execute(_FACT_OF, {"id": row.first_wrong}).one()
     if fact.id is None:
