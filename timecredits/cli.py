@@ -232,15 +232,12 @@ def api(
     workers: Annotated[int, typer.Option(help="API processes, each with a listening socket of its own.")] = 1,
 ) -> None:
     """Run the HTTP API alone (needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS)."""
-    from api.serving import serve
+    from api.serving import connection_options, serve
 
     settings = get_settings()
     _require(settings.database_url, "DATABASE_URL")
     _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-    # Keep-alive longer than clients keep idle connections (httpx 5 s, proxies often 60 s): with uvicorn's 5 s
-    # default, a client reusing a connection as the server closed it got a ReadError under the load test.
-    serve(host or settings.api_host, port or settings.api_port, workers,
-          log_level="warning", access_log=False, timeout_keep_alive=65)
+    serve(host or settings.api_host, port or settings.api_port, workers, **connection_options(settings))
 
 
 @app.command()
