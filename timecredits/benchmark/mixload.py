@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -181,32 +182,38 @@ class _Recorder:
             result.unexpected.append(problem)
 
 
-def _client(base_url: str, concurrency: int, timeout_s: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=None)
-    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=httpx.Timeout(timeout_s))
+def _client(base_url: str, timeout_s: float, tls: ssl.SSLContext) -> httpx.AsyncClient:
+    """One simulated client: an httpx client of its own on one keep-alive connection.
+
+    Why not one client shared by all: httpcore's pool walks every connection for every request it assigns, so with
+    256 connections in one pool the load generator spent its CPU there and sent a few requests a second. The TLS
+    context is made once and shared: httpx would make one a client (tens of milliseconds each), even for http."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=None)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=httpx.Timeout(timeout_s), verify=tls)
 
 
 async def run_load(base_url: str, templates: Sequence[Template], *, concurrency: int = 64, duration_s: float = 60,
                    timeout_s: float = 30, seed: int = 0, max_samples: int = 5) -> LoadResult:
     """`concurrency` clients, each sending one request after another, picked by weight, for `duration_s`."""
     recorder = _Recorder(max_samples)
+    tls = ssl.create_default_context()
     weights = [t.weight for t in templates]
     deadline = time.monotonic() + duration_s
 
-    async def client_loop(client: httpx.AsyncClient, rng: random.Random) -> None:
-        while time.monotonic() < deadline:
-            template = rng.choices(templates, weights)[0]
-            call = template.make(rng)
-            if call is None:
-                recorder.kind(template.kind).skipped += 1
-                await asyncio.sleep(0)
-                continue
-            await recorder.send(client, template.kind, call)
+    async def client_loop(rng: random.Random) -> None:
+        async with _client(base_url, timeout_s, tls) as client:
+            while time.monotonic() < deadline:
+                template = rng.choices(templates, weights)[0]
+                call = template.make(rng)
+                if call is None:
+                    recorder.kind(template.kind).skipped += 1
+                    await asyncio.sleep(0)
+                    continue
+                await recorder.send(client, template.kind, call)
 
-    async with _client(base_url, concurrency, timeout_s) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client, random.Random(f"{seed}-{n}")) for n in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(client_loop(random.Random(f"{seed}-{n}")) for n in range(concurrency)))
+    elapsed = time.perf_counter() - started
     return LoadResult(concurrency, elapsed, recorder.kinds)
 
 
@@ -214,14 +221,15 @@ async def run_each(base_url: str, calls: Iterable[tuple[str, Call]], *, concurre
                    timeout_s: float = 30, max_samples: int = 5) -> LoadResult:
     """Every (kind, call) once, `concurrency` at a time: for setting up a world, or checking outcomes after."""
     recorder = _Recorder(max_samples)
+    tls = ssl.create_default_context()
     queue = iter(calls)
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        for name, call in queue:  # one shared iterator: each call is taken by exactly one client
-            await recorder.send(client, name, call)
+    async def client_loop() -> None:
+        async with _client(base_url, timeout_s, tls) as client:
+            for name, call in queue:  # one shared iterator: each call is taken by exactly one client
+                await recorder.send(client, name, call)
 
-    async with _client(base_url, concurrency, timeout_s) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     return LoadResult(concurrency, elapsed, recorder.kinds)
