@@ -7,6 +7,7 @@ balance reads (the API's fast path) from a lean client on as many connections, b
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from uuid import UUID
 
+import psutil
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
@@ -50,6 +52,8 @@ class SoakResult:
     verify_problem: str | None = None
     api_errors_logged: int = 0
     setup_s: float = 0.0
+    #: CPU-seconds each part of the stack used during the soak: where the two cores went.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def unexpected_reasons(self) -> set[str]:
@@ -113,8 +117,10 @@ def _soak(run: Scenario, clients: int, seconds: float, ceiling_seconds: float, c
 
     console.print(f"soak: {clients} clients on the mixed workload for {seconds:,.0f} s…")
     before = set(world.accepted)
+    cpu_before = _cpu_seconds(run)
     load = asyncio.run(run_load(url, mix.templates(world), concurrency=clients, duration_s=seconds,
                                 timeout_s=CLIENT_TIMEOUT_S, seed=6))
+    cpu = {part: used - cpu_before.get(part, 0.0) for part, used in _cpu_seconds(run).items()}
     console.print(f"  {load.requests:,} requests, {load.requests / load.elapsed_s:,.0f} req/s")
     during = [UUID(e) for e in world.accepted if e not in before]
     ended = time.monotonic()
@@ -139,7 +145,24 @@ def _soak(run: Scenario, clients: int, seconds: float, ceiling_seconds: float, c
     run.stop_children()
     report = verify_ledger(run.engine)
     return SoakResult(clients, load, ceiling, len(during), len(outcomes), doubled, drain_s, by_kind,
-                      report.problem, api_log.read_text(errors="replace").count("unexpected error on"), setup_s)
+                      report.problem, api_log.read_text(errors="replace").count("unexpected error on"), setup_s, cpu)
+
+
+def _cpu_seconds(run: Scenario) -> dict[str, float]:
+    """CPU-seconds so far of the load generator (this process) and of each kind of child, with their children."""
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+            return times.user + times.system
+        except psutil.Error:  # exited meanwhile
+            return 0.0
+
+    found = {"the load generator (httpx, one process)": used(psutil.Process())}
+    for child in run.children:
+        part = {"api": "API processes", "statistics": "statistics worker"}.get(child.name, "ledger worker(s)")
+        root = psutil.Process(child.pid)
+        found[part] = found.get(part, 0.0) + used(root) + sum(used(p) for p in root.children(recursive=True))
+    return found
 
 
 def _ceiling(run: Scenario, url: str, volunteers: list[str], connections: int, seconds: float) -> CeilingResult:
@@ -175,6 +198,10 @@ def _report(console: Console, result: SoakResult) -> None:
                   f"{result.decided - result.doubled:,}; {result.doubled}; {result.accepted - result.decided}")
     table.add_row("drained after the soak", f"{result.drain_s:.1f} s")
     table.add_row("verify", "ok" if result.verify_problem is None else f"FAILED: {result.verify_problem}")
+    cores = os.cpu_count() or 1
+    available = cores * load.elapsed_s if load.elapsed_s else 1.0
+    for part, seconds in result.cpu.items():
+        table.add_row(f"CPU during the soak: {part}", f"{seconds:,.0f} s ({seconds / available:.0%} of {cores} cores)")
     console.print(table)
     console.print(load.summary())
     console.print("outcomes of the writes accepted during the soak:")
