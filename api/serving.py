@@ -19,7 +19,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from timecredits.settings import Settings
 
 log = logging.getLogger("timecredits.api")
 
@@ -112,6 +115,18 @@ class ReusePortSupervisor:
                 process.join()
         for sock in self.sockets:
             sock.close()
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the API: the slow-client limits of docs/design.md §5.5 (api.connections) and
+    `TIMECREDITS_HTTP_*`, no access log (the metrics count requests)."""
+    return {
+        "http": "api.connections:GuardedHttpToolsProtocol",  # by name: it is imported in each API process
+        "timeout_keep_alive": settings.http_keep_alive_timeout_s,
+        "limit_concurrency": settings.http_max_connections,
+        "log_level": "warning",
+        "access_log": False,
+    }
 
 
 def serve(host: str, port: int, workers: int, **options: Any) -> None:

@@ -250,15 +250,12 @@ def api(
     workers: Annotated[int, typer.Option(help="API processes, each with a listening socket of its own.")] = 1,
 ) -> None:
     """Run the HTTP API alone (needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS)."""
-    from api.serving import serve
+    from api.serving import connection_options, serve
 
     settings = get_settings()
     _require(settings.database_url, "DATABASE_URL")
     _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-    # Keep-alive longer than clients keep idle connections (httpx 5 s, proxies often 60 s): with uvicorn's 5 s
-    # default, a client reusing a connection as the server closed it got a ReadError under the load test.
-    serve(host or settings.api_host, port or settings.api_port, workers,
-          log_level="warning", access_log=False, timeout_keep_alive=65)
+    serve(host or settings.api_host, port or settings.api_port, workers, **connection_options(settings))
 
 
 @app.command()
@@ -604,8 +601,13 @@ def import_hours(
     raise typer.Exit(code=code)
 
 
-@app.command()
+bench_app = typer.Typer(help="Benchmarks of the whole stack: figures, and the soak with its checks.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
 def bench(
+    ctx: typer.Context,
     events: Annotated[int, typer.Option(help="Activity events for the ingest figure.")] = 200_000,
     rate: Annotated[float, typer.Option(help="Steady events/s behind the latency figure.")] = 2_000.0,
     latency_seconds: Annotated[float, typer.Option(help="How long the latency figure runs.")] = 30.0,
@@ -623,13 +625,37 @@ def bench(
     years. Prints figures; asserts nothing. Takes several minutes.
 
     Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set (it creates and drops databases of its own there),
-    else embedded services with durable PostgreSQL settings.
+    else embedded services with durable PostgreSQL settings. `timecredits bench soak` is the long load test.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from timecredits.benchmark.run import run_all
 
     run_all(get_settings(), events=events, latency_seconds=latency_seconds, read_seconds=read_seconds, rate=rate,
             data_dir=data_dir, console=console, ingest_figures=ingest, api_figures=api,
             statistics_programme=(statistics_volunteers, statistics_years) if statistics else None)
+
+
+@bench_app.command()
+def soak(
+    clients: Annotated[int, typer.Option(help="Concurrent clients, each on a keep-alive connection.", min=1)] = 256,
+    minutes: Annotated[float, typer.Option(help="How long the clients run.", min=0.05)] = 5.0,
+    ceiling_seconds: Annotated[float, typer.Option(help="How long the ceiling (balance reads) runs.", min=1)] = 10.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Many clients on a mix of reads and writes against the real stack (two API processes, the workers,
+    PostgreSQL, the broker), then check: no 5xx, every accepted write decided exactly once, verify clean.
+    Prints the figures beside a ceiling measured in the same run; exits 1 when a check fails.
+
+    Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set (it creates and drops a database of its own there),
+    else embedded services with durable PostgreSQL settings.
+    """
+    from timecredits.benchmark.soak import run_soak
+
+    result = run_soak(get_settings(), clients=clients, seconds=minutes * 60, ceiling_seconds=ceiling_seconds,
+                      data_dir=data_dir, console=console)
+    if result.problems():
+        raise typer.Exit(code=1)
 
 
 def _start_mailbox(supervisor: Supervisor, directory: Path, logs: Path, avoid: frozenset[int]) -> dict[str, str]:

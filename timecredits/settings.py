@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="TIMECREDITS_MAX_BODY_BYTES")
     #: The largest spreadsheet the web app's upload takes (docs/design.md §5.5, §8.3).
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, alias="TIMECREDITS_MAX_UPLOAD_BYTES")
+    #: Slow clients (docs/design.md §5.5): seconds a request's headers may take to arrive, the most bytes they may
+    #: be, seconds its body may take after them, seconds an idle keep-alive connection is kept, and the most
+    #: connections an API process holds (beyond it a request is answered 503 at once).
+    http_header_timeout_s: float = Field(default=10.0, gt=0, alias="TIMECREDITS_HTTP_HEADER_TIMEOUT")
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=1024, alias="TIMECREDITS_HTTP_MAX_HEADER_BYTES")
+    http_body_timeout_s: float = Field(default=60.0, gt=0, alias="TIMECREDITS_HTTP_BODY_TIMEOUT")
+    # Longer than clients keep idle connections (httpx 5 s, proxies often 60 s): with uvicorn's 5 s default, a
+    # client reusing a connection as the server closed it got a ReadError under the load test.
+    http_keep_alive_timeout_s: float = Field(default=65.0, gt=0, alias="TIMECREDITS_HTTP_KEEP_ALIVE_TIMEOUT")
+    http_max_connections: int = Field(default=1000, ge=1, alias="TIMECREDITS_HTTP_MAX_CONNECTIONS")
     #: Writes (POST, PUT, PATCH, DELETE) a second, and the burst, per credential and per client address.
     rate_writes_per_s: float = Field(default=5000.0, gt=0, alias="TIMECREDITS_RATE_WRITES_PER_S")
     rate_writes_burst: int = Field(default=10_000, ge=1, alias="TIMECREDITS_RATE_WRITES_BURST")

@@ -1,7 +1,6 @@
 """Helpers for API tests over real HTTP: a `timecredits api` child process and a small httpx client around it."""
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -11,10 +10,9 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import free_port
+from timecredits.benchmark.mix import AMOUNT  # noqa: F401 - credits as the API shows them, for the tests
 from timecredits.processes import Child
 
-AMOUNT = re.compile(r"^-?[0-9]+\.[0-9]{2}$")
-"""Credits as the API shows them: a decimal string with exactly two places."""
 
 
 class ApiProcess(Child):

@@ -1,5 +1,5 @@
 """Outages and abuse under load: PostgreSQL restarted under a running worker, the broker frozen under a
-running API and worker, a worker killed again and again, a flood of malformed records.
+running API and worker, a worker killed again and again (a flood of malformed records is test_fault_flood.py).
 
 No timed assertions: each test asserts what happened (nothing lost, nothing doubled, the right answers), then
 that `timecredits verify` passes and, where the events are known in advance, that the ledger equals the one a
@@ -7,8 +7,6 @@ clean pass over the same events makes (`_reference`).
 """
 from __future__ import annotations
 
-import base64
-import json
 import random
 import threading
 import time
@@ -22,17 +20,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from ledger.events import (
-    TOPIC_ACTIVITY,
-    CreditsRedeemed,
-    decode_event,
-    encode_event,
-)
 from ledger.pg.processing import EventProcessor
 from tests.e2e.api_stack import Api, ApiProcess, error_code
 from tests.e2e.conftest import Stack
 from tests.e2e.conftest import stack_on
-from tests.e2e.faults import Background, counter, dead_letters, own_broker, own_postgres, wait_for_exit_or
+from tests.e2e.faults import Background, counter, own_broker, own_postgres, wait_for_exit_or
 from tests.e2e.stack import decided_count, ledger_summary
 from tests.e2e.test_faults import VOLUNTEERS, _backlog, _event_ids, _produce, _reference, _registry, _verify_cli
 from tests.postgres import fresh_database
@@ -307,133 +299,4 @@ def test_a_worker_killed_again_and_again_under_load_ends_with_the_clean_ledger(
     time.sleep(2)  # a duplicate applied late would show up now
     assert last.alive
     assert ledger_summary(stack.engine) == _reference(embedded_postgres, primary_template, records)
-    _assert_verified(stack.database_url)
-
-
-# --- 4. a flood of malformed records -------------------------------------------------------------------------------
-
-def _envelope(rng: random.Random, n: int, type_: str, payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    """An envelope whose bytes are unique (the actor carries `n`), so its dead letter can be told apart."""
-    return {"event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "type": type_, "version": 1,
-            "occurred_at": "2026-11-02T10:00:00Z", "actor": f"flood-{n}", "payload": payload, **changes}
-
-
-def _redeem(volunteer: str, amount: Any = 100) -> dict[str, Any]:
-    return {"volunteer_id": volunteer, "partner_id": "lido", "amount": amount}
-
-
-def _hours(volunteer: str, **changes: Any) -> dict[str, Any]:
-    return {"volunteer_id": volunteer, "org_id": "club", "date": "2026-11-01", "minutes": 60, "activity": "shift",
-            **changes}
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj).encode()
-
-
-def _malformed(count: int, seed: int) -> list[tuple[bytes | None, bytes | None, str]]:
-    """(key, value, the reason its dead letter must give): every way a record on tc.activity can be wrong."""
-    rng = random.Random(seed)
-    makers: list[tuple[str, Any]] = [
-        ("undecodable", lambda n, v: b"\xff\xfe\x00" + n.to_bytes(4, "big") + rng.randbytes(16)),  # not UTF-8
-        ("undecodable", lambda n, v: f'{{"event_id": "{n}", "type": '.encode()),  # JSON cut short
-        ("undecodable", lambda n, v: _json([n, "CreditsRedeemed", v])),  # JSON, but not an object
-        ("undecodable", lambda n, v: f'{{"n": {n}, "amount": NaN}}'.encode()),
-        ("undecodable", lambda n, v: f'{{"n": {n}, "type": "CreditsRedeemed", "type": "HoursLogged"}}'.encode()),
-        ("undecodable", lambda n, v: f'{{"n": {n}, "amount": {"9" * 5_000}}}'.encode()),  # an integer too long
-        ("undecodable", lambda n, v: ("[" * 3_000 + str(n) + "]" * 3_000).encode()),  # nested too deeply
-        ("invalid_envelope", lambda n, v: _json({k: x for k, x in _envelope(rng, n, "CreditsRedeemed", _redeem(v))
-                                                 .items() if k != "actor"} | {"n": n})),
-        ("invalid_envelope", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v),
-                                                          occurred_at="2026-11-02T10:00:00"))),  # no UTC offset
-        ("unknown_type", lambda n, v: _json(_envelope(rng, n, "CreditsStolen", _redeem(v)))),
-        ("unknown_version", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v), version=7))),
-        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v, -100)))),
-        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v, 1.5)))),
-        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "CreditsRedeemed", _redeem(v, 10**30)))),
-        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "CreditsGifted", {
-            "from_volunteer_id": v, "to_volunteer_id": v, "amount": 100}))),
-        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "HoursLogged", _hours(v, date="2031-01-01")))),
-        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "HoursLogged", _hours(v, activity="a\x01b")))),
-        ("invalid_payload", lambda n, v: _json(_envelope(rng, n, "HoursLogged", _hours(v, minutes=10**12)))),
-    ]
-    records: list[tuple[bytes | None, bytes | None, str]] = []
-    for n in range(count):
-        volunteer = rng.choice(VOLUNTEERS)
-        key = volunteer.encode() if rng.random() < 0.9 else None
-        if n % 300 == 7:  # a few large ones: over the 64 KiB limit, refused unread
-            records.append((key, _json(_envelope(rng, n, "HoursLogged", _hours(volunteer, activity="x" * 70_000))),
-                            "undecodable"))
-        elif n % 150 == 11:
-            records.append((key, None if n % 300 == 11 else b"", "undecodable"))  # a tombstone, an empty value
-        elif n % 50 == 13:  # a valid event on another volunteer's key: it would overtake its volunteer's events
-            other = rng.choice([v for v in VOLUNTEERS if v != volunteer])
-            _, raw = encode_event(CreditsRedeemed(volunteer_id=volunteer, partner_id="lido", amount=50),
-                                  actor=f"flood-{n}", event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
-                                  occurred_at=datetime(2026, 11, 2, tzinfo=UTC))
-            records.append((other.encode() if n % 100 == 13 else None, raw, "wrong_key"))
-        else:
-            reason, make = makers[n % len(makers)]
-            records.append((key, make(n, volunteer), reason))
-    return records
-
-
-def _interleave(valid: list[Record], others: list[Any], seed: int) -> list[Any]:
-    """`others` spread at random among `valid`, each list keeping its own order."""
-    slots = [True] * len(valid) + [False] * len(others)
-    random.Random(seed).shuffle(slots)
-    valid_it, other_it = iter(valid), iter(others)
-    return [next(valid_it) if is_valid else next(other_it) for is_valid in slots]
-
-
-def test_a_flood_of_malformed_records_goes_to_the_dead_letter_topic_and_the_valid_events_apply(
-    stack: Stack, embedded_postgres: str, primary_template: str
-) -> None:
-    """Thousands of malformed records of every kind, among valid events on the same keys: each malformed one is a
-    dead letter with the reason its kind calls for, the valid ones make the clean ledger, the worker carries on."""
-    EventProcessor(stack.engine).process(_registry())
-    valid = _backlog(3_000, seed=23)
-    malformed = _malformed(3_000, seed=24)
-    flood = _interleave(valid, [(key, value) for key, value, _ in malformed], seed=25)
-    worker = stack.start_worker()
-    _produce(stack, flood)
-
-    ids = _event_ids(valid)
-    with_ids = [item.event_id for _, value, _ in malformed if (item := decode_event(value or b"")).event_id]
-    wait_for_exit_or(lambda: decided_count(stack.engine, ids + with_ids) == len(ids) + len(with_ids), worker, 300,
-                     "the worker to decide every event with an id")
-    with stack.engine.connect() as conn:  # valid events refused by the ledger's rules are dead letters too
-        refused = dict(conn.execute(text("SELECT event_id::text, reason FROM rejections "
-                                         "WHERE event_id = ANY(CAST(:ids AS uuid[]))"), {"ids": [str(i) for i in ids]}).all())
-    letters = dead_letters(stack, len(malformed) + len(refused))
-
-    by_source: dict[tuple[int, int], dict[str, Any]] = {}
-    for letter in letters:
-        assert letter["source"]["topic"] == stack.topic(TOPIC_ACTIVITY), letter["source"]
-        assert letter["reason"] and letter["message"] and letter["rejected_at"], letter
-        by_source.setdefault((letter["source"]["partition"], letter["source"]["offset"]), letter)
-    expected: Counter[tuple[bytes, str]] = Counter((value or b"", reason) for _, value, reason in malformed)
-    valid_values = {value for _, value in valid}
-    found: Counter[tuple[bytes, str]] = Counter()
-    for letter in by_source.values():
-        original = base64.b64decode(letter["original"])
-        if original in valid_values:
-            assert letter["reason"] == refused.get(letter["event_id"]), letter
-        else:
-            found[(original, letter["reason"])] += 1
-    assert found == expected, {
-        "missing": sorted(Counter(r for _, r in (expected - found).elements()).items()),
-        "unexpected": sorted(Counter(r for _, r in (found - expected).elements()).items()),
-    }
-    assert len(by_source) == len(malformed) + len(refused)
-
-    assert worker.alive, f"the worker crashed on a malformed record:\n{worker.log_tail()}"
-    time.sleep(2)
-    # The reference gets the valid events in their order (the malformed ones only add rejections, whatever their
-    # place); it sees no keys, so the wrong-key refusals are added to it.
-    reference = _reference(embedded_postgres, primary_template,
-                           [(key, value) for key, value, reason in malformed if reason != "wrong_key"] + valid)
-    wrong_keys = sum(reason == "wrong_key" for _, _, reason in malformed)
-    reference["rejections"]["wrong_key"] = wrong_keys  # type: ignore[index]
-    assert ledger_summary(stack.engine) == reference
     _assert_verified(stack.database_url)

@@ -53,10 +53,13 @@ class Scenario:
         self.children.extend(workers)
         return workers
 
-    def start_api(self, admin_token: str, workers: int = 1) -> str:
+    def start_api(self, admin_token: str, workers: int = 1, env: dict[str, str] | None = None) -> str:
+        """`timecredits api` on a free port with `workers` processes (and `env` on top of the scenario's), once
+        it answers `/readyz`; its URL."""
         port = free_port()
         api = Child("api", ["api", "--port", str(port), "--workers", str(workers)],
-                    {**self.env(), "TIMECREDITS_ADMIN_TOKEN": admin_token}, self.directory / self.name / "api.log")
+                    {**self.env(), "TIMECREDITS_ADMIN_TOKEN": admin_token, **(env or {})},
+                    self.directory / self.name / "api.log")
         self.children.append(api)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
