@@ -98,7 +98,10 @@ _ACTIVE_BEFORE_MONTHS = """
 
 def _statement(group_by: str) -> str:
     key, first, last = _GROUPS[group_by]
-    registry = "LEFT JOIN volunteers v ON v.id = f.volunteer_id" if group_by in _NEEDS_REGISTRY else ""
+    # A volunteer is in one group of a grouping by the registry: their rows are folded first, and the few
+    # folded rows placed in their group afterwards, instead of looking every row's volunteer up.
+    by_registry = group_by in _NEEDS_REGISTRY
+    placed_key = "'-'" if by_registry else key
     bit = "CASE f.kind " + " ".join(f"WHEN '{kind}' THEN {b}" for kind, b in _KIND_BITS.items()) + " ELSE 0 END"
     hours, spent = _bits(("hours_approved",)), _bits(_DESCRIBED_BY["credits_spent"])
     folded = {  # a volunteer's sum of each additive figure in a cell
@@ -114,6 +117,12 @@ def _statement(group_by: str) -> str:
     described = ",\n    ".join(f"count(*) FILTER (WHERE pv.kinds & {_bits(kinds)} <> 0) AS by_{figure}"
                                for figure, kinds in _DESCRIBED_BY.items())
     cell_last = last.replace("f.month", "pv.cell_first") if group_by in ("month", "quarter") else ":end"
+    if by_registry:
+        rows = (f"SELECT false AS is_total, {key} AS grp, f.cell_first, f.volunteer_id, "
+                f"{', '.join(f'f.{figure}' for figure in folded)}, f.kinds "
+                "FROM in_cells f LEFT JOIN volunteers v ON v.id = f.volunteer_id")
+    else:
+        rows = "SELECT false AS is_total, * FROM in_cells WHERE grp IS NOT NULL"
     return f"""
 WITH in_cells AS MATERIALIZED (
     -- One row a volunteer a cell: their sums there, and the kinds of their facts.
@@ -122,13 +131,13 @@ WITH in_cells AS MATERIALIZED (
         bit_or(bit) AS kinds
     FROM (
         SELECT f.volunteer_id COLLATE "C" AS volunteer_id, {bit} AS bit, f.amount, f.minutes, f.net_count,
-               {key} AS grp, coalesce({first}, :start) AS cell_first
-        FROM stats_months f {registry}
+               {placed_key} AS grp, coalesce({first}, :start) AS cell_first
+        FROM stats_months f
         WHERE f.month BETWEEN :start AND :end
     ) placed
     GROUP BY grp, cell_first, volunteer_id
 ), per_volunteer AS (
-    SELECT false AS is_total, * FROM in_cells WHERE grp IS NOT NULL
+    {rows}
     UNION ALL
     -- The total's cell is the period: every row of a volunteer, in a group or none.
     SELECT true, NULL, :start, volunteer_id,
@@ -175,9 +184,11 @@ def breakdown(conn: Connection, group_by: str, start: date, end: date) -> Breakd
     total = Figures(contributors=dict.fromkeys(_VOLUNTEER_COUNTS, 0))  # a period nobody took part in
     # For this transaction only: JIT compiling the statement costs more than it saves at a breakdown's size, and
     # the planner, overestimating the months before each cell, would turn it on; enough memory to fold a year
-    # of a large programme's facts without spilling to disk (docs/design.md §5.3).
+    # of a large programme's facts without spilling to disk; and hash joins, since the planner cannot estimate
+    # the folded rows and would sort hundreds of thousands of them to merge (docs/design.md §5.3).
     conn.execute(text("SET LOCAL jit = off"))
     conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    conn.execute(text("SET LOCAL enable_mergejoin = off"))
     for row in conn.execute(_STATEMENTS[group_by], {"start": start, "end": end}).mappings():
         figures = _figures(row)
         if row["is_total"]:
