@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from infra.embedded import POSTGRES_BIN_PATH, EmbeddedBroker, EmbeddedPostgres
 from infra.migrate import upgrade_to_head
-from ledger.events import TOPIC_REJECTED
+from ledger.events import TOPIC_ACTIVITY, TOPIC_REJECTED
 from ledger.pg.verify import verify_ledger
 from tests.e2e.conftest import Stack
 from tests.e2e.stack import wait_until
@@ -256,3 +256,35 @@ def assert_ledger_verified(engine: Engine) -> None:
 def report_recovery(fault: str, seconds: float) -> None:
     """The time a fault took to clear, for the fault matrix (docs/operations.md): printed, never asserted."""
     print(f"\nrecovery: {fault}: {seconds:.1f} s")
+
+
+Record = tuple[bytes, bytes]
+
+
+class SteadyProducer:
+    """`records` sent to tc.activity at a steady rate, in a thread, until `stop()`: however long the test is busy,
+    events keep arriving. Give it more records than the test can need; `stop()` returns those sent, which are the
+    ones the outcome is checked against."""
+
+    def __init__(self, stack: Stack, records: list[Record], per_second: float) -> None:
+        self.sent = 0
+        self._records = records
+        self._halt = threading.Event()
+        self._background = Background(self._run, stack, per_second)
+
+    def _run(self, stack: Stack, per_second: float) -> None:
+        started = time.monotonic()
+        with stack.producer() as producer:
+            for n, (key, raw) in enumerate(self._records):
+                if self._halt.is_set():
+                    return
+                producer.send_raw(stack.topic(TOPIC_ACTIVITY), key, raw)
+                self.sent = n + 1
+                if n % 10 == 9:
+                    time.sleep(max(0.0, started + (n + 1) / per_second - time.monotonic()))
+        raise AssertionError(f"all {len(self._records)} records were sent before the test was done: give it more")
+
+    def stop(self) -> list[Record]:
+        self._halt.set()
+        self._background.join()
+        return self._records[:self.sent]

@@ -1,5 +1,5 @@
 """Outages and abuse under load: PostgreSQL restarted under a running worker, the broker frozen under a
-running API and worker, a worker killed again and again, a flood of malformed records.
+running API and worker, a flood of malformed records (a worker killed again and again: test_fault_kills.py).
 
 No timed assertions: each test asserts what happened (nothing lost, nothing doubled, the right answers), then
 that `timecredits verify` passes and, where the events are known in advance, that the ledger equals the one a
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import threading
 import time
 import uuid
 from collections import Counter
@@ -259,58 +258,7 @@ def test_a_frozen_broker_gives_503_to_writes_while_reads_go_on_and_loses_nothing
         _assert_verified(stack.database_url)
 
 
-# --- 3. a worker killed again and again under load ----------------------------------------------------------------
-
-#: Each kill costs a hand-over: the dead member's session timeout, then a rebalance (about 25 s on Tansu with the
-#: product's 10 s session timeout, a few seconds with the 3 s the e2e workers use: tests/e2e/conftest.py).
-KILLS = 3
-
-
-def _produce_holding_back(stack: Stack, records: list[Record], per_second: float, hold: int,
-                          released: threading.Event) -> None:
-    """`records` at a steady rate, all but the last `hold` until `released`: whatever the machine's speed, events
-    are still to come while the test is busy."""
-    _produce(stack, records[:-hold], per_second)
-    assert released.wait(600)
-    _produce(stack, records[-hold:])
-
-
-def test_a_worker_killed_again_and_again_under_load_ends_with_the_clean_ledger(
-    stack: Stack, embedded_postgres: str, primary_template: str
-) -> None:
-    """Events arrive at a steady rate while the worker is SIGKILLed at random points (after a random amount of
-    progress, at a random moment within a batch) and a new one started in the same consumer group each time."""
-    rng = random.Random(6)
-    EventProcessor(stack.engine).process(_registry())
-    records = _backlog(10_000, seed=22)
-    ids = _event_ids(records)
-    released = threading.Event()
-    producing = Background(_produce_holding_back, stack, records, 400.0, 2_000, released)
-    decided_at_kills: list[int] = []
-    try:
-        for n in range(KILLS):
-            worker = stack.start_worker()
-            goal = decided_count(stack.engine, ids) + rng.randint(100, 1_500)
-            wait_for_exit_or(lambda: decided_count(stack.engine, ids) >= goal, worker, 240,
-                             f"worker {n} to make progress")
-            time.sleep(rng.uniform(0, 0.5))
-            worker.kill()
-            decided_at_kills.append(decided_count(stack.engine, ids))
-    finally:
-        released.set()
-        producing.join()
-    assert decided_at_kills == sorted(decided_at_kills) and decided_at_kills[-1] < len(ids), decided_at_kills
-
-    last = stack.start_worker()
-    wait_for_exit_or(lambda: decided_count(stack.engine, ids) == len(ids), last, 300,
-                     "the last worker to finish the backlog")
-    time.sleep(2)  # a duplicate applied late would show up now
-    assert last.alive
-    assert ledger_summary(stack.engine) == _reference(embedded_postgres, primary_template, records)
-    _assert_verified(stack.database_url)
-
-
-# --- 4. a flood of malformed records -------------------------------------------------------------------------------
+# --- 3. a flood of malformed records -------------------------------------------------------------------------------
 
 def _envelope(rng: random.Random, n: int, type_: str, payload: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """An envelope whose bytes are unique (the actor carries `n`), so its dead letter can be told apart."""
