@@ -31,7 +31,15 @@ from ledger.pg.processing import EventProcessor
 from tests.e2e.api_stack import Api, ApiProcess, error_code
 from tests.e2e.conftest import Stack
 from tests.e2e.conftest import stack_on
-from tests.e2e.faults import Background, counter, dead_letters, own_broker, own_postgres, wait_for_exit_or
+from tests.e2e.faults import (
+    Background,
+    counter,
+    dead_letters,
+    own_broker,
+    own_postgres,
+    report_recovery,
+    wait_for_exit_or,
+)
 from tests.e2e.stack import decided_count, ledger_summary
 from tests.e2e.test_faults import VOLUNTEERS, _backlog, _event_ids, _produce, _reference, _registry, _verify_cli
 from tests.postgres import fresh_database
@@ -75,10 +83,12 @@ def test_postgres_restarted_under_a_running_worker_loses_and_doubles_nothing(
                              60, "several failed attempts while PostgreSQL is down")
             assert worker.alive, worker.log_tail()
             server.start_again()
+            restarted = time.monotonic()
         finally:
             producing.join()
         wait_for_exit_or(lambda: decided_count(stack.engine, ids) == len(ids), worker, 300,
                          "the worker to finish the backlog after the restart")
+        report_recovery("PostgreSQL restarted: backlog applied after it was back", time.monotonic() - restarted)
         time.sleep(2)  # a duplicate applied late would show up now
 
         assert worker.alive, "the worker that saw the outage is the one that finished"
@@ -119,8 +129,11 @@ def test_the_api_answers_503_with_a_code_while_postgres_is_down_and_says_so_once
                     assert answer.headers["retry-after"] == "5"
             assert httpx.get(api.url + "/readyz", timeout=10).status_code == 503
             server.start_again()
+            restarted = time.monotonic()
             api.wait_answering("/readyz", 200, timeout=60)
             assert client.get(f"/v1/volunteers/{volunteer}/balance", admin).status_code == 200
+            report_recovery("PostgreSQL restarted: first good API answer after it was back",
+                            time.monotonic() - restarted)
             client.close()
         finally:
             api.stop()
@@ -229,8 +242,10 @@ def test_a_frozen_broker_gives_503_to_writes_while_reads_go_on_and_loses_nothing
                 assert api.get("/healthz", None).status_code == 200
             finally:
                 broker.thaw()
+            thawed = time.monotonic()
 
             accepted.append(api.accepted(_past_the_outage(retries["hours"], "the refused hours, retried")))
+            report_recovery("broker frozen: first write accepted after it answered again", time.monotonic() - thawed)
             earned[volunteers[1]] += 100
             accepted.append(api.accepted(_past_the_outage(retries["redemption"], "the refused redemption, retried")))
             earned[volunteers[2]] -= 50
@@ -243,6 +258,8 @@ def test_a_frozen_broker_gives_503_to_writes_while_reads_go_on_and_loses_nothing
 
             for event_id in accepted:
                 api.applied(event_id)
+            report_recovery("broker frozen: every accepted event applied after it answered again",
+                            time.monotonic() - thawed)
             time.sleep(2)  # an event refused with 503 that reached the broker all the same would show up now
             for volunteer in volunteers:
                 balance = api.balance(volunteer)["balance"]
