@@ -284,7 +284,10 @@ class SteadyProducer:
                     time.sleep(max(0.0, started + (n + 1) / per_second - time.monotonic()))
         raise AssertionError(f"all {len(self._records)} records were sent before the test was done: give it more")
 
-    def stop(self) -> list[Record]:
+    def stop(self, after: int = 0) -> list[Record]:
+        """Stop once `after` more records are sent (events that arrive after the last fault); those sent."""
+        target = self.sent + after
+        wait_until(lambda: self.sent >= target or not self._background.running, 60, f"{after} more records sent")
         self._halt.set()
         self._background.join()
         return self._records[:self.sent]

@@ -43,6 +43,12 @@ def _registration(api: Api, n: int, key: str) -> httpx.Response:
                                               "area": AREA, "consent_stats": True}, headers={"Idempotency-Key": key})
 
 
+def _blocked_by_the_full_disk(metrics_text: str) -> bool:
+    """The ledger's `timecredits_database_blocked` gauge is 1 with the reason `disk_full`."""
+    return any(line.startswith(BLOCKED + "{") and 'consumer="ledger"' in line and 'reason="disk_full"' in line
+               and float(line.rsplit(" ", 1)[1]) == 1 for line in metrics_text.splitlines())
+
+
 def _members(engine: Engine) -> list[str]:
     """The club's references of the volunteers registered here, one a volunteer."""
     with engine.connect() as conn:
@@ -72,8 +78,8 @@ def test_a_full_disk_makes_the_worker_wait_and_the_api_answer_503_and_both_resum
             filled = server.fill()
             producing = Background(_produce, stack, records[500:], 400.0)
             try:
-                wait_for_exit_or(lambda: counter(worker.metrics_text(), BLOCKED) >= 1, worker, 120,
-                                 "the worker to report the full disk")
+                wait_for_exit_or(lambda: _blocked_by_the_full_disk(worker.metrics_text()), worker, 120,
+                                 "the ledger to report the full disk")
                 refused: tuple[int, str] | None = None
                 for n in range(1, REGISTRATIONS + 1):
                     key = str(uuid.uuid4())
