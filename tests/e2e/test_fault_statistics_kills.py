@@ -22,7 +22,7 @@ from ledger.pg.processing import EventProcessor
 from stats.facts import write_facts
 from tests.e2e.conftest import Stack
 from tests.e2e.faults import Record, SteadyProducer, assert_ledger_verified, report_recovery, wait_for_exit_or
-from tests.e2e.stack import WorkerProcess, decided_count, ledger_summary, wait_until
+from tests.e2e.stack import WorkerProcess, decided_count, ledger_summary
 from tests.e2e.test_faults import _backlog, _event_ids, _registry
 from tests.postgres import fresh_database
 

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.batches import BatchConsumer, ConsumerSettings, FollowUp
+from consumers.batches import BatchConsumer, ConsumerSettings, FollowUp, Handler
 from consumers.publishing import partition_of
 from tests.broker_helpers import new_topic
 
@@ -219,14 +219,15 @@ def test_a_member_whose_partitions_move_while_it_holds_a_batch_carries_on(kafka_
 
             return follow_up()
 
-        async def handle_second(records: list[ConsumerRecord]) -> None:
+        async def handle_second(records: list[ConsumerRecord]) -> FollowUp | None:
             seen["second"].extend((r.partition, r.offset) for r in records)
             joined.set()
+            return None
 
-        def member(handle: object) -> BatchConsumer:
+        def member(handle: Handler) -> BatchConsumer:
             return BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=total,
                                                                    session_timeout_s=SESSION_TIMEOUT_S),
-                                 handle, on_crash=crashed.append)  # type: ignore[arg-type]
+                                 handle, on_crash=crashed.append)
 
         first = member(handle_first)
         await first.start()
