@@ -40,7 +40,7 @@ from consumers.publishing import partition_of
 from api.app import API_CONNECTION
 from tests.e2e.api_stack import ApiProcess
 from tests.e2e.conftest import PARTITIONS, Stack
-from tests.e2e.faults import counter, report_recovery
+from tests.e2e.faults import assert_ledger_verified, counter, report_recovery
 from tests.e2e.stack import decided_count, ledger_summary, wait_until
 from tests.e2e.test_faults import _backlog, _event_ids, _produce, _reference, _registry
 
@@ -231,6 +231,7 @@ def test_poison_of_every_kind_on_every_topic_gets_one_dead_letter_and_its_partit
     scraped = worker.metrics_text()
     assert counter(scraped, "timecredits_records_dead_lettered_total") >= 6
     assert "Traceback" not in worker.log_tail(400)
+    assert_ledger_verified(stack.engine)
 
 
 def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and_doubling_nothing(
@@ -284,6 +285,7 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
     assert "Traceback" not in log, log
     assert "takes writes again" in log
     assert ledger_summary(stack.engine) == _reference(embedded_postgres, primary_template, records)
+    assert_ledger_verified(stack.engine)
 
 
 def test_an_unknown_database_error_on_one_record_stops_its_partition_only(stack: Stack) -> None:
