@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any
 from kafka import KafkaConsumer
 from sqlalchemy import Engine, create_engine, text
 
-from infra.embedded import POSTGRES_BIN_PATH, EmbeddedBroker, EmbeddedPostgres
+from infra.embedded import POSTGRES_BIN_PATH, EmbeddedBroker, EmbeddedPostgres, ensure_user_exists
 from infra.migrate import upgrade_to_head
 from ledger.events import TOPIC_ACTIVITY, TOPIC_REJECTED
 from ledger.pg.verify import verify_ledger
@@ -89,7 +90,7 @@ class SmallDiskPostgres(EmbeddedPostgres):
 
     def start(self) -> None:
         self.mount_point.mkdir(parents=True, exist_ok=True)
-        launch = [self._python, str(_SMALL_DISK), "run", str(self.mount_point), self.size,
+        launch = [self._python, str(SMALL_DISK), "run", str(self.mount_point), self.size,
                   str(POSTGRES_BIN_PATH / "postgres")]
         self._launcher.write_text("#!/bin/sh\nexec " + shlex.join(launch) + ' "$@"\n')
         self._launcher.chmod(0o755)
@@ -117,7 +118,7 @@ class SmallDiskPostgres(EmbeddedPostgres):
 
     def fill(self) -> int:
         """Write to the small disk until nothing more fits, as the server's user; the bytes written."""
-        written = subprocess.run([self._python, str(_SMALL_DISK), "fill", self._filler], check=True, text=True,
+        written = subprocess.run([self._python, str(SMALL_DISK), "fill", self._filler], check=True, text=True,
                                  capture_output=True, user=self._system_user, timeout=60).stdout
         return int(written)
 
@@ -125,7 +126,23 @@ class SmallDiskPostgres(EmbeddedPostgres):
         os.unlink(self._filler)
 
 
-_SMALL_DISK = Path(__file__).with_name("small_disk.py")
+SMALL_DISK = Path(__file__).with_name("small_disk.py")
+
+
+def small_disk_refused() -> str | None:
+    """Why no small disk can be made here (unprivileged user namespaces not allowed), or None; tried as the user
+    PostgreSQL runs as."""
+    user = EmbeddedPostgres.SYSTEM_USER if os.geteuid() == 0 else None
+    if user is not None:
+        ensure_user_exists(user)
+    probe = Path(tempfile.mkdtemp(prefix="tc-small-disk-"))
+    try:
+        probe.chmod(0o777)
+        made = subprocess.run([_python_for(user), str(SMALL_DISK), "run", str(probe), "1m", "/bin/true"],
+                              user=user, capture_output=True, text=True, timeout=60)
+    finally:
+        probe.rmdir()
+    return None if made.returncode == 0 else made.stderr.strip()[-300:] or f"exit status {made.returncode}"
 
 
 def _python_for(system_user: str | None) -> str:

@@ -18,12 +18,14 @@ from sqlalchemy import Engine, text
 from ledger.pg.processing import EventProcessor
 from tests.e2e.api_stack import Api, ApiProcess, error_code
 from tests.e2e.conftest import stack_on
+from tests.conftest import service_missing
 from tests.e2e.faults import (
     Background,
     assert_ledger_verified,
     counter,
     own_small_disk_postgres,
     report_recovery,
+    small_disk_refused,
     wait_for_exit_or,
 )
 from tests.e2e.stack import decided_count, ledger_summary, wait_until
@@ -36,6 +38,14 @@ BLOCKED = "timecredits_database_blocked"
 #: Registrations tried while the disk is full before one must have been refused: a few may still fit in the free
 #: room of pages already allocated.
 REGISTRATIONS = 200
+
+
+@pytest.fixture()
+def small_disks() -> None:
+    """A small filesystem can be made here without root."""
+    refused = small_disk_refused()
+    if refused is not None:
+        service_missing(f"no small filesystem for PostgreSQL (unprivileged user namespaces): {refused}")
 
 
 def _registration(api: Api, n: int, key: str) -> httpx.Response:
@@ -58,7 +68,7 @@ def _members(engine: Engine) -> list[str]:
 
 
 def test_a_full_disk_makes_the_worker_wait_and_the_api_answer_503_and_both_resume_when_space_is_freed(
-    kafka_bootstrap: str, embedded_postgres: str, primary_template: str, tmp_path: Path
+    small_disks: None, kafka_bootstrap: str, embedded_postgres: str, primary_template: str, tmp_path: Path
 ) -> None:
     records = _backlog(2_000, seed=41)
     ids = _event_ids(records)
