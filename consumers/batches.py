@@ -245,8 +245,13 @@ class _ForgetLagOfLostPartitions(ConsumerRebalanceListener):  # type: ignore[mis
 
 
 def _record_lag(consumer: AIOKafkaConsumer, taken: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-    """Consumer lag per partition: the broker's high-water mark minus the next offset to process."""
+    """Consumer lag per partition: the broker's high-water mark minus the next offset to process. A partition a
+    rebalance took away while the batch was in hand is its new owner's to report (`_ForgetLagOfLostPartitions`),
+    and asking for its high-water mark would fail the loop."""
+    assigned = consumer.assignment()
     for tp, batch in taken.items():
+        if tp not in assigned:
+            continue
         highwater = consumer.highwater(tp)
         if highwater is not None:
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - batch[-1].offset - 1))

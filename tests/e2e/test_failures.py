@@ -40,7 +40,7 @@ from consumers.publishing import partition_of
 from api.app import API_CONNECTION
 from tests.e2e.api_stack import ApiProcess
 from tests.e2e.conftest import PARTITIONS, Stack
-from tests.e2e.faults import counter
+from tests.e2e.faults import assert_ledger_verified, counter, report_recovery
 from tests.e2e.stack import decided_count, ledger_summary, wait_until
 from tests.e2e.test_faults import _backlog, _event_ids, _produce, _reference, _registry
 
@@ -231,6 +231,7 @@ def test_poison_of_every_kind_on_every_topic_gets_one_dead_letter_and_its_partit
     scraped = worker.metrics_text()
     assert counter(scraped, "timecredits_records_dead_lettered_total") >= 6
     assert "Traceback" not in worker.log_tail(400)
+    assert_ledger_verified(stack.engine)
 
 
 def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and_doubling_nothing(
@@ -265,7 +266,9 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
             conn.execute(text("SET SESSION default_transaction_read_only = off"))
             conn.execute(text(f'ALTER DATABASE "{database}" SET default_transaction_read_only = off'))
         stack.engine.dispose()
+    writable = time.monotonic()
     wait_until(lambda: decided_count(stack.engine, ids) == len(ids), 120, "the worker to resume")
+    report_recovery("PostgreSQL read-only: backlog applied after it took writes again", time.monotonic() - writable)
     wait_until(lambda: counter(worker.metrics_text(), blocked) == 0, 30, "the gauge to clear")
     try:  # the API's sessions opened while it was read-only keep that default: new ones take writes
         with stack.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -282,6 +285,7 @@ def test_a_read_only_database_makes_the_worker_wait_report_and_resume_losing_and
     assert "Traceback" not in log, log
     assert "takes writes again" in log
     assert ledger_summary(stack.engine) == _reference(embedded_postgres, primary_template, records)
+    assert_ledger_verified(stack.engine)
 
 
 def test_an_unknown_database_error_on_one_record_stops_its_partition_only(stack: Stack) -> None:

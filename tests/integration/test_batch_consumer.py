@@ -11,7 +11,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.batches import BatchConsumer, ConsumerSettings, FollowUp
+from consumers.batches import BatchConsumer, ConsumerSettings, FollowUp, Handler
 from consumers.publishing import partition_of
 from tests.broker_helpers import new_topic
 
@@ -191,3 +191,70 @@ def test_a_stopped_partition_is_paused_from_its_offset_and_the_others_go_on(kafk
     asyncio.run(resume())
     assert sorted((r.partition, r.offset) for r in again) == [
         (victim, offset) for offset in range(stop_at, counts[victim])]
+
+
+def test_a_member_whose_partitions_move_while_it_holds_a_batch_carries_on(kafka_bootstrap: str) -> None:
+    """A second member joins while the first has a batch in hand (its follow-up waits for the join): the first's
+    commit is refused for the partitions it lost, their new owner gets those records again, and the first carries
+    on with the partitions it kept, rather than stopping on a partition no longer its own."""
+    total = 400
+    topic = _topic_with(kafka_bootstrap, total)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    seen: dict[str, list[tuple[int, int]]] = {"first": [], "second": []}
+    held: list[tuple[int, int]] = []
+    crashed: list[BaseException] = []
+
+    async def run() -> None:
+        joined = asyncio.Event()
+
+        async def handle_first(records: list[ConsumerRecord]) -> FollowUp:
+            seen["first"].extend((r.partition, r.offset) for r in records)
+            holding = not held
+            if holding:
+                held.extend((r.partition, r.offset) for r in records)
+
+            async def follow_up() -> None:
+                if holding:  # the batch stays in hand, uncommitted, until the other member has partitions
+                    await asyncio.wait_for(joined.wait(), 60)
+
+            return follow_up()
+
+        async def handle_second(records: list[ConsumerRecord]) -> FollowUp | None:
+            seen["second"].extend((r.partition, r.offset) for r in records)
+            joined.set()
+            return None
+
+        def member(handle: Handler) -> BatchConsumer:
+            return BatchConsumer("test", [topic], ConsumerSettings(kafka_bootstrap, group, batch_size=total,
+                                                                   session_timeout_s=SESSION_TIMEOUT_S),
+                                 handle, on_crash=crashed.append)
+
+        first = member(handle_first)
+        await first.start()
+        second: BatchConsumer | None = None
+        try:
+            for _ in range(600):
+                if held and second is None:
+                    second = member(handle_second)
+                    await second.start()
+                if crashed or {*seen["first"], *seen["second"]} == {(p, o) for p in range(PARTITIONS)
+                                                                   for o in range(_count(p, total))}:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # a crash after the last records would show up now
+        finally:
+            if second is not None:
+                await second.stop()
+            await first.stop()
+
+    asyncio.run(run())
+    assert crashed == [], crashed
+    moved = {p for p, _ in seen["second"]}
+    assert moved and moved & {p for p, _ in held}, "the batch in hand had records of a partition that moved"
+    assert {*seen["first"], *seen["second"]} == {(p, o) for p in range(PARTITIONS) for o in range(_count(p, total))}
+    assert set(held) & set(seen["second"]), "the new owner got records of the uncommitted batch again"
+
+
+def _count(partition: int, total: int) -> int:
+    """Records `_topic_with` put on `partition`."""
+    return sum(partition_of(f"k{n % 13}".encode(), list(range(PARTITIONS))) == partition for n in range(total))
