@@ -263,6 +263,3 @@ def test_a_frozen_broker_gives_503_to_writes_while_reads_go_on_and_loses_nothing
             api.close()
             process.stop(timeout=10)
         _assert_verified(stack.database_url)
-
-
-    _assert_verified(stack.database_url)
