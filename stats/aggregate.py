@@ -13,9 +13,9 @@ The rules are those of docs/design.md §5.3, in SQL:
   the distinct volunteers whose facts it sums.
 
 The statement reads `stats_months`, the facts added up by month, volunteer, kind and the fact's own groups (kept
-by PostgreSQL, migration 0022): periods are whole months, so nothing finer is needed. Its rows are folded into
-one a volunteer a cell (and one a volunteer for the total, by GROUPING SETS, in the same scan), then counted;
-only the three months before each cell's start are read besides the period.
+by PostgreSQL, migration 0022): periods are whole months, so nothing finer is needed. Its rows are folded, in
+one scan, into one a volunteer a cell; those are folded again into one a volunteer for the total, and all are
+counted together. Only the three months before each cell's start are read besides the period.
 """
 from __future__ import annotations
 
