@@ -1,6 +1,6 @@
 """Figure 5 of docs/performance.md alone: every breakdown of a programme of 100,000 volunteers over ten years.
 
-    python bench/statistics.py [--statistics-volunteers 100000] [--statistics-years 10]
+    python bench/breakdowns.py [--statistics-volunteers 100000] [--statistics-years 10]
 """
 from timecredits.cli import app
 
