@@ -165,6 +165,8 @@ GROUP BY pv.is_total, pv.grp
 
 
 WORK_MEM = "128MB"
+_SETTINGS = text("SELECT set_config('jit', 'off', true), set_config('work_mem', :work_mem, true), "
+                 "set_config('enable_mergejoin', 'off', true)").bindparams(work_mem=WORK_MEM)
 _STATEMENTS = {group_by: text(_statement(group_by)) for group_by in _GROUPS}
 _VOLUNTEER_COUNTS = ("volunteers", "active_volunteers", "new_volunteers", "retained_volunteers",
                      "first_time_volunteers")
@@ -186,9 +188,7 @@ def breakdown(conn: Connection, group_by: str, start: date, end: date) -> Breakd
     # the planner, overestimating the months before each cell, would turn it on; enough memory to fold a year
     # of a large programme's facts without spilling to disk; and hash joins, since the planner cannot estimate
     # the folded rows and would sort hundreds of thousands of them to merge (docs/design.md §5.3).
-    conn.execute(text("SET LOCAL jit = off"))
-    conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
-    conn.execute(text("SET LOCAL enable_mergejoin = off"))
+    conn.execute(_SETTINGS)
     for row in conn.execute(_STATEMENTS[group_by], {"start": start, "end": end}).mappings():
         figures = _figures(row)
         if row["is_total"]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaConsumer
 from sqlalchemy import Engine, create_engine, text
@@ -29,6 +29,8 @@ from tests.e2e.conftest import Stack
 from tests.e2e.stack import wait_until
 from timecredits.processes import Child
 
+
+P = TypeVar("P", bound=EmbeddedPostgres)
 
 class RestartablePostgres(EmbeddedPostgres):
     """An embedded PostgreSQL that can be shut down and started again on the same port, as an operator's
@@ -63,7 +65,11 @@ def _accepts(port: int) -> bool:
 @contextmanager
 def own_postgres(tmp: Path) -> Iterator[RestartablePostgres]:
     """A PostgreSQL of the test's own, its `timecredits` database migrated to head."""
-    server = RestartablePostgres(tmp / "own-pg", durable=False)
+    yield from _migrated(RestartablePostgres(tmp / "own-pg", durable=False))
+
+
+def _migrated(server: P) -> Iterator[P]:
+    """`server` started, its `timecredits` database migrated to head; stopped afterwards."""
     server.start()
     try:
         upgrade_to_head(server.url)
@@ -158,13 +164,7 @@ def _python_for(system_user: str | None) -> str:
 @contextmanager
 def own_small_disk_postgres(tmp: Path, size: str = "64m") -> Iterator[SmallDiskPostgres]:
     """A `SmallDiskPostgres` of the test's own, its `timecredits` database migrated to head on the small disk."""
-    server = SmallDiskPostgres(tmp / "small-pg", size)
-    server.start()
-    try:
-        upgrade_to_head(server.url)
-        yield server
-    finally:
-        server.stop()
+    yield from _migrated(SmallDiskPostgres(tmp / "small-pg", size))
 
 
 class FreezableBroker(EmbeddedBroker):

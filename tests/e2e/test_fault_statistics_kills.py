@@ -15,16 +15,14 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from ledger.events import decode_event
 from ledger.pg.processing import EventProcessor
 from stats.facts import write_facts
 from tests.e2e.conftest import Stack
 from tests.e2e.faults import Record, SteadyProducer, assert_ledger_verified, report_recovery, wait_for_exit_or
 from tests.e2e.stack import WorkerProcess, decided_count, ledger_summary
-from tests.e2e.test_faults import _backlog, _event_ids, _registry
-from tests.postgres import fresh_database
+from tests.e2e.test_faults import _backlog, _event_ids, _registry, clean_pass
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
@@ -55,16 +53,8 @@ def _clean_run(embedded_postgres: str, template: str, records: list[Record]) -> 
                                                                                         Counter[tuple[object, ...]]]:
     """The ledger and the facts one clean pass makes: the events in the order produced, into a fresh database,
     each batch's committed entries straight to the statistics."""
-    with fresh_database(embedded_postgres, template) as url:
-        engine = create_engine(url)
-        processor = EventProcessor(engine)
-        processor.process(_registry())
-        items = [decode_event(raw) for _, raw in records]
-        for start in range(0, len(items), 1000):
-            write_facts(engine, processor.process(items[start : start + 1000]).committed)
-        summary, facts = ledger_summary(engine), _facts(engine)
-        engine.dispose()
-    return summary, facts
+    return clean_pass(embedded_postgres, template, records, lambda engine: (ledger_summary(engine), _facts(engine)),
+                      after_batch=lambda engine, batch: write_facts(engine, batch.committed))
 
 
 def _killed_under_load(stack: Stack, embedded_postgres: str, template: str, seed: int,

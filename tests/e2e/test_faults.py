@@ -8,10 +8,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from ledger.events import (
     TOPIC_ACTIVITY,
@@ -28,10 +30,12 @@ from ledger.events import (
     encode_event,
 )
 from tests.ledger_helpers import actor_for
-from ledger.pg.processing import EventProcessor
+from ledger.pg.processing import BatchResult, EventProcessor
 from tests.e2e.conftest import Stack
 from tests.e2e.stack import decided_count, ledger_summary, wait_until
 from tests.postgres import fresh_database
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration]
 
@@ -97,16 +101,25 @@ def _produce(stack: Stack, records: list[tuple[bytes, bytes]], per_second: float
 
 def _reference(embedded_postgres: str, template: str, records: list[tuple[bytes, bytes]]) -> dict[str, object]:
     """The ledger one clean pass makes: the same events, in the order produced, straight into a fresh database."""
+    return clean_pass(embedded_postgres, template, records, ledger_summary)
+
+
+def clean_pass(embedded_postgres: str, template: str, records: list[tuple[bytes, bytes]],
+               read: Callable[[Engine], T], after_batch: Callable[[Engine, BatchResult], object] | None = None) -> T:
+    """The events, in the order produced, applied in one pass to a fresh database, a batch of 1,000 at a time
+    (each batch's result handed to `after_batch`); then what `read` reads of it."""
     with fresh_database(embedded_postgres, template) as url:
         engine = create_engine(url)
         processor = EventProcessor(engine)
         processor.process(_registry())
         items = [decode_event(raw) for _, raw in records]
         for start in range(0, len(items), 1000):
-            processor.process(items[start : start + 1000])
-        summary = ledger_summary(engine)
+            result = processor.process(items[start : start + 1000])
+            if after_batch is not None:
+                after_batch(engine, result)
+        found = read(engine)
         engine.dispose()
-    return summary
+    return found
 
 
 def _verify_cli(database_url: str) -> subprocess.CompletedProcess[str]:

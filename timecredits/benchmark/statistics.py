@@ -36,7 +36,6 @@ VOLUNTEERS = 100_000
 YEARS = 10
 
 _REGISTRY = """
-SELECT setseed(0.6);
 INSERT INTO areas (code, name, need_decile, population, source)
     SELECT 'B' || lpad(n::text, 8, '0'), 'Area ' || n, 1 + n % 10, 1500 + (n * 37) % 2000, 'benchmark (synthetic)'
     FROM generate_series(1, 200) n;
@@ -144,9 +143,8 @@ def load_programme(engine: Engine, volunteers: int, years: int, end: date,
         if bulk:
             conn.execute(text("ALTER TABLE stats_facts DISABLE TRIGGER stats_facts_added"))
         conn.execute(text("SELECT setseed(0.6)"))
-        for statement in _REGISTRY.split(";\n"):
-            if statement.strip() and not statement.strip().startswith("SELECT setseed"):
-                conn.execute(text(statement), {"volunteers": volunteers})
+        for statement in filter(str.strip, _REGISTRY.split(";\n")):
+            conn.execute(text(statement), {"volunteers": volunteers})
     base = 0
     for year in range(years):
         with engine.begin() as conn:
