@@ -779,6 +779,9 @@ def up(
                 from timecredits.demo_spend import print_spend_code, show_spend_code
 
                 print_spend_code(console, show_spend_code(url, engine, who.ids[3:30], PARTNERS[1][0]))
+                from timecredits.demo_loader import await_statistics
+
+                await_statistics(engine, keep_going)
                 from timecredits.demo_people import demo_sign_in_links
 
                 console.print("sign-in links for the web app (each works once, within 15 minutes; "
