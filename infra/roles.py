@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from stats.rollup_sql import PARTITIONED, PARTITIONS
+
 __all__ = [
     "DEFAULT_RUNTIME_ROLE",
     "LEDGER_TABLES",
@@ -75,8 +77,11 @@ RUNTIME_GRANTS: dict[str, frozenset[str]] = {
                                    "DELETE"}),
     "event_requests": _APPEND_ONLY,
     "stats_facts": _APPEND_ONLY,  # one fact an entry, INSERT ... ON CONFLICT DO NOTHING (docs/design.md §5.2)
-    # Written only by the SECURITY DEFINER trigger on stats_facts (migration 0022, docs/design.md §5.3).
-    "stats_months": frozenset({"SELECT"}),
+    # Written only by the SECURITY DEFINER trigger on stats_facts (migrations 0022, 0023; docs/design.md §5.3).
+    "stats_cells": frozenset({"SELECT"}),
+    "stats_volunteer_months": frozenset({"SELECT"}),
+    # Their partitions: read through the tables above, nothing on their own.
+    **{f"{table}_{n}": frozenset() for table in PARTITIONED for n in range(PARTITIONS)},
     "stats_first_hours": frozenset({"SELECT"}),
     # Loaded by an operator as the owner (`import-areas`); the API reads them for cold spots.
     "areas": frozenset({"SELECT"}),
@@ -220,6 +225,8 @@ def grant_runtime_privileges(conn: Connection, name: str) -> None:
     conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {name}"))
     for table in _existing(conn, "table", sorted(RUNTIME_GRANTS)):
         privileges = ", ".join(sorted(RUNTIME_GRANTS[table]))
+        if not privileges:
+            continue
         conn.execute(text(f"GRANT {privileges} ON TABLE {schema}.{table} TO {name}"))
     for sequence in _existing(conn, "sequence", sorted(RUNTIME_SEQUENCES)):
         conn.execute(text(f"GRANT USAGE ON SEQUENCE {schema}.{sequence} TO {name}"))

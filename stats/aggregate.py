@@ -1,4 +1,4 @@
-"""A breakdown's figures, aggregated by PostgreSQL: one statement gives every row and the total.
+"""A breakdown's figures, aggregated by PostgreSQL in two or three statements whatever the programme's size.
 
 The rules are those of docs/design.md §5.3, in SQL:
 - a *cell* is a group's facts in its period: the breakdown's period, or for a month or a quarter, that month or
@@ -6,168 +6,225 @@ The rules are those of docs/design.md §5.3, in SQL:
 - *volunteers* are those with any fact in the cell; *active* ones have approved minutes adding up to more than
   nothing there (an approval less its reversal is none);
 - *new* active volunteers have their first approved hours never reversed in the cell's period
-  (`stats_first_hours`, kept by PostgreSQL: migration 0022);
+  (`stats_first_hours`);
 - *retained* active volunteers were also active, in any group, in the three months before the cell starts;
 - *first-time* active volunteers said at sign-up that they had never volunteered;
 - every other figure sums the facts' signed amounts, minutes or counts, and the contributors to each figure are
   the distinct volunteers whose facts it sums.
 
-The statement reads `stats_months`, the facts added up by month, volunteer, kind and the fact's own groups (kept
-by PostgreSQL, migration 0022): periods are whole months, so nothing finer is needed. Its rows are folded, in
-one scan, into one a volunteer a cell; those are folded again into one a volunteer for the total, and all are
-counted together. Only the three months before each cell's start are read besides the period.
+The statements read the rollups PostgreSQL keeps from the facts (migration 0023, stats/rollup_sql.py): periods
+are whole months, so nothing finer is needed. `stats_volunteer_months` has a row a volunteer a month, a figure a
+column: unfolded, it is the month breakdown's cells; folded into a row a volunteer, the total's and the
+registry's. `stats_cells` adds the facts' own groups (organisation, category, kind of activity). Counting a
+cell's volunteers needs each volunteer's rows there folded into one; its sums only its rows added up, so the two
+are read apart, and the rollups' partitions by volunteer let PostgreSQL fold each partition on its own, in
+parallel. Retention needs no look back: each volunteer-month knows the volunteer's previous active month
+(`prev_active`), and since a reversal carries its original's day no month's minutes are below none, so "active
+in the three months before c" is "some row of the cell, from c on, whose previous active month is one of those
+three" (the first such row's previous active month is the last before c).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 
 from stats.model import Figures
+from stats.rollup_sql import FIGURES, KIND_COUNTS
 
-#: How each grouping places a month's row: its group's key, and for months and quarters the cell's own first and
-#: last days (NULL: the breakdown's period). A volunteer's area and demographics come from the registry as it is
-#: now: a withdrawn consent takes effect for every figure computed afterwards (docs/design.md §5.7).
-_GROUPS: dict[str, tuple[str, str, str]] = {
-    "month": ("to_char(f.month::timestamp, 'YYYY-MM')", "f.month",
-              "(f.month + interval '1 month - 1 day')::date"),
-    "quarter": ("to_char(f.month::timestamp, 'YYYY') || '-Q' || extract(quarter FROM f.month::timestamp)",
-                "date_trunc('quarter', f.month::timestamp)::date",
-                "(date_trunc('quarter', f.month::timestamp) + interval '3 months - 1 day')::date"),
-    "org": ("f.org_id", "NULL::date", "NULL::date"),
-    "area": ("coalesce(v.area, 'unknown')", "NULL::date", "NULL::date"),
-    "age_band": ("CASE WHEN v.consent_stats THEN coalesce(v.age_band, 'not_given') ELSE 'undisclosed' END",
-                 "NULL::date", "NULL::date"),
-    "seb": ("CASE WHEN v.consent_stats THEN coalesce(v.seb, 'not_given') ELSE 'undisclosed' END",
-            "NULL::date", "NULL::date"),
-    "category": ("f.category", "NULL::date", "NULL::date"),
-    # Hours recorded before there were kinds of activity count as "other"; spending and gifts have no kind.
-    "activity": ("CASE WHEN f.kind = 'hours_approved' THEN coalesce(f.activity_category, 'other') END",
-                 "NULL::date", "NULL::date"),
+#: The cells' group key over `stats_cells` (f) or over a volunteer's row of the registry (e, as it is now: a
+#: withdrawn consent takes effect for every figure computed afterwards, docs/design.md §5.7).
+_CELL_KEYS = {
+    "org": "f.org_id",
+    "category": "f.category",
+    # Hours recorded before there were kinds of activity count as "other"; spending and gifts have no kind (a
+    # row's facts with no figure, a booking that lapsed, change no figure of the row's hours).
+    "activity": "CASE WHEN f.hours_facts > 0 THEN coalesce(f.activity_category, 'other') END",
 }
-_NEEDS_REGISTRY = frozenset({"area", "age_band", "seb"})
-
-#: Figures that count facts of a kind (each fact adds its sign), and the kinds whose volunteers each figure
-#: describes.
-_COUNTERS = {"bookings": "opportunity_booked", "attendances": "booking_attended",
-             "cancellations": "booking_cancelled", "redemptions": "credits_redeemed"}
-_DESCRIBED_BY = {
-    "hours": ("hours_approved",), "credits_earned": ("hours_approved",),
-    "credits_spent": ("booking_attended", "credits_redeemed"), "credits_gifted": ("credits_gifted",),
-    **{figure: (kind,) for figure, kind in _COUNTERS.items()},
+_REGISTRY_KEYS = {
+    "area": "coalesce(e.area, 'unknown')",
+    "age_band": "CASE WHEN e.consent_stats THEN coalesce(e.age_band, 'not_given') ELSE 'undisclosed' END",
+    "seb": "CASE WHEN e.consent_stats THEN coalesce(e.seb, 'not_given') ELSE 'undisclosed' END",
 }
+_GROUPINGS = ("month", "quarter", *_CELL_KEYS, *_REGISTRY_KEYS)
 
-
-#: A bit for each kind a figure describes volunteers by: a volunteer's kinds in a cell are the OR of their rows'.
-_KIND_BITS = {"hours_approved": 1, "booking_attended": 2, "credits_redeemed": 4, "credits_gifted": 8,
-              "opportunity_booked": 16, "booking_cancelled": 32}
+_SUMS = tuple(column for column, _, _ in FIGURES)
+_BITS = {kind: bit for _, kind, bit in KIND_COUNTS}
+#: The kinds whose volunteers each figure describes.
+_DESCRIBED_BY = {column: kinds for column, kinds, _ in FIGURES}
+_DESCRIBED_BY["hours"] = _DESCRIBED_BY.pop("minutes")
+_COUNTERS = ("bookings", "attendances", "cancellations", "redemptions")
 
 
 def _bits(kinds: tuple[str, ...]) -> int:
-    return sum(_KIND_BITS[kind] for kind in kinds)
+    return sum(_BITS[kind] for kind in kinds)
 
 
-#: Active in the three months before a cell starts, in any group (the cells start on the 1st of a month): the
-#: months before each cell's start are read once a cell.
-_ACTIVE_BEFORE = """
-    SELECT c.cell_first, f.volunteer_id COLLATE "C" AS volunteer_id
-    FROM (SELECT cell_first FROM in_cells UNION SELECT :start) c
-    JOIN stats_months f ON f.kind = 'hours_approved' AND f.month >= (c.cell_first - interval '3 months')::date
-                       AND f.month < c.cell_first
-    GROUP BY 1, 2
-    HAVING sum(f.minutes) > 0"""
-#: The same by month: a cell a month would read every month three times, so each volunteer's months are read
-#: once and a window adds up the three before each; the total's (the period's start) as above.
-_ACTIVE_BEFORE_MONTHS = """
-    SELECT month AS cell_first, volunteer_id FROM (
-        SELECT month, volunteer_id COLLATE "C" AS volunteer_id,
-               sum(sum(minutes)) OVER (PARTITION BY volunteer_id ORDER BY month
-                                       RANGE BETWEEN '3 months' PRECEDING AND '1 day' PRECEDING) AS before
-        FROM stats_months
-        WHERE kind = 'hours_approved' AND month BETWEEN (:start - interval '3 months')::date AND :end
-        GROUP BY month, volunteer_id
-    ) by_month
-    WHERE month > :start AND before > 0
-    UNION ALL
-    SELECT :start, volunteer_id COLLATE "C" FROM stats_months
-    WHERE kind = 'hours_approved' AND month >= (:start - interval '3 months')::date AND month < :start
-    GROUP BY volunteer_id
-    HAVING sum(minutes) > 0"""
+def _summed(row: str) -> list[str]:
+    return [f"coalesce(sum({row}.{column}), 0)::bigint AS {column}" for column in _SUMS]
 
 
-def _statement(group_by: str) -> str:
-    key, first, last = _GROUPS[group_by]
-    # A volunteer is in one group of a grouping by the registry: their rows are folded first, and the few
-    # folded rows placed in their group afterwards, instead of looking every row's volunteer up.
-    by_registry = group_by in _NEEDS_REGISTRY
-    placed_key = "'-'" if by_registry else key
-    bit = "CASE f.kind " + " ".join(f"WHEN '{kind}' THEN {b}" for kind, b in _KIND_BITS.items()) + " ELSE 0 END"
-    hours, spent = _bits(("hours_approved",)), _bits(_DESCRIBED_BY["credits_spent"])
-    folded = {  # a volunteer's sum of each additive figure in a cell
-        "minutes": f"sum(minutes) FILTER (WHERE bit = {hours})",
-        "credits_earned": f"sum(amount) FILTER (WHERE bit = {hours})",
-        "credits_spent": f"sum(amount) FILTER (WHERE bit & {spent} <> 0)",
-        "credits_gifted": f"sum(amount) FILTER (WHERE bit = {_KIND_BITS['credits_gifted']})",
-        **{figure: f"sum(net_count) FILTER (WHERE bit = {_KIND_BITS[kind]})" for figure, kind in _COUNTERS.items()},
-    }
-    in_cell = ",\n        ".join(f"{expression} AS {figure}" for figure, expression in folded.items())
-    in_period = ",\n        ".join(f"sum({figure})" for figure in folded)
-    summed = ",\n    ".join(f"coalesce(sum(pv.{figure}), 0)::bigint AS {figure}" for figure in folded)
-    described = ",\n    ".join(f"count(*) FILTER (WHERE pv.kinds & {_bits(kinds)} <> 0) AS by_{figure}"
-                               for figure, kinds in _DESCRIBED_BY.items())
-    cell_last = last.replace("f.month", "pv.cell_first") if group_by in ("month", "quarter") else ":end"
-    if by_registry:
-        rows = (f"SELECT false AS is_total, {key} AS grp, f.cell_first, f.volunteer_id, "
-                f"{', '.join(f'f.{figure}' for figure in folded)}, f.kinds "
-                "FROM in_cells f LEFT JOIN volunteers v ON v.id = f.volunteer_id")
-    else:
-        rows = "SELECT false AS is_total, * FROM in_cells WHERE grp IS NOT NULL"
-    return f"""
-WITH in_cells AS MATERIALIZED (
-    -- One row a volunteer a cell: their sums there, and the kinds of their facts.
-    SELECT grp, cell_first, volunteer_id,
-        {in_cell},
-        bit_or(bit) AS kinds
+def _counted(row: str, new: str, retained: str, first_time: str) -> str:
+    """A cell's counts of volunteers from its rows, one a volunteer (`row`: their minutes and kinds there), and
+    what makes such a volunteer new, retained and first-time there."""
+    active = f"{row}.minutes > 0"
+    return ",\n    ".join([
+        "count(*) AS volunteers",
+        f"count(*) FILTER (WHERE {active}) AS active_volunteers",
+        f"count(*) FILTER (WHERE {active} AND {new}) AS new_volunteers",
+        f"count(*) FILTER (WHERE {active} AND {retained}) AS retained_volunteers",
+        f"count(*) FILTER (WHERE {active} AND {first_time}) AS first_time_volunteers",
+        *(f"count(*) FILTER (WHERE {row}.kinds & {_bits(kinds)} <> 0) AS by_{figure}"
+          for figure, kinds in _DESCRIBED_BY.items()),
+    ])
+
+
+#: A volunteer's rows folded for counting: whether they were active (their minutes) and the kinds of their facts.
+_FOLDED_FOR_COUNTS = "sum({row}minutes) AS minutes, bit_or({row}kinds) AS kinds"
+_FOLDED = ", ".join([*(f"sum({column}) AS {column}" for column in _SUMS), "bit_or(kinds) AS kinds"])
+#: Active in the three months before the period's start (or a quarter's), from the rows of the cell themselves:
+#: months are 89 to 92 days apart when three, 120 or more when four.
+_WAS_ACTIVE = "coalesce(bool_or(prev_active < {start} AND {start} - prev_active <= 92), false)"
+
+
+def _everyone(folded: str) -> str:
+    """One row a volunteer with any fact in the period: `folded` (their rows folded), whether they were active in
+    the three months before it, whether they are new in it, and the registry's word on them."""
+    return f"""(
+    SELECT t.*, coalesce(fh.first_on BETWEEN :start AND :end, false) AS is_new,
+           coalesce(r.first_time_volunteer, false) AS first_time, r.area, r.age_band, r.seb, r.consent_stats
     FROM (
-        SELECT f.volunteer_id COLLATE "C" AS volunteer_id, {bit} AS bit, f.amount, f.minutes, f.net_count,
-               {placed_key} AS grp, coalesce({first}, :start) AS cell_first
-        FROM stats_months f
-        WHERE f.month BETWEEN :start AND :end
-    ) placed
-    GROUP BY grp, cell_first, volunteer_id
-), per_volunteer AS (
-    {rows}
-    UNION ALL
-    -- The total's cell is the period: every row of a volunteer, in a group or none.
-    SELECT true, NULL, :start, volunteer_id,
-        {in_period},
-        bit_or(kinds)
-    FROM in_cells GROUP BY volunteer_id
-), active_before AS (
-    {_ACTIVE_BEFORE_MONTHS if group_by == "month" else _ACTIVE_BEFORE}
-)
-SELECT pv.is_total, pv.grp,
-    count(*) AS volunteers,
-    count(*) FILTER (WHERE pv.minutes > 0) AS active_volunteers,
-    count(*) FILTER (WHERE pv.minutes > 0 AND fh.first_on BETWEEN pv.cell_first
-                     AND CASE WHEN pv.is_total THEN :end ELSE {cell_last} END) AS new_volunteers,
-    count(*) FILTER (WHERE pv.minutes > 0 AND ab.volunteer_id IS NOT NULL) AS retained_volunteers,
-    count(*) FILTER (WHERE pv.minutes > 0 AND r.first_time_volunteer) AS first_time_volunteers,
-    {summed},
-    {described}
-FROM per_volunteer pv
-LEFT JOIN active_before ab ON ab.cell_first = pv.cell_first AND ab.volunteer_id = pv.volunteer_id
-LEFT JOIN stats_first_hours fh ON fh.volunteer_id = pv.volunteer_id
-LEFT JOIN volunteers r ON r.id = pv.volunteer_id
-GROUP BY pv.is_total, pv.grp
-"""
+        SELECT volunteer_id, {folded}, {_WAS_ACTIVE.format(start="CAST(:start AS date)")} AS was_active
+        FROM stats_volunteer_months WHERE month BETWEEN :start AND :end
+        GROUP BY volunteer_id
+    ) t
+    LEFT JOIN stats_first_hours fh ON fh.volunteer_id = t.volunteer_id
+    LEFT JOIN volunteers r ON r.id = t.volunteer_id
+) e"""
+
+
+_EVERYONE_COUNTED = _counted("e", "e.is_new", "e.was_active", "e.first_time")
+#: The total's counts of volunteers.
+_TOTAL_COUNTS = f"SELECT {_EVERYONE_COUNTED} FROM {_everyone(_FOLDED_FOR_COUNTS.format(row=''))}"
+
+
+def _registry_statement(key: str) -> str:
+    """A grouping by the registry: every group, a volunteer being in exactly one (so the groups add up to the
+    total, docs/design.md §5.3)."""
+    return (f"SELECT {key} AS grp, {_EVERYONE_COUNTED}, {', '.join(_summed('e'))} "
+            f"FROM {_everyone(_FOLDED)} GROUP BY 1")
+
+
+_REGISTRY_JOINS = """
+LEFT JOIN stats_first_hours fh ON fh.volunteer_id = c.volunteer_id
+LEFT JOIN volunteers r ON r.id = c.volunteer_id"""
+_FIRST_TIME = "r.first_time_volunteer"
+#: A first day at most 27 days after a month's 1st is in the month (88 for a quarter's); only a later one needs
+#: its month or quarter worked out.
+_FIRST_IN = ("{first} >= {cell} AND ({first} - {cell} < {days} OR "
+             "date_trunc('{unit}', {first}::timestamp)::date = {cell})")
+
+
+def _month_statement() -> str:
+    """By month: a volunteer's month is their row of the cell, nothing to fold; counts and sums in one read."""
+    counted = _counted("c", _FIRST_IN.format(first="fh.first_on", cell="c.month", unit="month", days=28),
+                       "c.month - c.prev_active <= 92", _FIRST_TIME)
+    return f"""
+SELECT c.month AS grp, {counted}, {', '.join(_summed('c'))}
+FROM stats_volunteer_months c{_REGISTRY_JOINS}
+WHERE c.month BETWEEN :start AND :end
+GROUP BY c.month"""
+
+
+def _quarter_counts(clipped: bool) -> str:
+    """By quarter: a volunteer's months folded into their quarters. A quarter the period starts inside of starts
+    before the period's first row, so the three months before the quarter are read for it (docs/design.md §5.3)."""
+    retained, joined = "c.retained", ""
+    if clipped:
+        retained = "CASE WHEN c.grp < :start THEN b.volunteer_id IS NOT NULL ELSE c.retained END"
+        joined = f"""
+LEFT JOIN ({_active_before("date_trunc('quarter', CAST(:start AS timestamp))::date")}) b
+    ON c.grp < :start AND b.volunteer_id = c.volunteer_id"""
+    counted = _counted("c", _FIRST_IN.format(first="fh.first_on", cell="c.grp", unit="quarter", days=89), retained,
+                       _FIRST_TIME)
+    return f"""
+SELECT c.grp, {counted}
+FROM (
+    SELECT quarter AS grp, volunteer_id, {_FOLDED_FOR_COUNTS.format(row='')},
+           {_WAS_ACTIVE.format(start="quarter")} AS retained
+    FROM stats_volunteer_months WHERE month BETWEEN :start AND :end
+    GROUP BY quarter, volunteer_id
+) c{_REGISTRY_JOINS}{joined}
+GROUP BY c.grp"""
+
+
+def _active_before(start: str) -> str:
+    """Volunteers with approved minutes (reversals less) above none in the three months before `start`."""
+    return f"""
+    SELECT volunteer_id FROM stats_volunteer_months
+    WHERE month >= ({start} - interval '3 months')::date AND month < {start}
+    GROUP BY volunteer_id HAVING sum(minutes) > 0"""
+
+
+_QUARTER_SUMS = (f"SELECT m.quarter AS grp, {', '.join(_summed('m'))} FROM stats_volunteer_months m "
+                 "WHERE m.month BETWEEN :start AND :end GROUP BY 1")
+
+
+def _cell_counts(key: str) -> str:
+    """By the facts' own groups: a volunteer's rows of a group folded; the cells start with the period."""
+    counted = _counted("c", "fh.first_on BETWEEN :start AND :end", "b.volunteer_id IS NOT NULL", _FIRST_TIME)
+    return f"""
+SELECT c.grp, {counted}
+FROM (
+    SELECT {key} AS grp, f.volunteer_id, {_FOLDED_FOR_COUNTS.format(row='f.')}
+    FROM stats_cells f WHERE f.month BETWEEN :start AND :end AND {key} IS NOT NULL
+    GROUP BY 1, 2
+) c{_REGISTRY_JOINS}
+LEFT JOIN ({_active_before("CAST(:start AS date)")}) b ON b.volunteer_id = c.volunteer_id
+GROUP BY c.grp"""
+
+
+def _cell_sums(key: str) -> str:
+    """Each group's sums, and (grp NULL) those of the rows in no group: all of them add up to the total's."""
+    return (f"SELECT {key} AS grp, {', '.join(_summed('f'))} FROM stats_cells f "
+            "WHERE f.month BETWEEN :start AND :end GROUP BY 1")
 
 
 WORK_MEM = "128MB"
-_SETTINGS = text("SELECT set_config('jit', 'off', true), set_config('work_mem', :work_mem, true), "
-                 "set_config('enable_mergejoin', 'off', true)").bindparams(work_mem=WORK_MEM)
-_STATEMENTS = {group_by: text(_statement(group_by)) for group_by in _GROUPS}
+#: For a breakdown's transaction only (docs/design.md §5.3): JIT compiling a statement costs more than it saves
+#: at a breakdown's size; enough memory to fold a year of a large programme's rows without spilling to disk;
+#: hash joins, since the planner cannot estimate the folded rows and would sort or loop over hundreds of
+#: thousands of them; the rollups read as the cached tables they are on a server in use, so that a period's rows
+#: are read by their index rather than by scanning ten years of them; and each partition of the rollups folded
+#: on its own, in parallel.
+_SESSION = {"jit": "off", "work_mem": WORK_MEM, "enable_mergejoin": "off", "enable_nestloop": "off",
+            "random_page_cost": "1.1", "enable_partitionwise_aggregate": "on", "enable_partitionwise_join": "on"}
+_SETTINGS = text("SELECT " + ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _SESSION.items()))
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """How a grouping is read: its cells' counts, and their sums (None: the counts' statement gives them too);
+    and whether its total is the cells added up, a volunteer being in exactly one group (else the total's counts
+    are read by a statement of their own, and its sums are the period's rows added up)."""
+
+    counts: TextClause
+    sums: TextClause | None = None
+    added_up: bool = False
+
+
+_STATEMENTS: dict[tuple[str, bool], _Statements] = {
+    **{(group_by, False): _Statements(text(_registry_statement(key)), added_up=True)
+       for group_by, key in _REGISTRY_KEYS.items()},
+    **{(group_by, False): _Statements(text(_cell_counts(key)), text(_cell_sums(key)))
+       for group_by, key in _CELL_KEYS.items()},
+    ("month", False): _Statements(text(_month_statement())),
+    **{("quarter", clipped): _Statements(text(_quarter_counts(clipped)), text(_QUARTER_SUMS))
+       for clipped in (False, True)},
+}
+_TOTAL_COUNTS_STATEMENT = text(_TOTAL_COUNTS)
 _VOLUNTEER_COUNTS = ("volunteers", "active_volunteers", "new_volunteers", "retained_volunteers",
                      "first_time_volunteers")
 
@@ -181,21 +238,48 @@ class Breakdown:
 
 
 def breakdown(conn: Connection, group_by: str, start: date, end: date) -> Breakdown:
-    """Every group's figures and the total for [start, end] (both days included)."""
-    rows: dict[str, Figures] = {}
-    total = Figures(contributors=dict.fromkeys(_VOLUNTEER_COUNTS, 0))  # a period nobody took part in
-    # For this transaction only: JIT compiling the statement costs more than it saves at a breakdown's size, and
-    # the planner, overestimating the months before each cell, would turn it on; enough memory to fold a year
-    # of a large programme's facts without spilling to disk; and hash joins, since the planner cannot estimate
-    # the folded rows and would sort hundreds of thousands of them to merge (docs/design.md §5.3).
+    """Every group's figures and the total for [start, end] (both days included).
+
+    Two or three statements, each planned on its own so that PostgreSQL may read it with parallel workers: a
+    cell's counts of volunteers need each volunteer's rows folded, its sums only its rows added up. The total's
+    sums are the groups' added up (every row of the period is in one group, or in the rows of no group, which the
+    sums read too); its counts are too when a volunteer is in exactly one group, else read on their own."""
     conn.execute(_SETTINGS)
-    for row in conn.execute(_STATEMENTS[group_by], {"start": start, "end": end}).mappings():
-        figures = _figures(row)
-        if row["is_total"]:
-            total = figures
-        else:
-            rows[row["grp"]] = figures
-    return Breakdown(rows, total)
+    period = {"start": start, "end": end}
+    statements = _STATEMENTS[group_by, group_by == "quarter" and start.month % 3 != 1]
+    counted = {row["grp"]: dict(row) for row in conn.execute(statements.counts, period).mappings()}
+    summed = counted if statements.sums is None else {
+        row["grp"]: dict(row) for row in conn.execute(statements.sums, period).mappings()}
+    rows = {_label(group, group_by): _figures(row | summed[group]) for group, row in counted.items()}
+    if statements.added_up:
+        return Breakdown(rows, _added_up(rows.values()))
+    total = conn.execute(_TOTAL_COUNTS_STATEMENT, period).mappings().one()
+    if not total["volunteers"]:
+        return Breakdown(rows, _nobody())
+    sums = {column: sum(int(row[column]) for row in summed.values()) for column in _SUMS}
+    return Breakdown(rows, _figures({**total, **sums}))
+
+
+def _nobody() -> Figures:
+    return Figures(contributors=dict.fromkeys(_VOLUNTEER_COUNTS, 0))  # a period nobody took part in
+
+
+def _added_up(groups: Iterable[Figures]) -> Figures:
+    """The total of groups no volunteer is in two of."""
+    total = _nobody()
+    for figures in groups:
+        for name in (*_VOLUNTEER_COUNTS, *_SUMS):
+            setattr(total, name, getattr(total, name) + getattr(figures, name))
+        for name, count in figures.contributors.items():
+            total.contributors[name] = total.contributors.get(name, 0) + count
+    return total
+
+
+def _label(group: object, group_by: str) -> str:
+    """A month's or a quarter's key from its first day ('2026-07', '2026-Q3'); other groups are their own key."""
+    if isinstance(group, date):
+        return f"{group:%Y-%m}" if group_by == "month" else f"{group.year}-Q{(group.month - 1) // 3 + 1}"
+    return str(group)
 
 
 def _figures(row: dict) -> Figures:  # type: ignore[type-arg]

@@ -1,49 +1,47 @@
-"""The statistics' rollups worked out afresh from the facts (docs/design.md §5.3, migration 0022).
+"""The statistics' rollups worked out afresh from the facts (docs/design.md §5.2, migrations 0022 and 0023).
 
-A trigger on `stats_facts` keeps `stats_months` and `stats_first_hours` as facts arrive. These statements give
-what they must hold, from the facts alone: `rebuild` writes them (a bulk load that wrote facts with the trigger
-off, as the statistics benchmark does), and `differences` counts the rows where the kept rollups and the facts
-disagree (`timecredits verify`, docs/design.md §3.3).
+A trigger on `stats_facts` keeps `stats_cells`, `stats_volunteer_months` and `stats_first_hours` as facts
+arrive, with the statements of `stats/rollup_sql.py`. These give what the tables must hold, from the facts
+alone: `rebuild` writes them (a bulk load that wrote facts with the trigger off, as the statistics benchmark
+does), and `differences` counts the rows where the kept rollups and the facts disagree (`timecredits verify`,
+docs/design.md §3.3).
 """
 from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-_KEY = "month, volunteer_id, kind, org_id, category, activity_category"
-_MONTHS = f"""
-SELECT date_trunc('month', occurred_on::timestamp)::date AS month, volunteer_id, kind, org_id, category,
-       activity_category, count(*)::int AS facts, sum(sign)::int AS net_count, sum(sign * amount)::bigint AS amount,
-       sum(sign * minutes)::int AS minutes
-FROM stats_facts GROUP BY {_KEY}"""
+from stats.rollup_sql import CELL_KEY, MONTH_KEY, VALUES, delta, months_with_previous
+
+_CELLS = delta("stats_facts", CELL_KEY)
+_MONTHS = months_with_previous("stats_facts")
 _FIRST_HOURS = """
 SELECT f.volunteer_id, min(f.occurred_on) FILTER (
     WHERE f.sign = 1 AND NOT EXISTS (SELECT 1 FROM stats_facts r WHERE r.original_entry_id = f.entry_id)) AS first_on
 FROM stats_facts f WHERE f.kind = 'hours_approved' GROUP BY f.volunteer_id"""
+_CELL_COLUMNS = ", ".join((*CELL_KEY, *VALUES))
+_MONTH_COLUMNS = ", ".join((*MONTH_KEY, *VALUES, "prev_active"))
+#: (table, its columns as the facts give them, the statement that gives them)
+_TABLES = (("stats_cells", _CELL_COLUMNS, _CELLS), ("stats_volunteer_months", _MONTH_COLUMNS, _MONTHS),
+           ("stats_first_hours", "volunteer_id, first_on", _FIRST_HOURS))
 
 
 def rebuild(conn: Connection) -> None:
-    """Replace both rollups with what the facts say (as the table's owner)."""
-    conn.execute(text("DELETE FROM stats_months"))
-    # In month order, as the trigger writes them when facts arrive day by day: a period's rows stay together.
-    conn.execute(text(f"INSERT INTO stats_months ({_KEY}, facts, net_count, amount, minutes) {_MONTHS} "
-                      "ORDER BY month"))
-    conn.execute(text("DELETE FROM stats_first_hours"))
-    conn.execute(text(f"INSERT INTO stats_first_hours (volunteer_id, first_on) {_FIRST_HOURS}"))
+    """Replace the rollups with what the facts say (as the tables' owner)."""
+    for table, columns, statement in _TABLES:
+        conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+        # In month order, as the trigger writes them when facts arrive day by day: a period's rows stay together.
+        order = " ORDER BY month" if table != "stats_first_hours" else ""
+        conn.execute(text(f"INSERT INTO {table} ({columns}) SELECT * FROM ({statement}) s{order}"))  # noqa: S608
 
 
-def differences(conn: Connection) -> tuple[int, int]:
-    """How many rows of `stats_months` and of `stats_first_hours` differ from the facts (missing, extra or
-    changed): (0, 0) when the rollups are exact."""
-    months = conn.execute(text(f"""
-        SELECT count(*) FROM (
-            (SELECT {_KEY}, facts, net_count, amount, minutes FROM stats_months EXCEPT ALL {_MONTHS})
-            UNION ALL
-            ({_MONTHS} EXCEPT ALL SELECT {_KEY}, facts, net_count, amount, minutes FROM stats_months)
-        ) d""")).scalar_one()
-    first = conn.execute(text(f"""
-        SELECT count(*) FROM (
-            (SELECT volunteer_id, first_on FROM stats_first_hours EXCEPT ALL {_FIRST_HOURS})
-            UNION ALL
-            ({_FIRST_HOURS} EXCEPT ALL SELECT volunteer_id, first_on FROM stats_first_hours)
-        ) d""")).scalar_one()
-    return int(months), int(first)
+def differences(conn: Connection) -> dict[str, int]:
+    """How many rows of each rollup differ from the facts (missing, extra or changed): all 0 when exact."""
+    found = {}
+    for table, columns, statement in _TABLES:
+        found[table] = int(conn.execute(text(f"""
+            SELECT count(*) FROM (
+                (SELECT {columns} FROM {table} EXCEPT ALL SELECT * FROM ({statement}) s)
+                UNION ALL
+                (SELECT * FROM ({statement}) s EXCEPT ALL SELECT {columns} FROM {table})
+            ) d""")).scalar_one())  # noqa: S608 - fixed names
+    return found

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Identity,
     Integer,
     LargeBinary,
+    SmallInteger,
     MetaData,
     Table,
     Text,
@@ -441,21 +442,38 @@ stats_facts = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-#: The facts added up by month, volunteer, kind and the fact's groups, and each volunteer's first approved hours
-#: never reversed: kept by a trigger on stats_facts (migration 0022), read by the figures (docs/design.md §5.3).
-stats_months = Table(
-    "stats_months",
+#: The facts added up a figure per column by month, volunteer and the facts' groups, and by month and volunteer
+#: alone; each volunteer's first approved hours never reversed: kept by a trigger on stats_facts (migrations 0022
+#: and 0023, stats/rollup_sql.py), read by the figures (docs/design.md §5.3).
+def _rollup_columns() -> list[Column]:  # type: ignore[type-arg]
+    """Each figure's sum, each kind's count of facts, and the kinds' bits (stats/rollup_sql.py)."""
+    sums = [Column(name, BigInteger if name.startswith("credits_") else Integer, nullable=False)
+            for name in ("minutes", "credits_earned", "credits_spent", "credits_gifted", "bookings", "attendances",
+                         "cancellations", "redemptions")]
+    counts = [Column(f"{name}_facts", Integer, nullable=False)
+              for name in ("hours", "attended", "redeemed", "gifted", "booked", "cancelled", "other")]
+    return [*sums, *counts, Column("kinds", SmallInteger, nullable=False)]
+
+
+stats_cells = Table(
+    "stats_cells",
     metadata,
     Column("month", Date, nullable=False),
     Column("volunteer_id", Text, nullable=False),
-    Column("kind", Text, nullable=False),
     Column("org_id", Text),
     Column("category", Text),
     Column("activity_category", Text),
-    Column("facts", Integer, nullable=False),
-    Column("net_count", Integer, nullable=False),
-    Column("amount", BigInteger, nullable=False),
-    Column("minutes", Integer, nullable=False),
+    *_rollup_columns(),
+)
+
+stats_volunteer_months = Table(
+    "stats_volunteer_months",
+    metadata,
+    Column("month", Date, primary_key=True),
+    Column("volunteer_id", Text, primary_key=True),
+    *_rollup_columns(),
+    Column("prev_active", Date),
+    Column("quarter", Date, nullable=False),
 )
 
 stats_first_hours = Table(

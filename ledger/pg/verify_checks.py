@@ -315,11 +315,10 @@ def check_statistics(conn: Connection, grace: timedelta = FACTS_GRACE) -> CheckR
     note = (f"{row.not_yet} {'entry' if row.not_yet == 1 else 'entries'} not yet counted by the statistics worker"
             if row.not_yet else None)
     if row.first_wrong is None:
-        months, first_hours = differences(conn)
-        if months or first_hours:
+        if wrong := {table: rows for table, rows in differences(conn).items() if rows}:
+            found = ", ".join(f"{rows} row(s) of {table}" for table, rows in wrong.items())
             return CheckResult("statistics", row.entries,
-                               f"the statistics rollups differ from the facts: {months} row(s) of stats_months and "
-                               f"{first_hours} of stats_first_hours (docs/design.md §5.2)", note)
+                               f"the statistics rollups differ from the facts: {found} (docs/design.md §5.2)", note)
         return CheckResult("statistics", row.entries, note=note)
     fact = conn.execute(_FACT_OF, {"id": row.first_wrong}).one()
     if fact.id is None:

@@ -160,8 +160,8 @@ def load_programme(engine: Engine, volunteers: int, years: int, end: date,
             rollups.rebuild(conn)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE stats_facts"))
-        conn.execute(text("VACUUM ANALYZE stats_months"))
-        conn.execute(text("VACUUM ANALYZE stats_first_hours"))
+        for table in ("stats_cells", "stats_volunteer_months", "stats_first_hours"):
+            conn.execute(text(f"VACUUM ANALYZE {table}"))
         conn.execute(text("ANALYZE volunteers"))
         facts = int(conn.execute(text("SELECT count(*) FROM stats_facts")).scalar_one())
     return facts, time.perf_counter() - started
