@@ -7,6 +7,7 @@ breakdown of a year, a quarter and a month is computed by PostgreSQL and by the 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -145,6 +146,38 @@ def test_first_hours_follow_reversals_whatever_order_the_facts_arrive_in(engine:
                           " VALUES (2, 'hours_approved', '2026-01-05', 'v-first', 100, 60, 1)"
                           " ON CONFLICT DO NOTHING"))
     assert first_on() is None
+
+
+def test_two_writers_of_one_volunteer_leave_each_month_its_previous_active_month(engine: Engine) -> None:
+    """Two transactions writing one volunteer's facts of different months at once: the second waits for the
+    first's lock on the volunteer, then sees its month, so the later month's previous active month is right."""
+    def fact(entry_id: int, kind: str, day: date, minutes: int) -> dict[str, Any]:
+        return {"entry_id": entry_id, "kind": kind, "occurred_on": day, "volunteer_id": "v-both", "org_id": "club",
+                "amount": 100, "minutes": minutes, "sign": 1}
+
+    first = engine.connect()
+    try:
+        with first.begin():
+            first.execute(insert(schema.stats_facts), [fact(11, "hours_approved", date(2026, 5, 4), 60)])
+            second_done = threading.Event()
+
+            def second() -> None:
+                with engine.begin() as conn:
+                    conn.execute(insert(schema.stats_facts), [fact(12, "credits_redeemed", date(2026, 7, 9), 0)])
+                second_done.set()
+
+            writer = threading.Thread(target=second)
+            writer.start()
+            assert not second_done.wait(1.0), "the second writer did not wait for the first's lock on the volunteer"
+        writer.join(30)
+        assert second_done.is_set()
+    finally:
+        first.close()
+    with engine.connect() as conn:
+        months = dict(conn.execute(text("SELECT month, prev_active FROM stats_volunteer_months "
+                                        "WHERE volunteer_id = 'v-both'")).all())
+        assert months == {date(2026, 5, 1): None, date(2026, 7, 1): date(2026, 5, 1)}
+        assert set(rollups.differences(conn).values()) == {0}
 
 
 def test_the_rollups_the_trigger_keeps_equal_those_worked_out_from_the_facts(engine: Engine) -> None:
