@@ -26,7 +26,11 @@ _TABLES = (("stats_cells", _CELL_COLUMNS, _CELLS), ("stats_volunteer_months", _M
 
 
 def rebuild(conn: Connection) -> None:
-    """Replace the rollups with what the facts say (as the tables' owner)."""
+    """Replace the rollups with what the facts say (as the tables' owner), in the caller's transaction.
+
+    New facts wait meanwhile (a statistics worker's batch is written after the rebuild commits, and adds to it):
+    otherwise a fact committed between the deletes and the inserts would be counted twice."""
+    conn.execute(text("LOCK TABLE stats_facts IN SHARE MODE"))
     for table, columns, statement in _TABLES:
         conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
         # In month order, as the trigger writes them when facts arrive day by day: a period's rows stay together.

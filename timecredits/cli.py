@@ -546,6 +546,19 @@ def import_areas(
     raise typer.Exit(code=code)
 
 
+@app.command("rebuild-statistics")
+def rebuild_statistics(data_dir: DataDir = None) -> None:
+    """Work the statistics' rollups out again from the facts, as the database's owner: when verify finds them
+    different from the facts (new statistics facts wait until it is done)."""
+    from stats.cli import rebuild_statistics_command
+
+    settings = get_settings()
+    with _ledger_engine(settings, _data_dir(settings, data_dir)) as engine:
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
+        code = rebuild_statistics_command(engine, console)
+    raise typer.Exit(code=code)
+
+
 @app.command()
 def report(
     period: Annotated[str, typer.Option(help="2026-Q3, 2026-07 or 2026")],

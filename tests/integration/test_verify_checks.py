@@ -282,3 +282,25 @@ def test_entries_the_statistics_have_not_counted_yet_are_reported_not_failed(eng
         lost = check_statistics(conn, grace=timedelta(0))
     assert lost.problem == (f"entry {earned} (event {ledger.earned}, hours_approved): has no statistics fact, "
                             "though later entries are counted")
+
+
+def test_rollups_that_differ_from_the_facts_are_named_and_worked_out_again(engine: Engine, database_url: str) -> None:
+    """A sum changed in `stats_cells` and a previous active month in `stats_volunteer_months`, by hand: verify
+    names both tables; `timecredits rebuild-statistics` works them out from the facts, and verify holds again."""
+    _fill(engine)
+    _tamper(engine, "UPDATE stats_cells SET credits_earned = credits_earned + 100 WHERE (tableoid, ctid) = "
+                    "(SELECT tableoid, ctid FROM stats_cells WHERE hours_facts > 0 LIMIT 1)")
+    _tamper(engine, "UPDATE stats_volunteer_months SET prev_active = DATE '1999-01-01' WHERE (tableoid, ctid) = "
+                    "(SELECT tableoid, ctid FROM stats_volunteer_months LIMIT 1)")
+    failures = _failures(engine)
+    assert set(failures) == {"statistics"}, failures
+    assert failures["statistics"] == ("the statistics rollups differ from the facts: 2 row(s) of stats_cells, "
+                                      "2 row(s) of stats_volunteer_months (docs/design.md §5.2)")
+    result = subprocess.run([sys.executable, "-m", "timecredits.cli", "rebuild-statistics"], capture_output=True,
+                            text=True, env={**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200"},
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stats_cells: 2 row(s) differed from the facts; 0 now" in result.stdout
+    assert "stats_volunteer_months: 2 row(s) differed from the facts; 0 now" in result.stdout
+    assert "stats_first_hours: 0 row(s) differed from the facts; 0 now" in result.stdout
+    assert verify_ledger(engine).ok
