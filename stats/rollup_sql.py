@@ -85,12 +85,9 @@ def kinds_column() -> str:
 
 #: Each volunteer-month's previous active month (approved minutes, reversals less, above none): a volunteer is
 #: retained in a cell starting on the 1st of month c when they were active in one of the three months before c
-#: (docs/design.md §5.3), which this makes a look at the cell's own rows. `{volunteers}` restricts it.
+#: (docs/design.md §5.3), which this makes a look at the cell's own rows.
 PREVIOUS_ACTIVE_WINDOW = ("max(month) FILTER (WHERE minutes > 0) OVER (PARTITION BY volunteer_id ORDER BY month "
                           "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)")
-PREVIOUS_ACTIVE = f"""
-SELECT month, volunteer_id, {PREVIOUS_ACTIVE_WINDOW} AS prev_active
-FROM stats_volunteer_months WHERE {{volunteers}}"""
 
 
 def months_with_previous(source: str) -> str:
@@ -98,9 +95,17 @@ def months_with_previous(source: str) -> str:
     return f"SELECT m.*, {PREVIOUS_ACTIVE_WINDOW} AS prev_active FROM ({delta(source, MONTH_KEY)}) m"
 
 
-def set_previous_active(volunteers: str) -> str:
-    """Put right the previous active month of every month of the volunteers `volunteers` selects."""
-    return (f"UPDATE stats_volunteer_months t SET prev_active = p.prev_active "
-            f"FROM ({PREVIOUS_ACTIVE.format(volunteers=f'volunteer_id IN ({volunteers})')}) p "
-            "WHERE t.month = p.month AND t.volunteer_id = p.volunteer_id "
-            "AND t.prev_active IS DISTINCT FROM p.prev_active")
+def set_previous_active(source: str) -> str:
+    """Put right the previous active month of the months the facts of `source` (volunteer_id, occurred_on) may
+    have changed it for: each of their volunteers' months from the earliest of theirs in `source` on, each
+    looked up by the volunteer's index (a statement's volunteers' whole histories would be read otherwise)."""
+    return f"""UPDATE stats_volunteer_months t SET prev_active = p.prev_active
+        FROM (
+            SELECT r.volunteer_id, r.month, r.prev_active AS held,
+                   (SELECT max(s.month) FROM stats_volunteer_months s
+                    WHERE s.volunteer_id = r.volunteer_id AND s.month < r.month AND s.minutes > 0) AS prev_active
+            FROM (SELECT volunteer_id, min(date_trunc('month', occurred_on::timestamp)::date) AS first_month
+                  FROM {source} GROUP BY volunteer_id) n
+            JOIN stats_volunteer_months r ON r.volunteer_id = n.volunteer_id AND r.month >= n.first_month
+        ) p
+        WHERE t.volunteer_id = p.volunteer_id AND t.month = p.month AND p.prev_active IS DISTINCT FROM p.held"""

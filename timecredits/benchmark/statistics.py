@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from rich.table import Table
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from stats import rollups
 from stats.model import GROUPINGS
@@ -120,6 +120,25 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class FactWrites:
+    """Batches of facts written as the statistics worker writes them, into the programme, with the rollups' trigger
+    and (the ceiling) without it."""
+
+    batches: int
+    size: int
+    seconds: float
+    ceiling_seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.batches * self.size / self.seconds
+
+    @property
+    def ceiling_per_second(self) -> float:
+        return self.batches * self.size / self.ceiling_seconds
+
+
+@dataclass(frozen=True)
 class StatisticsResult:
     volunteers: int
     facts: int
@@ -128,6 +147,52 @@ class StatisticsResult:
     load_seconds: float
     ceiling: Timing
     breakdowns: list[Timing]
+    writes: FactWrites
+
+
+#: A batch of facts of the month `:month`, of random volunteers, as the statistics worker writes a batch: one
+#: INSERT, so one run of the statement-level trigger.
+_BATCH = """
+INSERT INTO stats_facts (entry_id, kind, occurred_on, volunteer_id, org_id, category, activity_category, amount,
+                         minutes, sign)
+SELECT :base + n, k.kind, :month + floor(random() * 28)::int, 'bv-' || (1 + floor(random() * :volunteers)::int),
+       CASE WHEN k.kind = 'hours_approved' THEN 'club-' || (1 + n % 60) ELSE 'partner-' || (1 + n % 40) END,
+       CASE WHEN k.kind = 'hours_approved' THEN NULL ELSE 'culture' END,
+       CASE WHEN k.kind = 'hours_approved' THEN 'befriending' END, 100, CASE WHEN k.kind = 'hours_approved' THEN 60
+       ELSE 0 END, 1
+FROM generate_series(1, :size) n,
+     LATERAL (SELECT CASE WHEN n % 5 < 3 THEN 'hours_approved' WHEN n % 5 = 3 THEN 'opportunity_booked'
+                          ELSE 'credits_redeemed' END AS kind) k
+"""
+
+
+def time_fact_writes(engine: Engine, volunteers: int, month: date, batches: int = 20,
+                     size: int = 500) -> FactWrites:
+    """`batches` batches of `size` facts written one transaction each, with the rollups' trigger; then the same
+    without it, rolled back (the ceiling: PostgreSQL storing the facts alone)."""
+    def write(conn: Connection, batch: int) -> None:
+        conn.execute(text(_BATCH), {"base": base + batch * size, "month": month, "volunteers": volunteers,
+                                    "size": size})
+
+    with engine.connect() as conn:
+        base = int(conn.execute(text("SELECT coalesce(max(entry_id), 0) FROM stats_facts")).scalar_one())
+    started = time.perf_counter()
+    for batch in range(batches):
+        with engine.begin() as conn:
+            write(conn, batch)
+    seconds = time.perf_counter() - started
+    base += batches * size
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        conn.execute(text("ALTER TABLE stats_facts DISABLE TRIGGER stats_facts_added"))
+        started = time.perf_counter()
+        for batch in range(batches):
+            nested = conn.begin_nested()
+            write(conn, batch)
+            nested.commit()
+        ceiling = time.perf_counter() - started
+        transaction.rollback()
+    return FactWrites(batches, size, seconds, ceiling)
 
 
 def load_programme(engine: Engine, volunteers: int, years: int, end: date,
@@ -194,7 +259,8 @@ def run_statistics(engine: Engine, start: date, end: date, *, volunteers: int = 
     timings = [_timed(group_by, lambda g=group_by: participation(engine, g, start, end), repeats)  # type: ignore[misc]
                for group_by in GROUPINGS]
     timings.append(_timed("cold spots", lambda: cold_spots(engine, start, end), repeats))
-    return StatisticsResult(volunteers, facts, (start, end), in_period, load_seconds, ceiling, timings)
+    writes = time_fact_writes(engine, volunteers, date(end.year, end.month, 1))
+    return StatisticsResult(volunteers, facts, (start, end), in_period, load_seconds, ceiling, timings, writes)
 
 
 #: docs/performance.md's target for figure 5.
@@ -217,5 +283,11 @@ def statistics_table(result: StatisticsResult) -> Table:
         met = "met" if timing.slowest < TARGET_SECONDS else "not met"
         table.add_row(timing.name, f"{timing.slowest:.3f} s", f"{timing.median:.3f} s",
                       f"{timing.median / ceiling:.1f}", f"< {TARGET_SECONDS:.0f} s: {met}")
+    writes = result.writes
+    table.add_row(f"facts written, {writes.batches} transactions of {writes.size}, the trigger keeping the rollups",
+                  f"{writes.per_second:,.0f} facts/s", "",
+                  f"{writes.per_second / writes.ceiling_per_second:.2f} of the next", "")
+    table.add_row("ceiling: the same facts written with the trigger off", f"{writes.ceiling_per_second:,.0f} facts/s",
+                  "", "", "")
     table.caption = f"programme loaded in {result.load_seconds:.0f} s (not a figure: the facts are generated)"
     return table

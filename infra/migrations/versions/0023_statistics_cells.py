@@ -19,16 +19,17 @@ each volunteer's rows, which PostgreSQL then does a partition at a time, in para
 The trigger function of 0022 is replaced (its triggers stay): both tables by INSERT … ON CONFLICT DO UPDATE
 adding the statement's rows (in key order); then `prev_active` put right for the statement's volunteers, under a
 transaction lock a volunteer taken in a fixed order, in a later statement whose snapshot holds what any other
-writer of the same volunteer committed; `stats_first_hours` as in 0022. The statements are those of
+writer of the same volunteer committed; `stats_first_hours` as in 0022, each volunteer's first approval never
+reversed looked up in date order rather than as a minimum over all of them. The statements are those of
 `stats/rollup_sql.py`, which `stats.rollups` rebuilds and checks the tables with.
 """
 from __future__ import annotations
 
-from alembic import op
-
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+
+from alembic import op
 
 from stats.rollup_sql import (BIGINT_FIGURES, CELL_KEY, COUNTS, FIGURES, MONTH_KEY, PARTITIONED, PARTITIONS,
                               VALUES, delta, empty_rows, kinds_column, months_with_previous, set_previous_active,
@@ -46,11 +47,14 @@ _MONTHS = ("stats_volunteer_months", "stats_volunteer_months_pkey", MONTH_KEY)
 #: `prev_active` right one after the other, the second seeing the first's rows.
 _LOCK = ("PERFORM pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(volunteer_id, 23) AS k "
          "FROM {source} ORDER BY 1) l")
+#: A volunteer's first approval never reversed: their approvals in date order, the first with no reversal (as a
+#: minimum over all of them, the planner would merge every reversal of the programme against each volunteer's).
 _FIRST_ON = """
         UPDATE stats_first_hours s SET first_on = (
-            SELECT min(f.occurred_on) FROM stats_facts f
+            SELECT f.occurred_on FROM stats_facts f
             WHERE f.volunteer_id = s.volunteer_id AND f.kind = 'hours_approved' AND f.sign = 1
-              AND NOT EXISTS (SELECT 1 FROM stats_facts r WHERE r.original_entry_id = f.entry_id))
+              AND NOT EXISTS (SELECT 1 FROM stats_facts r WHERE r.original_entry_id = f.entry_id)
+            ORDER BY f.occurred_on LIMIT 1)
         WHERE s.volunteer_id IN (SELECT volunteer_id FROM {source} WHERE kind = 'hours_approved');"""
 
 
@@ -89,6 +93,8 @@ CREATE TABLE stats_volunteer_months (
     taken = ";\n        ".join(upsert(table, key_name, key, "old_facts", -1)
                                for table, key_name, key in (_CELLS, _MONTHS))
     both = "SELECT volunteer_id FROM new_facts UNION SELECT volunteer_id FROM old_facts"
+    either = ("(SELECT volunteer_id, occurred_on FROM new_facts UNION ALL "
+              "SELECT volunteer_id, occurred_on FROM old_facts) f")
     op.execute(f"""
 CREATE OR REPLACE FUNCTION {FUNCTION} RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -114,11 +120,11 @@ BEGIN
         {_FIRST_ON.format(source="new_facts")}
     END IF;
     IF TG_OP = 'INSERT' THEN
-        {set_previous_active("SELECT volunteer_id FROM new_facts")};
+        {set_previous_active("new_facts")};
     ELSIF TG_OP = 'UPDATE' THEN
-        {set_previous_active(both)};
+        {set_previous_active(either)};
     ELSE
-        {set_previous_active("SELECT volunteer_id FROM old_facts")};
+        {set_previous_active("old_facts")};
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         {_FIRST_ON.format(source="old_facts")}
