@@ -48,7 +48,6 @@ _REGISTRY_KEYS = {
     "age_band": "CASE WHEN e.consent_stats THEN coalesce(e.age_band, 'not_given') ELSE 'undisclosed' END",
     "seb": "CASE WHEN e.consent_stats THEN coalesce(e.seb, 'not_given') ELSE 'undisclosed' END",
 }
-_GROUPINGS = ("month", "quarter", *_CELL_KEYS, *_REGISTRY_KEYS)
 
 _SUMS = tuple(column for column, _, _ in FIGURES)
 _BITS = {kind: bit for _, kind, bit in KIND_COUNTS}
